@@ -1,0 +1,3 @@
+from homefeed.entrypoints.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""Settings: one dataclass, filled from defaults, then ``HOMEFEED_*`` variables, then flags.
+
+Every knob a deployment may turn lives here, so the README's configuration table and this
+file can be compared line by line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "HOMEFEED_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Where the embedded profile keeps its SQLite file.
+    data_dir: Path = Path("./data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Authors with at least this many followers are not fanned out; their posts are pulled
+    #: and merged when a follower reads.
+    celebrity_threshold: int = 10_000
+    #: Followers whose timeline has not been read for this many days are skipped by fan-out
+    #: (their cached timeline is dropped) and rebuilt from the record store on the next read.
+    inactive_days: float = 14.0
+    #: Cached home timelines keep at most this many newest post ids.
+    timeline_cap: int = 800
+    #: Maximum post length in Unicode code points.
+    max_post_length: int = 500
+    #: Largest accepted request body in bytes.
+    max_body_bytes: int = 64 * 1024
+    #: How many home timelines the in-process cache keeps before evicting the least recently
+    #: read (an evicted timeline is rebuilt on its next read).
+    cache_max_timelines: int = 100_000
+    #: How many hydrated posts the in-process post cache keeps.
+    cache_max_posts: int = 200_000
+    #: SQLite ``synchronous`` pragma: FULL survives power loss, NORMAL survives process crash.
+    sqlite_synchronous: str = "FULL"
+    #: Most writes one group commit may hold.
+    group_commit_max: int = 512
+    #: Log level for the ``homefeed`` logger.
+    log_level: str = "INFO"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.data_dir) / "homefeed.db"
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults, overridden by ``HOMEFEED_<FIELD>`` variables, overridden by ``overrides``
+        (the command-line flags). ``None`` overrides are ignored so unset flags fall through."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.name, f.type, raw)
+        for k, v in overrides.items():
+            if v is not None:
+                values[k] = v
+        s = cls(**values)
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        problems = []
+        if self.celebrity_threshold < 1:
+            problems.append("celebrity_threshold must be >= 1")
+        if self.timeline_cap < 1:
+            problems.append("timeline_cap must be >= 1")
+        if self.max_post_length < 1:
+            problems.append("max_post_length must be >= 1")
+        if self.inactive_days <= 0:
+            problems.append("inactive_days must be > 0")
+        if self.sqlite_synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
+            problems.append("sqlite_synchronous must be FULL, NORMAL or EXTRA")
+        if problems:
+            raise ValueError("invalid configuration: " + "; ".join(problems))
+
+
+def _coerce(name: str, type_: Any, raw: str) -> Any:
+    t = str(type_)
+    try:
+        if "int" in t and "float" not in t:
+            return int(raw)
+        if "float" in t:
+            return float(raw)
+        if "Path" in t:
+            return Path(raw)
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from None

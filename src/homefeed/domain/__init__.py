@@ -1,0 +1,1 @@
+"""The domain: rules that hold whatever stores the data. Imports no backend."""

@@ -1,0 +1,14 @@
+"""Pure rules of the hybrid fan-out, shared by every adapter (no I/O here)."""
+
+from __future__ import annotations
+
+
+def is_celebrity(followers_count: int, threshold: int) -> bool:
+    """Celebrities are pulled at read time instead of pushed at write time."""
+    return followers_count >= threshold
+
+
+def crossed_down(followers_after: int, threshold: int) -> bool:
+    """An unfollow that took an author from celebrity to ordinary: their recent posts, which
+    were never pushed, must now be merged into their followers' cached timelines."""
+    return followers_after == threshold - 1

@@ -1,0 +1,67 @@
+"""Records of the system of record, and the events that every write appends to the outbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from homefeed.domain.ids import id_time_iso
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    handle: str
+    display_name: str
+    followers_count: int = 0
+    following_count: int = 0
+    posts_count: int = 0
+
+    def public(self) -> dict[str, Any]:
+        return {"id": str(self.id), "handle": self.handle, "display_name": self.display_name}
+
+    def profile(self) -> dict[str, Any]:
+        return {
+            **self.public(),
+            "followers_count": self.followers_count,
+            "following_count": self.following_count,
+            "posts_count": self.posts_count,
+            "created_at": id_time_iso(self.id),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    id: int
+    author_id: int
+    author_handle: str
+    text: str
+
+    @property
+    def created_at(self) -> str:
+        return id_time_iso(self.id)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "author": {"id": str(self.author_id), "handle": self.author_handle},
+            "text": self.text,
+            "created_at": self.created_at,
+        }
+
+
+# Event types written to the outbox in the same transaction as the record they describe.
+USER_REGISTERED = "user_registered"
+FOLLOWED = "followed"
+UNFOLLOWED = "unfollowed"
+POST_CREATED = "post_created"
+POST_DELETED = "post_deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One outbox row. ``seq`` is the commit order in the system of record."""
+
+    seq: int
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,124 @@
+"""The four building blocks as interfaces (ports). The core codes against these only; each
+backend is one adapter in ``homefeed.adapters``, wired in ``homefeed.bootstrap``.
+
+All methods are coroutines so that network backends (PostgreSQL, Redis, NATS) fit the same
+shape as the embedded ones, which simply never suspend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from homefeed.domain.model import Event, Post, User
+
+
+class RecordStore(Protocol):
+    """The system of record. Every write is ONE transaction holding the record and its event
+    in the outbox; it returns only after that transaction is durable."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # -- writes (each one transaction: record + outbox event) ------------------------------
+    async def create_user(self, handle: str, display_name: str, token_hash: bytes) -> User:
+        """Raises Conflict if the handle is taken (ignoring case)."""
+    async def follow(self, follower_id: int, followee_id: int) -> tuple[bool, int]:
+        """Returns (changed, followee's followers_count after). No event when unchanged."""
+    async def unfollow(self, follower_id: int, followee_id: int) -> tuple[bool, int]: ...
+    async def create_post(self, author_id: int, text: str) -> Post: ...
+    async def delete_post(self, post_id: int, by_user_id: int) -> Post:
+        """Raises NotFound (no such post) or Forbidden (not the author's)."""
+
+    # -- reads ----------------------------------------------------------------------------
+    async def user_by_id(self, user_id: int) -> User | None: ...
+    async def user_by_handle(self, handle: str) -> User | None: ...
+    async def user_id_by_token_hash(self, token_hash: bytes) -> int | None: ...
+    async def followers_page(
+        self, user_id: int, before: int | None, limit: int
+    ) -> list[tuple[int, User]]:
+        """(follow id, follower) newest follow first, follow id < before."""
+    async def following_page(
+        self, user_id: int, before: int | None, limit: int
+    ) -> list[tuple[int, User]]: ...
+    async def follower_ids(self, user_id: int) -> list[int]: ...
+    async def following_ids(self, user_id: int) -> list[int]: ...
+    async def followers_count(self, user_id: int) -> int: ...
+    async def celebrity_ids(self, threshold: int) -> list[int]: ...
+    async def posts_by_ids(self, ids: Sequence[int]) -> list[Post]: ...
+    async def author_post_ids(self, author_id: int, before: int | None, limit: int) -> list[int]: ...
+    async def home_post_ids(self, user_id: int, before: int | None, limit: int) -> list[int]:
+        """Newest ids of posts by the user and everyone they follow, id < before: the
+        home timeline computed straight from the records (pull, approach 1)."""
+    async def user_posts(self, author_id: int, before: int | None, limit: int) -> list[Post]: ...
+    async def max_post_id(self) -> int: ...
+
+
+class EventStream(Protocol):
+    """Outbox events in commit order, to durable named consumers, at least once."""
+
+    async def fetch(self, consumer: str, max_events: int, timeout: float) -> list[Event]:
+        """The next events after what ``consumer`` acknowledged; waits up to ``timeout``
+        seconds for at least one."""
+    async def ack(self, consumer: str, events: Sequence[Event]) -> None:
+        """Record that ``events`` (the last batch fetched) are applied."""
+    async def lag(self, consumer: str) -> int:
+        """Events committed but not yet acknowledged by ``consumer``."""
+
+
+class SearchIndex(Protocol):
+    async def index(self, posts: Sequence[Post]) -> None:
+        """Upsert: indexing a post twice leaves one entry."""
+    async def remove(self, post_ids: Sequence[int]) -> None: ...
+    async def search(self, terms: Sequence[str], before: int | None, limit: int) -> list[int]:
+        """Ids of posts having every term, newest first, id < before."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdSlice:
+    """Part of a cached id list: ``ids`` newest first (all < the asked ``before``), and the
+    list's ``floor``: the list holds every id it should that is greater than ``floor``."""
+
+    ids: list[int]
+    floor: int
+
+
+class TimelineCache(Protocol):
+    """Compact id lists (``home`` timelines and ``author`` recent-post lists), each capped,
+    plus the small graph facts the read path needs. Never the only copy of anything: every
+    method may find nothing and the caller rebuilds from the record store."""
+
+    # -- id lists: kind is "home" or "author" ---------------------------------------------
+    async def slice(self, kind: str, key: int, before: int | None, limit: int) -> IdSlice | None:
+        """None if the list is not cached (absent, or evicted)."""
+    async def install(self, kind: str, key: int, ids: Sequence[int], floor: int) -> None:
+        """Create the list if absent, union ``ids`` into it, raise its floor to at least
+        ``floor``, trim to the cap. Idempotent."""
+    async def push(self, kind: str, keys: Sequence[int], id_: int) -> int:
+        """Insert ``id_`` into each list of ``keys`` that exists (absent = inactive: skip).
+        Returns how many lists took it."""
+    async def merge(self, kind: str, key: int, ids: Sequence[int], floor: int) -> None:
+        """Like install, but only if the list exists."""
+    async def remove(self, kind: str, keys: Sequence[int], ids: Sequence[int]) -> None: ...
+    async def exists(self, kind: str, keys: Sequence[int]) -> list[int]:
+        """Those of ``keys`` whose list exists."""
+    async def drop(self, kind: str, key: int) -> None: ...
+
+    # -- graph facts ----------------------------------------------------------------------
+    async def following(self, user_id: int) -> frozenset[int] | None: ...
+    async def set_following(self, user_id: int, ids: Sequence[int]) -> None: ...
+    async def forget_following(self, user_id: int) -> None: ...
+    async def celebrities(self) -> frozenset[int] | None: ...
+    async def set_celebrities(self, ids: Sequence[int]) -> None: ...
+    async def mark_celebrity(self, user_id: int, is_celebrity: bool) -> None:
+        """Update one member if the set is cached."""
+
+    async def stats(self) -> dict[str, int]: ...
+
+
+class PostCache(Protocol):
+    """Hydration cache: post id -> post. Bounded; a miss goes to the record store."""
+
+    async def get_many(self, ids: Sequence[int]) -> dict[int, Post]: ...
+    async def put_many(self, posts: Sequence[Post]) -> None: ...
+    async def delete(self, ids: Sequence[int]) -> None: ...
