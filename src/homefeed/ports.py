@@ -26,7 +26,7 @@ class RecordStore(Protocol):
     async def follow(self, follower_id: int, followee_id: int) -> tuple[bool, int]:
         """Returns (changed, followee's followers_count after). No event when unchanged."""
     async def unfollow(self, follower_id: int, followee_id: int) -> tuple[bool, int]: ...
-    async def create_post(self, author_id: int, text: str) -> Post: ...
+    async def create_post(self, author_id: int, author_handle: str, text: str) -> Post: ...
     async def delete_post(self, post_id: int, by_user_id: int) -> Post:
         """Raises NotFound (no such post) or Forbidden (not the author's)."""
 
@@ -51,6 +51,8 @@ class RecordStore(Protocol):
         """Newest ids of posts by the user and everyone they follow, id < before: the
         home timeline computed straight from the records (pull, approach 1)."""
     async def user_posts(self, author_id: int, before: int | None, limit: int) -> list[Post]: ...
+    async def posts_after(self, after_id: int, limit: int) -> list[Post]:
+        """Posts in ascending id order, id > after_id: how batch jobs walk every post."""
     async def max_post_id(self) -> int: ...
 
 
@@ -70,6 +72,7 @@ class SearchIndex(Protocol):
     async def index(self, posts: Sequence[Post]) -> None:
         """Upsert: indexing a post twice leaves one entry."""
     async def remove(self, post_ids: Sequence[int]) -> None: ...
+    async def clear(self) -> None: ...
     async def search(self, terms: Sequence[str], before: int | None, limit: int) -> list[int]:
         """Ids of posts having every term, newest first, id < before."""
 

@@ -1,0 +1,1 @@
+"""Adapters: one per backend for each port in homefeed.ports."""

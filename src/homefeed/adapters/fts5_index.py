@@ -1,0 +1,62 @@
+"""SearchIndex on SQLite FTS5 (embedded profile).
+
+We tokenize in Python (``homefeed.domain.text``) and store the resulting terms, one
+space-separated string per post, with the post id as rowid. FTS5's tokenizer is configured
+to keep each of our terms whole (``#`` ``@`` ``_`` and combining marks are token characters,
+no diacritic folding), and every query term is passed as a quoted FTS5 string, so no FTS5
+operator syntax can reach the engine from a user.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Sequence
+
+from homefeed.adapters.sqlite_db import SqliteDatabase
+from homefeed.domain.model import Post
+from homefeed.domain.text import index_terms
+
+_MAX = (1 << 63) - 1
+
+
+def match_expression(terms: Sequence[str]) -> str:
+    return " AND ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+class Fts5SearchIndex:
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    async def index(self, posts: Sequence[Post]) -> None:
+        if not posts:
+            return
+        rows = [(p.id, " ".join(index_terms(p.text))) for p in posts]
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM post_search WHERE rowid = ?", [(r[0],) for r in rows])
+            conn.executemany("INSERT INTO post_search(rowid, terms) VALUES (?, ?)", rows)
+
+        await self.db.write(tx)
+
+    async def remove(self, post_ids: Sequence[int]) -> None:
+        if not post_ids:
+            return
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM post_search WHERE rowid = ?", [(i,) for i in post_ids])
+
+        await self.db.write(tx)
+
+    async def clear(self) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM post_search")
+
+        await self.db.write(tx)
+
+    async def search(self, terms: Sequence[str], before: int | None, limit: int) -> list[int]:
+        rows = self.db.query(
+            "SELECT rowid FROM post_search WHERE post_search MATCH ? AND rowid < ?"
+            " ORDER BY rowid DESC LIMIT ?",
+            (match_expression(terms), before if before is not None else _MAX, limit),
+        )
+        return [r[0] for r in rows]

@@ -1,0 +1,271 @@
+"""One SQLite file in WAL mode: versioned migrations, one writer thread doing group commit,
+and a read connection for the event loop.
+
+Why a single writer thread: SQLite allows one writer at a time, and a commit's cost is
+dominated by the fsync of the WAL. Queueing every write to one thread lets concurrent
+requests share a commit (group commit) while each caller is still answered only after the
+commit that holds its write. Each write runs inside a SAVEPOINT, so one failing write (a
+taken handle, say) rolls back alone and the others in the batch commit.
+
+Reads run on the caller's thread (the event loop) on their own connection: in WAL mode they
+see the last committed state and never wait for the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from homefeed.domain.errors import Unavailable
+
+log = logging.getLogger("homefeed.sqlite")
+
+T = TypeVar("T")
+WriteFn = Callable[[sqlite3.Connection], Any]
+
+# Versioned migrations: index i brings the schema from version i to i + 1. Append only.
+MIGRATIONS: list[str] = [
+    # 1: the system of record, the outbox and consumer offsets
+    """
+    CREATE TABLE users (
+        id              INTEGER PRIMARY KEY,
+        handle          TEXT NOT NULL,
+        handle_key      TEXT NOT NULL UNIQUE,   -- lower(handle): handles are unique ignoring case
+        display_name    TEXT NOT NULL,
+        token_hash      BLOB NOT NULL UNIQUE,
+        followers_count INTEGER NOT NULL DEFAULT 0,
+        following_count INTEGER NOT NULL DEFAULT 0,
+        posts_count     INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX users_by_followers ON users(followers_count);
+
+    CREATE TABLE follows (
+        follower_id INTEGER NOT NULL,
+        followee_id INTEGER NOT NULL,
+        id          INTEGER NOT NULL,           -- time-ordered: the pagination cursor
+        PRIMARY KEY (follower_id, followee_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX follows_by_followee ON follows(followee_id, id);
+    CREATE INDEX follows_by_follower ON follows(follower_id, id);
+
+    CREATE TABLE posts (
+        id        INTEGER PRIMARY KEY,          -- time-ordered 64-bit id
+        author_id INTEGER NOT NULL,
+        text      TEXT NOT NULL
+    );
+    CREATE INDEX posts_by_author ON posts(author_id, id);
+
+    CREATE TABLE outbox (
+        seq  INTEGER PRIMARY KEY AUTOINCREMENT, -- commit order (one writer)
+        type TEXT NOT NULL,
+        data BLOB NOT NULL                      -- JSON
+    );
+    CREATE TABLE consumer_offsets (
+        consumer TEXT PRIMARY KEY,
+        seq      INTEGER NOT NULL
+    );
+    """,
+    # 2: the search index (derived; rebuilt from posts by `homefeed rebuild search`)
+    """
+    CREATE VIRTUAL TABLE post_search USING fts5(
+        terms,
+        tokenize = "unicode61 remove_diacritics 0 categories 'L* N* Co M*' tokenchars '#@_'"
+    );
+    """,
+]
+
+
+def connect(path: Path, synchronous: str = "FULL", readonly: bool = False) -> sqlite3.Connection:
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
+    conn.execute("PRAGMA temp_store=MEMORY")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to the newest version; returns it. Each step is one transaction."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for target in range(version + 1, len(MIGRATIONS) + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _split_sql(MIGRATIONS[target - 1]):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={target}")
+        conn.execute("COMMIT")
+        log.info("migrated schema to version %d", target)
+    return len(MIGRATIONS)
+
+
+def _split_sql(script: str) -> list[str]:
+    out, buf = [], []
+    for line in script.splitlines():
+        buf.append(line)
+        if sqlite3.complete_statement("\n".join(buf)):
+            stmt = "\n".join(buf).strip()
+            if stmt.strip(";").strip():
+                out.append(stmt)
+            buf = []
+    return out
+
+
+class SqliteDatabase:
+    """The file, its writer thread and its read connection. Shared by the record store,
+    the outbox event stream and the FTS5 search index of the embedded profile."""
+
+    def __init__(self, path: Path, synchronous: str = "FULL", group_commit_max: int = 512) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.group_commit_max = group_commit_max
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._commit_listeners: list[Callable[[], None]] = []
+        self.reader: sqlite3.Connection | None = None
+        self.commits = 0
+        self.writes = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def open(self) -> None:
+        if self._thread is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        writer = connect(self.path, self.synchronous)
+        migrate(writer)
+        self.reader = connect(self.path, self.synchronous)
+        self._thread = threading.Thread(
+            target=self._run_writer, args=(writer,), name="homefeed-sqlite-writer", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join()
+        self._thread = None
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the writer thread) after every commit."""
+        self._commit_listeners.append(callback)
+
+    # -- writes ---------------------------------------------------------------------------
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` inside a write transaction; return its result once committed."""
+        if self._thread is None:
+            raise Unavailable("the database is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put((fn, loop, fut))
+        return await fut
+
+    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Blocking variant for batch jobs and the CLI (not for the event loop thread)."""
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def settle(ok: bool, value: Any) -> None:
+            box["ok"], box["value"] = ok, value
+            done.set()
+
+        self._queue.put((fn, None, settle))
+        done.wait()
+        if not box["ok"]:
+            raise box["value"]
+        return box["value"]
+
+    def _run_writer(self, conn: sqlite3.Connection) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                conn.close()
+                return
+            batch = [job]
+            stop = False
+            while len(batch) < self.group_commit_max:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit_batch(conn, batch)
+            if stop:
+                conn.close()
+                return
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _, _ in batch:
+                conn.execute("SAVEPOINT w")
+                try:
+                    result = fn(conn)
+                except Exception as exc:  # this write alone is rolled back
+                    conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
+                    outcomes.append((False, exc))
+                else:
+                    conn.execute("RELEASE w")
+                    outcomes.append((True, result))
+            conn.execute("COMMIT")
+            self.commits += 1
+            self.writes += len(batch)
+        except Exception as exc:  # the commit itself failed: nothing in the batch is durable
+            log.exception("group commit failed")
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            err = Unavailable(f"the database could not commit: {exc}")
+            outcomes = [(False, err)] * len(batch)
+        else:
+            for listener in self._commit_listeners:
+                listener()
+        self._settle(batch, outcomes)
+
+    @staticmethod
+    def _settle(batch: list[Any], outcomes: list[tuple[bool, Any]]) -> None:
+        by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
+        for (_, loop, target), (ok, value) in zip(batch, outcomes):
+            if loop is None:
+                target(ok, value)
+            else:
+                by_loop.setdefault(loop, []).append((target, ok, value))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_all, items)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    # -- reads ----------------------------------------------------------------------------
+    def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        assert self.reader is not None, "database is not open"
+        return self.reader.execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: tuple | list = ()) -> tuple | None:
+        assert self.reader is not None, "database is not open"
+        return self.reader.execute(sql, params).fetchone()
+
+
+def _resolve_all(items: list[tuple[asyncio.Future, bool, Any]]) -> None:
+    for fut, ok, value in items:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)

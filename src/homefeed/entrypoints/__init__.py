@@ -1,0 +1,1 @@
+"""Entrypoints: HTTP API and command line."""

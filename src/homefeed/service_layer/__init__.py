@@ -1,0 +1,1 @@
+"""Service layer: use cases and timeline rules, coded against homefeed.ports only."""

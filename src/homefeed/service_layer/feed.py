@@ -1,0 +1,233 @@
+"""FeedManager: every home-timeline rule in one place, in one vocabulary.
+
+- **push**: a new post's id goes into the cached home timeline of each follower that has one
+  (no cached timeline = inactive or evicted: skipped, rebuilt on its next read).
+- **celebrity**: an author with at least ``celebrity_threshold`` followers is not pushed;
+  their posts are **pulled** from their cached author list when a follower reads.
+- **merge** / **unmerge**: follow merges the followee's recent posts into the follower's
+  timeline; unfollow removes them. When a celebrity drops below the threshold, their
+  recent posts (never pushed) are merged into every follower's timeline.
+- **trim**: every cached list keeps only its newest ``timeline_cap`` ids; what is cut off
+  raises the list's *floor*: the list holds every id it should above its floor.
+- **rebuild**: a missing list is recomputed from the record store (the system of record).
+- **hydrate**: ids become posts through the post cache, then the record store.
+
+Reading merges the home timeline with the pulled author lists, filters by who the reader
+follows *now* (so a late push after an unfollow never shows) and drops deleted posts. Below
+the highest floor among the merged lists, the page continues from the record store, so
+paging walks the whole history with nothing repeated or skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from homefeed.domain.feed_rules import crossed_down, is_celebrity
+from homefeed.domain.model import Post
+from homefeed.ports import IdSlice, PostCache, RecordStore, TimelineCache
+
+log = logging.getLogger("homefeed.feed")
+
+HOME = "home"
+AUTHOR = "author"
+# Extra ids fetched per source beyond the page size, so that a few deleted or filtered
+# entries do not force a second round.
+SLACK = 8
+
+
+class FeedManager:
+    def __init__(
+        self,
+        store: RecordStore,
+        cache: TimelineCache,
+        posts: PostCache,
+        celebrity_threshold: int,
+        timeline_cap: int,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.posts = posts
+        self.threshold = celebrity_threshold
+        self.cap = timeline_cap
+        self.counters = {"rebuilds": 0, "author_rebuilds": 0, "pushes": 0, "db_pages": 0}
+
+    # -- graph facts ----------------------------------------------------------------------
+    async def following_of(self, user_id: int) -> frozenset[int]:
+        got = await self.cache.following(user_id)
+        if got is None:
+            ids = await self.store.following_ids(user_id)
+            await self.cache.set_following(user_id, ids)
+            got = frozenset(ids)
+        return got
+
+    async def celebrities(self) -> frozenset[int]:
+        got = await self.cache.celebrities()
+        if got is None:
+            ids = await self.store.celebrity_ids(self.threshold)
+            await self.cache.set_celebrities(ids)
+            got = frozenset(ids)
+        return got
+
+    async def is_celebrity(self, user_id: int) -> bool:
+        return user_id in await self.celebrities()
+
+    async def refresh_celebrity(self, user_id: int) -> None:
+        """Re-read one author's follower count from the record store (not from an event:
+        concurrent follows may be applied out of order, the store has the last word)."""
+        count = await self.store.followers_count(user_id)
+        await self.celebrities()
+        await self.cache.mark_celebrity(user_id, is_celebrity(count, self.threshold))
+
+    # -- rebuild --------------------------------------------------------------------------
+    async def rebuild_home(self, user_id: int) -> None:
+        ids = await self.store.home_post_ids(user_id, None, self.cap)
+        floor = ids[-1] - 1 if len(ids) >= self.cap else 0
+        await self.cache.install(HOME, user_id, ids, floor)
+        self.counters["rebuilds"] += 1
+
+    async def rebuild_author(self, author_id: int) -> None:
+        ids = await self.store.author_post_ids(author_id, None, self.cap)
+        floor = ids[-1] - 1 if len(ids) >= self.cap else 0
+        await self.cache.install(AUTHOR, author_id, ids, floor)
+        self.counters["author_rebuilds"] += 1
+
+    async def _slice(self, kind: str, key: int, before: int | None, n: int) -> IdSlice:
+        got = await self.cache.slice(kind, key, before, n)
+        if got is None:
+            if kind == HOME:
+                await self.rebuild_home(key)
+            else:
+                await self.rebuild_author(key)
+            got = await self.cache.slice(kind, key, before, n)
+            if got is None:  # evicted at once (a cache too small): read the store directly
+                ids = await (
+                    self.store.home_post_ids(key, before, n)
+                    if kind == HOME
+                    else self.store.author_post_ids(key, before, n)
+                )
+                return IdSlice(ids, 0 if len(ids) < n else ids[-1] - 1)
+        return got
+
+    # -- hydrate --------------------------------------------------------------------------
+    async def hydrate(self, ids: Sequence[int]) -> dict[int, Post]:
+        if not ids:
+            return {}
+        got = await self.posts.get_many(ids)
+        if len(got) < len(ids):
+            missing = [i for i in ids if i not in got]
+            fetched = await self.store.posts_by_ids(missing)
+            if fetched:
+                await self.posts.put_many(fetched)
+                for p in fetched:
+                    got[p.id] = p
+        return got
+
+    # -- read -----------------------------------------------------------------------------
+    async def read_home(
+        self, user_id: int, before: int | None, limit: int
+    ) -> tuple[list[Post], int | None]:
+        """One page of the home timeline, newest first, and the cursor of the next page."""
+        following = await self.following_of(user_id)
+        celebs = await self.celebrities()
+        if len(celebs) <= len(following):
+            pulled = [c for c in celebs if c in following]
+        else:
+            pulled = [f for f in following if f in celebs]
+        pulled.append(user_id)  # the reader's own posts: read-your-writes
+
+        out: list[Post] = []
+        cursor = before
+        while True:
+            n = limit - len(out) + SLACK
+            slices = [await self._slice(HOME, user_id, cursor, n)]
+            for author in pulled:
+                slices.append(await self._slice(AUTHOR, author, cursor, n))
+            floor_bound = 0
+            cut_bound = 0  # below this a source that returned n ids may hold more
+            for s in slices:
+                if s.floor > floor_bound:
+                    floor_bound = s.floor
+                if len(s.ids) >= n and s.ids[-1] - 1 > cut_bound:
+                    cut_bound = s.ids[-1] - 1
+            bound = max(floor_bound, cut_bound)
+            candidates = sorted({i for s in slices for i in s.ids if i > bound}, reverse=True)
+            posts = await self.hydrate(candidates)
+            for i in candidates:
+                p = posts.get(i)
+                if p is None or not (p.author_id == user_id or p.author_id in following):
+                    continue
+                out.append(p)
+                if len(out) == limit:
+                    return out, p.id
+            if cut_bound > floor_bound:
+                cursor = cut_bound + 1
+                continue
+            if bound == 0:
+                return out, None
+            # Past the cache's floor: continue from the system of record.
+            self.counters["db_pages"] += 1
+            start = bound + 1 if cursor is None else min(cursor, bound + 1)
+            need = limit - len(out)
+            ids = await self.store.home_post_ids(user_id, start, need)
+            posts = await self.hydrate(ids)
+            out.extend(posts[i] for i in ids if i in posts)
+            if len(ids) < need:
+                return out, None
+            return out, ids[-1]
+
+    # -- after a commit, in the API process (read-your-writes) -----------------------------
+    async def posted(self, post: Post) -> None:
+        await self.posts.put_many([post])
+        await self.cache.push(AUTHOR, [post.author_id], post.id)
+
+    async def deleted(self, post_id: int, author_id: int) -> None:
+        await self.posts.delete([post_id])
+        await self.cache.remove(AUTHOR, [author_id], [post_id])
+
+    async def follows_changed(self, follower_id: int, followee_id: int) -> None:
+        await self.cache.forget_following(follower_id)
+        await self.refresh_celebrity(followee_id)
+
+    # -- fan-out (the consumer of post and follow events) ----------------------------------
+    async def fan_out_post(self, post: Post) -> int:
+        """Push a new post into its followers' cached timelines, unless its author is a
+        celebrity. Idempotent: pushing an id twice leaves one entry."""
+        await self.cache.push(AUTHOR, [post.author_id], post.id)
+        if await self.is_celebrity(post.author_id):
+            return 0
+        followers = await self.store.follower_ids(post.author_id)
+        taken = await self.cache.push(HOME, followers, post.id)
+        self.counters["pushes"] += taken
+        return taken
+
+    async def fan_out_delete(self, post_id: int, author_id: int) -> None:
+        await self.posts.delete([post_id])
+        await self.cache.remove(AUTHOR, [author_id], [post_id])
+        followers = await self.store.follower_ids(author_id)
+        await self.cache.remove(HOME, followers, [post_id])
+
+    async def merge_followee(self, follower_id: int, followee_id: int) -> None:
+        await self.refresh_celebrity(followee_id)
+        if await self.is_celebrity(followee_id):
+            return  # pulled at read time
+        if not await self.cache.exists(HOME, [follower_id]):
+            return  # rebuilt on the next read, follow included
+        recent = await self._slice(AUTHOR, followee_id, None, self.cap)
+        await self.cache.merge(HOME, follower_id, recent.ids, recent.floor)
+
+    async def unmerge_followee(self, follower_id: int, followee_id: int, followers_after: int) -> None:
+        await self.refresh_celebrity(followee_id)
+        recent = await self._slice(AUTHOR, followee_id, None, self.cap)
+        await self.cache.remove(HOME, [follower_id], recent.ids)
+        if crossed_down(followers_after, self.threshold):
+            await self.merge_demoted(followee_id, recent)
+
+    async def merge_demoted(self, author_id: int, recent: IdSlice | None = None) -> None:
+        """A celebrity became ordinary: their posts were never pushed, so merge their recent
+        posts into the timeline of every follower that has one."""
+        if recent is None:
+            recent = await self._slice(AUTHOR, author_id, None, self.cap)
+        followers = await self.cache.exists(HOME, await self.store.follower_ids(author_id))
+        for f in followers:
+            await self.cache.merge(HOME, f, recent.ids, recent.floor)

@@ -1,0 +1,210 @@
+"""The use cases of homefeed, one method each. Validation of what users send happens here
+(the HTTP layer only decodes), so every entrypoint gets the same rules.
+
+A write use case commits to the record store (record + outbox event in one transaction),
+then updates the caches of this process for read-your-writes. Everything else that derives
+from the write happens in the consumers, from the event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from homefeed.config import Settings
+from homefeed.domain.errors import InvalidInput, NotFound, Unauthorized
+from homefeed.domain.model import Post, User
+from homefeed.domain.text import (
+    query_terms,
+    validate_display_name,
+    validate_handle,
+    validate_post_text,
+)
+from homefeed.ports import EventStream, PostCache, RecordStore, SearchIndex, TimelineCache
+from homefeed.service_layer.consumers import Consumers
+from homefeed.service_layer.feed import FeedManager
+
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 20
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def check_limit(limit: int | None) -> int:
+    if limit is None:
+        return DEFAULT_LIMIT
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    return limit
+
+
+def page(posts: list[Post], next_id: int | None) -> dict[str, Any]:
+    return {"posts": [p.public() for p in posts], "next": None if next_id is None else str(next_id)}
+
+
+class Homefeed:
+    """The application: wired adapters plus the use cases over them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: RecordStore,
+        stream: EventStream,
+        cache: TimelineCache,
+        posts: PostCache,
+        search_index: SearchIndex,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.stream = stream
+        self.cache = cache
+        self.search_index = search_index
+        self.feed = FeedManager(
+            store, cache, posts, settings.celebrity_threshold, settings.timeline_cap
+        )
+        self.consumers = Consumers(self.feed, stream, search_index)
+        self._tokens: dict[bytes, int] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self, run_consumers: bool = True) -> None:
+        await self.store.open()
+        if run_consumers:
+            self.consumers.start()
+
+    async def close(self) -> None:
+        await self.consumers.stop()
+        await self.store.close()
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until every consumer has applied every committed event."""
+        await self.consumers.drain(timeout)
+
+    # -- users ----------------------------------------------------------------------------
+    async def register(self, handle: Any, display_name: Any = None) -> dict[str, Any]:
+        handle = validate_handle(handle)
+        display_name = validate_display_name(display_name, handle)
+        token = secrets.token_urlsafe(32)
+        user = await self.store.create_user(handle, display_name, hash_token(token))
+        return {**user.public(), "token": token}
+
+    async def authenticate(self, token: str | None) -> int:
+        if not token:
+            raise Unauthorized("missing bearer token")
+        h = hash_token(token)
+        uid = self._tokens.get(h)
+        if uid is None:
+            uid = await self.store.user_id_by_token_hash(h)
+            if uid is None:
+                raise Unauthorized("invalid bearer token")
+            if len(self._tokens) > 100_000:
+                self._tokens.clear()
+            self._tokens[h] = uid
+        return uid
+
+    async def user(self, handle: str) -> User:
+        if not isinstance(handle, str) or not handle:
+            raise NotFound("no such user")
+        user = await self.store.user_by_handle(handle)
+        if user is None:
+            raise NotFound(f"no user with handle {handle!r}")
+        return user
+
+    async def profile(self, handle: str) -> dict[str, Any]:
+        return (await self.user(handle)).profile()
+
+    async def follow(self, user_id: int, handle: str) -> dict[str, Any]:
+        target = await self.user(handle)
+        if target.id == user_id:
+            raise InvalidInput("you cannot follow yourself")
+        changed, _ = await self.store.follow(user_id, target.id)
+        if changed:
+            await self.feed.follows_changed(user_id, target.id)
+        return {"following": True}
+
+    async def unfollow(self, user_id: int, handle: str) -> dict[str, Any]:
+        target = await self.user(handle)
+        if target.id == user_id:
+            raise InvalidInput("you cannot unfollow yourself")
+        changed, _ = await self.store.unfollow(user_id, target.id)
+        if changed:
+            await self.feed.follows_changed(user_id, target.id)
+        return {"following": False}
+
+    async def followers(self, handle: str, limit: int | None = None, before: int | None = None) -> dict[str, Any]:
+        user = await self.user(handle)
+        limit = check_limit(limit)
+        rows = await self.store.followers_page(user.id, before, limit)
+        return _user_page(rows, limit)
+
+    async def following(self, handle: str, limit: int | None = None, before: int | None = None) -> dict[str, Any]:
+        user = await self.user(handle)
+        limit = check_limit(limit)
+        rows = await self.store.following_page(user.id, before, limit)
+        return _user_page(rows, limit)
+
+    # -- posts ----------------------------------------------------------------------------
+    async def create_post(self, user_id: int, text: Any) -> dict[str, Any]:
+        text = validate_post_text(text, self.settings.max_post_length)
+        author = await self.store.user_by_id(user_id)
+        if author is None:
+            raise Unauthorized("the token's user no longer exists")
+        post = await self.store.create_post(user_id, author.handle, text)
+        await self.feed.posted(post)
+        return post.public()
+
+    async def get_post(self, post_id: int) -> dict[str, Any]:
+        got = await self.feed.hydrate([post_id])
+        post = got.get(post_id)
+        if post is None:
+            raise NotFound("no such post")
+        return post.public()
+
+    async def delete_post(self, user_id: int, post_id: int) -> None:
+        post = await self.store.delete_post(post_id, user_id)
+        await self.feed.deleted(post.id, post.author_id)
+
+    # -- reads ----------------------------------------------------------------------------
+    async def home_timeline(self, user_id: int, limit: int | None = None, before: int | None = None) -> dict[str, Any]:
+        limit = check_limit(limit)
+        posts, next_id = await self.feed.read_home(user_id, before, limit)
+        return page(posts, next_id)
+
+    async def user_posts(self, handle: str, limit: int | None = None, before: int | None = None) -> dict[str, Any]:
+        user = await self.user(handle)
+        limit = check_limit(limit)
+        posts = await self.store.user_posts(user.id, before, limit)
+        return page(posts, posts[-1].id if len(posts) == limit else None)
+
+    async def search(self, q: Any, limit: int | None = None, before: int | None = None) -> dict[str, Any]:
+        if not isinstance(q, str):
+            raise InvalidInput("q is required")
+        terms = query_terms(q)
+        limit = check_limit(limit)
+        out: list[Post] = []
+        cursor = before
+        # The index may still hold a post deleted a moment ago: hydrate and skip it.
+        while len(out) < limit:
+            need = limit - len(out)
+            ids = await self.search_index.search(terms, cursor, need)
+            posts = await self.feed.hydrate(ids)
+            out.extend(posts[i] for i in ids if i in posts)
+            if len(ids) < need:
+                return page(out, None)
+            cursor = ids[-1]
+        return page(out, out[-1].id)
+
+    # -- status ---------------------------------------------------------------------------
+    async def health(self) -> dict[str, Any]:
+        lags = await self.consumers.lags()
+        return {"status": "ok", "consumers": {k: {"behind": v} for k, v in lags.items()}}
+
+
+def _user_page(rows: list[tuple[int, User]], limit: int) -> dict[str, Any]:
+    return {
+        "users": [u.public() for _, u in rows],
+        "next": str(rows[-1][0]) if len(rows) == limit else None,
+    }
+
