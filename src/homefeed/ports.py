@@ -94,9 +94,14 @@ class TimelineCache(Protocol):
     # -- id lists: kind is "home" or "author" ---------------------------------------------
     async def slice(self, kind: str, key: int, before: int | None, limit: int) -> IdSlice | None:
         """None if the list is not cached (absent, or evicted)."""
+    async def begin(self, kind: str, key: int) -> None:
+        """Start a rebuild: create the list if absent, marked *building*. Pushes land in a
+        building list, but ``slice`` answers None for it. Marking before the record store
+        is read closes the race where a post committed after that read is pushed while
+        the list does not exist yet, and so would be missing from the rebuilt list."""
     async def install(self, kind: str, key: int, ids: Sequence[int], floor: int) -> None:
         """Create the list if absent, union ``ids`` into it, raise its floor to at least
-        ``floor``, trim to the cap. Idempotent."""
+        ``floor``, trim to the cap, clear the building mark. Idempotent."""
     async def push(self, kind: str, keys: Sequence[int], id_: int) -> int:
         """Insert ``id_`` into each list of ``keys`` that exists (absent = inactive: skip).
         Returns how many lists took it."""
@@ -109,12 +114,17 @@ class TimelineCache(Protocol):
 
     # -- graph facts ----------------------------------------------------------------------
     async def following(self, user_id: int) -> frozenset[int] | None: ...
-    async def set_following(self, user_id: int, ids: Sequence[int]) -> None: ...
-    async def forget_following(self, user_id: int) -> None: ...
+    async def following_version(self, user_id: int) -> int:
+        """Read before loading the set from the record store; pass to ``set_following``."""
+    async def set_following(self, user_id: int, ids: Sequence[int], version: int | None = None) -> None:
+        """Cache the set, unless ``forget_following`` ran since ``version`` was read (then
+        the loaded set may predate a follow or unfollow, and is not cached)."""
+    async def forget_following(self, user_id: int) -> None:
+        """Called after a follow or unfollow commits: drop the set, bump the version."""
     async def celebrities(self) -> frozenset[int] | None: ...
     async def set_celebrities(self, ids: Sequence[int]) -> None: ...
-    async def mark_celebrity(self, user_id: int, is_celebrity: bool) -> None:
-        """Update one member if the set is cached."""
+    async def mark_celebrity(self, user_id: int, is_celebrity: bool) -> bool:
+        """Update one member if the set is cached; True if membership changed."""
 
     async def stats(self) -> dict[str, int]: ...
 

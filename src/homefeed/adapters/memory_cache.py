@@ -26,12 +26,13 @@ KINDS = ("home", "author")
 
 
 class _IdList:
-    __slots__ = ("ids", "floor", "used")
+    __slots__ = ("ids", "floor", "used", "building")
 
     def __init__(self, floor: int, now: float) -> None:
         self.ids = array("q")
         self.floor = floor
         self.used = now
+        self.building = False
 
 
 class MemoryTimelineCache:
@@ -48,7 +49,8 @@ class MemoryTimelineCache:
         self._clock = clock
         self._lists: dict[str, OrderedDict[int, _IdList]] = {k: OrderedDict() for k in KINDS}
         self._following: OrderedDict[int, frozenset[int]] = OrderedDict()
-        self._celebrities: set[int] | None = None
+        self._following_versions: dict[int, int] = {}
+        self._celebrities: frozenset[int] | None = None  # replaced, never mutated: cheap reads
         self.evictions = 0
 
     # -- id lists -------------------------------------------------------------------------
@@ -70,7 +72,7 @@ class MemoryTimelineCache:
 
     async def slice(self, kind: str, key: int, before: int | None, limit: int) -> IdSlice | None:
         lst = self._get(kind, key, touch=True)
-        if lst is None:
+        if lst is None or lst.building:
             return None
         ids = lst.ids
         end = len(ids) if before is None else bisect_left(ids, before)
@@ -79,7 +81,7 @@ class MemoryTimelineCache:
         out.reverse()
         return IdSlice(out, lst.floor)
 
-    async def install(self, kind: str, key: int, ids: Sequence[int], floor: int) -> None:
+    def _create(self, kind: str, key: int) -> _IdList:
         lists = self._lists[kind]
         lst = self._get(kind, key, touch=True)
         if lst is None:
@@ -88,6 +90,14 @@ class MemoryTimelineCache:
             if len(lists) > self.max_lists:
                 lists.popitem(last=False)
                 self.evictions += 1
+        return lst
+
+    async def begin(self, kind: str, key: int) -> None:
+        self._create(kind, key).building = True
+
+    async def install(self, kind: str, key: int, ids: Sequence[int], floor: int) -> None:
+        lst = self._create(kind, key)
+        lst.building = False
         self._union(lst, ids, floor)
 
     async def merge(self, kind: str, key: int, ids: Sequence[int], floor: int) -> None:
@@ -174,7 +184,12 @@ class MemoryTimelineCache:
             self._following.move_to_end(user_id)
         return got
 
-    async def set_following(self, user_id: int, ids: Sequence[int]) -> None:
+    async def following_version(self, user_id: int) -> int:
+        return self._following_versions.get(user_id, 0)
+
+    async def set_following(self, user_id: int, ids: Sequence[int], version: int | None = None) -> None:
+        if version is not None and version != self._following_versions.get(user_id, 0):
+            return
         self._following[user_id] = frozenset(ids)
         self._following.move_to_end(user_id)
         if len(self._following) > self.max_lists:
@@ -182,20 +197,20 @@ class MemoryTimelineCache:
 
     async def forget_following(self, user_id: int) -> None:
         self._following.pop(user_id, None)
+        self._following_versions[user_id] = self._following_versions.get(user_id, 0) + 1
 
     async def celebrities(self) -> frozenset[int] | None:
-        return None if self._celebrities is None else frozenset(self._celebrities)
+        return self._celebrities
 
     async def set_celebrities(self, ids: Sequence[int]) -> None:
-        self._celebrities = set(ids)
+        self._celebrities = frozenset(ids)
 
-    async def mark_celebrity(self, user_id: int, is_celebrity: bool) -> None:
-        if self._celebrities is None:
-            return
-        if is_celebrity:
-            self._celebrities.add(user_id)
-        else:
-            self._celebrities.discard(user_id)
+    async def mark_celebrity(self, user_id: int, is_celebrity: bool) -> bool:
+        celebs = self._celebrities
+        if celebs is None or (user_id in celebs) == is_celebrity:
+            return False
+        self._celebrities = celebs | {user_id} if is_celebrity else celebs - {user_id}
+        return True
 
     async def stats(self) -> dict[str, int]:
         return {

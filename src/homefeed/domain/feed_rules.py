@@ -7,8 +7,3 @@ def is_celebrity(followers_count: int, threshold: int) -> bool:
     """Celebrities are pulled at read time instead of pushed at write time."""
     return followers_count >= threshold
 
-
-def crossed_down(followers_after: int, threshold: int) -> bool:
-    """An unfollow that took an author from celebrity to ordinary: their recent posts, which
-    were never pushed, must now be merged into their followers' cached timelines."""
-    return followers_after == threshold - 1

@@ -36,18 +36,25 @@ class Post:
     author_id: int
     author_handle: str
     text: str
+    # The JSON-ready form, built once per cached post: hydration is the hot path of every
+    # timeline read, and formatting ids and timestamps dominated it. Treat it as read-only.
+    _public: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def created_at(self) -> str:
         return id_time_iso(self.id)
 
     def public(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id),
-            "author": {"id": str(self.author_id), "handle": self.author_handle},
-            "text": self.text,
-            "created_at": self.created_at,
-        }
+        d = self._public
+        if d is None:
+            d = {
+                "id": str(self.id),
+                "author": {"id": str(self.author_id), "handle": self.author_handle},
+                "text": self.text,
+                "created_at": self.created_at,
+            }
+            object.__setattr__(self, "_public", d)
+        return d
 
 
 # Event types written to the outbox in the same transaction as the record they describe.

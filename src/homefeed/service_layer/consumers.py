@@ -51,7 +51,7 @@ class Consumers:
             elif e.type == model.FOLLOWED:
                 await feed.merge_followee(d["follower_id"], d["followee_id"])
             elif e.type == model.UNFOLLOWED:
-                await feed.unmerge_followee(d["follower_id"], d["followee_id"], d["followers_count"])
+                await feed.unmerge_followee(d["follower_id"], d["followee_id"])
 
     async def index_events(self, events: Sequence[Event]) -> None:
         # Apply in order, but batch consecutive inserts: one transaction for many posts.

@@ -5,8 +5,9 @@
 - **celebrity**: an author with at least ``celebrity_threshold`` followers is not pushed;
   their posts are **pulled** from their cached author list when a follower reads.
 - **merge** / **unmerge**: follow merges the followee's recent posts into the follower's
-  timeline; unfollow removes them. When a celebrity drops below the threshold, their
-  recent posts (never pushed) are merged into every follower's timeline.
+  timeline; unfollow removes them.
+- **promote** / **demote**: an author crossing the threshold up is pulled from then on; one
+  crossing down has their recent posts (never pushed) merged into every follower's timeline.
 - **trim**: every cached list keeps only its newest ``timeline_cap`` ids; what is cut off
   raises the list's *floor*: the list holds every id it should above its floor.
 - **rebuild**: a missing list is recomputed from the record store (the system of record).
@@ -23,7 +24,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from homefeed.domain.feed_rules import crossed_down, is_celebrity
+from homefeed.domain.feed_rules import is_celebrity
 from homefeed.domain.model import Post
 from homefeed.ports import IdSlice, PostCache, RecordStore, TimelineCache
 
@@ -56,8 +57,9 @@ class FeedManager:
     async def following_of(self, user_id: int) -> frozenset[int]:
         got = await self.cache.following(user_id)
         if got is None:
+            version = await self.cache.following_version(user_id)
             ids = await self.store.following_ids(user_id)
-            await self.cache.set_following(user_id, ids)
+            await self.cache.set_following(user_id, ids, version)
             got = frozenset(ids)
         return got
 
@@ -72,21 +74,44 @@ class FeedManager:
     async def is_celebrity(self, user_id: int) -> bool:
         return user_id in await self.celebrities()
 
-    async def refresh_celebrity(self, user_id: int) -> None:
-        """Re-read one author's follower count from the record store (not from an event:
-        concurrent follows may be applied out of order, the store has the last word)."""
+    async def promote_if_celebrity(self, user_id: int) -> bool:
+        """Promotion is immediate, by whoever sees the count cross (API or consumer): from
+        then on the author's posts are pulled, which is correct whether or not they were
+        pushed. Counts are re-read from the record store, which has the last word."""
         count = await self.store.followers_count(user_id)
+        if not is_celebrity(count, self.threshold):
+            return False
         await self.celebrities()
-        await self.cache.mark_celebrity(user_id, is_celebrity(count, self.threshold))
+        await self.cache.mark_celebrity(user_id, True)
+        return True
+
+    async def demote(self, author_id: int) -> None:
+        """Demotion is done only by the fan-out consumer (or reconciliation), and always
+        with a merge: the author's posts made while a celebrity were never pushed, and are
+        no longer pulled once they leave the set."""
+        await self.celebrities()
+        if await self.cache.mark_celebrity(author_id, False):
+            await self.merge_demoted(author_id)
+
+    async def reconcile_celebrities(self) -> None:
+        """Make the cached celebrity set equal the record store's counts."""
+        truth = set(await self.store.celebrity_ids(self.threshold))
+        cached = await self.celebrities()
+        for user_id in truth - cached:
+            await self.cache.mark_celebrity(user_id, True)
+        for user_id in cached - truth:
+            await self.demote(user_id)
 
     # -- rebuild --------------------------------------------------------------------------
     async def rebuild_home(self, user_id: int) -> None:
+        await self.cache.begin(HOME, user_id)  # from now on pushes land in it
         ids = await self.store.home_post_ids(user_id, None, self.cap)
         floor = ids[-1] - 1 if len(ids) >= self.cap else 0
         await self.cache.install(HOME, user_id, ids, floor)
         self.counters["rebuilds"] += 1
 
     async def rebuild_author(self, author_id: int) -> None:
+        await self.cache.begin(AUTHOR, author_id)
         ids = await self.store.author_post_ids(author_id, None, self.cap)
         floor = ids[-1] - 1 if len(ids) >= self.cap else 0
         await self.cache.install(AUTHOR, author_id, ids, floor)
@@ -187,7 +212,7 @@ class FeedManager:
 
     async def follows_changed(self, follower_id: int, followee_id: int) -> None:
         await self.cache.forget_following(follower_id)
-        await self.refresh_celebrity(followee_id)
+        await self.promote_if_celebrity(followee_id)
 
     # -- fan-out (the consumer of post and follow events) ----------------------------------
     async def fan_out_post(self, post: Post) -> int:
@@ -208,20 +233,20 @@ class FeedManager:
         await self.cache.remove(HOME, followers, [post_id])
 
     async def merge_followee(self, follower_id: int, followee_id: int) -> None:
-        await self.refresh_celebrity(followee_id)
-        if await self.is_celebrity(followee_id):
+        if await self.promote_if_celebrity(followee_id) or await self.is_celebrity(followee_id):
             return  # pulled at read time
         if not await self.cache.exists(HOME, [follower_id]):
             return  # rebuilt on the next read, follow included
         recent = await self._slice(AUTHOR, followee_id, None, self.cap)
         await self.cache.merge(HOME, follower_id, recent.ids, recent.floor)
 
-    async def unmerge_followee(self, follower_id: int, followee_id: int, followers_after: int) -> None:
-        await self.refresh_celebrity(followee_id)
+    async def unmerge_followee(self, follower_id: int, followee_id: int) -> None:
         recent = await self._slice(AUTHOR, followee_id, None, self.cap)
         await self.cache.remove(HOME, [follower_id], recent.ids)
-        if crossed_down(followers_after, self.threshold):
-            await self.merge_demoted(followee_id, recent)
+        if await self.is_celebrity(followee_id):
+            count = await self.store.followers_count(followee_id)
+            if not is_celebrity(count, self.threshold):
+                await self.demote(followee_id)
 
     async def merge_demoted(self, author_id: int, recent: IdSlice | None = None) -> None:
         """A celebrity became ordinary: their posts were never pushed, so merge their recent
