@@ -19,6 +19,13 @@ ENV_PREFIX = "HOMEFEED_"
 class Settings:
     #: Where the embedded profile keeps its SQLite file.
     data_dir: Path = Path("./data")
+    #: ``postgresql://...``: system of record and search index on PostgreSQL (scale-out).
+    #: Unset: SQLite in ``data_dir``.
+    database_url: str = ""
+    #: ``redis://...``: timeline cache and post cache on Redis. Unset: in process memory.
+    cache_url: str = ""
+    #: ``nats://...``: event stream on NATS JetStream. Unset: the outbox, read in-process.
+    bus_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
     #: Authors with at least this many followers are not fanned out; their posts are pulled

@@ -72,3 +72,7 @@ class Event:
     seq: int
     type: str
     data: dict[str, Any] = field(default_factory=dict)
+    #: How many times this event has been delivered (1 = first time), where the stream knows.
+    deliveries: int = field(default=1, compare=False)
+    #: The stream adapter's handle for acknowledging this event (e.g. a JetStream message).
+    ack_handle: Any = field(default=None, compare=False, repr=False)
