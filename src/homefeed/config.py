@@ -87,8 +87,13 @@ class Settings:
             problems.append("timeline_cap must be >= 1")
         if self.max_post_length < 1:
             problems.append("max_post_length must be >= 1")
-        if self.inactive_days <= 0:
-            problems.append("inactive_days must be > 0")
+        if not self.inactive_days > 0 or self.inactive_days == float("inf"):
+            problems.append("inactive_days must be a finite number > 0")
+        if not 0 <= self.port <= 65535:
+            problems.append("port must be in 0..65535")
+        for name in ("max_body_bytes", "cache_max_timelines", "cache_max_posts", "group_commit_max"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1")
         if self.sqlite_synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
             problems.append("sqlite_synchronous must be FULL, NORMAL or EXTRA")
         if problems:

@@ -30,7 +30,8 @@ class Fts5SearchIndex:
     async def index(self, posts: Sequence[Post]) -> None:
         if not posts:
             return
-        rows = [(p.id, " ".join(index_terms(p.text))) for p in posts]
+        # One row per post id, the last version winning (a redelivered batch may repeat one).
+        rows = list({p.id: (p.id, " ".join(index_terms(p.text))) for p in posts}.values())
 
         def tx(conn: sqlite3.Connection) -> None:
             conn.executemany("DELETE FROM post_search WHERE rowid = ?", [(r[0],) for r in rows])

@@ -49,7 +49,9 @@ class MemoryTimelineCache:
         self._clock = clock
         self._lists: dict[str, OrderedDict[int, _IdList]] = {k: OrderedDict() for k in KINDS}
         self._following: OrderedDict[int, frozenset[int]] = OrderedDict()
-        self._following_versions: dict[int, int] = {}
+        # One counter for all users: bounded memory; a concurrent forget of any user only
+        # makes a load skip caching once.
+        self._following_version = 0
         self._celebrities: frozenset[int] | None = None  # replaced, never mutated: cheap reads
         self.evictions = 0
 
@@ -185,10 +187,10 @@ class MemoryTimelineCache:
         return got
 
     async def following_version(self, user_id: int) -> int:
-        return self._following_versions.get(user_id, 0)
+        return self._following_version
 
     async def set_following(self, user_id: int, ids: Sequence[int], version: int | None = None) -> None:
-        if version is not None and version != self._following_versions.get(user_id, 0):
+        if version is not None and version != self._following_version:
             return
         self._following[user_id] = frozenset(ids)
         self._following.move_to_end(user_id)
@@ -197,7 +199,7 @@ class MemoryTimelineCache:
 
     async def forget_following(self, user_id: int) -> None:
         self._following.pop(user_id, None)
-        self._following_versions[user_id] = self._following_versions.get(user_id, 0) + 1
+        self._following_version += 1
 
     async def celebrities(self) -> frozenset[int] | None:
         return self._celebrities

@@ -58,17 +58,24 @@ class OutboxEventStream:
         events = self._read(after, max_events)
         if events or timeout <= 0:
             return events
+        loop = self._loop
+        deadline = loop.time() + timeout
         waiter = asyncio.Event()
         self._waiters.add(waiter)
         try:
-            events = self._read(after, max_events)  # a commit may have landed meanwhile
-            if events:
-                return events
-            try:
-                await asyncio.wait_for(waiter.wait(), timeout)
-            except asyncio.TimeoutError:
-                return []
-            return self._read(after, max_events)
+            while True:
+                events = self._read(after, max_events)  # a commit may have landed meanwhile
+                if events:
+                    return events
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return []
+                waiter.clear()
+                try:
+                    # Any commit wakes us (another consumer's ack too): read again.
+                    await asyncio.wait_for(waiter.wait(), remaining)
+                except asyncio.TimeoutError:
+                    return []
         finally:
             self._waiters.discard(waiter)
 

@@ -15,6 +15,7 @@ EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 NODE_BITS = 10
 SEQ_BITS = 12
 MAX_NODE = (1 << NODE_BITS) - 1
+MAX_SEQ = (1 << SEQ_BITS) - 1
 MAX_ID = (1 << 63) - 1
 
 
@@ -22,26 +23,32 @@ class IdGenerator:
     """Thread-safe, strictly increasing within a process, even if the wall clock steps back.
 
     ``floor`` is the largest id already issued (read from the store at start), so a restart
-    with a clock that went backwards still never reuses or reorders ids.
+    with a clock that went backwards still never reuses or reorders ids. The node field is
+    never touched by the sequence: when a millisecond's 4096 sequence numbers are used up
+    (or the clock is behind the last id), the generator moves on to the next millisecond,
+    so two nodes can never issue the same id.
     """
 
     def __init__(self, node: int = 0, floor: int = 0) -> None:
         if not 0 <= node <= MAX_NODE:
             raise ValueError(f"node must be in 0..{MAX_NODE}")
         self._node = node
-        self._last = floor
+        # Start strictly after the floor's millisecond: ids from another node in that same
+        # millisecond may be larger than any we could make in it.
+        self._ms = (floor >> (NODE_BITS + SEQ_BITS)) if floor else -1
+        self._seq = MAX_SEQ
         self._lock = threading.Lock()
 
     def next_id(self) -> int:
         with self._lock:
             ms = int(time.time() * 1000) - EPOCH_MS
-            candidate = (ms << (NODE_BITS + SEQ_BITS)) | (self._node << SEQ_BITS)
-            if candidate <= self._last:
-                # Same millisecond (or clock went back): bump the sequence, borrowing from the
-                # timestamp if the 4096 sequence numbers of this ms are used up.
-                candidate = self._last + 1
-            self._last = candidate
-            return candidate
+            if ms > self._ms:
+                self._ms, self._seq = ms, 0
+            elif self._seq < MAX_SEQ:
+                self._seq += 1
+            else:  # sequence exhausted, or the clock is behind: borrow the next millisecond
+                self._ms, self._seq = self._ms + 1, 0
+            return (self._ms << (NODE_BITS + SEQ_BITS)) | (self._node << SEQ_BITS) | self._seq
 
 
 def id_time(id_: int) -> datetime:

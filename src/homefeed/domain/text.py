@@ -19,7 +19,8 @@ HANDLE_RE = re.compile(r"[A-Za-z0-9_]{1,30}")
 # \w is letters, digits (any Unicode number) and "_"; combining marks (Unicode M*) are
 # appended so that "é" written as e + U+0301 stays one word. The mark ranges are the blocks
 # that hold combining characters; a mark outside them simply separates words on both the
-# indexing and the query side, so results stay consistent.
+# indexing and the query side, so results stay consistent. Zero-width (non-)joiners are not
+# marks: they separate words, as they do for the FTS5 tokenizer.
 _MARKS = (
     "\u0300-\u036f\u0483-\u0489\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7"
     "\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e4\u06e7\u06e8\u06ea-\u06ed"
@@ -28,7 +29,7 @@ _MARKS = (
     "\u0bbe-\u0bcd\u0c00-\u0c04\u0c3e-\u0c56\u0c81-\u0c83\u0cbc-\u0cd6\u0d00-\u0d03"
     "\u0d3b-\u0d4d\u0e31\u0e34-\u0e3a\u0e47-\u0e4e\u0eb1\u0eb4-\u0ebc\u0ec8-\u0ecd"
     "\u0f18\u0f19\u0f35\u0f37\u0f39\u0f3e\u0f3f\u0f71-\u0f84\u1ab0-\u1aff\u1dc0-\u1dff"
-    "\u200c\u200d\u20d0-\u20ff\u302a-\u302f\u3099\u309a\ufe00-\ufe0f\ufe20-\ufe2f"
+    "\u20d0-\u20ff\u302a-\u302f\u3099\u309a\ufe00-\ufe0f\ufe20-\ufe2f"
 )
 WORD_RE = re.compile(rf"([#@]?)((?:\w)(?:\w|[{_MARKS}])*)")
 

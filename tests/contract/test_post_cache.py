@@ -1,0 +1,103 @@
+"""PostCache contract (``homefeed.ports.PostCache``): post id -> post, bounded; a miss is
+simply absent from ``get_many``'s answer (the caller goes to the record store)."""
+
+from __future__ import annotations
+
+import pytest
+
+from homefeed.domain.model import Post
+
+from .conftest import run
+
+
+def post(i: int, text: str | None = None) -> Post:
+    return Post(i, 100 + i % 3, f"user{i % 3}", text if text is not None else f"post {i}")
+
+
+def test_empty_cache_misses(post_cache):
+    async def main():
+        async with post_cache() as c:
+            assert await c.get_many([1, 2, 3]) == {}
+            assert await c.get_many([]) == {}
+
+    run(main())
+
+
+def test_put_then_get_many_returns_exactly_the_cached_ones(post_cache):
+    async def main():
+        async with post_cache() as c:
+            posts = [post(i) for i in range(1, 6)]
+            await c.put_many(posts)
+            got = await c.get_many([5, 3, 42, 1])
+            assert got == {5: posts[4], 3: posts[2], 1: posts[0]}
+            assert all(got[i].id == i for i in got)
+            await c.put_many([])
+            assert await c.get_many([1, 1, 2]) == {1: posts[0], 2: posts[1]}
+
+    run(main())
+
+
+def test_posts_round_trip_unchanged(post_cache):
+    texts = ["emoji 👩🏽‍💻 🇫🇷", "RTL שלום مرحبا", "e\u0301 vs é", "tab\tnew\nline\r\n", "x" * 500]
+
+    async def main():
+        async with post_cache() as c:
+            posts = [Post(10 + i, 7, "Écrivain_7", t) for i, t in enumerate(texts)]
+            posts.append(Post((1 << 63) - 1, (1 << 63) - 2, "max", "largest ids"))
+            await c.put_many(posts)
+            got = await c.get_many([p.id for p in posts])
+            for p in posts:
+                q = got[p.id]
+                assert (q.id, q.author_id, q.author_handle, q.text) == (
+                    p.id,
+                    p.author_id,
+                    p.author_handle,
+                    p.text,
+                )
+                assert q.public() == p.public()
+
+    run(main())
+
+
+def test_put_is_idempotent(post_cache):
+    async def main():
+        async with post_cache() as c:
+            p = post(1)
+            await c.put_many([p])
+            await c.put_many([p, p])
+            assert await c.get_many([1]) == {1: p}
+
+    run(main())
+
+
+def test_delete(post_cache):
+    async def main():
+        async with post_cache() as c:
+            await c.put_many([post(i) for i in range(1, 5)])
+            await c.delete([2, 4, 99])
+            assert set(await c.get_many([1, 2, 3, 4])) == {1, 3}
+            await c.delete([2])  # twice: harmless
+            await c.delete([])
+            assert set(await c.get_many([1, 2, 3, 4])) == {1, 3}
+            await c.put_many([post(2)])  # a deleted id can come back (re-hydrated)
+            assert set(await c.get_many([1, 2, 3, 4])) == {1, 2, 3}
+
+    run(main())
+
+
+def test_bounded(post_cache):
+    if not getattr(post_cache, "count_bound", False):
+        pytest.skip("this cache is bounded by memory or TTL, not by a count of posts")
+
+    async def main():
+        async with post_cache(max_posts=10) as c:
+            for start in range(0, 50, 5):
+                await c.put_many([post(i) for i in range(start + 1, start + 6)])
+                got = await c.get_many(list(range(1, 51)))
+                assert len(got) <= 10
+                # what was just put is served (a cache that keeps nothing is no cache)
+                assert start + 5 in got
+            await c.put_many([post(i) for i in range(100, 130)])  # one batch over the bound
+            assert len(await c.get_many(list(range(1, 130)))) <= 10
+
+    run(main())
