@@ -1,0 +1,239 @@
+"""EventStream read straight from the PostgreSQL outbox table (scale-out profile without a
+message bus, and the source the JetStream relay reads).
+
+Why not ``ORDER BY seq``
+------------------------
+In SQLite one writer commits in ``seq`` order. In PostgreSQL many transactions run at once:
+``seq`` (an identity column) is taken when the row is inserted, but rows become visible when
+their transaction commits, in whatever order the commits happen. A reader that saw seq 11
+committed may later see seq 10 appear (its transaction took the number first and committed
+last). A consumer that remembered "everything up to 11" would skip 10 forever.
+
+Position = (xid, seq), read behind the oldest running transaction
+-----------------------------------------------------------------
+Every outbox row stores the id of the transaction that wrote it,
+``xid xid8 NOT NULL DEFAULT pg_current_xact_id()`` (64-bit, never wraps). A reader selects
+
+    WHERE xid < pg_snapshot_xmin(pg_current_snapshot())  ORDER BY xid, seq
+
+``pg_snapshot_xmin`` of the statement's own snapshot is the oldest transaction id still
+running (in the whole cluster). Every transaction with a smaller xid has ended, committed
+or rolled back, before that snapshot was taken, so its rows are either visible to this very
+statement or never will be. The set of rows below that bound is therefore a *stable prefix*
+of the order ``(xid, seq)``: no row can later appear inside it. A consumer's position is the
+pair ``(xid, seq)`` of the last event it acknowledged (table ``consumer_offsets``), and it
+reads strictly after that pair; since nothing can appear behind a position once it has been
+delivered, nothing is ever skipped, and after an ack nothing is delivered again.
+
+Order. ``(xid, seq)`` is the order in which transactions got their xid (at their first
+write), not the order of their commits, and that is the order consumers see. It keeps causal
+order: a transaction that acts on another's result (deleting a post, unfollowing after a
+follow) read that result after it committed, and takes its own xid at its first write,
+later still, hence a larger xid. Every write of ``PgRecordStore`` is a single statement
+whose decisive write comes first, so this holds for every event type it emits. (What it
+does not order is two independent transactions contending on a counter row: the
+``followers_count`` carried in follow events may then arrive out of order; consumers read
+counts from the store, never from events.)
+
+Cost. An event is delivered only once every transaction that started writing before it has
+ended: delivery waits behind the longest-running write transaction *in the cluster*, and
+an idle-in-transaction session or a forgotten prepared transaction (2PC) stalls it until it
+ends (``lag`` shows it growing). Keep write transactions short, and set
+``idle_in_transaction_session_timeout`` on the server. Read this stream on the primary.
+
+Waiting. ``fetch`` with a timeout waits for a wake-up (this process's commits, or a NOTIFY
+on ``homefeed_outbox`` from any other, see ``PgDatabase``) and polls every
+``poll_interval`` as a fallback. When a wake-up finds nothing deliverable (the new rows sit
+behind an older running transaction, whose end sends no notification) it re-polls quickly,
+backing off from 5 ms.
+
+Events. ``Event.seq`` encodes the position so that it grows in delivery order, as the port
+promises, and stays a 63-bit integer (JSON, ``bigint`` and ``Nats-Msg-Id`` friendly):
+``Event.seq = xid << 16 | k``, ``k`` being the rank of the row among its transaction's
+outbox rows (0 for every write of ``PgRecordStore``, which appends exactly one). It is
+unique and stable (the same for every consumer and every redelivery), so it is the relay's
+``Nats-Msg-Id``. Limits: 65,536 events per transaction, and xids below 2**47 (at 100,000
+write transactions per second, 44 years). ``Event.ack_handle`` is the position
+``(xid, outbox seq)``; ``ack`` stores the greatest position of the batch. ``head()`` returns
+the ``Event.seq`` of the last event of the stable prefix (0 if none) and
+``seek(consumer, seq)`` moves a consumer just after the event ``seq`` (0: to the beginning);
+``head_position`` / ``seek`` with an ``(xid, outbox seq)`` tuple work on positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Sequence
+
+from homefeed.adapters.pg_db import LeaderLock, PgDatabase
+from homefeed.domain.model import Event
+
+Position = tuple[int, int]  # (xid, outbox seq)
+START: Position = (0, 0)
+RANK_BITS = 16
+MAX_RANK = (1 << RANK_BITS) - 1
+MAX_XID = (1 << (63 - RANK_BITS)) - 1
+
+# The consumer's position (or the start) and the stable bound, in the statement's snapshot.
+_POS = """
+pos AS (
+    SELECT coalesce(o.xid, '0'::xid8) AS xid, coalesce(o.seq, 0) AS seq,
+           pg_snapshot_xmin(pg_current_snapshot()) AS xmin
+    FROM (SELECT 1) one LEFT JOIN consumer_offsets o ON o.consumer = %(c)s
+)"""
+
+# The next events after the position, below the stable bound, with each one's rank in its
+# transaction: row_number within the batch, plus, for the transaction the position is in
+# (a previous batch ended inside it), the rows of it already consumed.
+_FETCH = f"""
+WITH {_POS}, batch AS (
+    SELECT e.* FROM pos CROSS JOIN LATERAL (
+        SELECT xid, seq, type, data FROM outbox
+        WHERE (xid, seq) > (pos.xid, pos.seq) AND xid < pos.xmin
+        ORDER BY xid, seq LIMIT %(n)s
+    ) e
+)
+SELECT b.xid::text::bigint, b.seq, b.type, b.data,
+       row_number() OVER (PARTITION BY b.xid ORDER BY b.seq) - 1
+       + CASE WHEN b.xid = pos.xid
+              THEN (SELECT count(*) FROM outbox i WHERE i.xid = pos.xid AND i.seq <= pos.seq)
+              ELSE 0 END
+FROM batch b CROSS JOIN pos
+ORDER BY b.xid, b.seq
+"""
+
+_LAG = f"""
+WITH {_POS}
+SELECT count(*) FROM pos JOIN outbox e ON (e.xid, e.seq) > (pos.xid, pos.seq)
+"""
+
+_ACK = """
+INSERT INTO consumer_offsets (consumer, xid, seq) VALUES (%s, %s::text::xid8, %s)
+ON CONFLICT (consumer) DO UPDATE SET xid = excluded.xid, seq = excluded.seq, updated_at = now()
+WHERE (consumer_offsets.xid, consumer_offsets.seq) < (excluded.xid, excluded.seq)
+"""
+
+_SEEK = """
+INSERT INTO consumer_offsets (consumer, xid, seq) VALUES (%s, %s::text::xid8, %s)
+ON CONFLICT (consumer) DO UPDATE SET xid = excluded.xid, seq = excluded.seq, updated_at = now()
+"""
+
+_HEAD = """
+SELECT o.xid::text::bigint, o.seq,
+       (SELECT count(*) FROM outbox i WHERE i.xid = o.xid AND i.seq < o.seq)
+FROM outbox o
+WHERE o.xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY o.xid DESC, o.seq DESC LIMIT 1
+"""
+
+# The position of the event with a given Event.seq: the k-th row of transaction xid.
+_LOCATE = """
+SELECT seq FROM outbox WHERE xid = %s::text::xid8 ORDER BY seq OFFSET %s LIMIT 1
+"""
+
+
+def event_seq(xid: int, rank: int) -> int:
+    """``Event.seq`` of the ``rank``-th outbox row of transaction ``xid``."""
+    if rank > MAX_RANK or xid > MAX_XID:
+        raise OverflowError(
+            f"outbox row {rank} of transaction {xid} does not fit an event seq"
+            f" (at most {MAX_RANK + 1} events per transaction, xids below 2**{63 - RANK_BITS})"
+        )
+    return (xid << RANK_BITS) | rank
+
+
+class PgOutboxEventStream:
+    def __init__(self, db: PgDatabase, poll_interval: float | None = None) -> None:
+        self.db = db
+        self.poll_interval = poll_interval if poll_interval is not None else db.poll_interval
+
+    # -- EventStream ----------------------------------------------------------------------
+    async def fetch(self, consumer: str, max_events: int, timeout: float) -> list[Event]:
+        events = await self._read(consumer, max_events)
+        if events or timeout <= 0:
+            return events
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        quick: float | None = None  # set after a wake-up that found nothing deliverable
+        async with self.db.outbox_waiter() as woken:
+            while True:
+                woken.clear()  # before reading: a commit during the read is not missed
+                events = await self._read(consumer, max_events)
+                remaining = deadline - loop.time()
+                if events or remaining <= 0:
+                    return events
+                wait = min(remaining, quick if quick is not None else self.poll_interval)
+                try:
+                    await asyncio.wait_for(woken.wait(), wait)
+                except asyncio.TimeoutError:
+                    if quick is not None:
+                        quick = min(quick * 2, self.poll_interval)
+                else:
+                    quick = 0.005
+
+    async def ack(self, consumer: str, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        position = max([await self._position_of(e) for e in events])
+        await self.db.write(_ACK, (consumer, position[0], position[1]), outbox=False)
+
+    async def lag(self, consumer: str) -> int:
+        """Events committed after ``consumer``'s position, deliverable yet or not."""
+        row = await self.db.fetchone(_LAG, {"c": consumer})
+        return row[0] if row else 0
+
+    # -- positions ------------------------------------------------------------------------
+    async def head(self) -> int:
+        """The ``Event.seq`` of the last event of the stable prefix (0 if none): ``seek``
+        to it and a consumer receives exactly the events not yet deliverable or committed
+        later."""
+        row = await self.db.fetchone(_HEAD)
+        return event_seq(row[0], row[2]) if row else 0
+
+    async def head_position(self) -> Position:
+        row = await self.db.fetchone(_HEAD)
+        return (row[0], row[1]) if row else START
+
+    async def position(self, consumer: str) -> Position:
+        row = await self.db.fetchone(
+            "SELECT xid::text::bigint, seq FROM consumer_offsets WHERE consumer = %s", (consumer,)
+        )
+        return (row[0], row[1]) if row else START
+
+    async def seek(self, consumer: str, seq: int | Position) -> None:
+        """Move ``consumer`` just after the event whose ``Event.seq`` is ``seq`` (0: to the
+        beginning, to replay everything), or to a position ``(xid, outbox seq)``."""
+        if isinstance(seq, tuple):
+            position = (int(seq[0]), int(seq[1]))
+        elif seq == 0:
+            position = START
+        else:
+            position = await self._locate(seq)
+        await self.db.write(_SEEK, (consumer, position[0], position[1]), outbox=False)
+
+    async def _position_of(self, event: Event) -> Position:
+        handle = event.ack_handle
+        if isinstance(handle, tuple) and len(handle) == 2:
+            return handle
+        return await self._locate(event.seq)  # an Event built elsewhere: look it up
+
+    async def _locate(self, seq: int) -> Position:
+        xid, rank = seq >> RANK_BITS, seq & MAX_RANK
+        row = await self.db.fetchone(_LOCATE, (xid, rank))
+        if row is None:
+            raise ValueError(f"no outbox event has seq {seq}")
+        return (xid, row[0])
+
+    async def _read(self, consumer: str, max_events: int) -> list[Event]:
+        if max_events <= 0:
+            return []
+        rows = await self.db.fetch(_FETCH, {"c": consumer, "n": max_events})
+        return [
+            Event(event_seq(xid, rank), type_, data, ack_handle=(xid, seq))
+            for xid, seq, type_, data, rank in rows
+        ]
+
+    # -- one active process among several -------------------------------------------------
+    def leader(self, name: str, **kwargs: float) -> LeaderLock:
+        """``async with stream.leader("relay"):`` see :class:`homefeed.adapters.pg_db.LeaderLock`."""
+        return self.db.leader(name, **kwargs)

@@ -1,0 +1,384 @@
+"""RecordStore on PostgreSQL: the system of record of the scale-out profile.
+
+Same semantics as ``SqliteRecordStore``. Every write is ONE SQL statement (data-modifying
+CTEs), hence one transaction holding the record, the counters and the outbox event, sent in
+one round trip and durable when it returns. Readers never block writers (MVCC) and every
+hot read (``posts_by_ids``, ``home_post_ids``, ``author_post_ids``, ``follower_ids``) is a
+single prepared statement, whatever the number of ids.
+
+Ids come from ``IdGenerator(node=node)``: give each API process its own ``node`` (0..1023)
+so that processes never collide. At open the generator's floor is the largest id already
+stored, so a restart with a clock that went backwards still never reuses an id.
+Follow/unfollow update both users' counters in one ``UPDATE ... WHERE id IN (a, b)``
+(``RETURNING`` the new followers count); two opposite follows racing may still deadlock on
+those two rows, in which case PostgreSQL aborts one statement and ``PgDatabase.write``
+runs it again.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from psycopg import errors as pg_errors
+
+from homefeed.adapters.pg_db import PgDatabase
+from homefeed.domain import model
+from homefeed.domain.errors import Conflict, Forbidden, NotFound
+from homefeed.domain.ids import IdGenerator
+from homefeed.domain.model import Post, User
+
+_MAX = (1 << 63) - 1
+_USER_COLS = "u.id, u.handle, u.display_name, u.followers_count, u.following_count, u.posts_count"
+_POST_COLS = "p.id, p.author_id, u.handle, p.text"
+# A primary-key collision means an id was issued twice (see report on IdGenerator floors):
+# take a fresh id and try again, a bounded number of times.
+_ID_RETRIES = 5
+
+_CREATE_USER = f"""
+WITH u AS (
+    INSERT INTO users (id, handle, handle_key, display_name, token_hash)
+    VALUES (%(id)s, %(handle)s, %(key)s, %(name)s, %(token)s)
+    ON CONFLICT (handle_key) DO NOTHING
+    RETURNING id
+), o AS (
+    INSERT INTO outbox (type, data)
+    SELECT '{model.USER_REGISTERED}', jsonb_build_object('user_id', id, 'handle', %(handle)s::text)
+    FROM u
+)
+SELECT id FROM u
+"""
+
+_FOLLOW = f"""
+WITH f AS (
+    INSERT INTO follows (follower_id, followee_id, id) VALUES (%(a)s, %(b)s, %(id)s)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), c AS (
+    UPDATE users SET following_count = following_count + (id = %(a)s)::int,
+                     followers_count = followers_count + (id = %(b)s)::int
+    WHERE id IN (%(a)s, %(b)s) AND EXISTS (SELECT FROM f)
+    RETURNING id, followers_count
+), o AS (
+    INSERT INTO outbox (type, data)
+    SELECT '{model.FOLLOWED}', jsonb_build_object(
+        'follower_id', %(a)s, 'followee_id', %(b)s,
+        'followers_count', (SELECT followers_count FROM c WHERE id = %(b)s))
+    FROM f
+)
+SELECT EXISTS (SELECT FROM f),
+       coalesce((SELECT followers_count FROM c WHERE id = %(b)s),
+                (SELECT followers_count FROM users WHERE id = %(b)s), 0)
+"""
+
+_UNFOLLOW = f"""
+WITH f AS (
+    DELETE FROM follows WHERE follower_id = %(a)s AND followee_id = %(b)s
+    RETURNING 1
+), c AS (
+    UPDATE users SET following_count = following_count - (id = %(a)s)::int,
+                     followers_count = followers_count - (id = %(b)s)::int
+    WHERE id IN (%(a)s, %(b)s) AND EXISTS (SELECT FROM f)
+    RETURNING id, followers_count
+), o AS (
+    INSERT INTO outbox (type, data)
+    SELECT '{model.UNFOLLOWED}', jsonb_build_object(
+        'follower_id', %(a)s, 'followee_id', %(b)s,
+        'followers_count', (SELECT followers_count FROM c WHERE id = %(b)s))
+    FROM f
+)
+SELECT EXISTS (SELECT FROM f),
+       coalesce((SELECT followers_count FROM c WHERE id = %(b)s),
+                (SELECT followers_count FROM users WHERE id = %(b)s), 0)
+"""
+
+_CREATE_POST = f"""
+WITH p AS (
+    INSERT INTO posts (id, author_id, text) VALUES (%(id)s, %(author)s, %(text)s)
+), c AS (
+    UPDATE users SET posts_count = posts_count + 1 WHERE id = %(author)s
+)
+INSERT INTO outbox (type, data) VALUES ('{model.POST_CREATED}', jsonb_build_object(
+    'post_id', %(id)s, 'author_id', %(author)s,
+    'author_handle', %(handle)s::text, 'text', %(text)s::text))
+"""
+
+# p (a plain read) and d share the statement's snapshot. If d deletes nothing although p
+# saw the post by this author, a concurrent delete won: NotFound, as if it came first.
+_DELETE_POST = f"""
+WITH p AS (
+    SELECT author_id FROM posts WHERE id = %(id)s
+), d AS (
+    DELETE FROM posts WHERE id = %(id)s AND author_id = %(by)s
+    RETURNING id, author_id, text
+), c AS (
+    UPDATE users SET posts_count = posts_count - 1 WHERE id = (SELECT author_id FROM d)
+    RETURNING handle
+), o AS (
+    INSERT INTO outbox (type, data)
+    SELECT '{model.POST_DELETED}', jsonb_build_object('post_id', id, 'author_id', author_id)
+    FROM d
+)
+SELECT (SELECT author_id FROM p), (SELECT text FROM d), (SELECT handle FROM c),
+       EXISTS (SELECT FROM d)
+"""
+
+_FOLLOW_PAGE = """
+SELECT f.id, {cols} FROM follows f JOIN users u ON u.id = f.{other}
+WHERE f.{by} = %s AND f.id < %s ORDER BY f.id DESC LIMIT %s
+"""
+
+# The home timeline from the records: for each followee (and the user), its newest posts
+# below the cursor from posts_by_author, then the newest of those. Bounded work
+# (followees x limit index entries), whatever the size of the posts table.
+_HOME_POST_IDS = """
+SELECT p.id
+FROM (SELECT followee_id AS a FROM follows WHERE follower_id = %(u)s UNION SELECT %(u)s) s
+CROSS JOIN LATERAL (
+    SELECT id FROM posts WHERE author_id = s.a AND id < %(before)s ORDER BY id DESC LIMIT %(n)s
+) p
+ORDER BY p.id DESC LIMIT %(n)s
+"""
+
+_RECOUNT = """
+UPDATE users u SET
+    followers_count = coalesce(fr.c, 0),
+    following_count = coalesce(fg.c, 0),
+    posts_count     = coalesce(pc.c, 0)
+FROM users x
+LEFT JOIN (SELECT followee_id AS id, count(*) AS c FROM follows GROUP BY 1) fr ON fr.id = x.id
+LEFT JOIN (SELECT follower_id AS id, count(*) AS c FROM follows GROUP BY 1) fg ON fg.id = x.id
+LEFT JOIN (SELECT author_id AS id, count(*) AS c FROM posts GROUP BY 1) pc ON pc.id = x.id
+WHERE u.id = x.id
+  AND (u.followers_count, u.following_count, u.posts_count)
+      IS DISTINCT FROM (coalesce(fr.c, 0), coalesce(fg.c, 0), coalesce(pc.c, 0))
+"""
+
+
+def _before(before: int | None) -> int:
+    return before if before is not None else _MAX
+
+
+def _is_pkey_violation(exc: pg_errors.UniqueViolation) -> bool:
+    return (exc.diag.constraint_name or "").endswith("_pkey")
+
+
+class PgRecordStore:
+    def __init__(self, db: PgDatabase, node: int = 0) -> None:
+        self.db = db
+        self._node = node
+        self.ids: IdGenerator | None = None
+
+    async def open(self) -> None:
+        await self.db.open()
+        row = await self.db.fetchone(
+            "SELECT greatest((SELECT max(id) FROM posts), (SELECT max(id) FROM users),"
+            " (SELECT max(id) FROM follows))"
+        )
+        self.ids = IdGenerator(node=self._node, floor=(row[0] if row else None) or 0)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    def _next_id(self) -> int:
+        ids = self.ids
+        if ids is None:
+            raise RuntimeError("PgRecordStore is not open")
+        return ids.next_id()
+
+    # -- writes ---------------------------------------------------------------------------
+    async def create_user(self, handle: str, display_name: str, token_hash: bytes) -> User:
+        for attempt in range(_ID_RETRIES):
+            uid = self._next_id()
+            params = {
+                "id": uid, "handle": handle, "key": handle.lower(),
+                "name": display_name, "token": token_hash,
+            }
+            try:
+                rows = await self.db.write(_CREATE_USER, params, outbox=False)
+            except pg_errors.UniqueViolation as exc:
+                if _is_pkey_violation(exc) and attempt < _ID_RETRIES - 1:
+                    continue
+                raise Conflict("this token is already registered") from exc
+            if not rows:
+                raise Conflict(f"handle {handle!r} is taken")
+            self.db.outbox_committed()
+            return User(uid, handle, display_name)
+        raise AssertionError("unreachable")
+
+    async def follow(self, follower_id: int, followee_id: int) -> tuple[bool, int]:
+        rows = await self.db.write(
+            _FOLLOW, {"a": follower_id, "b": followee_id, "id": self._next_id()}, outbox=False
+        )
+        changed, count = rows[0]
+        if changed:
+            self.db.outbox_committed()
+        return bool(changed), count
+
+    async def unfollow(self, follower_id: int, followee_id: int) -> tuple[bool, int]:
+        rows = await self.db.write(_UNFOLLOW, {"a": follower_id, "b": followee_id}, outbox=False)
+        changed, count = rows[0]
+        if changed:
+            self.db.outbox_committed()
+        return bool(changed), count
+
+    async def create_post(self, author_id: int, author_handle: str, text: str) -> Post:
+        for attempt in range(_ID_RETRIES):
+            pid = self._next_id()
+            try:
+                await self.db.write(
+                    _CREATE_POST,
+                    {"id": pid, "author": author_id, "handle": author_handle, "text": text},
+                )
+            except pg_errors.UniqueViolation as exc:
+                if _is_pkey_violation(exc) and attempt < _ID_RETRIES - 1:
+                    continue
+                raise
+            return Post(pid, author_id, author_handle, text)
+        raise AssertionError("unreachable")
+
+    async def delete_post(self, post_id: int, by_user_id: int) -> Post:
+        rows = await self.db.write(_DELETE_POST, {"id": post_id, "by": by_user_id}, outbox=False)
+        author_id, text, handle, deleted = rows[0]
+        if deleted:
+            self.db.outbox_committed()
+            return Post(post_id, by_user_id, handle or "", text)
+        if author_id is not None and author_id != by_user_id:
+            raise Forbidden("you can delete only your own posts")
+        raise NotFound("no such post")
+
+    # -- reads ----------------------------------------------------------------------------
+    async def user_by_id(self, user_id: int) -> User | None:
+        row = await self.db.fetchone(f"SELECT {_USER_COLS} FROM users u WHERE u.id = %s", (user_id,))
+        return User(*row) if row else None
+
+    async def user_by_handle(self, handle: str) -> User | None:
+        row = await self.db.fetchone(
+            f"SELECT {_USER_COLS} FROM users u WHERE u.handle_key = %s", (handle.lower(),)
+        )
+        return User(*row) if row else None
+
+    async def user_id_by_token_hash(self, token_hash: bytes) -> int | None:
+        row = await self.db.fetchone("SELECT id FROM users WHERE token_hash = %s", (token_hash,))
+        return row[0] if row else None
+
+    async def followers_page(
+        self, user_id: int, before: int | None, limit: int
+    ) -> list[tuple[int, User]]:
+        return await self._follow_page("followee_id", "follower_id", user_id, before, limit)
+
+    async def following_page(
+        self, user_id: int, before: int | None, limit: int
+    ) -> list[tuple[int, User]]:
+        return await self._follow_page("follower_id", "followee_id", user_id, before, limit)
+
+    async def _follow_page(
+        self, by: str, other: str, user_id: int, before: int | None, limit: int
+    ) -> list[tuple[int, User]]:
+        rows = await self.db.fetch(
+            _FOLLOW_PAGE.format(cols=_USER_COLS, by=by, other=other),
+            (user_id, _before(before), limit),
+        )
+        return [(r[0], User(*r[1:])) for r in rows]
+
+    async def follower_ids(self, user_id: int) -> list[int]:
+        rows = await self.db.fetch("SELECT follower_id FROM follows WHERE followee_id = %s", (user_id,))
+        return [r[0] for r in rows]
+
+    async def following_ids(self, user_id: int) -> list[int]:
+        rows = await self.db.fetch("SELECT followee_id FROM follows WHERE follower_id = %s", (user_id,))
+        return [r[0] for r in rows]
+
+    async def followers_count(self, user_id: int) -> int:
+        row = await self.db.fetchone("SELECT followers_count FROM users WHERE id = %s", (user_id,))
+        return row[0] if row else 0
+
+    async def celebrity_ids(self, threshold: int) -> list[int]:
+        rows = await self.db.fetch("SELECT id FROM users WHERE followers_count >= %s", (threshold,))
+        return [r[0] for r in rows]
+
+    async def posts_by_ids(self, ids: Sequence[int]) -> list[Post]:
+        if not ids:
+            return []
+        rows = await self.db.fetch(
+            f"SELECT {_POST_COLS} FROM posts p JOIN users u ON u.id = p.author_id"
+            " WHERE p.id = ANY(%s::bigint[])",
+            (list(ids),),
+        )
+        return [Post(*r) for r in rows]
+
+    async def author_post_ids(self, author_id: int, before: int | None, limit: int) -> list[int]:
+        rows = await self.db.fetch(
+            "SELECT id FROM posts WHERE author_id = %s AND id < %s ORDER BY id DESC LIMIT %s",
+            (author_id, _before(before), limit),
+        )
+        return [r[0] for r in rows]
+
+    async def home_post_ids(self, user_id: int, before: int | None, limit: int) -> list[int]:
+        rows = await self.db.fetch(
+            _HOME_POST_IDS, {"u": user_id, "before": _before(before), "n": limit}
+        )
+        return [r[0] for r in rows]
+
+    async def user_posts(self, author_id: int, before: int | None, limit: int) -> list[Post]:
+        rows = await self.db.fetch(
+            f"SELECT {_POST_COLS} FROM posts p JOIN users u ON u.id = p.author_id"
+            " WHERE p.author_id = %s AND p.id < %s ORDER BY p.id DESC LIMIT %s",
+            (author_id, _before(before), limit),
+        )
+        return [Post(*r) for r in rows]
+
+    async def posts_after(self, after_id: int, limit: int) -> list[Post]:
+        """Posts in id order, for batch jobs that walk the whole table."""
+        rows = await self.db.fetch(
+            f"SELECT {_POST_COLS} FROM posts p JOIN users u ON u.id = p.author_id"
+            " WHERE p.id > %s ORDER BY p.id LIMIT %s",
+            (after_id, limit),
+        )
+        return [Post(*r) for r in rows]
+
+    async def bulk_load(
+        self,
+        users: Iterable[tuple[int, str, str, bytes]],
+        follows: Iterable[tuple[int, int, int]],
+        posts: Iterable[tuple[int, int, str]],
+    ) -> None:
+        """Load a world in one transaction with COPY, bypassing the outbox (a batch job: the
+        derived stores are rebuilt afterwards), then recompute every counter from the
+        records. Duplicate follows are ignored, as in SQLite. While it runs, its open
+        transaction holds back outbox delivery (see pg_outbox): load before serving."""
+        async with self.db.connection() as conn:
+            async with conn.transaction():
+                cur = conn.cursor()
+                async with cur.copy(
+                    "COPY users (id, handle, handle_key, display_name, token_hash) FROM STDIN"
+                ) as cp:
+                    for uid, handle, name, token in users:
+                        await cp.write_row((uid, handle, handle.lower(), name, token))
+                await cur.execute(
+                    "CREATE TEMP TABLE follows_load (follower_id bigint, followee_id bigint,"
+                    " id bigint) ON COMMIT DROP",
+                    prepare=False,
+                )
+                async with cur.copy("COPY follows_load (follower_id, followee_id, id) FROM STDIN") as cp:
+                    for row in follows:
+                        await cp.write_row(row)
+                await cur.execute(
+                    "INSERT INTO follows (follower_id, followee_id, id)"
+                    " SELECT follower_id, followee_id, id FROM follows_load ON CONFLICT DO NOTHING",
+                    prepare=False,
+                )
+                async with cur.copy("COPY posts (id, author_id, text) FROM STDIN") as cp:
+                    for row in posts:
+                        await cp.write_row(row)
+                await cur.execute(_RECOUNT, prepare=False)
+            # statistics for the planner, and the visibility map for index-only scans
+            await conn.execute("VACUUM (ANALYZE) users, follows, posts", prepare=False)
+        await self.open()  # the id generator must start above the loaded ids
+
+    async def recount_users(self) -> None:
+        """Set every user's counters from the records (the counters are derived data)."""
+        await self.db.write(_RECOUNT, outbox=False)
+
+    async def max_post_id(self) -> int:
+        row = await self.db.fetchone("SELECT coalesce(max(id), 0) FROM posts")
+        return row[0] if row else 0
