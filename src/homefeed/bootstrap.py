@@ -1,43 +1,184 @@
-"""The one place that wires adapters to ports, chosen by configuration.
+"""The one place that wires adapters to ports, chosen by configuration (URLs).
 
-The embedded profile: SQLite (record store, outbox event stream, FTS5 search index) and an
-in-process timeline cache and post cache, all in one process.
+| part              | unset (embedded)                 | set (scale-out)                       |
+|-------------------|----------------------------------|---------------------------------------|
+| DATABASE_URL      | SQLite in DATA_DIR + FTS5 index  | PostgreSQL + tsvector/GIN index       |
+| CACHE_URL         | in-process timeline + post cache | Redis                                 |
+| BUS_URL           | the outbox, read in-process      | NATS JetStream, fed by the outbox relay |
+
+A process has a *role*: ``api`` (serves HTTP) or ``worker`` (runs consumers). Which
+consumers run where follows from the configuration (``plan``), and combinations that would
+silently be wrong are refused with a message that names the fix (``ProfileError``).
 """
 
 from __future__ import annotations
 
-from homefeed.adapters.fts5_index import Fts5SearchIndex
-from homefeed.adapters.memory_cache import MemoryPostCache, MemoryTimelineCache
-from homefeed.adapters.outbox_stream import OutboxEventStream
-from homefeed.adapters.sqlite_db import SqliteDatabase
-from homefeed.adapters.sqlite_store import SqliteRecordStore
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
 from homefeed.config import Settings
+from homefeed.service_layer.consumers import FANOUT, INDEXER
 from homefeed.service_layer.services import Homefeed
 
+RELAY = "relay"
+ROLES = (FANOUT, INDEXER, RELAY)
 
-def build(settings: Settings) -> Homefeed:
-    db = SqliteDatabase(
-        settings.database_path,
-        synchronous=settings.sqlite_synchronous.upper(),
-        group_commit_max=settings.group_commit_max,
-    )
-    cache = MemoryTimelineCache(
-        cap=settings.timeline_cap,
-        inactive_seconds=settings.inactive_days * 86400,
-        max_lists=settings.cache_max_timelines,
-    )
+
+class ProfileError(ValueError):
+    """A configuration that cannot work; the message says what to set instead."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one process runs."""
+
+    consumers: tuple[str, ...] = ()
+    relay: bool = False
+    #: The consumers read the outbox directly (no bus): one process at a time may run each,
+    #: under a leader lock.
+    exclusive: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def profile_name(settings: Settings) -> str:
+    parts = [
+        "postgresql" if settings.database_url else "sqlite",
+        "redis" if settings.cache_url else "memory",
+        "jetstream" if settings.bus_url else "outbox",
+    ]
+    return "+".join(parts)
+
+
+def plan(settings: Settings, role: str = "api", processes: int = 1, worker_roles: Sequence[str] = ROLES) -> Plan:
+    """Decide what a process of ``role`` runs, or refuse the combination."""
+    db_url, cache_url, bus_url = settings.database_url, settings.cache_url, settings.bus_url
+    if db_url and not db_url.startswith(("postgresql://", "postgres://")):
+        raise ProfileError(f"HOMEFEED_DATABASE_URL must be a postgresql:// URL (got {db_url.split('://')[0]}://...)")
+    if cache_url and not cache_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ProfileError("HOMEFEED_CACHE_URL must be a redis:// URL")
+    if bus_url and not bus_url.startswith(("nats://", "tls://")):
+        raise ProfileError("HOMEFEED_BUS_URL must be a nats:// URL")
+
+    if role == "api":
+        if processes > 1 and not cache_url:
+            raise ProfileError(
+                f"{processes} API processes cannot share an in-process timeline cache: "
+                "set HOMEFEED_CACHE_URL=redis://... (or run one process)"
+            )
+        if processes > 1 and not db_url:
+            raise ProfileError(
+                f"{processes} API processes cannot share the embedded SQLite writer: "
+                "set HOMEFEED_DATABASE_URL=postgresql://... (or run one process)"
+            )
+        if not cache_url:
+            # The cache lives in this process, so the fan-out must run here too.
+            return Plan(consumers=(FANOUT, INDEXER), relay=bool(bus_url), exclusive=not bus_url)
+        if not db_url and not bus_url:
+            # SQLite + Redis: one machine; the outbox is read here.
+            return Plan(consumers=(FANOUT, INDEXER), exclusive=True)
+        return Plan(notes=["consumers run in `homefeed worker` processes: start at least one"])
+
+    if role == "worker":
+        unknown = set(worker_roles) - set(ROLES)
+        if unknown:
+            raise ProfileError(f"unknown worker role(s) {sorted(unknown)}; roles: {', '.join(ROLES)}, all")
+        if FANOUT in worker_roles and not cache_url:
+            raise ProfileError(
+                "a fan-out worker would fill an in-process cache that no API process reads: "
+                "set HOMEFEED_CACHE_URL=redis://... (the same for API and worker processes)"
+            )
+        if not db_url:
+            raise ProfileError(
+                "worker processes need a shared system of record: set "
+                "HOMEFEED_DATABASE_URL=postgresql://... (the embedded profile runs its "
+                "consumers inside `homefeed serve`)"
+            )
+        consumers = tuple(r for r in worker_roles if r in (FANOUT, INDEXER))
+        relay = RELAY in worker_roles and bool(bus_url)
+        return Plan(consumers=consumers, relay=relay, exclusive=not bus_url)
+    raise ProfileError(f"unknown role {role!r}")
+
+
+def build(settings: Settings, node: int | None = 0) -> Homefeed:
+    """Wire the adapters the settings ask for. ``node``: the id-generator node (None: claim
+    one from PostgreSQL, for scale-out processes)."""
+    resources: list[Any] = []
+    relay_parts: dict[str, Any] = {}
+
+    if settings.database_url:
+        from homefeed.adapters.pg_db import PgDatabase
+        from homefeed.adapters.pg_outbox import PgOutboxEventStream
+        from homefeed.adapters.pg_search import PgSearchIndex
+        from homefeed.adapters.pg_store import PgRecordStore
+
+        pg = PgDatabase(settings.database_url)
+        store: Any = PgRecordStore(pg, node=node)
+        outbox: Any = PgOutboxEventStream(pg)
+        search_index: Any = PgSearchIndex(pg)
+        relay_parts["leader"] = lambda: outbox.leader(RELAY)
+        relay_parts["consumer_leader"] = lambda name: outbox.leader(f"consumer:{name}")
+    else:
+        from homefeed.adapters.fts5_index import Fts5SearchIndex
+        from homefeed.adapters.outbox_stream import OutboxEventStream
+        from homefeed.adapters.sqlite_db import SqliteDatabase
+        from homefeed.adapters.sqlite_store import SqliteRecordStore
+        from homefeed.service_layer.relay import sqlite_relay_leader
+
+        db = SqliteDatabase(
+            settings.database_path,
+            synchronous=settings.sqlite_synchronous.upper(),
+            group_commit_max=settings.group_commit_max,
+        )
+        store = SqliteRecordStore(db, node=node or 0)
+        outbox = OutboxEventStream(db)
+        search_index = Fts5SearchIndex(db)
+        relay_parts["leader"] = sqlite_relay_leader(settings.database_path)
+
+    if settings.cache_url:
+        from homefeed.adapters.redis_cache import RedisPostCache, RedisTimelineCache
+
+        cache: Any = RedisTimelineCache(
+            settings.cache_url,
+            cap=settings.timeline_cap,
+            inactive_seconds=settings.inactive_days * 86400,
+        )
+        posts: Any = RedisPostCache(settings.cache_url)
+        resources += [cache, posts]
+    else:
+        from homefeed.adapters.memory_cache import MemoryPostCache, MemoryTimelineCache
+
+        cache = MemoryTimelineCache(
+            cap=settings.timeline_cap,
+            inactive_seconds=settings.inactive_days * 86400,
+            max_lists=settings.cache_max_timelines,
+        )
+        posts = MemoryPostCache(settings.cache_max_posts)
+
+    stream: Any = outbox
+    if settings.bus_url:
+        from homefeed.adapters.jetstream import JetStreamEventStream
+
+        stream = JetStreamEventStream.from_url(settings.bus_url)
+        resources.append(stream)
+        relay_parts["source"] = outbox
+        relay_parts["sink"] = stream
+
     return Homefeed(
         settings,
-        store=SqliteRecordStore(db),
-        stream=OutboxEventStream(db),
+        store=store,
+        stream=stream,
         cache=cache,
-        posts=MemoryPostCache(settings.cache_max_posts),
-        search_index=Fts5SearchIndex(db),
+        posts=posts,
+        search_index=search_index,
+        resources=resources,
+        relay_parts=relay_parts,
     )
 
 
 async def open_homefeed(settings: Settings, run_consumers: bool = True) -> Homefeed:
-    """Build and start: the record store is open and (by default) consumers are running."""
+    """Build and start the embedded process: the record store is open and (by default) the
+    consumers the plan gives an API process are running."""
     hf = build(settings)
-    await hf.start(run_consumers=run_consumers)
+    p = plan(settings, "api")
+    await hf.start(consumers=p.consumers if run_consumers else (), relay=p.relay and run_consumers)
     return hf

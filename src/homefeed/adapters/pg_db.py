@@ -118,6 +118,10 @@ MIGRATIONS: list[str] = [
     -- primary key backwards for common ones (see pg_search)
     ALTER TABLE post_search ALTER COLUMN terms SET STATISTICS 1000;
     """,
+    # 3: node ids: each process that makes ids claims one (IdGenerator's 10-bit node field)
+    """
+    CREATE SEQUENCE homefeed_node_seq;
+    """,
 ]
 
 

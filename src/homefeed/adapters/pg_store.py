@@ -163,13 +163,19 @@ def _is_pkey_violation(exc: pg_errors.UniqueViolation) -> bool:
 
 
 class PgRecordStore:
-    def __init__(self, db: PgDatabase, node: int = 0) -> None:
+    def __init__(self, db: PgDatabase, node: int | None = 0) -> None:
+        """``node=None`` claims a node id from the database, so that any number of API
+        processes on any number of machines make ids that never collide (1,024 claims
+        before the sequence wraps around; a restarted process claims anew)."""
         self.db = db
         self._node = node
         self.ids: IdGenerator | None = None
 
     async def open(self) -> None:
         await self.db.open()
+        if self._node is None:
+            claimed = await self.db.fetchone("SELECT nextval('homefeed_node_seq') % 1024")
+            self._node = int(claimed[0])
         row = await self.db.fetchone(
             "SELECT greatest((SELECT max(id) FROM posts), (SELECT max(id) FROM users),"
             " (SELECT max(id) FROM follows))"

@@ -1,9 +1,10 @@
-"""``homefeed`` command line: serve, demo."""
+"""``homefeed`` command line: serve, worker, migrate, demo."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -42,6 +43,17 @@ def parser() -> argparse.ArgumentParser:
     _serve_flags(serve)
     _common(serve)
 
+    serve.add_argument("--workers", type=int, default=1,
+                       help="API processes (more than 1 needs HOMEFEED_DATABASE_URL and HOMEFEED_CACHE_URL)")
+
+    worker = sub.add_parser("worker", help="run event consumers (scale-out profile): fan-out, indexer, relay")
+    _common(worker)
+    worker.add_argument("--role", default="all",
+                        help="fanout, indexer, relay, or all (comma-separated for several)")
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+    _common(migrate)
+
     demo = sub.add_parser("demo", help="load a demo world into a fresh data dir, then serve it")
     _serve_flags(demo)
     _common(demo)
@@ -70,9 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.command == "serve":
-        serve(settings)
-        return 0
+    from homefeed.bootstrap import ProfileError
+
+    try:
+        if args.command == "serve":
+            serve(settings, processes=args.workers)
+            return 0
+        if args.command == "worker":
+            return run_worker(settings, args.role)
+        if args.command == "migrate":
+            return run_migrate(settings)
+    except ProfileError as exc:
+        print(f"homefeed: refusing to start: {exc}", file=sys.stderr)
+        return 2
     if args.command == "demo":
         from homefeed.demo import load_demo
 
@@ -86,24 +108,85 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, processes: int = 1) -> None:
     import uvicorn
 
-    from homefeed.bootstrap import build
+    from homefeed.bootstrap import build, plan
     from homefeed.entrypoints.http import create_app
 
-    app = create_app(build(settings))
-    uvicorn.run(
-        app,
+    process_plan = plan(settings, "api", processes=processes)  # refuses wrong combinations
+    for note in process_plan.notes:
+        logging.getLogger("homefeed").warning(note)
+    common = dict(
         host=settings.host,
         port=settings.port,
-        loop="auto",
-        http="auto",
         access_log=False,
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
+    if processes > 1:
+        # Each worker process builds its app from the environment: hand the flags down.
+        from homefeed.config import ENV_PREFIX
+        from homefeed.entrypoints.asgi import PROCESSES_ENV
+
+        for name in ("data_dir", "celebrity_threshold", "timeline_cap", "host", "port"):
+            os.environ[ENV_PREFIX + name.upper()] = str(getattr(settings, name))
+        os.environ[PROCESSES_ENV] = str(processes)
+        uvicorn.run("homefeed.entrypoints.asgi:app_from_env", factory=True, workers=processes, **common)
+        return
+    hf = build(settings, node=None if settings.database_url else 0)
+    uvicorn.run(create_app(hf, process_plan), **common)
+
+
+def run_worker(settings: Settings, role: str) -> int:
+    """Consume until SIGTERM/SIGINT; then finish and acknowledge the batch in hand, exit 0."""
+    import asyncio
+    import signal
+
+    from homefeed.bootstrap import ROLES, build, plan
+
+    roles = ROLES if role == "all" else tuple(r.strip() for r in role.split(",") if r.strip())
+    process_plan = plan(settings, "worker", worker_roles=roles)
+    log = logging.getLogger("homefeed.worker")
+
+    async def main() -> None:
+        hf = build(settings, node=None)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await hf.start(consumers=process_plan.consumers, relay=process_plan.relay,
+                       exclusive=process_plan.exclusive)
+        log.info("worker running: consumers=%s relay=%s", ",".join(process_plan.consumers) or "-",
+                 process_plan.relay)
+        await stop.wait()
+        log.info("stopping: finishing the batch in hand")
+        await hf.close()
+
+    asyncio.run(main())
+    return 0
+
+
+def run_migrate(settings: Settings) -> int:
+    import asyncio
+
+    if settings.database_url:
+        from homefeed.adapters.pg_db import migrate_url
+
+        version = asyncio.run(migrate_url(settings.database_url))
+        print(f"PostgreSQL schema at version {version}")
+        return 0
+    from homefeed.adapters.sqlite_db import connect, migrate
+
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    conn = connect(settings.database_path)
+    try:
+        version = migrate(conn)
+    finally:
+        conn.close()
+    print(f"SQLite schema of {settings.database_path} at version {version}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from homefeed.bootstrap import Plan, plan
 from homefeed.domain.errors import HomefeedError, InvalidInput, NotFound, Unauthorized
 from homefeed.domain.ids import parse_id
 from homefeed.entrypoints.openapi import openapi_document
@@ -60,8 +61,12 @@ _HTTP_CODES = {
 }
 
 
-def create_app(hf: Homefeed, manage_lifecycle: bool = True) -> Starlette:
+def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle: bool = True) -> Starlette:
+    """The ASGI app over ``hf``. Its lifespan opens the backends and starts what the plan
+    gives this process (the embedded profile: the consumers run here)."""
     settings = hf.settings
+    if process_plan is None:
+        process_plan = plan(settings, "api")
     max_body = settings.max_body_bytes
 
     async def read_json(request: Request) -> dict[str, Any]:
@@ -191,7 +196,11 @@ def create_app(hf: Homefeed, manage_lifecycle: bool = True) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manage_lifecycle:
-            await hf.start()
+            await hf.start(
+                consumers=process_plan.consumers,
+                relay=process_plan.relay,
+                exclusive=process_plan.exclusive,
+            )
         try:
             yield
         finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from homefeed.domain import model
 from homefeed.domain.model import Event, Post
@@ -22,6 +22,8 @@ log = logging.getLogger("homefeed.consumers")
 FANOUT = "fanout"
 INDEXER = "indexer"
 BATCH = 256
+#: Failures of one event before it goes to the dead letters (where the stream has them).
+MAX_ATTEMPTS = 5
 
 
 class Consumers:
@@ -36,6 +38,9 @@ class Consumers:
         self._tasks: list[asyncio.Task] = []
         self._stopping: asyncio.Event | None = None  # created on start (needs a loop)
         self.failures: dict[str, int] = {name: 0 for name in self.handlers}
+        self.running: tuple[str, ...] = ()
+        self.dead_lettered: dict[str, int] = {}
+        self._attempts: dict[tuple[str, int], int] = {}
 
     # -- handlers -------------------------------------------------------------------------
     async def fan_out(self, events: Sequence[Event]) -> None:
@@ -69,12 +74,31 @@ class Consumers:
             await self.index.index(pending)
 
     # -- running --------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, names: Sequence[str] | None = None, leader: Callable[[str], Any] | None = None) -> None:
+        """Run the named consumers as tasks. ``leader(name)``, if given, is an async context
+        manager held while consuming: one process at a time runs that consumer."""
         self._stopping = asyncio.Event()
-        for name in self.handlers:
-            self._tasks.append(asyncio.create_task(self._run(name), name=f"consumer-{name}"))
+        for name in names if names is not None else tuple(self.handlers):
+            if name not in self.handlers:
+                raise ValueError(f"unknown consumer {name!r}")
+            coro = self._run(name) if leader is None else self._run_as_leader(name, leader)
+            self._tasks.append(asyncio.create_task(coro, name=f"consumer-{name}"))
+        self.running = tuple(names if names is not None else self.handlers)
+
+    async def _run_as_leader(self, name: str, leader: Callable[[str], Any]) -> None:
+        assert self._stopping is not None
+        while not self._stopping.is_set():
+            try:
+                async with leader(name):
+                    await self._run(name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer %s lost its leadership; competing again", name)
+                await asyncio.sleep(0.5)
 
     async def stop(self) -> None:
+        self.running = ()
         if self._stopping is not None:
             self._stopping.set()
         for t in self._tasks:
@@ -91,8 +115,16 @@ class Consumers:
         while not self._stopping.is_set():
             try:
                 events = await self.stream.fetch(name, BATCH, timeout=0.5)
-                if not events:
-                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer %s could not fetch; retrying in %.2fs", name, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if not events:
+                continue
+            try:
                 await handler(events)
                 await self.stream.ack(name, events)
                 backoff = 0.05
@@ -100,9 +132,39 @@ class Consumers:
                 raise
             except Exception:
                 self.failures[name] += 1
-                log.exception("consumer %s failed; retrying in %.2fs", name, backoff)
+                log.exception("consumer %s failed a batch of %d; isolating", name, len(events))
+                await self._isolate(name, events, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _isolate(self, name: str, events: Sequence[Event], backoff: float) -> None:
+        """Apply a failed batch one event at a time, in order, to find the event that fails.
+        It is retried (redelivered) until it has failed ``MAX_ATTEMPTS`` times, then moved
+        to the dead letters where the stream keeps them, so one poison event does not stop
+        a consumer for ever; events after it wait (order is kept)."""
+        handler = self.handlers[name]
+        for i, e in enumerate(events):
+            try:
+                await handler([e])
+                await self.stream.ack(name, [e])
+                self._attempts.pop((name, e.seq), None)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempts = max(e.deliveries, self._attempts.get((name, e.seq), 0) + 1)
+                self._attempts[(name, e.seq)] = attempts
+                dead_letter = getattr(self.stream, "dead_letter", None)
+                if attempts >= MAX_ATTEMPTS and dead_letter is not None:
+                    log.error("consumer %s: event %s failed %d times; dead-lettered: %r", name, e.seq, attempts, exc)
+                    await dead_letter(name, e, repr(exc))
+                    self._attempts.pop((name, e.seq), None)
+                    self.dead_lettered[name] = self.dead_lettered.get(name, 0) + 1
+                    continue
+                nak = getattr(self.stream, "nak", None)
+                if nak is not None:
+                    await nak(name, events[i:], delay=backoff)
+                return
 
     async def run_once(self, name: str, max_events: int = BATCH) -> int:
         """Apply one batch synchronously (for tests and batch jobs without running tasks)."""
@@ -121,7 +183,7 @@ class Consumers:
             lags = await self.lags()
             if not any(lags.values()):
                 return
-            if not self._tasks:
+            if not self.running:
                 for name in self.handlers:
                     while await self.run_once(name):
                         pass

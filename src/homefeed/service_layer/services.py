@@ -8,9 +8,10 @@ from the write happens in the consumers, from the event.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
-from typing import Any
+from typing import Any, Sequence
 
 from homefeed.config import Settings
 from homefeed.domain.errors import InvalidInput, NotFound, Unauthorized
@@ -56,8 +57,17 @@ class Homefeed:
         cache: TimelineCache,
         posts: PostCache,
         search_index: SearchIndex,
+        resources: Sequence[Any] = (),
+        relay_parts: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
+        #: Connections opened after the record store and closed before it (caches, bus).
+        self.resources = list(resources)
+        #: What an outbox relay needs here: source, sink (when a bus is configured), leader.
+        self.relay_parts = relay_parts or {}
+        self._relay_task: asyncio.Task | None = None
+        self._relay_stop: asyncio.Event | None = None
+        self.relay: Any = None
         self.store = store
         self.stream = stream
         self.cache = cache
@@ -69,18 +79,77 @@ class Homefeed:
         self._tokens: dict[bytes, int] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def start(self, run_consumers: bool = True) -> None:
+    async def start(
+        self,
+        run_consumers: bool = True,
+        *,
+        consumers: Sequence[str] | None = None,
+        relay: bool = False,
+        exclusive: bool = False,
+    ) -> None:
+        """Open every backend, then start ``consumers`` (default: all, if ``run_consumers``)
+        and the outbox relay. ``exclusive``: each consumer runs under a leader lock, for
+        consumers reading the outbox directly from several processes."""
         await self.store.open()
-        if run_consumers:
-            self.consumers.start()
+        for resource in self.resources:
+            opener = getattr(resource, "open", None)
+            if opener is not None:
+                await opener()
+        if consumers is None:
+            consumers = tuple(self.consumers.handlers) if run_consumers else ()
+        if consumers:
+            leader = self.relay_parts.get("consumer_leader") if exclusive else None
+            self.consumers.start(consumers, leader=leader)
+        if relay:
+            self._start_relay()
+
+    def _start_relay(self) -> None:
+        from homefeed.service_layer.relay import OutboxRelay
+
+        parts = self.relay_parts
+        if "sink" not in parts:
+            return  # no bus: consumers read the outbox itself
+        self.relay = OutboxRelay(parts["source"], parts["sink"], parts.get("leader"))
+        self._relay_stop = asyncio.Event()
+        self._relay_task = asyncio.create_task(self.relay.run(self._relay_stop), name="relay")
 
     async def close(self) -> None:
         await self.consumers.stop()
+        if self._relay_task is not None and self._relay_stop is not None:
+            self._relay_stop.set()
+            try:
+                await asyncio.wait_for(self._relay_task, timeout=10)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._relay_task.cancel()
+            self._relay_task = None
+        for resource in reversed(self.resources):
+            closer = getattr(resource, "close", None)
+            if closer is not None:
+                await closer()
         await self.store.close()
 
+    async def lags(self) -> dict[str, int]:
+        """Events committed but not yet applied, per consumer (and not yet relayed to the
+        bus, under "relay", when there is one)."""
+        lags = await self.consumers.lags()
+        if "sink" in self.relay_parts:
+            lags["relay"] = await self.relay_parts["source"].lag("relay")
+        return lags
+
     async def drain(self, timeout: float = 30.0) -> None:
-        """Wait until every consumer has applied every committed event."""
-        await self.consumers.drain(timeout)
+        """Wait until every committed event is relayed and applied by every consumer. With
+        no consumer running anywhere (batch jobs, tests), apply them here."""
+        if not self.consumers.running and "sink" not in self.relay_parts:
+            await self.consumers.drain(timeout)
+            return
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            lags = await self.lags()
+            if not any(lags.values()):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"not drained within {timeout}s: {lags}")
+            await asyncio.sleep(0.01)
 
     # -- users ----------------------------------------------------------------------------
     async def register(self, handle: Any, display_name: Any = None) -> dict[str, Any]:
@@ -198,7 +267,7 @@ class Homefeed:
 
     # -- status ---------------------------------------------------------------------------
     async def health(self) -> dict[str, Any]:
-        lags = await self.consumers.lags()
+        lags = await self.lags()
         return {"status": "ok", "consumers": {k: {"behind": v} for k, v in lags.items()}}
 
 
