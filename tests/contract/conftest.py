@@ -40,7 +40,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Sequence, TypeVar
 
 import pytest
 
@@ -51,6 +51,7 @@ from homefeed.adapters.sqlite_db import SqliteDatabase
 from homefeed.adapters.sqlite_store import SqliteRecordStore
 from homefeed.domain.model import Event
 from homefeed.ports import EventStream, PostCache, RecordStore, SearchIndex, TimelineCache
+from tests.backends import NATS_URL, REDIS_URL, needs, require, scratch_pg_database, unique
 
 T = TypeVar("T")
 
@@ -111,9 +112,103 @@ def sqlite_records(tmp_path: Path) -> Opener:
     return opener
 
 
+def postgres_records(tmp_path: Path) -> Opener:
+    """Scale-out: PgRecordStore + PgOutboxEventStream on a scratch database."""
+    from homefeed.adapters.pg_db import PgDatabase
+    from homefeed.adapters.pg_outbox import PgOutboxEventStream
+    from homefeed.adapters.pg_store import PgRecordStore
+
+    url = _scratch(tmp_path, scratch_pg_database())
+
+    @contextlib.asynccontextmanager
+    async def opener() -> AsyncIterator[Records]:
+        db = PgDatabase(url)
+        store = PgRecordStore(db)
+        await store.open()
+        try:
+            yield Records(store, PgOutboxEventStream(db), delivery_timeout=2.0, redelivery_timeout=2.0)
+        finally:
+            await store.close()
+
+    return opener
+
+
+def jetstream_records(tmp_path: Path) -> Opener:
+    """Scale-out: the outbox relayed to NATS JetStream; consumers read JetStream. The
+    relay runs while the opener is open; the stream (named for this test) survives
+    reopening, as the SQLite file does."""
+    from homefeed.adapters.jetstream import JetStreamEventStream
+    from homefeed.service_layer.relay import OutboxRelay
+
+    require("nats")
+    path = tmp_path / "homefeed.db"
+    name = unique("HFC")
+
+    def stream() -> JetStreamEventStream:
+        return JetStreamEventStream(NATS_URL, stream=name, subject_prefix=f"{name}.events", ack_wait=1.5)
+
+    @contextlib.asynccontextmanager
+    async def opener() -> AsyncIterator[Records]:
+        db = SqliteDatabase(path)
+        store = SqliteRecordStore(db)
+        await store.open()
+        js = stream()
+        await js.open()
+        stop = asyncio.Event()
+        relay = asyncio.create_task(OutboxRelay(OutboxEventStream(db), js).run(stop))
+        try:
+            yield Records(store, js, delivery_timeout=3.0, redelivery_timeout=3.0)
+        finally:
+            stop.set()
+            await relay
+            await js.close()
+            await store.close()
+
+    def cleanup() -> None:
+        async def drop() -> None:
+            js = stream()
+            await js.open()
+            try:
+                await js.delete_streams()
+            finally:
+                await js.close()
+
+        try:
+            asyncio.run(drop())
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+
+    _CLEANUPS.append(cleanup)
+    return opener
+
+
+_CLEANUPS: list[Callable[[], None]] = []
+
+
+def _scratch(tmp_path: Path, cm: contextlib.AbstractContextManager[str]) -> str:
+    """Enter a scratch-namespace context manager until the test ends."""
+    value = cm.__enter__()
+    _CLEANUPS.append(lambda: cm.__exit__(None, None, None))
+    return value
+
+
+@pytest.fixture(autouse=True)
+def _cleanup_scratch() -> Iterator[None]:
+    yield
+    while _CLEANUPS:
+        _CLEANUPS.pop()()
+
+
 # One pytest.param per backend (see the module docstring).
-RECORD_STORES = [pytest.param(sqlite_records, id="sqlite")]
-EVENT_STREAMS = [pytest.param(sqlite_records, id="sqlite")]
+RECORD_STORES = [
+    pytest.param(sqlite_records, id="sqlite"),
+    pytest.param(postgres_records, id="postgres", marks=needs("postgresql")),
+]
+EVENT_STREAMS = [
+    pytest.param(sqlite_records, id="sqlite"),
+    pytest.param(postgres_records, id="postgres", marks=needs("postgresql")),
+    pytest.param(jetstream_records, id="jetstream", marks=needs("nats")),
+]
 
 
 @pytest.fixture(params=RECORD_STORES)
@@ -147,7 +242,29 @@ def sqlite_search_index(tmp_path: Path) -> Opener:
     return opener
 
 
-SEARCH_INDEXES = [pytest.param(sqlite_search_index, id="sqlite")]
+def postgres_search_index(tmp_path: Path) -> Opener:
+    """Scale-out: tsvector + GIN in a scratch PostgreSQL database."""
+    from homefeed.adapters.pg_db import PgDatabase
+    from homefeed.adapters.pg_search import PgSearchIndex
+
+    url = _scratch(tmp_path, scratch_pg_database())
+
+    @contextlib.asynccontextmanager
+    async def opener() -> AsyncIterator[SearchIndex]:
+        db = PgDatabase(url)
+        await db.open()
+        try:
+            yield PgSearchIndex(db)
+        finally:
+            await db.close()
+
+    return opener
+
+
+SEARCH_INDEXES = [
+    pytest.param(sqlite_search_index, id="sqlite"),
+    pytest.param(postgres_search_index, id="postgres", marks=needs("postgresql")),
+]
 
 
 @pytest.fixture(params=SEARCH_INDEXES)
@@ -182,8 +299,62 @@ def memory_post_cache(tmp_path: Path) -> Opener:
     return opener
 
 
-TIMELINE_CACHES = [pytest.param(memory_timeline_cache, id="memory")]
-POST_CACHES = [pytest.param(memory_post_cache, id="memory")]
+def redis_timeline_cache(tmp_path: Path) -> Opener:
+    """Scale-out: Redis, under a key prefix of this test's own. Reopening keeps the data
+    (a restart of the process, not of Redis)."""
+    from homefeed.adapters.redis_cache import RedisTimelineCache
+
+    prefix = unique("hft")
+    _CLEANUPS.append(lambda: _redis_drop(prefix))
+
+    @contextlib.asynccontextmanager
+    async def opener(cap: int = 800) -> AsyncIterator[TimelineCache]:
+        cache = RedisTimelineCache(REDIS_URL, cap=cap, prefix=prefix)
+        try:
+            yield cache
+        finally:
+            await cache.close()
+
+    return opener
+
+
+def redis_post_cache(tmp_path: Path) -> Opener:
+    from homefeed.adapters.redis_cache import RedisPostCache
+
+    prefix = unique("hfp")
+    _CLEANUPS.append(lambda: _redis_drop(prefix))
+
+    @contextlib.asynccontextmanager
+    async def opener(max_posts: int = 1000) -> AsyncIterator[PostCache]:
+        cache = RedisPostCache(REDIS_URL, prefix=prefix)
+        try:
+            yield cache
+        finally:
+            await cache.close()
+
+    return opener
+
+
+def _redis_drop(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+TIMELINE_CACHES = [
+    pytest.param(memory_timeline_cache, id="memory"),
+    pytest.param(redis_timeline_cache, id="redis", marks=needs("redis")),
+]
+POST_CACHES = [
+    pytest.param(memory_post_cache, id="memory"),
+    pytest.param(redis_post_cache, id="redis", marks=needs("redis")),
+]
 
 
 @pytest.fixture(params=TIMELINE_CACHES)

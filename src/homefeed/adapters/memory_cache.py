@@ -227,11 +227,16 @@ class MemoryTimelineCache:
 class MemoryPostCache:
     """Bounded post cache. Eviction drops the entry inserted longest ago: ids are
     time-ordered and timelines are read newest first, so insertion order approximates
-    recency of use without LRU bookkeeping on every hit."""
+    recency of use without LRU bookkeeping on every hit.
 
-    def __init__(self, max_posts: int = 200_000) -> None:
+    ``delete`` leaves a tombstone (bounded, oldest forgotten first) so that a reader who
+    fetched a post from the store just before it was deleted cannot put it back."""
+
+    def __init__(self, max_posts: int = 200_000, max_tombstones: int = 100_000) -> None:
         self.max_posts = max_posts
+        self.max_tombstones = max_tombstones
         self._posts: dict[int, Post] = {}
+        self._tombstones: dict[int, None] = {}
         self.hits = 0
         self.misses = 0
 
@@ -244,16 +249,24 @@ class MemoryPostCache:
 
     async def put_many(self, posts: Sequence[Post]) -> None:
         store = self._posts
+        dead = self._tombstones
         for p in posts:
-            store[p.id] = p
+            if p.id not in dead:
+                store[p.id] = p
         excess = len(store) - self.max_posts
         if excess > 0:
             for key in list(_take(iter(store), excess)):
                 del store[key]
 
     async def delete(self, ids: Sequence[int]) -> None:
+        dead = self._tombstones
         for i in ids:
             self._posts.pop(i, None)
+            dead[i] = None
+        excess = len(dead) - self.max_tombstones
+        if excess > 0:
+            for key in list(_take(iter(dead), excess)):
+                del dead[key]
 
     def __len__(self) -> int:
         return len(self._posts)
