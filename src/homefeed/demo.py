@@ -56,7 +56,7 @@ async def _load(settings: Settings, n_users: int, n_posts: int, reset: bool) -> 
     hf = build(settings)
     await hf.start(run_consumers=False)
     try:
-        existing = hf.store.db.query_one("SELECT count(*) FROM users")[0]  # type: ignore[attr-defined]
+        existing = await hf.store.count_users()
         if existing and tokens_path.exists():
             handle, token = tokens_path.read_text().splitlines()[0].split("\t")
             print(f"{db_path} already holds a world ({existing} users); --reset reloads it")
@@ -90,10 +90,11 @@ async def _load(settings: Settings, n_users: int, n_posts: int, reset: bool) -> 
             for k, (t, a) in enumerate(zip(stamps, authors))
         ]
         with tqdm(total=3, desc="loading records", unit="step") as bar:
-            await hf.store.bulk_load(users, follows, post_rows)  # type: ignore[attr-defined]
+            await hf.store.bulk_load(users, follows, post_rows)
             bar.update(3)
         with tqdm(total=n_posts, desc="indexing posts", unit="post") as bar:
             await rebuild_search(hf, bar.update)
+        tokens_path.parent.mkdir(parents=True, exist_ok=True)
         tokens_path.write_text("".join(f"{h}\t{t}\n" for h, t in zip(handles, tokens)))
         celebs = int((counts >= settings.celebrity_threshold).sum())
         print(

@@ -8,7 +8,7 @@ shape as the embedded ones, which simply never suspend.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
 from homefeed.domain.model import Event, Post, User
 
@@ -54,6 +54,15 @@ class RecordStore(Protocol):
     async def posts_after(self, after_id: int, limit: int) -> list[Post]:
         """Posts in ascending id order, id > after_id: how batch jobs walk every post."""
     async def max_post_id(self) -> int: ...
+    async def count_users(self) -> int: ...
+    async def bulk_load(
+        self,
+        users: Iterable[tuple[int, str, str, bytes]],
+        follows: Iterable[tuple[int, int, int]],
+        posts: Iterable[tuple[int, int, str]],
+    ) -> None:
+        """Load a world in one go, bypassing the outbox (a batch job: rebuild the derived
+        stores afterwards); counters are recomputed from the records."""
 
 
 class EventStream(Protocol):

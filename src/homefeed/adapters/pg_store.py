@@ -342,6 +342,10 @@ class PgRecordStore:
         )
         return [Post(*r) for r in rows]
 
+    async def count_users(self) -> int:
+        row = await self.db.fetchone("SELECT count(*) FROM users")
+        return int(row[0]) if row else 0
+
     async def bulk_load(
         self,
         users: Iterable[tuple[int, str, str, bytes]],

@@ -299,6 +299,9 @@ class SqliteRecordStore:
         await self.db.write(tx)
         await self.open()  # the id generator must start above the loaded ids
 
+    async def count_users(self) -> int:
+        return self.db.query_one("SELECT count(*) FROM users")[0]
+
     async def max_post_id(self) -> int:
         return self.db.query_one("SELECT coalesce(max(id), 0) FROM posts")[0]
 
