@@ -31,6 +31,10 @@ class Settings:
     #: Authors with at least this many followers are not fanned out; their posts are pulled
     #: and merged when a follower reads.
     celebrity_threshold: int = 10_000
+    #: ``hybrid`` (push to followers, pull celebrities), ``push`` (fan out every post: no
+    #: celebrities) or ``pull`` (no fan-out: every read merges the followees' posts from the
+    #: record store, Twitter's approach 1). For comparing strategies; keep ``hybrid``.
+    feed_strategy: str = "hybrid"
     #: Followers whose timeline has not been read for this many days are skipped by fan-out
     #: (their cached timeline is dropped) and rebuilt from the record store on the next read.
     inactive_days: float = 14.0
@@ -94,6 +98,8 @@ class Settings:
         for name in ("max_body_bytes", "cache_max_timelines", "cache_max_posts", "group_commit_max"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
+        if self.feed_strategy not in ("hybrid", "push", "pull"):
+            problems.append("feed_strategy must be hybrid, push or pull")
         if self.sqlite_synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
             problems.append("sqlite_synchronous must be FULL, NORMAL or EXTRA")
         if problems:

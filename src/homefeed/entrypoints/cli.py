@@ -54,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     _common(migrate)
 
+    sub.add_parser("bench", help="benchmarks: make a world, run a workload, compare strategies "
+                   "(`homefeed bench --help`)", add_help=False)
+
     demo = sub.add_parser("demo", help="load a demo world into a fresh data dir, then serve it")
     _serve_flags(demo)
     _common(demo)
@@ -65,6 +68,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from homefeed.bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
     args = parser().parse_args(argv)
     try:
         if args.command == "demo":

@@ -45,11 +45,16 @@ class FeedManager:
         posts: PostCache,
         celebrity_threshold: int,
         timeline_cap: int,
+        strategy: str = "hybrid",
     ) -> None:
         self.store = store
         self.cache = cache
         self.posts = posts
-        self.threshold = celebrity_threshold
+        #: "hybrid" (the default), "push" (no one is a celebrity) or "pull" (no fan-out;
+        #: every read is computed from the record store). The last two exist to measure
+        #: the trade-off of DDIA chapter 1 against the hybrid.
+        self.strategy = strategy
+        self.threshold = celebrity_threshold if strategy != "push" else (1 << 62)
         self.cap = timeline_cap
         self.counters = {"rebuilds": 0, "author_rebuilds": 0, "pushes": 0, "db_pages": 0}
 
@@ -153,6 +158,8 @@ class FeedManager:
         self, user_id: int, before: int | None, limit: int
     ) -> tuple[list[Post], int | None]:
         """One page of the home timeline, newest first, and the cursor of the next page."""
+        if self.strategy == "pull":
+            return await self._read_home_pulled(user_id, before, limit)
         following = await self.following_of(user_id)
         celebs = await self.celebrities()
         if len(celebs) <= len(following):
@@ -201,6 +208,15 @@ class FeedManager:
                 return out, None
             return out, ids[-1]
 
+    async def _read_home_pulled(
+        self, user_id: int, before: int | None, limit: int
+    ) -> tuple[list[Post], int | None]:
+        """Approach 1: merge the followees' posts in the record store at every read."""
+        ids = await self.store.home_post_ids(user_id, before, limit)
+        posts = await self.hydrate(ids)
+        out = [posts[i] for i in ids if i in posts]
+        return out, (ids[-1] if len(ids) == limit else None)
+
     # -- after a commit, in the API process (read-your-writes) -----------------------------
     async def posted(self, post: Post) -> None:
         await self.posts.put_many([post])
@@ -218,6 +234,8 @@ class FeedManager:
     async def fan_out_post(self, post: Post) -> int:
         """Push a new post into its followers' cached timelines, unless its author is a
         celebrity. Idempotent: pushing an id twice leaves one entry."""
+        if self.strategy == "pull":
+            return 0
         await self.cache.push(AUTHOR, [post.author_id], post.id)
         if await self.is_celebrity(post.author_id):
             return 0

@@ -73,7 +73,12 @@ class Homefeed:
         self.cache = cache
         self.search_index = search_index
         self.feed = FeedManager(
-            store, cache, posts, settings.celebrity_threshold, settings.timeline_cap
+            store,
+            cache,
+            posts,
+            settings.celebrity_threshold,
+            settings.timeline_cap,
+            strategy=settings.feed_strategy,
         )
         self.consumers = Consumers(self.feed, stream, search_index)
         self._tokens: dict[bytes, int] = {}
