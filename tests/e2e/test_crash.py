@@ -1,10 +1,13 @@
 """Crash safety: the server is SIGKILLed under concurrent load and restarted on the same data.
 
 A real ``python -m homefeed serve`` runs on a real data dir (``celebrity_threshold=3``,
-``timeline_cap=5``). Six users who follow each other (one celebrity, one author crossing the
-threshold up and down all the time) post concurrently from several threads, while others
-read home timelines, delete their own posts and follow/unfollow. The server is killed with
+``timeline_cap=100``: with thousands of posts every timeline crosses the cap, and the caches
+hold the last second or so, so their final state is exercised too). Six users who follow
+each other (one celebrity, one author crossing the threshold up and down all the time) post
+concurrently from several threads, while others read home timelines (which keeps every
+timeline cached), delete their own posts and follow/unfollow. The server is killed with
 SIGKILL at random moments, several times, and restarted on the same data dir each time.
+The last incarnation ends with a scripted promotion and demotion of user 1 under load.
 
 Every request's outcome is recorded honestly:
 
@@ -50,7 +53,7 @@ _VENV_PY = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(_VENV_PY) if _VENV_PY.exists() else sys.executable
 
 THRESHOLD = 3
-CAP = 100  # caches hold the last second or so of posts: the final state exercises them; paging still crosses the cap
+CAP = 100
 KILLS = 4
 STARTUP_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 30.0
