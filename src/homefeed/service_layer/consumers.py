@@ -40,6 +40,7 @@ class Consumers:
         self.failures: dict[str, int] = {name: 0 for name in self.handlers}
         self.running: tuple[str, ...] = ()
         self.dead_lettered: dict[str, int] = {}
+        self._busy: set[str] = set()  # consumers applying a batch right now
         self._attempts: dict[tuple[str, int], int] = {}
 
     # -- handlers -------------------------------------------------------------------------
@@ -98,9 +99,14 @@ class Consumers:
                 await asyncio.sleep(0.5)
 
     async def stop(self) -> None:
+        """Finish the batch in hand, acknowledge it, then stop. A consumer that holds no
+        batch (waiting for events, or for leadership) is cancelled at once."""
         self.running = ()
         if self._stopping is not None:
             self._stopping.set()
+        for t in self._tasks:
+            if t.get_name().removeprefix("consumer-") not in self._busy:
+                t.cancel()
         for t in self._tasks:
             try:
                 await asyncio.wait_for(t, timeout=10)
@@ -124,6 +130,7 @@ class Consumers:
                 continue
             if not events:
                 continue
+            self._busy.add(name)
             try:
                 await handler(events)
                 await self.stream.ack(name, events)
@@ -136,6 +143,8 @@ class Consumers:
                 await self._isolate(name, events, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+            finally:
+                self._busy.discard(name)
 
     async def _isolate(self, name: str, events: Sequence[Event], backoff: float) -> None:
         """Apply a failed batch one event at a time, in order, to find the event that fails.
