@@ -1,0 +1,42 @@
+"""A home-timeline read that hits the caches touches no SQL (the embedded profile's promise):
+every statement the record store's read connection runs is traced while reading."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from homefeed.bootstrap import open_homefeed
+from homefeed.config import Settings
+
+
+def test_warm_home_read_runs_no_sql(tmp_path: Path) -> None:
+    async def main() -> None:
+        hf = await open_homefeed(Settings(data_dir=tmp_path, celebrity_threshold=2, timeline_cap=50))
+        try:
+            users = [await hf.register(f"u{i}") for i in range(4)]
+            ids = [int(u["id"]) for u in users]
+            # u0 follows everyone; u1 becomes a celebrity (pulled at read), u2/u3 are pushed.
+            for h in ("u1", "u2", "u3"):
+                await hf.follow(ids[0], h)
+            await hf.follow(ids[2], "u1")
+            await hf.follow(ids[3], "u1")
+            first = await hf.home_timeline(ids[0], limit=10)  # cold: builds the caches
+            for uid in ids:
+                await hf.create_post(uid, f"hello from {uid}")
+            await hf.drain()
+
+            statements: list[str] = []
+            reader = hf.store.db.reader  # type: ignore[attr-defined]
+            reader.set_trace_callback(statements.append)
+            try:
+                page = await hf.home_timeline(ids[0], limit=10)
+            finally:
+                reader.set_trace_callback(None)
+            assert first["posts"] == []
+            assert [p["author"]["handle"] for p in page["posts"]] == ["u3", "u2", "u1", "u0"]
+            assert statements == [], statements
+        finally:
+            await hf.close()
+
+    asyncio.run(main())
