@@ -1,44 +1,39 @@
 """``homefeed demo``: a fresh data dir holding a demo world, with a power-law follower
-distribution so that a few accounts are celebrities (pulled at read time)."""
+distribution so that a few accounts are celebrities (pulled at read time).
+
+The world is made by the bench's world loader (``homefeed.bench.world``), the one place
+where worlds are made; the demo only adds readable handles, the ``demo`` account (user 0,
+which follows the top accounts and a few ordinary ones) and its tokens file."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-import secrets
-import time
 from pathlib import Path
 
-from tqdm import tqdm
-
-from homefeed.bench.graph import power_law_graph
+from homefeed.bench.graph import FollowGraph
+from homefeed.bench.world import WorldSpec, load_world
 from homefeed.bootstrap import build
 from homefeed.config import Settings
-from homefeed.domain.ids import EPOCH_MS, NODE_BITS, SEQ_BITS
-from homefeed.service_layer.batch import rebuild_search
-from homefeed.service_layer.services import hash_token
 
 ADJECTIVES = "amber brave calm dusty eager fuzzy gentle happy icy jolly keen lucky mellow noble odd proud quiet rapid shy tidy witty young zesty bold".split()
 NOUNS = "fox owl lynx otter heron badger finch koala panda raven seal tiger whale yak zebra moth crane bison gecko lemur".split()
-WORDS = (
-    "coffee morning deploy rust python sqlite postgres redis timeline cache fanout latency "
-    "weekend music garden rain sunset code review coffee bug release train book movie cat "
-    "dog pizza tea bike hike ocean city night build test ship design data stream index"
-).split()
-TAGS = ["#rust", "#python", "#ddia", "#coffee", "#music", "#launch", "#weekend", "#sqlite"]
 
 
 def _handle(i: int) -> str:
+    if i == 0:
+        return "demo"
     return f"{ADJECTIVES[i % len(ADJECTIVES)]}_{NOUNS[(i // len(ADJECTIVES)) % len(NOUNS)]}_{i}"
 
 
-def _text(rng: random.Random, handles: list[str]) -> str:
-    words = rng.choices(WORDS, k=rng.randint(4, 14))
-    if rng.random() < 0.3:
-        words.insert(rng.randrange(len(words) + 1), rng.choice(TAGS))
-    if rng.random() < 0.15:
-        words.insert(rng.randrange(len(words) + 1), "@" + rng.choice(handles))
-    return " ".join(words).capitalize()
+def _demo_follows(graph: FollowGraph) -> list[tuple[int, int]]:
+    """The demo user follows the 10 most followed accounts and 40 ordinary ones."""
+    rng = random.Random(42)
+    counts = graph.follower_counts()
+    n = graph.n_users
+    top = sorted(range(n), key=lambda i: -counts[i])[:10]
+    picks = top + rng.sample(range(1, n), min(40, n - 1))
+    return [(0, b) for b in dict.fromkeys(picks) if b != 0]
 
 
 def load_demo(settings: Settings, users: int = 10_000, posts: int = 50_000, reset: bool = False) -> str:
@@ -64,45 +59,18 @@ async def _load(settings: Settings, n_users: int, n_posts: int, reset: bool) -> 
         if existing:
             raise SystemExit(f"{db_path} already holds data that is not a demo world; use another --data-dir")
 
-        rng = random.Random(42)
-        graph = power_law_graph(n_users, exponent=2.1, mean_following=30, seed=42)
-        now_ms = int(time.time() * 1000) - EPOCH_MS
-        span_ms = 30 * 86400 * 1000
-        shift = NODE_BITS + SEQ_BITS
-        uid = lambda i: ((now_ms - span_ms - 1000 + i) << shift) | 1  # noqa: E731
-
-        handles = [_handle(i) for i in range(n_users)]
-        handles[0] = "demo"
-        tokens = [secrets.token_urlsafe(32) for _ in range(n_users)]
-        users = [(uid(i), handles[i], handles[i].replace("_", " ").title(), hash_token(tokens[i]))
-                 for i in range(n_users)]
-        follows = [(uid(a), uid(b), uid(a) + 2 + k) for k, (a, b) in enumerate(graph)]
-        # The demo user follows the most followed accounts and a few ordinary ones.
-        counts = graph.follower_counts()
-        top = sorted(range(n_users), key=lambda i: -counts[i])[:10]
-        follows += [(uid(0), uid(b), uid(0) + 10_000_000 + b) for b in top + rng.sample(range(1, n_users), 40) if b != 0]
-        # Active accounts post more: weight authors by their follower count (plus one).
-        weights = [c + 1 for c in counts.tolist()]
-        authors = rng.choices(range(n_users), weights=weights, k=n_posts)
-        stamps = sorted(rng.sample(range(span_ms), n_posts))  # distinct ms: distinct ids
-        post_rows = [
-            (((now_ms - span_ms + t) << shift) | (2 << SEQ_BITS) | (k & 0xFFF), uid(a), _text(rng, handles))
-            for k, (t, a) in enumerate(zip(stamps, authors))
-        ]
-        with tqdm(total=3, desc="loading records", unit="step") as bar:
-            await hf.store.bulk_load(users, follows, post_rows)
-            bar.update(3)
-        with tqdm(total=n_posts, desc="indexing posts", unit="post") as bar:
-            await rebuild_search(hf, bar.update)
-        tokens_path.parent.mkdir(parents=True, exist_ok=True)
-        tokens_path.write_text("".join(f"{h}\t{t}\n" for h, t in zip(handles, tokens)))
-        celebs = int((counts >= settings.celebrity_threshold).sum())
+        spec = WorldSpec(users=n_users, exponent=2.1, mean_following=30, posts=n_posts,
+                         span_days=30, seed=42)
+        world = await load_world(hf, spec, handle_of=_handle,
+                                 display_of=lambda h: h.replace("_", " ").title(), extra_follows=_demo_follows,
+                                 tokens_path=tokens_path)
+        token = tokens_path.read_text().splitlines()[0].split("\t")[1]
         print(
-            f"demo world: {n_users} users, {len(follows)} follows, {n_posts} posts; "
-            f"{celebs} celebrities (>= {settings.celebrity_threshold} followers); "
+            f"demo world: {world.users} users, {world.follows} follows, {world.posts} posts; "
+            f"{world.celebrities} celebrities (>= {settings.celebrity_threshold} followers); "
             f"tokens of every user in {tokens_path}"
         )
-        return _curl(tokens[0])
+        return _curl(token)
     finally:
         await hf.close()
 

@@ -77,6 +77,9 @@ class WorldSpec:
     posts: int = 20_000
     span_days: float = 7.0
     seed: int = 1
+    #: If > 0, user 0 is also followed by users 1 .. star_followers: one account with that
+    #: many followers on top of the law (to measure the fan-out of a huge account).
+    star_followers: int = 0
 
 
 @dataclass
@@ -109,14 +112,25 @@ class World:
 def make_graph(spec: WorldSpec) -> FollowGraph:
     """The follow graph the spec asks for."""
     if spec.edge_list:
-        return load_edge_list(spec.edge_list, undirected=spec.undirected)
-    return power_law_graph(
-        spec.users,
-        exponent=spec.exponent,
-        max_followers=spec.max_followers,
-        mean_following=spec.mean_following,
-        seed=spec.seed,
-    )
+        graph = load_edge_list(spec.edge_list, undirected=spec.undirected)
+    else:
+        graph = power_law_graph(
+            spec.users,
+            exponent=spec.exponent,
+            max_followers=spec.max_followers,
+            mean_following=spec.mean_following,
+            seed=spec.seed,
+        )
+    if spec.star_followers > 0:
+        n = graph.n_users
+        k = min(int(spec.star_followers), n - 1)
+        star = np.column_stack([np.arange(1, k + 1, dtype=np.int64), np.zeros(k, dtype=np.int64)])
+        keys = np.concatenate([graph.edges[:, 1] * n + graph.edges[:, 0], star[:, 1] * n + star[:, 0]])
+        keys = np.unique(keys)
+        edges = np.empty((keys.shape[0], 2), dtype=np.int64)
+        edges[:, 1], edges[:, 0] = np.divmod(keys, n)
+        graph = FollowGraph(n_users=n, edges=edges)
+    return graph
 
 
 def post_texts(rng: np.random.Generator, n: int, handles: Sequence[str]) -> list[str]:
@@ -162,6 +176,7 @@ async def load_world(
     *,
     graph: FollowGraph | None = None,
     handle_of: Callable[[int], str] = bench_handle,
+    display_of: Callable[[str], str] = str,
     extra_follows: Callable[[FollowGraph], list[tuple[int, int]]] | None = None,
     tokens_path: Path | None = None,
     quiet: bool = False,
@@ -195,7 +210,7 @@ async def load_world(
     handles = [handle_of(i) for i in range(n)]
     tokens = [secrets.token_urlsafe(24) for _ in _tick(range(n), n, "tokens", "user", quiet)]
     users = (
-        (u, h, h, hash_token(tok)) for u, h, tok in zip(uids.tolist(), handles, tokens)
+        (u, h, display_of(h), hash_token(tok)) for u, h, tok in zip(uids.tolist(), handles, tokens)
     )
 
     edges = graph.edges

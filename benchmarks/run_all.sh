@@ -1,0 +1,62 @@
+#!/bin/sh
+# Every benchmark behind benchmarks/RESULTS.md, in the order run. ~30 minutes on 2 cores.
+# Worlds live in /tmp/hfbench (hundreds of MB); results in benchmarks/results, charts in
+# benchmarks/charts. Every server is started on 127.0.0.1 and stopped by the bench itself.
+set -e
+cd "$(dirname "$0")/.."
+HF=.venv/bin/homefeed
+R=benchmarks/results
+mkdir -p $R benchmarks/charts /tmp/hfbench
+
+# 1. the 100,000-user power-law world (exponent 2.1, 30 follows per user on average, 500k posts)
+[ -f /tmp/hfbench/w100k/world.json ] || \
+  $HF bench world --data-dir /tmp/hfbench/w100k --users 100000 --mean-following 30 --posts 500000 --seed 1 \
+    > $R/world_100k.log 2>&1
+
+# 2. pull vs push vs hybrid: capacity (home p99 < 50 ms, 65 home reads : 1 post) and server
+#    CPU per request at 200 req/s; 3 repeats, strategy order rotated
+$HF bench compare --world /tmp/hfbench/w100k --work-dir /tmp/hfbench/runs --active 5000 --repeat 3 \
+  --step 5 --max-steps 6 --start-rate 250 --cpu-rate 200 --cpu-seconds 10 --retries 1 \
+  --out $R/compare_100k.json --charts benchmarks/charts > $R/compare_100k.log 2>&1
+
+# 3. micro-benchmarks beside their engines' ceilings, 3 repeats
+$HF bench micro --repeat 3 --budget 3 --followers 10000 --concurrency 64 --out $R/micro.json > $R/micro.log 2>&1
+
+# 4. fan-out delay on the 100k world, hybrid and push, under a 300 req/s background workload
+$HF bench fanout --world /tmp/hfbench/w100k --work-dir /tmp/hfbench/runs --active 5000 \
+  --strategies hybrid,push --per-bucket 3 --probes 10 --repeat 3 --background-rate 300 \
+  --out $R/fanout_100k.json --charts benchmarks/charts > $R/fanout_100k.log 2>&1
+
+# 5. hybrid, home reads only, p99 < 10 ms; and posts only over HTTP, p99 < 50 ms (3 each)
+for i in 1 2 3; do
+  $HF bench capacity --world /tmp/hfbench/w100k --work-dir /tmp/hfbench/runs --active 5000 --strategy hybrid \
+    --mix home_timeline=1 --kind home_timeline --target-ms 10 --start-rate 250 --step 5 --max-steps 6 \
+    --out $R/capacity_home10ms_$i.json > $R/capacity_home10ms_$i.log 2>&1
+  $HF bench capacity --world /tmp/hfbench/w100k --work-dir /tmp/hfbench/runs --active 5000 --strategy hybrid \
+    --mix post=1 --kind post --target-ms 50 --start-rate 250 --step 5 --max-steps 6 \
+    --out $R/capacity_posts_$i.json > $R/capacity_posts_$i.log 2>&1
+done
+
+# 6. where the time goes: py-spy on the server at a sustainable rate
+.venv/bin/python benchmarks/profile_server.py --world /tmp/hfbench/w100k --strategy hybrid --rate 600 \
+  --out $R/profile_hybrid > $R/profile_hybrid.log 2>&1
+.venv/bin/python benchmarks/profile_server.py --world /tmp/hfbench/w100k --strategy pull --rate 600 \
+  --out $R/profile_pull > $R/profile_pull.log 2>&1
+
+# 7. the largest "huge account" world that loads here: 1,000,000 users, u0 followed by all
+[ -f /tmp/hfbench/w1m/world.json ] || \
+  $HF bench world --data-dir /tmp/hfbench/w1m --users 1000000 --mean-following 3 --posts 300000 \
+    --star 999999 --seed 2 > $R/world_1m.log 2>&1
+$HF bench fanout --world /tmp/hfbench/w1m --work-dir /tmp/hfbench/runs --active 10000 \
+  --strategies hybrid,push --per-bucket 1 --probes 10 --repeat 3 --timeout 15 \
+  --out $R/fanout_1m.json > $R/fanout_1m.log 2>&1
+echo done
+
+# 8. (added after the first pass) server CPU per request, idle loops subtracted, at a fixed
+#    1,000 req/s (65 : 1) for 10 s per strategy, 3 repeats, no capacity search
+.venv/bin/homefeed bench compare --world /tmp/hfbench/w100k --work-dir /tmp/hfbench/runs --active 5000 \
+  --repeat 3 --max-steps 0 --cpu-rate 1000 --cpu-seconds 10 \
+  --out benchmarks/results/cpu_100k.json > benchmarks/results/cpu_100k.log 2>&1
+# 9. where a post's time goes over HTTP: posts only at 300/s
+.venv/bin/python benchmarks/profile_server.py --world /tmp/hfbench/w100k --strategy hybrid --rate 300 \
+  --mix post=1 --out benchmarks/results/profile_posts > benchmarks/results/profile_posts.log 2>&1

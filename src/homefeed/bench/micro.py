@@ -1,0 +1,401 @@
+"""Micro-benchmarks of the building blocks, each beside the raw ceiling of its engine,
+measured in the same run (so the ratio holds whatever else the machine is doing):
+
+| block | homefeed figure | engine ceiling |
+|---|---|---|
+| durable post ingest, SQLite | ``Homefeed.create_post`` from C concurrent callers (group commit, synchronous=FULL) | single-row commits/s, and rows/s in commits of 512, raw ``sqlite3``, same pragmas |
+| durable post ingest, PostgreSQL | the same on a scratch database | ``pgbench -N`` (simple-update, no branch contention), same database |
+| fan-out, memory | ``MemoryTimelineCache.push`` inserts/s | appending to Python lists in a dict (the interpreter's own ceiling) |
+| fan-out, Redis | ``RedisTimelineCache.push`` inserts/s | ``redis-benchmark`` pipelined RPUSH to random keys |
+| hydration | ``FeedManager.hydrate`` of 20 ids/s: post-cache hits, and misses read from SQLite | dict lookups; raw ``SELECT ... WHERE id IN (20 ids)`` |
+
+Everything runs in this process against private resources: a temporary directory, a private
+``redis-server`` on a free loopback port (stopped afterwards), a scratch PostgreSQL database
+(dropped afterwards). Every loop is bounded by a time budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from homefeed.bench.server import free_port
+
+__all__ = ["run_micro", "format_micro"]
+
+PG_ADMIN_URL = os.environ.get("HOMEFEED_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _timed(budget_s: float, fn: Callable[[], int]) -> float:
+    """Call ``fn`` (returns units done) until ``budget_s`` passed; units per second."""
+    t0 = time.perf_counter()
+    done = 0
+    while True:
+        done += fn()
+        el = time.perf_counter() - t0
+        if el >= budget_s:
+            return done / el
+
+
+# -- SQLite ------------------------------------------------------------------------------------
+
+
+def sqlite_ceiling(directory: Path, budget_s: float) -> dict[str, float]:
+    """Raw sqlite3, WAL, synchronous=FULL: one-row commits/s and rows/s in 512-row commits."""
+    path = directory / "ceiling.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, author_id INTEGER, text TEXT)")
+    text = "a post of about sixty characters, like the ones the bench makes"
+    k = [0]
+
+    def one() -> int:
+        k[0] += 1
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (?, ?, ?)", (k[0], k[0] % 1000, text))
+        conn.execute("COMMIT")
+        return 1
+
+    def batch() -> int:
+        conn.execute("BEGIN")
+        base = k[0]
+        conn.executemany("INSERT INTO t VALUES (?, ?, ?)",
+                         ((base + i, i % 1000, text) for i in range(1, 513)))
+        conn.execute("COMMIT")
+        k[0] += 512
+        return 512
+
+    single = _timed(budget_s, one)
+    batched = _timed(budget_s, batch)
+    conn.close()
+    return {"single_row_commits_per_s": single, "rows_per_s_in_512_row_commits": batched}
+
+
+async def _ingest(hf: Any, budget_s: float, concurrency: int, user_ids: list[int]) -> float:
+    """Posts/s through ``Homefeed.create_post`` (validation, record + outbox row, group
+    commit, post cache) from ``concurrency`` concurrent callers; consumers not running."""
+    done = 0
+    stop = time.perf_counter() + budget_s
+
+    async def caller(i: int) -> None:
+        nonlocal done
+        uid = user_ids[i % len(user_ids)]
+        while time.perf_counter() < stop:
+            await hf.create_post(uid, "durable ingest bench post with a few words")
+            done += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller(i) for i in range(concurrency)))
+    return done / (time.perf_counter() - t0)
+
+
+async def _with_homefeed(settings: Any, fn: Callable[[Any, list[int]], Any]) -> Any:
+    from homefeed.bootstrap import build
+
+    hf = build(settings)
+    await hf.start(run_consumers=False)
+    try:
+        ids = []
+        for i in range(16):
+            u = await hf.register(f"mb{i}{uuid.uuid4().hex[:8]}")
+            ids.append(int(u["id"]))
+        return await fn(hf, ids)
+    finally:
+        await hf.close()
+
+
+def post_ingest_sqlite(directory: Path, budget_s: float, concurrency: int) -> dict[str, float]:
+    from homefeed.config import Settings
+
+    settings = Settings(data_dir=directory / "ingest")
+    rate = asyncio.run(_with_homefeed(settings, lambda hf, ids: _ingest(hf, budget_s, concurrency, ids)))
+    return {"posts_per_s": rate, "concurrency": concurrency}
+
+
+# -- fan-out -----------------------------------------------------------------------------------
+
+
+def memory_fanout(followers: int, budget_s: float) -> dict[str, float]:
+    """Inserts/s of ``MemoryTimelineCache.push`` into ``followers`` warm timelines, beside
+    appending to the same number of lists in a dict."""
+    from homefeed.adapters.memory_cache import MemoryTimelineCache
+
+    cache = MemoryTimelineCache(cap=800, max_lists=followers + 10)
+    keys = list(range(1, followers + 1))
+
+    async def setup() -> None:
+        for k in keys:
+            await cache.install("home", k, [], 0)
+
+    asyncio.run(setup())
+    nid = [1 << 40]
+
+    # one event loop for all pushes (asyncio.run per call would measure loop start-up)
+    loop = asyncio.new_event_loop()
+    try:
+        def push_loop() -> int:
+            nid[0] += 1
+            return loop.run_until_complete(cache.push("home", keys, nid[0]))
+        rate = _timed(budget_s, push_loop)
+    finally:
+        loop.close()
+    lists: dict[int, list[int]] = {k: [] for k in keys}
+
+    def raw() -> int:
+        nid[0] += 1
+        i = nid[0]
+        for k in keys:
+            lst = lists[k]
+            lst.append(i)
+            if len(lst) > 800:
+                del lst[0]
+        return len(keys)
+
+    ceiling = _timed(budget_s, raw)
+    return {"inserts_per_s": rate, "ceiling_dict_of_lists_per_s": ceiling, "followers": followers}
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, no persistence; always stopped."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="hf-redis-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> "RedisServer":
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise FileNotFoundError("redis-server is not installed")
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import socket
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.__exit__()
+        raise RuntimeError("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def redis_fanout(followers: int, budget_s: float) -> dict[str, Any]:
+    """``RedisTimelineCache.push`` inserts/s into ``followers`` warm timelines on a private
+    Redis, beside ``redis-benchmark`` RPUSHes (pipelined 64 deep, random keys) on the same."""
+    from homefeed.adapters.redis_cache import RedisTimelineCache
+
+    with RedisServer() as srv:
+        async def go() -> float:
+            cache = RedisTimelineCache(srv.url, cap=800, prefix="mb")
+            try:
+                if hasattr(cache, "open"):
+                    await cache.open()
+                keys = list(range(1, followers + 1))
+                for k in keys:
+                    await cache.install("home", k, [1], 0)
+                nid = 1 << 40
+                t0 = time.perf_counter()
+                done = 0
+                while time.perf_counter() - t0 < budget_s:
+                    nid += 1
+                    done += await cache.push("home", keys, nid)
+                return done / (time.perf_counter() - t0)
+            finally:
+                await cache.close()
+
+        rate = asyncio.run(go())
+        n = 400_000
+        out = subprocess.run(
+            ["redis-benchmark", "-h", "127.0.0.1", "-p", str(srv.port), "-q", "-n", str(n),
+             "-P", "64", "-r", str(followers), "RPUSH", "bench:__rand_int__", "__rand_int__"],
+            capture_output=True, text=True, timeout=120)
+        m = re.search(r"([\d.]+) requests per second", out.stdout)
+        ceiling = float(m.group(1)) if m else 0.0
+    return {"inserts_per_s": rate, "ceiling_redis_benchmark_rpush_per_s": ceiling,
+            "followers": followers, "redis_benchmark": "RPUSH -P 64 -r followers, 400k requests"}
+
+
+# -- hydration -------------------------------------------------------------------------------
+
+
+def hydration(directory: Path, budget_s: float, n_posts: int = 50_000) -> dict[str, float]:
+    """Posts hydrated/s (20 ids per call): from the post cache (hits), and from SQLite (the
+    post cache emptied before each call), beside dict lookups and a raw ``IN`` query."""
+    from homefeed.bootstrap import build
+    from homefeed.config import Settings
+
+    settings = Settings(data_dir=directory / "hydrate", cache_max_posts=n_posts + 10)
+    out: dict[str, float] = {}
+
+    async def go() -> None:
+        hf = build(settings)
+        await hf.start(run_consumers=False)
+        try:
+            u = await hf.register("hyd" + uuid.uuid4().hex[:8])
+            uid = int(u["id"])
+            rows = []
+            base = int(time.time() * 1000) - 1_704_067_200_000 - 10_000_000
+            for i in range(n_posts):
+                rows.append((((base + i) << 22) | (2 << 12), uid, f"hydration post number {i} coffee"))
+            await hf.store.bulk_load([], [], rows)
+            ids = [r[0] for r in rows]
+            rng = random.Random(1)
+            feed = hf.feed
+            await feed.hydrate(ids[: n_posts])  # fill the post cache
+            t0 = time.perf_counter(); done = 0
+            while time.perf_counter() - t0 < budget_s:
+                got = await feed.hydrate(rng.sample(ids, 20)); done += len(got)
+            out["cache_hits_posts_per_s"] = done / (time.perf_counter() - t0)
+            cache_dict = {i: object() for i in ids}
+            t0 = time.perf_counter(); done = 0
+            while time.perf_counter() - t0 < budget_s:
+                got = {i: cache_dict[i] for i in rng.sample(ids, 20)}; done += len(got)
+            out["ceiling_dict_lookups_posts_per_s"] = done / (time.perf_counter() - t0)
+            posts_cache = feed.posts
+            t0 = time.perf_counter(); done = 0
+            while time.perf_counter() - t0 < budget_s:
+                batch = rng.sample(ids, 20)
+                for i in batch:  # evict (not delete: a delete would leave tombstones)
+                    posts_cache._posts.pop(i, None)
+                got = await feed.hydrate(batch); done += len(got)
+            out["db_misses_posts_per_s"] = done / (time.perf_counter() - t0)
+            conn = sqlite3.connect(settings.database_path)
+            t0 = time.perf_counter(); done = 0
+            q = "SELECT p.id, p.author_id, u.handle, p.text FROM posts p JOIN users u ON u.id = p.author_id WHERE p.id IN (%s)" % ",".join("?" * 20)
+            while time.perf_counter() - t0 < budget_s:
+                done += len(conn.execute(q, rng.sample(ids, 20)).fetchall())
+            out["ceiling_sqlite_in_query_posts_per_s"] = done / (time.perf_counter() - t0)
+            conn.close()
+        finally:
+            await hf.close()
+
+    asyncio.run(go())
+    return out
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+
+
+def postgres(budget_s: float, concurrency: int) -> dict[str, Any]:
+    """Durable post ingest on a scratch PostgreSQL database beside ``pgbench -N`` on the
+    same database, both with ``concurrency`` clients; the database is dropped afterwards."""
+    import psycopg
+    from psycopg import conninfo
+
+    from homefeed.config import Settings
+
+    name = "homefeed_bench_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = conninfo.make_conninfo(PG_ADMIN_URL, dbname=name)
+        from homefeed.adapters.pg_db import migrate_url
+
+        asyncio.run(migrate_url(url))
+        settings = Settings(database_url=url)
+        rate = asyncio.run(_with_homefeed(settings, lambda hf, ids: _ingest(hf, budget_s, concurrency, ids)))
+        params = conninfo.conninfo_to_dict(url)
+        base = ["-h", params.get("host", "127.0.0.1"), "-p", str(params.get("port", 5432)),
+                "-U", params.get("user", "postgres")]
+        subprocess.run(["pgbench", *base, "-i", "-s", "1", "-q", name], check=True,
+                       capture_output=True, timeout=120)
+        out = subprocess.run(["pgbench", *base, "-N", "-c", str(concurrency), "-j", "2",
+                              "-T", str(max(1, int(round(budget_s)))), name],
+                             capture_output=True, text=True, timeout=120)
+        m = re.search(r"tps = ([\d.]+)", out.stdout)
+        return {"posts_per_s": rate, "ceiling_pgbench_N_tps": float(m.group(1)) if m else 0.0,
+                "concurrency": concurrency}
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- all -------------------------------------------------------------------------------------
+
+
+def run_micro(budget_s: float = 3.0, followers: int = 10_000, concurrency: int = 64,
+              only: set[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every micro-benchmark whose engine is present; a missing engine is reported as
+    skipped with the reason, not as a failure."""
+    out: dict[str, Any] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="hf-micro-"))
+    parts: dict[str, Callable[[], dict[str, Any]]] = {
+        "sqlite_ceiling": lambda: sqlite_ceiling(tmp, budget_s),
+        "post_ingest_sqlite": lambda: post_ingest_sqlite(tmp, budget_s, concurrency),
+        "fanout_memory": lambda: memory_fanout(followers, budget_s),
+        "fanout_redis": lambda: redis_fanout(followers, budget_s),
+        "hydration": lambda: hydration(tmp, budget_s),
+        "postgres": lambda: postgres(budget_s, min(concurrency, 16)),
+    }
+    try:
+        for name, fn in parts.items():
+            if only and name not in only:
+                continue
+            try:
+                out[name] = fn()
+                log(f"  {name}: " + ", ".join(f"{k} {v:,.0f}" if isinstance(v, float) else f"{k} {v}"
+                                              for k, v in out[name].items()))
+            except Exception as exc:  # a missing engine is a skip, said plainly
+                out[name] = {"skipped": f"{type(exc).__name__}: {exc}"}
+                log(f"  {name}: skipped ({type(exc).__name__}: {exc})")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def format_micro(m: dict[str, Any]) -> str:
+    """The micro-benchmarks as rows: block, homefeed rate, ceiling, share of the ceiling."""
+    pairs = [
+        ("durable posts/s, SQLite (vs single-row commits/s)", "post_ingest_sqlite", "posts_per_s",
+         "sqlite_ceiling", "single_row_commits_per_s"),
+        ("durable posts/s, SQLite (vs rows/s in 512-row commits)", "post_ingest_sqlite", "posts_per_s",
+         "sqlite_ceiling", "rows_per_s_in_512_row_commits"),
+        ("durable posts/s, PostgreSQL (vs pgbench -N tps)", "postgres", "posts_per_s",
+         "postgres", "ceiling_pgbench_N_tps"),
+        ("fan-out inserts/s, memory (vs dict of lists)", "fanout_memory", "inserts_per_s",
+         "fanout_memory", "ceiling_dict_of_lists_per_s"),
+        ("fan-out inserts/s, Redis (vs redis-benchmark RPUSH -P64)", "fanout_redis", "inserts_per_s",
+         "fanout_redis", "ceiling_redis_benchmark_rpush_per_s"),
+        ("hydrated posts/s, post cache (vs dict lookups)", "hydration", "cache_hits_posts_per_s",
+         "hydration", "ceiling_dict_lookups_posts_per_s"),
+        ("hydrated posts/s, SQLite misses (vs raw IN query)", "hydration", "db_misses_posts_per_s",
+         "hydration", "ceiling_sqlite_in_query_posts_per_s"),
+    ]
+    rows = [["building block", "homefeed", "ceiling", "share"]]
+    for label, a, ak, b, bk in pairs:
+        x, y = m.get(a, {}).get(ak), m.get(b, {}).get(bk)
+        if x is None or y is None:
+            reason = m.get(a, {}).get("skipped") or m.get(b, {}).get("skipped") or "not run"
+            rows.append([label, "-", "-", f"skipped: {reason[:60]}"])
+            continue
+        rows.append([label, f"{x:,.0f}", f"{y:,.0f}", f"{x / y:.0%}" if y else "-"])
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(r, widths))) for r in rows)
