@@ -487,7 +487,19 @@ def _connect(url_or_client):
     """A URL (then the cache owns its client) or a ``redis.asyncio`` client of the caller's,
     which must answer bytes (``decode_responses=False``, the default)."""
     if isinstance(url_or_client, str):
-        return aioredis.Redis.from_url(url_or_client), True
+        # A restarted server (or an idle timeout) leaves pooled connections closed: retry a
+        # command on a fresh connection rather than fail the request. Every script here is
+        # idempotent, so a command that may have run once is safe to send again.
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        return aioredis.Redis.from_url(
+            url_or_client,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        ), True
     client = url_or_client
     try:
         if hasattr(client, "get_connection_kwargs"):

@@ -46,18 +46,43 @@ class Consumers:
     # -- handlers -------------------------------------------------------------------------
     async def fan_out(self, events: Sequence[Event]) -> None:
         feed = self.feed
+        created: dict[int, int] = {}  # post id -> author id
+        follows: dict[tuple[int, int], bool] = {}  # (follower, followee) -> the last event's say
         for e in events:
             d = e.data
             if e.type == model.POST_CREATED:
                 await feed.fan_out_post(
                     Post(d["post_id"], d["author_id"], d.get("author_handle", ""), d.get("text", ""))
                 )
+                created[d["post_id"]] = d["author_id"]
             elif e.type == model.POST_DELETED:
                 await feed.fan_out_delete(d["post_id"], d["author_id"])
             elif e.type == model.FOLLOWED:
                 await feed.merge_followee(d["follower_id"], d["followee_id"])
+                follows[(d["follower_id"], d["followee_id"])] = True
             elif e.type == model.UNFOLLOWED:
                 await feed.unmerge_followee(d["follower_id"], d["followee_id"])
+                follows[(d["follower_id"], d["followee_id"])] = False
+
+        # Events may arrive out of order: workers sharing a durable consumer apply batches
+        # in parallel, and a redelivery (lost ack, crashed worker) comes after newer events.
+        # So: apply, THEN read the record store, then correct what an older event undid. A
+        # change committed after that read has its own event, applied after this one.
+        for post_id in await self._gone(created):  # deleted meanwhile: pushed for nothing
+            await feed.fan_out_delete(post_id, created[post_id])
+        for (follower, followee), followed in follows.items():
+            now = followee in set(await feed.store.following_ids(follower))
+            if now and not followed:  # an old unfollow after a newer follow
+                await feed.merge_followee(follower, followee)
+            elif followed and not now:  # an old follow after a newer unfollow
+                await feed.unmerge_followee(follower, followee)
+
+    async def _gone(self, post_ids: Sequence[int] | dict[int, int]) -> list[int]:
+        """Those of ``post_ids`` that the record store no longer has."""
+        if not post_ids:
+            return []
+        alive = {p.id for p in await self.feed.store.posts_by_ids(list(post_ids))}
+        return [i for i in post_ids if i not in alive]
 
     async def index_events(self, events: Sequence[Event]) -> None:
         # Apply in order, but batch consecutive inserts: one transaction for many posts.
@@ -73,6 +98,10 @@ class Consumers:
                 await self.index.remove([e.data["post_id"]])
         if pending:
             await self.index.index(pending)
+        # As in fan_out: a post deleted meanwhile (its delete applied first) is removed again.
+        gone = await self._gone([e.data["post_id"] for e in events if e.type == model.POST_CREATED])
+        if gone:
+            await self.index.remove(gone)
 
     # -- running --------------------------------------------------------------------------
     def start(self, names: Sequence[str] | None = None, leader: Callable[[str], Any] | None = None) -> None:
@@ -132,17 +161,33 @@ class Consumers:
                 continue
             self._busy.add(name)
             try:
-                await handler(events)
-                await self.stream.ack(name, events)
-                backoff = 0.05
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.failures[name] += 1
-                log.exception("consumer %s failed a batch of %d; isolating", name, len(events))
-                await self._isolate(name, events, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                try:
+                    await handler(events)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.failures[name] += 1
+                    log.exception("consumer %s failed a batch of %d; isolating", name, len(events))
+                    try:
+                        await self._isolate(name, events, backoff)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # the stream is away (ack/nak): redelivery retries
+                        log.warning("consumer %s: isolating stopped (%r); the rest is redelivered", name, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                try:
+                    await self.stream.ack(name, events)
+                    backoff = 0.05
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # Applied but not acknowledged (the bus is away): redelivered, reapplied.
+                    log.warning("consumer %s could not acknowledge %d events (%r); they will be"
+                                " redelivered", name, len(events), exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
             finally:
                 self._busy.discard(name)
 

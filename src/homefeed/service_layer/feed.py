@@ -200,13 +200,16 @@ class FeedManager:
             # Past the cache's floor: continue from the system of record.
             self.counters["db_pages"] += 1
             start = bound + 1 if cursor is None else min(cursor, bound + 1)
-            need = limit - len(out)
-            ids = await self.store.home_post_ids(user_id, start, need)
-            posts = await self.hydrate(ids)
-            out.extend(posts[i] for i in ids if i in posts)
-            if len(ids) < need:
-                return out, None
-            return out, ids[-1]
+            while True:  # a post deleted since its id was read is skipped: read on
+                need = limit - len(out)
+                ids = await self.store.home_post_ids(user_id, start, need)
+                posts = await self.hydrate(ids)
+                out.extend(posts[i] for i in ids if i in posts)
+                if len(ids) < need:
+                    return out, None
+                if len(out) == limit:
+                    return out, ids[-1]
+                start = ids[-1]
 
     async def _read_home_pulled(
         self, user_id: int, before: int | None, limit: int

@@ -1,0 +1,747 @@
+"""The scale-out profile end to end: two API processes, two worker processes, PostgreSQL,
+Redis and NATS JetStream, spoken to over HTTP only, against an oracle, with faults.
+
+Each test builds its own private deployment (``tests/e2e/scaleout.py``): a scratch database
+on the shared PostgreSQL server, a private ``redis-server`` and a private ``nats-server -js``
+(so FLUSHALL and restarts touch nothing else), ``homefeed migrate``, two ``homefeed serve``
+processes on two ports and two ``homefeed worker`` processes (every role; the outbox relay
+is active in one of them, under a PostgreSQL advisory lock). Requests are spread over both
+API processes; pages of one walk alternate between them.
+
+The oracle is a model of the records only, kept by the test from ACKNOWLEDGED writes (who
+exists, who follows whom, which posts exist and were not deleted). After the drain (every
+``behind`` of ``/healthz`` at 0) every derived view must equal what the oracle computes:
+
+- every user's WHOLE home timeline, paged to the end with small limits (crossing the cache's
+  cap of 5 into the database), and every user's own posts; profile counters;
+- searches (a plain word also matches inside a hashtag or a mention, ``#x`` only the
+  hashtag, case ignored), and a marker word that every post carries: every post exactly once;
+- the system of record (``posts``) and the search index table hold exactly the acknowledged,
+  undeleted posts; the JetStream stream holds exactly one message per outbox event (nothing
+  lost by the relay, nothing published twice); no dead letters.
+
+Between checks, reads may lag but never be wrong: a page is newest first, holds nothing
+twice, no post deleted before the read began, no post of someone the reader does not follow.
+Right after a POST the author's home timeline, on either API process, starts with it
+(read-your-writes). Faults: SIGKILL of a worker in the middle of fan-outs, SIGKILL of the
+active relay between commit and publish, FLUSHALL of Redis, a restart of Redis without
+persistence, restarts (SIGTERM, SIGKILL) of nats-server. At the end every API and worker
+process must exit cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import httpx
+import pytest
+
+from tests.e2e.scaleout import Background, Deployment, deployment
+
+pytestmark = pytest.mark.slow
+
+THRESHOLD = 3
+CAP = 5
+SMALL = {"HOMEFEED_CELEBRITY_THRESHOLD": str(THRESHOLD), "HOMEFEED_TIMELINE_CAP": str(CAP)}
+HANDLES = ["alice", "Bob", "carol", "DAVE", "eve_1", "Frank", "grace", "HEIDI", "ivan", "Judy"]
+VOCAB = ["ddia", "Rust", "#rust", "#DDIA", "kafka", "Redis", "postgres", "nats", "fanout",
+         "@alice", "@Bob", "alice", "timeline", "#Kafka"]
+QUERIES = ["rust", "#rust", "RUST", "ddia", "#ddia", "kafka redis", "@alice", "alice", "bob",
+           "@bob", "timeline fanout", "postgres nats", "#kafka", "kafka"]
+MARKER = "zmark"  # in every post: a search for it must find every post exactly once
+
+
+# --------------------------------------------------------------------------------------------
+# the oracle
+# --------------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"([#@]?)(\w+)")  # the vocabulary is ASCII: runs of letters, digits, _
+
+
+def _index_terms(text: str) -> set[str]:
+    out = set()
+    for tag, w in _WORD.findall(text):
+        out.add(w.casefold())
+        if tag:
+            out.add(tag + w.casefold())
+    return out
+
+
+def _query_terms(q: str) -> set[str]:
+    return {tag + w.casefold() for tag, w in _WORD.findall(q)}
+
+
+@dataclass
+class User:
+    handle: str
+    id: str
+    token: str
+
+
+@dataclass
+class Post:
+    id: int
+    author: str
+    text: str
+    deleted_at: float | None = None  # monotonic time the 204 came back
+
+
+@dataclass
+class Model:
+    users: dict[str, User] = field(default_factory=dict)
+    follows: set[tuple[str, str]] = field(default_factory=set)  # (follower, followee)
+    posts: dict[int, Post] = field(default_factory=dict)
+    #: Load threads write under it; every reader takes it too (no iteration during a change).
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def following(self, h: str) -> set[str]:
+        with self.lock:
+            return {b for a, b in self.follows if a == h}
+
+    def live(self) -> list[Post]:
+        with self.lock:
+            return sorted((p for p in self.posts.values() if p.deleted_at is None), key=lambda p: -p.id)
+
+    def home(self, h: str) -> list[int]:
+        authors = self.following(h) | {h}
+        return [p.id for p in self.live() if p.author in authors]
+
+    def user_posts(self, h: str) -> list[int]:
+        return [p.id for p in self.live() if p.author == h]
+
+    def search(self, q: str) -> list[int]:
+        terms = _query_terms(q)
+        return [p.id for p in self.live() if terms <= _index_terms(p.text)]
+
+    def counts(self, h: str) -> tuple[int, int, int]:
+        with self.lock:
+            return (sum(1 for a, b in self.follows if b == h), len(self.following(h)),
+                    len(self.user_posts(h)))
+
+    def describe(self, ids: Iterable[int]) -> str:
+        out = []
+        for i in ids:
+            p = self.posts.get(i)
+            out.append(f"{i}:{p.author}:{'DELETED:' if p and p.deleted_at else ''}{p.text if p else '?'}"
+                       if p else f"{i}:<unknown>")
+        return "[" + ", ".join(out) + "]"
+
+
+_texts = itertools.count(1)
+
+
+def new_text(rng: random.Random, extra: str = "") -> str:
+    words = rng.sample(VOCAB, rng.randint(1, 3)) + [MARKER, f"t{next(_texts)}"]
+    rng.shuffle(words)
+    return " ".join(words) + (f" {extra}" if extra else "")
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP, spread over the API processes
+# --------------------------------------------------------------------------------------------
+
+
+class Api:
+    """A client of every API process of a deployment; ``via`` picks one (default: random).
+    One per thread."""
+
+    def __init__(self, dep: Deployment, rng: random.Random) -> None:
+        self.urls = dep.urls
+        self.rng = rng
+        self.http = [httpx.Client(base_url=u, timeout=30.0) for u in dep.urls]
+
+    def close(self) -> None:
+        for c in self.http:
+            c.close()
+
+    def call(self, method: str, url: str, *, token: str | None = None, via: int | None = None,
+             expect: Iterable[int] = (200,), **kw: Any) -> httpx.Response:
+        via = self.rng.randrange(len(self.http)) if via is None else via % len(self.http)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        r = self.http[via].request(method, url, headers=headers, **kw)
+        assert r.status_code in tuple(expect), (
+            f"{method} {self.urls[via]}{url} {kw.get('params') or kw.get('json') or ''} -> "
+            f"{r.status_code} (want {tuple(expect)}): {r.text[:500]}")
+        return r
+
+    # -- writes -------------------------------------------------------------------------------
+    def register(self, handle: str, via: int | None = None) -> User:
+        body = self.call("POST", "/v1/users", json={"handle": handle}, via=via, expect=(201,)).json()
+        return User(handle, body["id"], body["token"])
+
+    def follow(self, u: User, handle: str, via: int | None = None) -> None:
+        r = self.call("POST", f"/v1/users/{handle}/follow", token=u.token, via=via)
+        assert r.json() == {"following": True}, r.text
+
+    def unfollow(self, u: User, handle: str, via: int | None = None) -> None:
+        r = self.call("DELETE", f"/v1/users/{handle}/follow", token=u.token, via=via)
+        assert r.json() == {"following": False}, r.text
+
+    def post(self, u: User, text: str, via: int | None = None) -> int:
+        body = self.call("POST", "/v1/posts", token=u.token, json={"text": text}, via=via,
+                         expect=(201,)).json()
+        assert body["text"] == text and body["author"]["id"] == u.id, body
+        return int(body["id"])
+
+    def delete(self, u: User, post_id: int, via: int | None = None) -> None:
+        self.call("DELETE", f"/v1/posts/{post_id}", token=u.token, via=via, expect=(204,))
+
+    # -- reads --------------------------------------------------------------------------------
+    def page(self, url: str, *, token: str | None = None, limit: int | None = None,
+             before: int | None = None, via: int | None = None, **params: Any) -> tuple[list[dict], int | None]:
+        if limit is not None:
+            params["limit"] = limit
+        if before is not None:
+            params["before"] = str(before)
+        body = self.call("GET", url, token=token, via=via, params=params).json()
+        posts, nxt = body["posts"], body["next"]
+        if limit is not None:
+            assert len(posts) <= limit
+            if len(posts) < limit:
+                assert nxt is None, f"short page with next: {url} {params}"
+        return posts, (int(nxt) if nxt is not None else None)
+
+    def walk(self, url: str, *, token: str | None = None, limit: int | None = None,
+             **params: Any) -> list[int]:
+        """Every id of a list, following ``next``; page k is asked of API process k % 2."""
+        out: list[int] = []
+        before = None
+        for k in range(2000):
+            posts, nxt = self.page(url, token=token, limit=limit, before=before, via=k, **params)
+            out.extend(int(p["id"]) for p in posts)
+            if nxt is None:
+                break
+            assert before is None or nxt < before, f"{url}: cursor did not move ({before} -> {nxt})"
+            before = nxt
+        assert len(out) == len(set(out)), f"{url} {params}: repeated while paging: {out}"
+        return out
+
+    def home(self, u: User, limit: int | None = None) -> list[int]:
+        return self.walk("/v1/timelines/home", token=u.token, limit=limit)
+
+    def user_posts(self, handle: str, limit: int | None = None) -> list[int]:
+        return self.walk(f"/v1/users/{handle}/posts", limit=limit)
+
+    def search(self, q: str, limit: int | None = None) -> list[int]:
+        return self.walk("/v1/search/posts", limit=limit, q=q)
+
+
+# --------------------------------------------------------------------------------------------
+# checks
+# --------------------------------------------------------------------------------------------
+
+
+def diff(got: list[int], want: list[int], model: Model) -> str:
+    missing = [i for i in want if i not in set(got)]
+    extra = [i for i in got if i not in set(want)]
+    s = f"missing {model.describe(missing)} extra {model.describe(extra)}"
+    if not missing and not extra:
+        s += " (same posts, wrong order)"
+    return s + f"\n  got  {got}\n  want {want}"
+
+
+def check_read_your_write(api: Api, author: User, post_id: int) -> None:
+    """On every API process: the author's home timeline, from just above the new post, starts
+    with it (exact under concurrent posting: ids are time-ordered)."""
+    for via in range(len(api.http)):
+        posts, _ = api.page("/v1/timelines/home", token=author.token, limit=1, before=post_id + 1, via=via)
+        assert posts and int(posts[0]["id"]) == post_id, (
+            f"read-your-writes on {api.urls[via]}: {author.handle}'s home after post {post_id} "
+            f"starts with {posts[:1]}")
+
+
+def check_page_sane(model: Model, reader: User, posts: list[dict], started: float) -> None:
+    """A page read without draining may lag, but is never wrong."""
+    ids = [int(p["id"]) for p in posts]
+    assert ids == sorted(set(ids), reverse=True), f"page not newest-first or repeated: {ids}"
+    allowed = model.following(reader.handle) | {reader.handle}
+    for p in posts:
+        handle = p["author"]["handle"]
+        assert handle in allowed, (f"{reader.handle}'s home holds a post of {handle}, whom they do "
+                                   f"not follow: {p}")
+        known = model.posts.get(int(p["id"]))
+        if known is not None:
+            assert known.text == p["text"], p
+            assert known.deleted_at is None or known.deleted_at > started, (
+                f"{reader.handle}'s home holds post {p['id']}, deleted before the read began")
+
+
+def check_all(dep: Deployment, api: Api, model: Model, *, drain: bool = True,
+              limits: tuple[int, ...] = (2, 3, 7), queries: Iterable[str] = QUERIES,
+              users: Iterable[User] | None = None, deep: bool = True) -> None:
+    """Every derived view equals the oracle (after the drain, unless ``drain=False``)."""
+    if drain:
+        dep.drain()
+    errors: list[str] = []
+    users = list(model.users.values()) if users is None else list(users)
+    for k, u in enumerate(users):
+        limit = limits[k % len(limits)]
+        got, want = api.home(u, limit=limit), model.home(u.handle)
+        if got != want:
+            errors.append(f"home of {u.handle} (limit {limit}): {diff(got, want, model)}")
+        if deep:
+            got, want = api.user_posts(u.handle, limit=limit), model.user_posts(u.handle)
+            if got != want:
+                errors.append(f"posts of {u.handle}: {diff(got, want, model)}")
+            prof = api.call("GET", f"/v1/users/{u.handle}").json()
+            got_counts = (prof["followers_count"], prof["following_count"], prof["posts_count"])
+            if got_counts != model.counts(u.handle):
+                errors.append(f"counts of {u.handle}: {got_counts} != {model.counts(u.handle)}")
+    for k, q in enumerate([MARKER, *queries]):
+        got, want = api.search(q, limit=limits[k % len(limits)] + 3), model.search(q)
+        if got != want:
+            errors.append(f"search {q!r}: {diff(got, want, model)}")
+    assert not errors, "\n".join(errors[:15]) + f"\n({len(errors)} differences)"
+    if deep:
+        check_records(dep, model)
+
+
+def check_records(dep: Deployment, model: Model) -> None:
+    """The system of record and the search index hold exactly the acknowledged, undeleted
+    posts, each once; the stream holds one message per outbox event; no dead letters."""
+    live = {p.id: p for p in model.live()}
+    rows = dep.sql("SELECT id, text FROM posts")
+    db = {int(i): t for i, t in rows}
+    assert len(rows) == len(db)
+    lost = sorted(set(live) - set(db))
+    extra = sorted(set(db) - set(live))
+    assert not lost and not extra, f"posts table: lost {model.describe(lost)}, extra {extra}"
+    assert all(db[i] == live[i].text for i in db)
+    indexed = {int(r[0]) for r in dep.sql("SELECT id FROM post_search")}
+    assert indexed == set(live), (f"search index: missing {sorted(set(live) - indexed)}, "
+                                  f"extra {sorted(indexed - set(live))}")
+    outbox = dep.sql("SELECT count(*) FROM outbox")[0][0]
+    stream = dep.stream_info()["state"]["messages"]
+    assert stream == outbox, f"JetStream holds {stream} messages for {outbox} outbox events"
+    assert not dep.dead_letters(), dep.dead_letters()
+    dead = dep.grep_logs(r"dead-lettered")
+    assert not dead, dead
+
+
+# --------------------------------------------------------------------------------------------
+# the oracle test: random operations, sequential, over both API processes
+# --------------------------------------------------------------------------------------------
+
+
+def run_random_ops(dep: Deployment, api: Api, model: Model, rng: random.Random, steps: int,
+                   checkpoint_every: int) -> dict[str, int]:
+    done: dict[str, int] = {}
+    for step in range(steps):
+        users = list(model.users.values())
+        unregistered = [h for h in HANDLES if h not in model.users]
+        r = rng.random()
+        if unregistered and (len(users) < 3 or r < 0.06):
+            h = rng.choice(unregistered)
+            model.users[h] = api.register(h)
+            op = "register"
+        elif r < 0.30:
+            a, b = rng.sample(users, 2)
+            before = model.counts(b.handle)[0]
+            api.follow(a, b.handle)
+            model.follows.add((a.handle, b.handle))
+            op = "promote" if before < THRESHOLD <= model.counts(b.handle)[0] else "follow"
+        elif r < 0.40:
+            a = rng.choice(users)
+            followees = sorted(model.following(a.handle))
+            b = rng.choice(followees) if followees and rng.random() < 0.9 else rng.choice(users).handle
+            if b == a.handle:
+                continue
+            before = model.counts(b)[0]
+            api.unfollow(a, b)
+            model.follows.discard((a.handle, b))
+            # read-your-writes of an unfollow: reads filter by whom the reader follows now
+            for via in range(2):
+                posts, _ = api.page("/v1/timelines/home", token=a.token, limit=10, via=via)
+                assert all(p["author"]["handle"] != b for p in posts), (
+                    f"{a.handle} unfollowed {b} but still reads {b}'s posts: {posts}")
+            op = "demote" if model.counts(b)[0] < THRESHOLD <= before else "unfollow"
+        elif r < 0.64:
+            a = rng.choice(users)
+            text = new_text(rng)
+            pid = api.post(a, text)
+            model.posts[pid] = Post(pid, a.handle, text)
+            for via in range(2):  # read-your-writes, strictly: the home timeline starts with it
+                posts, _ = api.page("/v1/timelines/home", token=a.token, limit=1, via=via)
+                assert posts and int(posts[0]["id"]) == pid, (
+                    f"read-your-writes on {api.urls[via]}: {a.handle} posted {pid}, home starts "
+                    f"with {posts}")
+            op = "post"
+        elif r < 0.71:
+            live = model.live()
+            if not live:
+                continue
+            p = rng.choice(live)
+            api.delete(model.users[p.author], p.id)
+            p.deleted_at = time.monotonic()
+            for via in range(2):
+                api.call("GET", f"/v1/posts/{p.id}", via=via, expect=(404,))
+                posts, _ = api.page("/v1/timelines/home", token=model.users[p.author].token, limit=10, via=via)
+                assert p.id not in [int(x["id"]) for x in posts], f"deleted {p.id} still in the author's home"
+            op = "delete"
+        elif r < 0.86:
+            u = rng.choice(users)
+            started = time.monotonic()
+            posts, _ = api.page("/v1/timelines/home", token=u.token, limit=rng.randint(1, 12))
+            check_page_sane(model, u, posts, started)
+            op = "read"
+        elif r < 0.94:
+            q = rng.choice(QUERIES)
+            posts, _ = api.page("/v1/search/posts", q=q, limit=rng.randint(1, 12))
+            ids = [int(p["id"]) for p in posts]
+            want = model.search(q)
+            assert ids == sorted(set(ids), reverse=True) and set(ids) <= set(want), (
+                f"search {q!r} before the drain: {diff(ids, want, model)}")
+            op = "search"
+        else:
+            u = rng.choice(users)  # straight from the system of record: exact at once
+            got, want = api.user_posts(u.handle, limit=rng.randint(2, 6)), model.user_posts(u.handle)
+            assert got == want, f"posts of {u.handle}: {diff(got, want, model)}"
+            op = "user_posts"
+        done[op] = done.get(op, 0) + 1
+        if (step + 1) % checkpoint_every == 0:
+            check_all(dep, api, model, deep=False)
+    return done
+
+
+@pytest.mark.parametrize("seed", [20240601, 7, 1234])
+def test_oracle_two_apis_two_workers(tmp_path, seed):
+    rng = random.Random(seed)
+    with deployment(tmp_path, SMALL) as dep:
+        api = Api(dep, rng)
+        model = Model()
+        try:
+            done = run_random_ops(dep, api, model, rng, steps=400, checkpoint_every=100)
+            check_all(dep, api, model)
+            # every post, on both processes
+            for p in model.posts.values():
+                for via in range(2):
+                    api.call("GET", f"/v1/posts/{p.id}", via=via,
+                             expect=(404,) if p.deleted_at else (200,))
+        finally:
+            api.close()
+        # the run took every path: pushes, celebrities crossing the threshold up and down
+        assert done.get("post", 0) > 40 and done.get("delete", 0) > 5, done
+        assert done.get("promote", 0) and done.get("demote", 0), done
+        bad = dep.grep_logs(r"Traceback|\bERROR\b|\bCRITICAL\b")
+        assert not bad, "errors in the logs of a run without faults:\n" + "\n".join(bad[:20])
+
+
+# --------------------------------------------------------------------------------------------
+# concurrent load (the fault tests)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadStats:
+    ops: dict[str, int] = field(default_factory=dict)
+    posted_at: list[float] = field(default_factory=list)  # monotonic times of acknowledged posts
+
+    def add(self, op: str) -> None:
+        self.ops[op] = self.ops.get(op, 0) + 1
+
+
+def setup_world(api: Api, model: Model, rng: random.Random, handles: list[str]) -> None:
+    for h in handles:
+        model.users[h] = api.register(h)
+    users = list(model.users.values())
+    for a in users:
+        for b in rng.sample(users, 4):
+            if a is not b:
+                api.follow(a, b.handle)
+                model.follows.add((a.handle, b.handle))
+    for u in users:
+        for _ in range(2):
+            text = new_text(rng)
+            pid = api.post(u, text)
+            model.posts[pid] = Post(pid, u.handle, text)
+
+
+def mixed_load(dep: Deployment, model: Model, actors: list[User], seed: int, stats: LoadStats):
+    """A load thread acting as ``actors`` only (so that every (follower, followee) pair and
+    every post has one writer, and the model's order is the server's): posts with
+    read-your-writes checks, follows, unfollows, deletes, home reads checked for sanity."""
+
+    def run(stop: threading.Event) -> None:
+        rng = random.Random(seed)
+        api = Api(dep, rng)
+        try:
+            while not stop.is_set():
+                u = rng.choice(actors)
+                r = rng.random()
+                if r < 0.45:
+                    text = new_text(rng)
+                    pid = api.post(u, text)
+                    with model.lock:
+                        model.posts[pid] = Post(pid, u.handle, text)
+                    stats.posted_at.append(time.monotonic())
+                    check_read_your_write(api, u, pid)
+                    stats.add("post")
+                elif r < 0.55:
+                    b = rng.choice([h for h in model.users if h != u.handle])
+                    api.follow(u, b)
+                    with model.lock:
+                        model.follows.add((u.handle, b))
+                    stats.add("follow")
+                elif r < 0.63:
+                    followees = sorted(model.following(u.handle))
+                    if not followees:
+                        continue
+                    b = rng.choice(followees)
+                    api.unfollow(u, b)
+                    with model.lock:
+                        model.follows.discard((u.handle, b))
+                    posts, _ = api.page("/v1/timelines/home", token=u.token, limit=10)
+                    assert all(p["author"]["handle"] != b for p in posts), (
+                        f"{u.handle} unfollowed {b} but still reads {b}'s posts")
+                    stats.add("unfollow")
+                elif r < 0.70:
+                    mine = [p for p in model.live() if p.author == u.handle]
+                    if not mine:
+                        continue
+                    p = rng.choice(mine)
+                    api.delete(u, p.id)
+                    p.deleted_at = time.monotonic()
+                    stats.add("delete")
+                else:
+                    started = time.monotonic()
+                    posts, _ = api.page("/v1/timelines/home", token=u.token, limit=rng.randint(1, 12))
+                    check_page_sane(model, u, posts, started)
+                    stats.add("read")
+        finally:
+            api.close()
+
+    return run
+
+
+def load_threads(dep: Deployment, model: Model, stats: LoadStats, seed: int, threads: int = 3):
+    users = list(model.users.values())
+    return [mixed_load(dep, model, users[k::threads], seed * 100 + k, stats) for k in range(threads)]
+
+
+def world_with_load(dep: Deployment, seed: int, threads: int = 3):
+    """Ten users following each other a little, two posts each, and ``threads`` load
+    functions over them (each acting as its own users)."""
+    rng = random.Random(seed)
+    api = Api(dep, rng)
+    model = Model()
+    setup_world(api, model, rng, HANDLES)
+    stats = LoadStats()
+    return api, model, stats, load_threads(dep, model, stats, seed, threads)
+
+
+def wait_for_posts(stats: LoadStats, bg: Background, n: int, timeout: float = 30.0) -> None:
+    """Let the load run until ``n`` more posts are acknowledged."""
+    target = len(stats.posted_at) + n
+    deadline = time.monotonic() + timeout
+    while len(stats.posted_at) < target:
+        bg.check()
+        assert time.monotonic() < deadline, f"load stalled: {stats.ops}"
+        time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------------------------
+# faults
+# --------------------------------------------------------------------------------------------
+
+
+def test_worker_sigkilled_in_the_middle_of_fanouts(tmp_path):
+    """One author with many followers (all below the raised threshold, so every post is pushed
+    into each follower's cached timeline) posts continuously while workers are SIGKILLed when
+    the fan-out consumer has events in hand (delivered, not acknowledged), and restarted. What
+    a killed worker held is redelivered (to the other worker or its restart) after ack_wait;
+    pushes are idempotent: every post is in every follower's timeline exactly once."""
+    followers_n = 150
+    rng = random.Random(99)
+    with deployment(tmp_path, {"HOMEFEED_CELEBRITY_THRESHOLD": "100000",
+                               "HOMEFEED_TIMELINE_CAP": str(CAP)}) as dep:
+        api = Api(dep, rng)
+        model = Model()
+        try:
+            star = model.users["star"] = api.register("star")
+            side = model.users["side"] = api.register("side")
+            fans = [api.register(f"fan{i}", via=i) for i in range(followers_n)]
+            for i, f in enumerate(fans):
+                model.users[f.handle] = f
+                api.follow(f, "star", via=i)
+                model.follows.add((f.handle, "star"))
+                if i % 3 == 0:
+                    api.follow(f, "side", via=i + 1)
+                    model.follows.add((f.handle, "side"))
+            dep.drain()
+            for i, f in enumerate(fans):  # cache every follower's timeline: pushes land in them
+                api.page("/v1/timelines/home", token=f.token, limit=1, via=i)
+
+            stats = LoadStats()
+
+            def poster(author: User, seed: int):
+                def run(stop: threading.Event) -> None:
+                    prng = random.Random(seed)
+                    papi = Api(dep, prng)
+                    try:
+                        while not stop.is_set():
+                            text = new_text(prng)
+                            pid = papi.post(author, text)
+                            with model.lock:
+                                model.posts[pid] = Post(pid, author.handle, text)
+                            stats.posted_at.append(time.monotonic())
+                            check_read_your_write(papi, author, pid)
+                    finally:
+                        papi.close()
+                return run
+
+            kills: list[str] = []
+            with Background(poster(star, 1), poster(star, 2), poster(side, 3)) as bg:
+                wait_for_posts(stats, bg, 20)
+                # Rounds: one worker, the other, then both at once until, with both dead, the
+                # fan-out consumer still has events delivered and unacknowledged: in the hands
+                # of a worker that died before acknowledging them (a certain redelivery).
+                held_by_dead = 0
+                rounds = [[dep.workers[0]], [dep.workers[1]]] + [list(dep.workers)] * 5
+                for victims in rounds:
+                    if len(victims) == 2 and held_by_dead:
+                        break
+                    deadline = time.monotonic() + 20
+                    while dep.consumer_info("fanout")["num_ack_pending"] == 0:
+                        bg.check()
+                        assert time.monotonic() < deadline, "the fan-out never had events in hand"
+                        time.sleep(0.005)
+                    for w in victims:
+                        w.kill()
+                    if len(victims) == 2:
+                        held_by_dead = dep.consumer_info("fanout")["num_ack_pending"]
+                    kills.append("+".join(w.name for w in victims))
+                    wait_for_posts(stats, bg, 5)
+                    for w in victims:
+                        w.start()
+                    wait_for_posts(stats, bg, 10)
+                assert held_by_dead, f"no kill of both workers caught the fan-out mid-batch: {kills}"
+            dep.drain()
+            # Deliveries beyond the first of each message (num_redelivered counts only those
+            # still unacknowledged): the stream holds nothing but events, all for this consumer.
+            fanout = dep.consumer_info("fanout")
+            redeliveries = fanout["delivered"]["consumer_seq"] - fanout["delivered"]["stream_seq"]
+            assert redeliveries > 0, (
+                f"no kill landed while the fan-out held events (kills: {kills}): {fanout}")
+            # Every follower: the cached page (limit = cap: pushed ids only) and the whole
+            # timeline; then, for a sample, small pages, counters and the records.
+            errors = []
+            for i, f in enumerate(fans):
+                posts, _ = api.page("/v1/timelines/home", token=f.token, limit=CAP, via=i)
+                got, want = [int(p["id"]) for p in posts], model.home(f.handle)[:CAP]
+                if got != want:
+                    errors.append(f"first page of {f.handle}: {diff(got, want, model)}")
+                got, want = api.home(f, limit=40), model.home(f.handle)
+                if got != want:
+                    errors.append(f"home of {f.handle}: {diff(got, want, model)}")
+            assert not errors, "\n".join(errors[:10]) + f"\n({len(errors)} wrong)"
+            check_all(dep, api, model, drain=False, limits=(4, 9, 25),
+                      users=[star, side, *rng.sample(fans, 15)], queries=["ddia", "#rust"])
+            assert len(model.posts) > 60, len(model.posts)
+        finally:
+            api.close()
+
+
+def test_relay_sigkilled_between_commit_and_publish(tmp_path):
+    """While users write, the worker holding the relay is SIGKILLed, twice: once at a random
+    moment, once for certain between commit and publish (nats-server paused: the relay has
+    fetched committed events and sent them, with no acknowledgement yet). The other worker's
+    relay takes over and publishes from the last acknowledged outbox position; JetStream drops
+    the re-sent messages it already stored (Nats-Msg-Id): one message per event, none lost."""
+    with deployment(tmp_path, SMALL) as dep:
+        api, model, stats, loads = world_with_load(dep, seed=5)
+        try:
+            with Background(*loads) as bg:
+                wait_for_posts(stats, bg, 25)
+                for pause_nats in (False, True):
+                    holder = dep.relay_holder()
+                    other = next(w for w in dep.workers if w is not holder)
+                    if pause_nats:
+                        dep.nats.pause()
+                        wait_for_posts(stats, bg, 10)  # committed while the relay cannot publish
+                        behind = dep.outbox_behind("relay")
+                        assert behind >= 10, f"only {behind} events wait for the relay"
+                    holder.kill()
+                    if pause_nats:
+                        dep.nats.resume()
+                    assert dep.relay_holder(timeout=15, exclude=[holder]) is other
+                    wait_for_posts(stats, bg, 10)
+                    holder.start()  # it waits for the lock now
+                    wait_for_posts(stats, bg, 10)
+            check_all(dep, api, model)
+        finally:
+            api.close()
+
+
+def test_redis_flushall_under_load(tmp_path):
+    """FLUSHALL of Redis, three times while users write and read: reads rebuild timelines
+    from PostgreSQL (read-your-writes and sanity checks keep passing); after the drain every
+    timeline equals the oracle. Then, at rest, one more FLUSHALL and every timeline is right
+    at once, without any drain: rebuilt from the system of record."""
+    with deployment(tmp_path, SMALL) as dep:
+        api, model, stats, loads = world_with_load(dep, seed=6)
+        try:
+            with Background(*loads) as bg:
+                for _ in range(3):
+                    wait_for_posts(stats, bg, 25)
+                    dep.flushall()
+                wait_for_posts(stats, bg, 25)
+            check_all(dep, api, model)
+            dep.flushall()
+            assert dep.redis_dbsize() == 0
+            check_all(dep, api, model, drain=False, limits=(3, 4, 6))
+            assert dep.redis_dbsize() > 0  # the reads rebuilt the caches
+        finally:
+            api.close()
+
+
+def test_redis_restarted_without_persistence(tmp_path):
+    """Redis is SIGKILLed and started again, empty (no persistence), with the API and worker
+    processes holding connections to it: the very next reads, on both API processes, answer
+    200 and equal the oracle (rebuilt from PostgreSQL), and writing goes on as before."""
+    with deployment(tmp_path, SMALL) as dep:
+        api, model, stats, loads = world_with_load(dep, seed=9)
+        try:
+            with Background(*loads) as bg:
+                wait_for_posts(stats, bg, 30)
+            dep.drain()
+            dep.redis.kill()
+            dep.redis.start()
+            assert dep.redis_dbsize() == 0
+            check_all(dep, api, model, drain=False, limits=(3, 4, 6))
+            with Background(*load_threads(dep, model, stats, seed=10)) as bg:
+                wait_for_posts(stats, bg, 30)
+            check_all(dep, api, model)
+        finally:
+            api.close()
+
+
+def test_nats_server_restarted_under_load(tmp_path):
+    """nats-server is stopped (SIGTERM) and later killed (SIGKILL) while users write, and
+    restarted on the same store: posts keep being acknowledged (2xx) while it is away, the
+    outbox keeps them, and once it is back the relay catches up; after the drain everything
+    equals the oracle and the stream holds exactly one message per event."""
+    with deployment(tmp_path, SMALL) as dep:
+        api, model, stats, loads = world_with_load(dep, seed=8)
+        try:
+            with Background(*loads) as bg:
+                for crash in (False, True):
+                    wait_for_posts(stats, bg, 25)
+                    if crash:
+                        dep.nats.kill()
+                    else:
+                        dep.nats.stop()
+                    down = time.monotonic()
+                    wait_for_posts(stats, bg, 20)  # acknowledged while NATS is away
+                    time.sleep(max(0.0, 1.5 - (time.monotonic() - down)))
+                    assert dep.outbox_behind("relay") > 0
+                    dep.nats.start()
+                wait_for_posts(stats, bg, 25)
+            check_all(dep, api, model)
+        finally:
+            api.close()
