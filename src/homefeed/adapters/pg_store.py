@@ -26,6 +26,7 @@ from homefeed.domain import model
 from homefeed.domain.errors import Conflict, Forbidden, NotFound
 from homefeed.domain.ids import IdGenerator
 from homefeed.domain.model import Post, User
+from homefeed.logging_setup import current_request_id
 
 _MAX = (1 << 63) - 1
 _USER_COLS = "u.id, u.handle, u.display_name, u.followers_count, u.following_count, u.posts_count"
@@ -99,7 +100,8 @@ WITH p AS (
 )
 INSERT INTO outbox (type, data) VALUES ('{model.POST_CREATED}', jsonb_build_object(
     'post_id', %(id)s, 'author_id', %(author)s,
-    'author_handle', %(handle)s::text, 'text', %(text)s::text))
+    'author_handle', %(handle)s::text, 'text', %(text)s::text)
+    || jsonb_strip_nulls(jsonb_build_object('request_id', %(rid)s::text)))
 """
 
 # p (a plain read) and d share the statement's snapshot. If d deletes nothing although p
@@ -233,7 +235,8 @@ class PgRecordStore:
             try:
                 await self.db.write(
                     _CREATE_POST,
-                    {"id": pid, "author": author_id, "handle": author_handle, "text": text},
+                    {"id": pid, "author": author_id, "handle": author_handle, "text": text,
+                     "rid": current_request_id()},
                 )
             except pg_errors.UniqueViolation as exc:
                 if _is_pkey_violation(exc) and attempt < _ID_RETRIES - 1:

@@ -16,6 +16,7 @@ from homefeed.domain import model
 from homefeed.domain.errors import Conflict, Forbidden, NotFound
 from homefeed.domain.ids import IdGenerator
 from homefeed.domain.model import Post, User
+from homefeed.logging_setup import current_request_id
 
 _USER_COLS = "id, handle, display_name, followers_count, following_count, posts_count"
 # SQLite limits host parameters per statement; chunk IN (...) lists below this.
@@ -125,6 +126,7 @@ class SqliteRecordStore:
     async def create_post(self, author_id: int, author_handle: str, text: str) -> Post:
         ids = self.ids
         assert ids is not None
+        trace = {"request_id": rid} if (rid := current_request_id()) else {}
 
         def tx(conn: sqlite3.Connection) -> Post:
             pid = ids.next_id()
@@ -137,7 +139,7 @@ class SqliteRecordStore:
             append_event(
                 conn,
                 model.POST_CREATED,
-                {"post_id": pid, "author_id": author_id, "author_handle": author_handle, "text": text},
+                {"post_id": pid, "author_id": author_id, "author_handle": author_handle, "text": text, **trace},
             )
             return Post(pid, author_id, author_handle, text)
 

@@ -50,9 +50,15 @@ def parser() -> argparse.ArgumentParser:
     _common(worker)
     worker.add_argument("--role", default="all",
                         help="fanout, indexer, relay, or all (comma-separated for several)")
+    worker.add_argument("--metrics-port", type=int, default=None,
+                        help="serve /metrics and /metrics.json on this port (workers serve no API)")
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     _common(migrate)
+
+    from homefeed.entrypoints import status as status_cmd
+
+    status_cmd.register(sub)
 
     sub.add_parser("bench", help="benchmarks: make a world, run a workload, compare strategies "
                    "(`homefeed bench --help`)", add_help=False)
@@ -74,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = parser().parse_args(argv)
+    if args.command == "status":
+        from homefeed.entrypoints import status as status_cmd
+
+        return status_cmd.run(args)
     try:
         if args.command == "demo":
             settings = _settings(
@@ -86,10 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"homefeed: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from homefeed.logging_setup import configure
+
+    configure(settings.log_level)
     from homefeed.bootstrap import ProfileError
 
     try:
@@ -97,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve(settings, processes=args.workers)
             return 0
         if args.command == "worker":
-            return run_worker(settings, args.role)
+            return run_worker(settings, args.role, args.metrics_port)
         if args.command == "migrate":
             return run_migrate(settings)
     except ProfileError as exc:
@@ -132,6 +141,7 @@ def serve(settings: Settings, processes: int = 1) -> None:
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=10,
+        log_config=None,  # uvicorn's lines go through our (JSON) logging too
     )
     if processes > 1:
         # Each worker process builds its app from the environment: hand the flags down.
@@ -147,7 +157,7 @@ def serve(settings: Settings, processes: int = 1) -> None:
     uvicorn.run(create_app(hf, process_plan), **common)
 
 
-def run_worker(settings: Settings, role: str) -> int:
+def run_worker(settings: Settings, role: str, metrics_port: int | None = None) -> int:
     """Consume until SIGTERM/SIGINT; then finish and acknowledge the batch in hand, exit 0."""
     import asyncio
     import signal
@@ -164,12 +174,20 @@ def run_worker(settings: Settings, role: str) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        from homefeed.entrypoints import metrics as obs
+
+        hf.consumers.on_applied = obs.observe_fanout_event
         await hf.start(consumers=process_plan.consumers, relay=process_plan.relay,
                        exclusive=process_plan.exclusive)
+        metrics = None
+        if metrics_port is not None:
+            metrics = await obs.MetricsServer.start(hf, settings.host, metrics_port, role="worker")
         log.info("worker running: consumers=%s relay=%s", ",".join(process_plan.consumers) or "-",
                  process_plan.relay)
         await stop.wait()
         log.info("stopping: finishing the batch in hand")
+        if metrics is not None:
+            await metrics.close()
         await hf.close()
 
     asyncio.run(main())

@@ -3,28 +3,49 @@
 This layer only decodes requests and encodes answers; every rule lives in the service
 layer. Every error is ``{"error": {"code", "message"}}`` with a 4xx status; a 5xx means a
 bug or an unavailable backend, never bad input.
+
+Operations: ``/healthz`` (cheap liveness, consumer lag), ``/readyz`` (200 only when every
+backend answers; 503 naming the ones that do not), ``/metrics`` (Prometheus text format),
+``/metrics.json`` (the same figures and the last five minutes, for the dashboard and
+``homefeed status``) and ``/dashboard`` (a live page). Every request goes through
+:class:`Observe`: its latency is recorded by route template and status, and it gets a request
+id (``X-Request-Id``) that its log lines and the events it writes carry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from time import perf_counter
 from typing import Any, AsyncIterator
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from homefeed.bootstrap import Plan, plan
 from homefeed.domain.errors import HomefeedError, InvalidInput, NotFound, Unauthorized
 from homefeed.domain.ids import parse_id
+from homefeed.entrypoints import metrics as obs
+from homefeed.entrypoints.dashboard import DASHBOARD_HTML
 from homefeed.entrypoints.openapi import openapi_document
+from homefeed.logging_setup import (
+    access_log_mode,
+    clean_request_id,
+    new_request_id,
+    request_id as request_id_var,
+    slow_request_seconds,
+)
 from homefeed.service_layer.services import Homefeed
 
 log = logging.getLogger("homefeed.http")
+access_log = logging.getLogger("homefeed.access")
 
 JSON = "application/json"
 
@@ -61,10 +82,102 @@ _HTTP_CODES = {
 }
 
 
-def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle: bool = True) -> Starlette:
+_INTERNAL_ERROR = orjson.dumps({"error": {"code": "internal", "message": "internal error"}})
+_ERROR_HEADERS = [(b"content-type", JSON.encode()), (b"content-length", str(len(_INTERNAL_ERROR)).encode())]
+
+
+class Observe:
+    """Pure ASGI middleware around every HTTP request: a request id (the client's sane
+    ``X-Request-Id``, else a fresh one) set for the request's logs and events and returned in
+    the ``X-Request-Id`` response header; latency recorded by (method, route template,
+    status); requests in flight; the access log (see ``homefeed.logging_setup``). An
+    exception that escapes the app is answered here with the usual 500 JSON error, so it is
+    counted and carries the request id too."""
+
+    def __init__(self, app: ASGIApp, recorder: obs.Recorder | None = None) -> None:
+        self.app = app
+        self.recorder = recorder or obs.RECORDER
+        self.log_mode = access_log_mode()
+        self.slow = slow_request_seconds()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                rid = clean_request_id(value)
+                break
+        if rid is None:
+            rid = new_request_id()
+        reset_token = request_id_var.set(rid)
+        rid_header = (b"x-request-id", rid.encode())
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        rec = self.recorder
+        rec.in_flight += 1
+        t0 = perf_counter()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            status = status or 499  # the client went away (nginx's "client closed request")
+            raise
+        except Exception:
+            if status:
+                raise  # the response has begun: nothing better to send
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await send_with_id({"type": "http.response.start", "status": 500, "headers": list(_ERROR_HEADERS)})
+            await send_with_id({"type": "http.response.body", "body": _INTERNAL_ERROR})
+        finally:
+            t1 = perf_counter()
+            rec.in_flight -= 1
+            route = scope.get("route")
+            template = route.path if route is not None else obs.UNMATCHED
+            method = scope["method"]
+            if method not in obs.METHODS:
+                method = "OTHER"
+            rec.observe_request(method, template, status or 500, t1 - t0, t1)
+            mode = self.log_mode
+            if mode != "off" and (mode == "all" or method not in ("GET", "HEAD") or status >= 500
+                                  or not status or t1 - t0 >= self.slow):
+                access_log.info(
+                    "%s %s %d", method, scope["path"], status or 500,
+                    extra={"method": method, "route": template, "path": scope["path"],
+                           "status": status or 500, "ms": round((t1 - t0) * 1000, 2)},
+                )
+            request_id_var.reset(reset_token)
+
+
+_BACKEND_KINDS = {
+    "store": ("postgresql", "sqlite"),
+    "cache": ("redis", "memory"),
+    "stream": ("jetstream", "outbox"),
+    "search": ("postgresql", "fts5"),
+}
+
+
+def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle: bool = True,
+               observe: bool = True) -> Starlette:
     """The ASGI app over ``hf``. Its lifespan opens the backends and starts what the plan
-    gives this process (the embedded profile: the consumers run here)."""
+    gives this process (the embedded profile: the consumers run here). ``observe=False``
+    leaves out the request middleware (for measuring what it costs)."""
     settings = hf.settings
+    hf.consumers.on_applied = obs.observe_fanout_event  # fan-out delay, where consumers run here
+    sampler = obs.Sampler(hf, role="api")
+    backend_kind = {
+        "store": _BACKEND_KINDS["store"][0 if settings.database_url else 1],
+        "cache": _BACKEND_KINDS["cache"][0 if settings.cache_url else 1],
+        "stream": _BACKEND_KINDS["stream"][0 if settings.bus_url else 1],
+        "search": _BACKEND_KINDS["search"][0 if settings.database_url else 1],
+    }
     if process_plan is None:
         process_plan = plan(settings, "api")
     max_body = settings.max_body_bytes
@@ -114,6 +227,26 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
     # -- routes ---------------------------------------------------------------------------
     async def healthz(request: Request) -> Response:
         return json_response(await hf.health())
+
+    async def readyz(request: Request) -> Response:
+        checks = await hf.readiness()
+        failing = [name for name, c in checks.items() if not c["ok"]]
+        body = {
+            "status": "not_ready" if failing else "ready",
+            "failing": failing,
+            "backends": {name: {"backend": backend_kind.get(name, name), **c} for name, c in checks.items()},
+        }
+        return json_response(body, 503 if failing else 200)
+
+    async def metrics(request: Request) -> Response:
+        return Response(await obs.prometheus_text(sampler), media_type=obs.CONTENT_TYPE)
+
+    async def metrics_json(request: Request) -> Response:
+        return Response(obs.snapshot_json(await obs.snapshot(sampler)), media_type=JSON,
+                        headers={"Cache-Control": "no-store"})
+
+    async def dashboard(request: Request) -> Response:
+        return HTMLResponse(DASHBOARD_HTML, headers={"Cache-Control": "no-store"})
 
     async def openapi(request: Request) -> Response:
         return json_response(openapi_document(settings))
@@ -201,14 +334,22 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
                 relay=process_plan.relay,
                 exclusive=process_plan.exclusive,
             )
+        sampling = asyncio.create_task(sampler.run(), name="metrics-sampler")
         try:
             yield
         finally:
+            sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sampling
             if manage_lifecycle:
                 await hf.close()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/metrics.json", metrics_json, methods=["GET"]),
+        Route("/dashboard", dashboard, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/v1/users", register, methods=["POST"]),
         Route("/v1/users/{handle}", get_user, methods=["GET"]),
@@ -223,6 +364,7 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
     ]
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(Observe)] if observe else None,
         lifespan=lifespan,
         exception_handlers={
             HomefeedError: on_domain_error,
@@ -231,4 +373,5 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
         },
     )
     app.state.homefeed = hf
+    app.state.sampler = sampler
     return app

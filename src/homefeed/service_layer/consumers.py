@@ -41,6 +41,8 @@ class Consumers:
         self.running: tuple[str, ...] = ()
         self.dead_lettered: dict[str, int] = {}
         self._busy: set[str] = set()  # consumers applying a batch right now
+        #: Called with each fan-out event once applied (metrics hook, set by entrypoints).
+        self.on_applied: Callable[[Event], None] | None = None
         self._attempts: dict[tuple[str, int], int] = {}
 
     # -- handlers -------------------------------------------------------------------------
@@ -63,6 +65,8 @@ class Consumers:
             elif e.type == model.UNFOLLOWED:
                 await feed.unmerge_followee(d["follower_id"], d["followee_id"])
                 follows[(d["follower_id"], d["followee_id"])] = False
+            if self.on_applied is not None:
+                self.on_applied(e)  # observability: fan-out delay, the request id's log line
 
         # Events may arrive out of order: workers sharing a durable consumer apply batches
         # in parallel, and a redelivery (lost ack, crashed worker) comes after newer events.

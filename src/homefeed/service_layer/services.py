@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 from typing import Any, Sequence
 
 from homefeed.config import Settings
@@ -277,6 +278,36 @@ class Homefeed:
     async def health(self) -> dict[str, Any]:
         lags = await self.lags()
         return {"status": "ok", "consumers": {k: {"behind": v} for k, v in lags.items()}}
+
+    async def readiness(self, timeout: float = 2.0) -> dict[str, dict[str, Any]]:
+        """Ask each backend one cheap read through its port, all at once, each within
+        ``timeout``: ``{"store"|"cache"|"stream"|"search": {"ok", "ms", "error"?}}``."""
+
+        async def stream_probe() -> Any:
+            head = getattr(self.stream, "head", None)  # every adapter has one; not in the port
+            return await (head() if head is not None else self.stream.lag("fanout"))
+
+        probes = {
+            "store": lambda: self.store.max_post_id(),
+            "cache": lambda: self.cache.celebrities(),
+            "stream": stream_probe,
+            "search": lambda: self.search_index.search(["readyz"], None, 1),
+        }
+
+        async def one(probe: Any) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            try:
+                await asyncio.wait_for(probe(), timeout)
+            except asyncio.TimeoutError:
+                return {"ok": False, "ms": round((time.perf_counter() - t0) * 1000, 2),
+                        "error": f"no answer within {timeout:g}s"}
+            except Exception as exc:  # a backend that fails to answer is what we report
+                return {"ok": False, "ms": round((time.perf_counter() - t0) * 1000, 2),
+                        "error": f"{type(exc).__name__}: {exc}"[:300]}
+            return {"ok": True, "ms": round((time.perf_counter() - t0) * 1000, 2)}
+
+        results = await asyncio.gather(*(one(p) for p in probes.values()))
+        return dict(zip(probes, results))
 
 
 def _user_page(rows: list[tuple[int, User]], limit: int) -> dict[str, Any]:
