@@ -144,3 +144,84 @@ class PostCache(Protocol):
     async def get_many(self, ids: Sequence[int]) -> dict[int, Post]: ...
     async def put_many(self, posts: Sequence[Post]) -> None: ...
     async def delete(self, ids: Sequence[int]) -> None: ...
+
+
+# -- administration: what the audit and the rebuild jobs use, never the request path --------
+# Every adapter of the port implements these too; they are separate protocols only so that
+# the request-path ports above stay what the service needs to serve.
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event a consumer gave up on after repeated failures (same shape for every stream:
+    the JetStream adapter has its own class with these fields)."""
+
+    #: The handle for ``retry_dead_letter``.
+    id: int
+    consumer: str
+    #: The event, or None if it could not be decoded (JetStream only).
+    event: Event | None
+    reason: str
+    #: JetStream: deliveries before it was given up. Outbox streams: times it was
+    #: dead-lettered (1, plus one for each retry that failed again).
+    deliveries: int
+    #: Position of the event in its stream (outbox streams: ``Event.seq``).
+    stream_seq: int
+    #: "consumer" (put there by the consumer) or "max_deliver" (JetStream's advisory).
+    source: str
+    at: str
+    #: A retry is requested and not yet applied (outbox streams).
+    retrying: bool = False
+
+
+class AdminRecordStore(Protocol):
+    async def user_ids_after(self, after_id: int, limit: int) -> list[int]:
+        """User ids > after_id, ascending: how batch jobs walk every user."""
+    async def sample_user_ids(self, n: int) -> list[int]:
+        """Up to ``n`` user ids chosen at random."""
+    async def counters(
+        self, user_ids: Sequence[int]
+    ) -> dict[int, tuple[tuple[int, int, int], tuple[int, int, int]]]:
+        """For each existing user: (stored, recomputed) ``(followers, following, posts)``
+        counts, both read in one snapshot."""
+    async def fix_counters(self, user_ids: Sequence[int]) -> int:
+        """Set the users' counters from the records, in one transaction that no concurrent
+        follow/unfollow/post/delete of theirs can interleave with. Returns how many changed."""
+
+
+class AdminTimelineCache(Protocol):
+    async def peek(
+        self, kind: str, key: int, before: int | None = None, limit: int | None = None
+    ) -> IdSlice | None:
+        """``slice`` that does not count as a read: no TTL refresh, no recency update, and
+        a list past its inactivity deadline is absent. ``limit=None``: every id kept (the
+        newest ``cap``). None if absent or building."""
+    async def keys(self, kind: str) -> list[int]:
+        """The keys whose ``kind`` list exists now (building ones included)."""
+
+
+class AdminPostCache(Protocol):
+    async def peek_many(self, ids: Sequence[int]) -> dict[int, Post]:
+        """``get_many`` that leaves no trace (hit/miss counters untouched)."""
+
+
+class AdminSearchIndex(Protocol):
+    async def entries(
+        self, after: int, limit: int, upto: int | None = None
+    ) -> list[tuple[int, frozenset[str]]]:
+        """(post id, terms stored for it) for ids in (after, upto], ascending."""
+    def terms_of(self, post: Post) -> frozenset[str]:
+        """The terms this index stores for ``post`` (what ``index`` would write)."""
+
+
+class DeadLetterStream(Protocol):
+    """Every EventStream adapter that ``Consumers`` may give up on an event with."""
+
+    async def dead_letter(self, consumer: str, event: Event, reason: str) -> None:
+        """Record ``event`` for ``consumer`` with ``reason`` and acknowledge it (the
+        consumer goes on with the next event)."""
+    async def dead_letters(self, consumer: str | None = None, limit: int = 1000) -> list[DeadLetter]: ...
+    async def retry_dead_letter(self, dead_letter_id: int) -> DeadLetter:
+        """Deliver the event again to its consumer (only), after the events it already has;
+        the dead letter goes once the consumer acknowledges it."""
+    async def retry_dead_letters(self, consumer: str | None = None) -> int: ...

@@ -110,7 +110,8 @@ def model_query_terms(q: str) -> set[str]:
 
 _COMMON = dict(
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.filter_too_much, HealthCheck.large_base_example],
     print_blob=True,
 )
 settings.register_profile("oracle-ci", max_examples=120, stateful_step_count=100, **_COMMON)

@@ -61,3 +61,16 @@ class Fts5SearchIndex:
             (match_expression(terms), before if before is not None else _MAX, limit),
         )
         return [r[0] for r in rows]
+
+    # -- administration (audit, rebuild) ----------------------------------------------------
+    async def entries(
+        self, after: int, limit: int, upto: int | None = None
+    ) -> list[tuple[int, frozenset[str]]]:
+        rows = self.db.query(
+            "SELECT rowid, terms FROM post_search WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
+            (after, upto if upto is not None else _MAX, limit),
+        )
+        return [(r[0], frozenset(r[1].split())) for r in rows]
+
+    def terms_of(self, post: Post) -> frozenset[str]:
+        return frozenset(index_terms(post.text))

@@ -179,6 +179,30 @@ class MemoryTimelineCache:
         lst.floor = max(lst.floor, lst.ids[cut - 1])
         del lst.ids[:cut]
 
+    # -- administration (audit, rebuild) --------------------------------------------------
+    def _alive(self, kind: str, key: int) -> _IdList | None:
+        """The list if it exists and is not past its inactivity deadline; touches nothing."""
+        lst = self._lists[kind].get(key)
+        if lst is None or (kind == "home" and self._clock() - lst.used > self.inactive_seconds):
+            return None
+        return lst
+
+    async def peek(
+        self, kind: str, key: int, before: int | None = None, limit: int | None = None
+    ) -> IdSlice | None:
+        lst = self._alive(kind, key)
+        if lst is None or lst.building:
+            return None
+        ids = lst.ids
+        end = len(ids) if before is None else bisect_left(ids, before)
+        start = 0 if limit is None else max(0, end - limit)
+        out = ids[start:end].tolist()
+        out.reverse()
+        return IdSlice(out, lst.floor)
+
+    async def keys(self, kind: str) -> list[int]:
+        return [k for k in list(self._lists[kind]) if self._alive(kind, k) is not None]
+
     # -- graph facts ----------------------------------------------------------------------
     async def following(self, user_id: int) -> frozenset[int] | None:
         got = self._following.get(user_id)
@@ -267,6 +291,10 @@ class MemoryPostCache:
         if excess > 0:
             for key in list(_take(iter(dead), excess)):
                 del dead[key]
+
+    async def peek_many(self, ids: Sequence[int]) -> dict[int, Post]:
+        posts = self._posts
+        return {i: posts[i] for i in ids if i in posts}
 
     def __len__(self) -> int:
         return len(self._posts)

@@ -4,18 +4,39 @@ The outbox is written by the single writer thread, so its ``seq`` order is commi
 Each consumer's offset (the last ``seq`` it acknowledged) lives in ``consumer_offsets`` in
 the same database, so after a crash a consumer resumes exactly where its last ack left it:
 at-least-once delivery, made exactly-once in effect by idempotent handlers.
+
+Dead letters. ``dead_letter`` records an event a consumer gave up on in ``dead_letters``
+and moves the consumer's offset past it, in one transaction. ``retry_dead_letter`` marks it
+for redelivery: the consumer's next ``fetch`` (checked at most every ``RETRY_POLL`` seconds,
+so a retry asked for by another process is seen too) returns the marked events before new
+ones, and acknowledging one deletes its dead letter; failing again puts it back. A retried
+event is applied after newer events: retry once the cause is fixed, then run the audit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from typing import Sequence
 
 import orjson
 
 from homefeed.adapters.sqlite_db import SqliteDatabase
 from homefeed.domain.model import Event
+from homefeed.ports import DeadLetter
+
+#: How often ``fetch`` looks for dead letters marked for retry (by any process).
+RETRY_POLL = 1.0
+
+
+class _Retry:
+    """``Event.ack_handle`` of a dead letter delivered again: its row id."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, id_: int) -> None:
+        self.id = id_
 
 
 class OutboxEventStream:
@@ -24,6 +45,7 @@ class OutboxEventStream:
         self._offsets: dict[str, int] = {}
         self._waiters: set[asyncio.Event] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._retry_due: dict[str, float] = {}  # consumer -> when to look for retries next
         db.on_commit(self._committed)
 
     def _committed(self) -> None:
@@ -54,6 +76,9 @@ class OutboxEventStream:
 
     async def fetch(self, consumer: str, max_events: int, timeout: float) -> list[Event]:
         self._loop = asyncio.get_running_loop()
+        retried = self._due_retries(consumer, max_events)
+        if retried:
+            return retried
         after = self._offset(consumer)
         events = self._read(after, max_events)
         if events or timeout <= 0:
@@ -80,6 +105,12 @@ class OutboxEventStream:
             self._waiters.discard(waiter)
 
     async def ack(self, consumer: str, events: Sequence[Event]) -> None:
+        retried = [e.ack_handle.id for e in events if isinstance(e.ack_handle, _Retry)]
+        if retried:
+            await self.db.write(
+                lambda conn: conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i in retried])
+            )
+            events = [e for e in events if not isinstance(e.ack_handle, _Retry)]
         if not events:
             return
         seq = max(e.seq for e in events)
@@ -99,8 +130,13 @@ class OutboxEventStream:
         return row[0]
 
     async def lag(self, consumer: str) -> int:
+        """Events after the offset, plus dead letters marked for retry."""
         after = self._offset(consumer)
-        row = self.db.query_one("SELECT count(*) FROM outbox WHERE seq > ?", (after,))
+        row = self.db.query_one(
+            "SELECT (SELECT count(*) FROM outbox WHERE seq > ?)"
+            " + (SELECT count(*) FROM dead_letters WHERE consumer = ? AND retry = 1)",
+            (after, consumer),
+        )
         return row[0]
 
     async def seek(self, consumer: str, seq: int) -> None:
@@ -115,3 +151,109 @@ class OutboxEventStream:
 
         await self.db.write(tx)
         self._offsets[consumer] = seq
+
+    # -- administration (replay, audit, dead letters) -------------------------------------
+    async def position(self, consumer: str) -> int:
+        """The offset stored for ``consumer`` (the last seq acknowledged), read from the
+        database: the one any process sees, unlike the offset a running consumer caches."""
+        row = self.db.query_one("SELECT seq FROM consumer_offsets WHERE consumer = ?", (consumer,))
+        return row[0] if row else 0
+
+    async def seek_before(self, consumer: str, seq: int) -> None:
+        """Move ``consumer`` so that the next event it gets is the one with ``seq`` (0 or 1:
+        the first event). Only the process running the consumer may do this while it runs:
+        a running consumer keeps its offset in memory."""
+        await self.seek(consumer, max(0, seq - 1))
+
+    def _due_retries(self, consumer: str, max_events: int) -> list[Event]:
+        now = time.monotonic()
+        if now < self._retry_due.get(consumer, 0.0) or max_events <= 0:
+            return []
+        rows = self.db.query(
+            "SELECT id, seq, type, data FROM dead_letters WHERE consumer = ? AND retry = 1"
+            " ORDER BY id LIMIT ?",
+            (consumer, max_events),
+        )
+        # Found some: look again on the next fetch (they are acknowledged or failed by then).
+        self._retry_due[consumer] = 0.0 if rows else now + RETRY_POLL
+        return [Event(seq, type_, orjson.loads(data), ack_handle=_Retry(id_)) for id_, seq, type_, data in rows]
+
+    async def dead_letter(self, consumer: str, event: Event, reason: str) -> None:
+        """Record ``event`` as given up by ``consumer`` and acknowledge it, in one
+        transaction. A retried dead letter that failed again is put back (not duplicated)."""
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        handle = event.ack_handle
+        if isinstance(handle, _Retry):
+
+            def again(conn: sqlite3.Connection) -> None:
+                conn.execute(
+                    "UPDATE dead_letters SET retry = 0, reason = ?, failures = failures + 1, at = ?"
+                    " WHERE id = ?",
+                    (reason, at, handle.id),
+                )
+
+            await self.db.write(again)
+            return
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO dead_letters(consumer, seq, type, data, reason, at) VALUES (?, ?, ?, ?, ?, ?)",
+                (consumer, event.seq, event.type, orjson.dumps(event.data), reason, at),
+            )
+            conn.execute(
+                "INSERT INTO consumer_offsets(consumer, seq) VALUES (?, ?)"
+                " ON CONFLICT(consumer) DO UPDATE SET seq = max(seq, excluded.seq)",
+                (consumer, event.seq),
+            )
+
+        await self.db.write(tx)
+        self._offsets[consumer] = max(self._offset(consumer), event.seq)
+
+    async def dead_letters(self, consumer: str | None = None, limit: int = 1000) -> list[DeadLetter]:
+        """The dead letters, oldest first (of ``consumer`` only, if given)."""
+        rows = self.db.query(
+            "SELECT id, consumer, seq, type, data, reason, failures, retry, at FROM dead_letters"
+            " WHERE ? IS NULL OR consumer = ? ORDER BY id LIMIT ?",
+            (consumer, consumer, limit),
+        )
+        return [_dead(r) for r in rows]
+
+    async def retry_dead_letter(self, dead_letter_id: int) -> DeadLetter:
+        """Mark a dead letter for redelivery to its consumer (see the module docstring)."""
+
+        def tx(conn: sqlite3.Connection) -> tuple | None:
+            return conn.execute(
+                "UPDATE dead_letters SET retry = 1 WHERE id = ?"
+                " RETURNING id, consumer, seq, type, data, reason, failures, retry, at",
+                (dead_letter_id,),
+            ).fetchone()
+
+        row = await self.db.write(tx)
+        if row is None:
+            raise ValueError(f"no dead letter has id {dead_letter_id}")
+        self._retry_due[row[1]] = 0.0
+        self._committed()  # wake a consumer of this process waiting in fetch
+        return _dead(row)
+
+    async def retry_dead_letters(self, consumer: str | None = None) -> int:
+        n = 0
+        for dl in await self.dead_letters(consumer, limit=1_000_000):
+            if not dl.retrying:
+                await self.retry_dead_letter(dl.id)
+                n += 1
+        return n
+
+
+def _dead(row: tuple) -> DeadLetter:
+    id_, consumer, seq, type_, data, reason, failures, retry, at = row
+    return DeadLetter(
+        id=id_,
+        consumer=consumer,
+        event=Event(seq, type_, orjson.loads(data)),
+        reason=reason,
+        deliveries=failures,
+        stream_seq=seq,
+        source="consumer",
+        at=at,
+        retrying=bool(retry),
+    )

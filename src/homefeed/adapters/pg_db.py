@@ -122,6 +122,21 @@ MIGRATIONS: list[str] = [
     """
     CREATE SEQUENCE homefeed_node_seq;
     """,
+    # 4: events a consumer gave up on (`homefeed dead-letters list|retry`), outbox stream
+    """
+    CREATE TABLE dead_letters (
+        id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        consumer text NOT NULL,
+        seq      bigint NOT NULL,               -- the event's Event.seq
+        type     text NOT NULL,
+        data     jsonb NOT NULL,
+        reason   text NOT NULL,
+        failures integer NOT NULL DEFAULT 1,    -- times dead-lettered (a failed retry adds one)
+        retry    boolean NOT NULL DEFAULT false,-- deliver it again to its consumer
+        at       timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX dead_letters_to_retry ON dead_letters (consumer, id) WHERE retry;
+    """,
 ]
 
 

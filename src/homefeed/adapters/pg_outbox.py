@@ -58,15 +58,23 @@ write transactions per second, 44 years). ``Event.ack_handle`` is the position
 the ``Event.seq`` of the last event of the stable prefix (0 if none) and
 ``seek(consumer, seq)`` moves a consumer just after the event ``seq`` (0: to the beginning);
 ``head_position`` / ``seek`` with an ``(xid, outbox seq)`` tuple work on positions.
+
+Dead letters: as in the SQLite outbox stream (``homefeed.adapters.outbox_stream``), in the
+table ``dead_letters``: ``dead_letter`` records the event and moves the consumer past it in
+one statement; ``retry_dead_letter`` marks it, and ``fetch`` (looking at most every
+``RETRY_POLL`` seconds, so a retry asked for by any process is seen) delivers marked events
+before new ones; acknowledging one deletes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Sequence
 
 from homefeed.adapters.pg_db import LeaderLock, PgDatabase
 from homefeed.domain.model import Event
+from homefeed.ports import DeadLetter
 
 Position = tuple[int, int]  # (xid, outbox seq)
 START: Position = (0, 0)
@@ -107,6 +115,38 @@ WITH {_POS}
 SELECT count(*) FROM pos JOIN outbox e ON (e.xid, e.seq) > (pos.xid, pos.seq)
 """
 
+# lag, plus the dead letters marked for retry
+_LAG_AND_RETRIES = f"""
+WITH {_POS}
+SELECT (SELECT count(*) FROM pos JOIN outbox e ON (e.xid, e.seq) > (pos.xid, pos.seq))
+     + (SELECT count(*) FROM dead_letters WHERE consumer = %(c)s AND retry)
+"""
+
+#: How often ``fetch`` looks for dead letters marked for retry (by any process).
+RETRY_POLL = 1.0
+
+_DEAD_COLS = "id, consumer, seq, type, data, reason, failures, retry, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
+# Record a dead letter and move the consumer past the event, in one statement.
+_DEAD_LETTER = """
+WITH d AS (
+    INSERT INTO dead_letters (consumer, seq, type, data, reason)
+    VALUES (%(c)s, %(seq)s, %(type)s, %(data)s, %(reason)s)
+)
+INSERT INTO consumer_offsets (consumer, xid, seq) VALUES (%(c)s, %(xid)s::text::xid8, %(oseq)s)
+ON CONFLICT (consumer) DO UPDATE SET xid = excluded.xid, seq = excluded.seq, updated_at = now()
+WHERE (consumer_offsets.xid, consumer_offsets.seq) < (excluded.xid, excluded.seq)
+"""
+
+
+class _Retry:
+    """``Event.ack_handle`` of a dead letter delivered again: its row id."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, id_: int) -> None:
+        self.id = id_
+
 _ACK = """
 INSERT INTO consumer_offsets (consumer, xid, seq) VALUES (%s, %s::text::xid8, %s)
 ON CONFLICT (consumer) DO UPDATE SET xid = excluded.xid, seq = excluded.seq, updated_at = now()
@@ -146,9 +186,13 @@ class PgOutboxEventStream:
     def __init__(self, db: PgDatabase, poll_interval: float | None = None) -> None:
         self.db = db
         self.poll_interval = poll_interval if poll_interval is not None else db.poll_interval
+        self._retry_due: dict[str, float] = {}  # consumer -> when to look for retries next
 
     # -- EventStream ----------------------------------------------------------------------
     async def fetch(self, consumer: str, max_events: int, timeout: float) -> list[Event]:
+        retried = await self._due_retries(consumer, max_events)
+        if retried:
+            return retried
         events = await self._read(consumer, max_events)
         if events or timeout <= 0:
             return events
@@ -172,14 +216,21 @@ class PgOutboxEventStream:
                     quick = 0.005
 
     async def ack(self, consumer: str, events: Sequence[Event]) -> None:
+        retried = [e.ack_handle.id for e in events if isinstance(e.ack_handle, _Retry)]
+        if retried:
+            await self.db.write(
+                "DELETE FROM dead_letters WHERE id = ANY(%s::bigint[])", (retried,), outbox=False
+            )
+            events = [e for e in events if not isinstance(e.ack_handle, _Retry)]
         if not events:
             return
         position = max([await self._position_of(e) for e in events])
         await self.db.write(_ACK, (consumer, position[0], position[1]), outbox=False)
 
     async def lag(self, consumer: str) -> int:
-        """Events committed after ``consumer``'s position, deliverable yet or not."""
-        row = await self.db.fetchone(_LAG, {"c": consumer})
+        """Events committed after ``consumer``'s position, deliverable yet or not, plus its
+        dead letters marked for retry."""
+        row = await self.db.fetchone(_LAG_AND_RETRIES, {"c": consumer})
         return row[0] if row else 0
 
     # -- positions ------------------------------------------------------------------------
@@ -237,3 +288,102 @@ class PgOutboxEventStream:
     def leader(self, name: str, **kwargs: float) -> LeaderLock:
         """``async with stream.leader("relay"):`` see :class:`homefeed.adapters.pg_db.LeaderLock`."""
         return self.db.leader(name, **kwargs)
+
+    # -- administration (replay, audit, dead letters) -------------------------------------
+    async def tail_position(self) -> Position:
+        """The position of the newest committed outbox row, deliverable yet or not (unlike
+        ``head_position``, not held back by running transactions): a consumer whose
+        position reaches it has been delivered every event committed before this call."""
+        row = await self.db.fetchone(
+            "SELECT xid::text::bigint, seq FROM outbox ORDER BY xid DESC, seq DESC LIMIT 1"
+        )
+        return (row[0], row[1]) if row else START
+
+    async def seek_before(self, consumer: str, seq: int) -> None:
+        """Move ``consumer`` so that the next event it gets is the one whose ``Event.seq``
+        is ``seq`` (0: the first event). A batch the consumer fetched before and
+        acknowledges after this moves it forward again: see ``homefeed replay``."""
+        if seq <= 0:
+            await self.seek(consumer, START)
+            return
+        xid, oseq = await self._locate(seq)
+        await self.seek(consumer, (xid, oseq - 1))
+
+    async def _due_retries(self, consumer: str, max_events: int) -> list[Event]:
+        now = time.monotonic()
+        if now < self._retry_due.get(consumer, 0.0) or max_events <= 0:
+            return []
+        rows = await self.db.fetch(
+            "SELECT id, seq, type, data FROM dead_letters WHERE consumer = %s AND retry"
+            " ORDER BY id LIMIT %s",
+            (consumer, max_events),
+        )
+        self._retry_due[consumer] = 0.0 if rows else now + RETRY_POLL
+        return [Event(seq, type_, data, ack_handle=_Retry(id_)) for id_, seq, type_, data in rows]
+
+    async def dead_letter(self, consumer: str, event: Event, reason: str) -> None:
+        """Record ``event`` as given up by ``consumer`` and acknowledge it, in one
+        statement. A retried dead letter that failed again is put back (not duplicated)."""
+        from psycopg.types.json import Jsonb
+
+        handle = event.ack_handle
+        if isinstance(handle, _Retry):
+            await self.db.write(
+                "UPDATE dead_letters SET retry = false, reason = %s, failures = failures + 1,"
+                " at = now() WHERE id = %s",
+                (reason, handle.id),
+                outbox=False,
+            )
+            return
+        xid, oseq = await self._position_of(event)
+        await self.db.write(
+            _DEAD_LETTER,
+            {"c": consumer, "seq": event.seq, "type": event.type, "data": Jsonb(event.data),
+             "reason": reason, "xid": xid, "oseq": oseq},
+            outbox=False,
+        )
+
+    async def dead_letters(self, consumer: str | None = None, limit: int = 1000) -> list[DeadLetter]:
+        """The dead letters, oldest first (of ``consumer`` only, if given)."""
+        rows = await self.db.fetch(
+            f"SELECT {_DEAD_COLS} FROM dead_letters"
+            " WHERE %(c)s::text IS NULL OR consumer = %(c)s ORDER BY id LIMIT %(n)s",
+            {"c": consumer, "n": limit},
+        )
+        return [_dead(r) for r in rows]
+
+    async def retry_dead_letter(self, dead_letter_id: int) -> DeadLetter:
+        """Mark a dead letter for redelivery to its consumer (see the module docstring)."""
+        rows = await self.db.write(
+            f"UPDATE dead_letters SET retry = true WHERE id = %s RETURNING {_DEAD_COLS}",
+            (dead_letter_id,),
+            outbox=False,
+        )
+        if not rows:
+            raise ValueError(f"no dead letter has id {dead_letter_id}")
+        self._retry_due[rows[0][1]] = 0.0
+        self.db.outbox_committed()  # wake the consumers waiting in fetch, here and elsewhere
+        return _dead(rows[0])
+
+    async def retry_dead_letters(self, consumer: str | None = None) -> int:
+        n = 0
+        for dl in await self.dead_letters(consumer, limit=1_000_000):
+            if not dl.retrying:
+                await self.retry_dead_letter(dl.id)
+                n += 1
+        return n
+
+
+def _dead(row: tuple) -> DeadLetter:
+    id_, consumer, seq, type_, data, reason, failures, retry, at = row
+    return DeadLetter(
+        id=id_,
+        consumer=consumer,
+        event=Event(seq, type_, data),
+        reason=reason,
+        deliveries=failures,
+        stream_seq=seq,
+        source="consumer",
+        at=at,
+        retrying=bool(retry),
+    )

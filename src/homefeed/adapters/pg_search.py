@@ -94,3 +94,17 @@ class PgSearchIndex:
             prepare=False,  # a custom plan: the planner sees how selective the terms are
         )
         return [r[0] for r in rows]
+
+    # -- administration (audit, rebuild) ----------------------------------------------------
+    async def entries(
+        self, after: int, limit: int, upto: int | None = None
+    ) -> list[tuple[int, frozenset[str]]]:
+        rows = await self.db.fetch(
+            "SELECT id, tsvector_to_array(terms) FROM post_search WHERE id > %s AND id <= %s"
+            " ORDER BY id LIMIT %s",
+            (after, upto if upto is not None else _MAX, limit),
+        )
+        return [(r[0], frozenset(r[1])) for r in rows]
+
+    def terms_of(self, post: Post) -> frozenset[str]:
+        return frozenset(t for t in index_terms(post.text) if _fits(t))

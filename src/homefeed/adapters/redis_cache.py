@@ -737,6 +737,31 @@ class RedisTimelineCache:
     async def drop(self, kind: str, key: int) -> None:
         await self.client.unlink(self._key(kind, key))
 
+    # -- administration (audit, rebuild) --------------------------------------------------
+    async def peek(
+        self, kind: str, key: int, before: int | None = None, limit: int | None = None
+    ) -> IdSlice | None:
+        """``slice`` with TTL 0: the list's TTL (its inactivity clock) is left alone."""
+        b = b"" if before is None or before > MAX_ID else _m(max(0, before))
+        n = self.cap if limit is None else max(0, limit)
+        r = await self._slice(self.client, [self._key(kind, key)], [b, n, self.cap, 0])
+        if r is None:
+            return None
+        ids = [int(x) for x in r[1:]]
+        ids.reverse()
+        return IdSlice(ids, int(r[0]))
+
+    async def keys(self, kind: str) -> list[int]:
+        """SCAN for the ``kind`` lists (on a Cluster, redis-py scans every primary)."""
+        pattern = self.prefix.encode() + b":{*}:" + kind.encode()
+        head, tail = len(self._pre), len(self._suf[kind])
+        out: list[int] = []
+        async for k in self.client.scan_iter(match=pattern, count=1000):
+            digits = k[head:-tail]
+            if digits.isdigit():
+                out.append(int(digits))
+        return out
+
     # -- graph facts ----------------------------------------------------------------------
     async def following(self, user_id: int) -> frozenset[int] | None:
         members = await self.client.smembers(self._fol % user_id)
@@ -867,6 +892,14 @@ class RedisPostCache:
                     out[i] = p
         self.hits += len(out)
         self.misses += len(ids) - len(out)
+        return out
+
+    async def peek_many(self, ids: Sequence[int]) -> dict[int, Post]:
+        """``get_many`` without counting hits and misses (the audit)."""
+        out = await self.get_many(ids)
+        # Take back this call's share (other calls may have counted meanwhile).
+        self.hits -= len(out)
+        self.misses -= len(ids) - len(out)
         return out
 
     async def put_many(self, posts: Sequence[Post]) -> None:

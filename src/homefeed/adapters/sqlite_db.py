@@ -77,6 +77,21 @@ MIGRATIONS: list[str] = [
         tokenize = "unicode61 remove_diacritics 0 categories 'L* N* Co M*' tokenchars '#@_'"
     );
     """,
+    # 3: events a consumer gave up on (`homefeed dead-letters list|retry`)
+    """
+    CREATE TABLE dead_letters (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        consumer TEXT NOT NULL,
+        seq      INTEGER NOT NULL,              -- the event's outbox seq
+        type     TEXT NOT NULL,
+        data     BLOB NOT NULL,                 -- JSON, as in the outbox
+        reason   TEXT NOT NULL,
+        failures INTEGER NOT NULL DEFAULT 1,    -- times dead-lettered (a failed retry adds one)
+        retry    INTEGER NOT NULL DEFAULT 0,    -- 1: deliver it again to its consumer
+        at       TEXT NOT NULL
+    );
+    CREATE INDEX dead_letters_by_consumer ON dead_letters(consumer, retry, id);
+    """,
 ]
 
 

@@ -307,8 +307,51 @@ class SqliteRecordStore:
     async def max_post_id(self) -> int:
         return self.db.query_one("SELECT coalesce(max(id), 0) FROM posts")[0]
 
+    # -- administration (audit, rebuild) ----------------------------------------------------
+    async def user_ids_after(self, after_id: int, limit: int) -> list[int]:
+        return [r[0] for r in self.db.query("SELECT id FROM users WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))]
+
+    async def sample_user_ids(self, n: int) -> list[int]:
+        return [r[0] for r in self.db.query("SELECT id FROM users ORDER BY random() LIMIT ?", (n,))]
+
+    async def counters(
+        self, user_ids: Sequence[int]
+    ) -> dict[int, tuple[tuple[int, int, int], tuple[int, int, int]]]:
+        out: dict[int, tuple[tuple[int, int, int], tuple[int, int, int]]] = {}
+        for i in range(0, len(user_ids), _IN_CHUNK):
+            chunk = list(user_ids[i : i + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for r in self.db.query(f"SELECT id, {_STORED}, {_ACTUAL} FROM users WHERE id IN ({marks})", chunk):
+                out[r[0]] = ((r[1], r[2], r[3]), (r[4], r[5], r[6]))
+        return out
+
+    async def fix_counters(self, user_ids: Sequence[int]) -> int:
+        """Recount the users' counters in one write transaction (the single writer: no
+        follow or post of theirs can interleave). Returns how many users changed."""
+        ids = list(user_ids)
+
+        def tx(conn: sqlite3.Connection) -> int:
+            changed = 0
+            for i in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[i : i + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                changed += conn.execute(
+                    f"UPDATE users SET ({_STORED}) = ({_ACTUAL})"
+                    f" WHERE id IN ({marks}) AND ({_STORED}) IS NOT ({_ACTUAL})",
+                    chunk,
+                ).rowcount
+            return changed
+
+        return await self.db.write(tx)
+
 
 _MAX = (1 << 63) - 1
+_STORED = "followers_count, following_count, posts_count"
+_ACTUAL = (
+    "(SELECT count(*) FROM follows WHERE followee_id = users.id),"
+    " (SELECT count(*) FROM follows WHERE follower_id = users.id),"
+    " (SELECT count(*) FROM posts WHERE author_id = users.id)"
+)
 
 
 def _count(conn: sqlite3.Connection, user_id: int) -> int:

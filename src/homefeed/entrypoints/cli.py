@@ -63,6 +63,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="benchmarks: make a world, run a workload, compare strategies "
                    "(`homefeed bench --help`)", add_help=False)
 
+    from homefeed.entrypoints import ops
+
+    ops.register(sub)  # audit, rebuild, replay, dead-letters
+
     demo = sub.add_parser("demo", help="load a demo world into a fresh data dir, then serve it")
     _serve_flags(demo)
     _common(demo)
@@ -102,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from homefeed.bootstrap import ProfileError
 
     try:
+        from homefeed.entrypoints import ops
+
+        if args.command in ops.COMMANDS:
+            return ops.run(args, settings)
         if args.command == "serve":
             serve(settings, processes=args.workers)
             return 0

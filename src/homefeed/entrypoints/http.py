@@ -311,6 +311,14 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
             raise InvalidInput("q is required")
         return json_response(await hf.search(q, limit, before))
 
+    async def admin_op(request: Request) -> Response:
+        """Operations that must run inside the serving process (its in-process cache and
+        consumers): audit of timelines, rebuild, replay. Bearer: the admin token."""
+        from homefeed.entrypoints import ops
+
+        ops.check_admin(settings, request.headers.get("authorization"))
+        return json_response(await ops.admin(hf, request.path_params["op"], await read_json(request)))
+
     # -- errors ---------------------------------------------------------------------------
     async def on_domain_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HomefeedError)
@@ -361,6 +369,7 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
         Route("/v1/posts/{post_id}", post_item, methods=["GET", "DELETE"]),
         Route("/v1/timelines/home", home, methods=["GET"]),
         Route("/v1/search/posts", search, methods=["GET"]),
+        Route("/admin/{op}", admin_op, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

@@ -1,31 +1,178 @@
-"""Batch jobs: recompute derived data from the system of record."""
+"""Batch jobs: recompute derived data from the system of record, while the service serves.
+
+Each job leaves its store equal to what ``homefeed.service_layer.audit`` expects, without a
+moment where readers see it empty, and loses nothing that the consumers apply meanwhile:
+
+- ``rebuild_search``: upsert every post (its terms recomputed), then remove the entries of
+  posts that no longer exist. Search keeps answering from the old entries until each is
+  replaced. A post deleted while the walk runs may be upserted after the indexer removed
+  it: the second pass, which runs after the first, removes it again (checked against the
+  record store at that moment, so a post created meanwhile is never removed).
+- ``rebuild_counters``: each batch of users is recounted in one transaction that no write
+  touching their counters can interleave with (``fix_counters``).
+- ``rebuild_timelines``: every cached home timeline and author list is dropped and rebuilt
+  with the protocol of ``FeedManager.rebuild_home``: ``begin`` (from then on fan-out lands
+  in it), read the record store, ``install``. A push between the drop and the ``begin`` is
+  lost, but its post was committed before the ``begin``, so the record store read has it.
+  Ids installed whose post was deleted meanwhile (a delete's fan-out that ran between the
+  ``begin`` and the ``install``) are removed right after. The cached celebrity set is
+  reconciled with the follower counts first (promotions, and demotions with their merge).
+  A rebuilt list counts as read for the inactivity clock. Then the post cache entries of
+  every id in the rebuilt lists are checked against the record store: a post that differs
+  is put again, or dropped (leaving the adapter's tombstone) if the cache keeps the first
+  version or the post no longer exists; reads then hydrate it from the record store.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import asyncio
+from typing import Any, Callable, Sequence
 
+from homefeed.domain.model import Post
+from homefeed.service_layer.feed import AUTHOR, HOME
 from homefeed.service_layer.services import Homefeed
 
 BATCH = 2_000
+USER_BATCH = 500
+
+Progress = Callable[[int], Any]
 
 
-async def rebuild_search(hf: Homefeed, progress: Callable[[int], None] | None = None) -> int:
-    """Recompute the search index from every post in the record store. Returns posts indexed.
-
-    The indexer's offset is moved to the outbox head first: events committed after that
-    point are applied by the indexer as usual (idempotently), so nothing is missed."""
-    stream = hf.stream
-    head = await stream.head() if hasattr(stream, "head") else None
-    if head is not None and hasattr(stream, "seek"):
-        await stream.seek("indexer", head)
-    await hf.search_index.clear()
-    after, total = 0, 0
+async def rebuild_search(hf: Homefeed, progress: Progress | None = None) -> int:
+    """Recompute the search index from every post in the record store, in place (see the
+    module docstring). Returns how many posts were indexed; ``progress(n)`` after each
+    batch of posts."""
+    index = hf.search_index
+    after, indexed = 0, 0
     while True:
         posts = await hf.store.posts_after(after, BATCH)
         if not posts:
-            return total
-        await hf.search_index.index(posts)
-        total += len(posts)
+            break
+        await index.index(posts)
+        indexed += len(posts)
         after = posts[-1].id
         if progress:
             progress(len(posts))
+    if hasattr(index, "entries"):
+        await remove_stale_entries(hf)
+    return indexed
+
+
+async def remove_stale_entries(hf: Homefeed) -> int:
+    """Remove the index entries of posts that do not exist (checked against the record
+    store just before removing). Returns how many were removed."""
+    index: Any = hf.search_index
+    after, removed = 0, 0
+    while True:
+        entries = await index.entries(after, BATCH)
+        if not entries:
+            return removed
+        ids = [i for i, _ in entries]
+        live = {p.id for p in await hf.store.posts_by_ids(ids)}
+        stale = [i for i in ids if i not in live]
+        if stale:
+            await index.remove(stale)
+            removed += len(stale)
+        after = ids[-1]
+        await asyncio.sleep(0)
+
+
+async def rebuild_counters(hf: Homefeed, progress: Progress | None = None) -> int:
+    """Recount every user's followers, following and posts from the records. Returns how
+    many users' counters changed. Reconcile the celebrity set afterwards
+    (``rebuild_timelines`` does)."""
+    store: Any = hf.store
+    after, changed = 0, 0
+    while True:
+        ids = await store.user_ids_after(after, USER_BATCH)
+        if not ids:
+            return changed
+        changed += await store.fix_counters(ids)
+        after = ids[-1]
+        if progress:
+            progress(len(ids))
+
+
+async def cached_lists(hf: Homefeed, kinds: Sequence[str] = (AUTHOR, HOME)) -> list[tuple[str, int]]:
+    """Every (kind, key) list the timeline cache holds now."""
+    cache: Any = hf.cache
+    out: list[tuple[str, int]] = []
+    for kind in kinds:
+        out.extend((kind, key) for key in await cache.keys(kind))
+    return out
+
+
+async def rebuild_list(hf: Homefeed, kind: str, key: int) -> list[int]:
+    """Drop one cached list and rebuild it from the record store (see the module
+    docstring). Returns the ids it was installed with."""
+    cache, store, cap = hf.cache, hf.store, hf.feed.cap
+    await cache.drop(kind, key)
+    await cache.begin(kind, key)  # from now on pushes land in it
+    if kind == HOME:
+        ids = await store.home_post_ids(key, None, cap)
+    else:
+        ids = await store.author_post_ids(key, None, cap)
+    floor = ids[-1] - 1 if len(ids) >= cap else 0
+    await cache.install(kind, key, ids, floor)
+    if ids:  # a delete that committed after the read and fanned out before the install
+        live = {p.id for p in await store.posts_by_ids(ids)}
+        gone = [i for i in ids if i not in live]
+        if gone:
+            await cache.remove(kind, [key], gone)
+    if kind == HOME:
+        await cache.forget_following(key)  # reloaded from the record store on the next read
+    return ids
+
+
+async def repair_post_cache(hf: Homefeed, ids: Sequence[int]) -> int:
+    """Make the cached posts among ``ids`` equal the record store's. Returns how many
+    entries were put again or dropped."""
+    posts: Any = hf.feed.posts
+    peek = getattr(posts, "peek_many", posts.get_many)
+    fixed = 0
+    ids = sorted(set(ids))
+    for i in range(0, len(ids), BATCH):
+        cached = await peek(ids[i : i + BATCH])
+        if not cached:
+            continue
+        truth = {p.id: p for p in await hf.store.posts_by_ids(sorted(cached))}
+        wrong = [pid for pid, p in cached.items() if not _same(p, truth.get(pid))]
+        if not wrong:
+            continue
+        await posts.put_many([truth[pid] for pid in wrong if pid in truth])
+        again = await peek(wrong)  # a cache that keeps the first version (Redis: SET NX)
+        still = [pid for pid in wrong if pid in again and not _same(again[pid], truth.get(pid))]
+        if still:
+            await posts.delete(still)
+        fixed += len(wrong)
+    return fixed
+
+
+def _same(a: Post, b: Post | None) -> bool:
+    return b is not None and (a.author_id, a.author_handle, a.text) == (b.author_id, b.author_handle, b.text)
+
+
+async def rebuild_timelines(
+    hf: Homefeed,
+    progress: Progress | None = None,
+    *,
+    total: Callable[[int], Any] | None = None,
+    keys: Sequence[tuple[str, int]] | None = None,
+) -> dict[str, int]:
+    """Rebuild every cached home timeline and author list (or just ``keys``) from the
+    record store, after reconciling the celebrity set with the follower counts. Lists
+    that are not cached stay absent: they are rebuilt on their next read, as always."""
+    await hf.feed.reconcile_celebrities()
+    todo = list(keys) if keys is not None else await cached_lists(hf)
+    if total:
+        total(len(todo))
+    done = {HOME: 0, AUTHOR: 0}
+    seen: set[int] = set()
+    for kind, key in todo:
+        seen.update(await rebuild_list(hf, kind, key))
+        done[kind] += 1
+        if progress:
+            progress(1)
+        await asyncio.sleep(0)  # in the serving process: let requests run between lists
+    fixed = await repair_post_cache(hf, sorted(seen))
+    return {"home_timelines": done[HOME], "author_lists": done[AUTHOR], "cached_posts_fixed": fixed}

@@ -251,7 +251,8 @@ class FeedManager:
         await self.posts.delete([post_id])
         await self.cache.remove(AUTHOR, [author_id], [post_id])
         followers = await self.store.follower_ids(author_id)
-        await self.cache.remove(HOME, followers, [post_id])
+        # The author's own home list too: a rebuild fills it with their own posts.
+        await self.cache.remove(HOME, [*followers, author_id], [post_id])
 
     async def merge_followee(self, follower_id: int, followee_id: int) -> None:
         if await self.promote_if_celebrity(followee_id) or await self.is_celebrity(followee_id):

@@ -1,0 +1,582 @@
+"""Repair commands: ``homefeed audit``, ``rebuild``, ``replay``, ``dead-letters``; and the
+admin operations the serving process answers for them (``admin``).
+
+Where each one runs
+-------------------
+The record store, the search index, Redis and JetStream are visible from any process, so
+these commands work on them directly, while the service serves. Two things of the
+embedded profile live only inside the ``homefeed serve`` process: the in-process timeline
+cache, and the offsets of the consumers reading the SQLite outbox (a running consumer keeps
+its offset in memory). For those the command asks the serving process, through the admin
+route ``POST /admin/{op}`` (body JSON, answer JSON), authenticated by a bearer token: the
+``HOMEFEED_ADMIN_TOKEN`` variable if set, else a random token that the first of the two to
+need it writes to ``<data dir>/admin-token`` (mode 0600; both processes read the same
+file, so file permissions are the access control). ``--url`` says where the serving
+process listens (default: ``HOMEFEED_HOST``/``HOMEFEED_PORT``).
+
+- ``audit``: timeline parts of the embedded profile in the serving process (if none
+  answers, the in-process cache does not exist: nothing to audit there); the rest here.
+- ``rebuild timelines``: Redis here; the in-process cache in the serving process, as a
+  job whose progress this command shows. ``rebuild search|counters``: here. Counters feed
+  the celebrity set, so ``rebuild counters`` then reconciles it (in the serving process
+  for the in-process cache).
+- ``replay``: JetStream: the durable consumer is recreated at the event (here). SQLite
+  outbox: the serving process stops its consumers, moves the offset and starts them
+  again; with no serving process the offset is moved in the file. PostgreSQL outbox
+  (consumers in workers): the offset is moved twice, ``--settle`` seconds apart, because a
+  batch fetched before the first move and acknowledged after it would undo it.
+- ``dead-letters``: here, for every stream (a retry is picked up by the running consumer).
+
+``EVENT_ID`` is ``Event.seq``, as ``dead-letters list`` and the logs show it: the outbox
+seq (SQLite), ``xid << 16 | rank`` (PostgreSQL outbox), and on JetStream the same number
+carried by the relayed message (``Nats-Msg-Id``); replay starts at the first event whose
+id is at least ``EVENT_ID`` (0: from the beginning of what the stream keeps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import os
+import secrets
+import sys
+import time
+import urllib.error
+import urllib.request
+import weakref
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from homefeed.config import Settings
+from homefeed.domain.errors import HomefeedError, InvalidInput, NotFound, Unauthorized
+
+COMMANDS = ("audit", "rebuild", "replay", "dead-letters")
+ADMIN_TOKEN_ENV = "HOMEFEED_ADMIN_TOKEN"
+ADMIN_TOKEN_FILE = "admin-token"
+REBUILDS = ("timelines", "search", "counters")
+
+
+class OpsError(Exception):
+    """A command cannot do what was asked; the message says why (exit status 2)."""
+
+
+# --------------------------------------------------------------------------------------------
+# the command line
+# --------------------------------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None, help="where the SQLite file lives (HOMEFEED_DATA_DIR)")
+    p.add_argument("--celebrity-threshold", type=int, default=None, help="HOMEFEED_CELEBRITY_THRESHOLD")
+    p.add_argument("--timeline-cap", type=int, default=None, help="HOMEFEED_TIMELINE_CAP")
+
+
+def _url_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None,
+                   help="the serving process, for what lives only inside it (embedded profile):"
+                        " default http://HOMEFEED_HOST:HOMEFEED_PORT")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``audit``, ``rebuild``, ``replay`` and ``dead-letters`` to ``homefeed``'s parser."""
+    a = subparsers.add_parser(
+        "audit", help="compare every derived store with the system of record; exit 1 on a difference",
+        description="Recompute from the system of record what the derived stores should hold (home"
+                    " timelines, user timelines, search index, counters), print each difference."
+                    " Exit 0: clean; 1: differences; 3: only differences that reads hide (stale ids,"
+                    " index entries of deleted posts); 2: could not run. Read-only, safe while serving.")
+    _common(a)
+    _url_flag(a)
+    a.add_argument("--sample", type=int, default=None, metavar="N",
+                   help="audit N users (half of them among those with a cached timeline) and N*10 posts"
+                        " instead of everything")
+    a.add_argument("--only", default=None, metavar="PARTS",
+                   help="comma-separated: timelines, authors (user timelines), search, counters")
+    a.add_argument("--settle-timeout", type=float, default=30.0, metavar="S",
+                   help="how long to wait for the events in flight before confirming a difference")
+    a.add_argument("--seed", type=int, default=None, help="random seed of the sample")
+    a.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    r = subparsers.add_parser(
+        "rebuild", help="recompute a derived store from the system of record, while serving",
+        description="timelines: every cached home timeline and author list (and the celebrity set);"
+                    " search: the index, in place; counters: followers/following/posts counts.")
+    _common(r)
+    _url_flag(r)
+    r.add_argument("what", choices=REBUILDS)
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = subparsers.add_parser(
+        "replay", help="make a consumer apply the events again from EVENT_ID (idempotent)",
+        description="Move a consumer back so that it applies again every event from EVENT_ID"
+                    " (Event.seq, as `dead-letters list` and the logs show it; 0: from the start).")
+    _common(p)
+    _url_flag(p)
+    p.add_argument("--consumer", required=True, help="fanout or indexer")
+    p.add_argument("--from", dest="from_event", type=int, default=None, metavar="EVENT_ID")
+    p.add_argument("--from-time", default=None, metavar="ISO8601",
+                   help="JetStream only: every event stored since this time (e.g. 2025-01-31T12:00:00Z)")
+    p.add_argument("--settle", type=float, default=2.0, metavar="S",
+                   help="PostgreSQL outbox: seconds between the two moves of the offset")
+
+    d = subparsers.add_parser("dead-letters", help="list or retry the events consumers gave up on")
+    _common(d)
+    d.add_argument("action", choices=("list", "retry"))
+    d.add_argument("--consumer", default=None, help="only this consumer's")
+    d.add_argument("--id", type=int, default=None, help="retry only this dead letter")
+    d.add_argument("--json", action="store_true", help="list as JSON")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one of ``COMMANDS``; returns the exit status."""
+    return asyncio.run(run_async(args, settings))
+
+
+async def run_async(
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    build: Callable[[Settings], Any] | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """``run`` in a running loop. ``build(settings) -> Homefeed`` (default: bootstrap's)."""
+    out = out or sys.stdout
+    from homefeed.domain.errors import Unavailable
+
+    if build is None:
+        from homefeed.bootstrap import build as default_build
+
+        def build(s: Settings) -> Any:
+            return default_build(s, node=0)  # these commands never make ids
+
+    try:
+        hf = build(settings)
+        await hf.start(consumers=())
+    except (Unavailable, OSError) as exc:
+        print(f"homefeed {args.command}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        command = {
+            "audit": _audit,
+            "rebuild": _rebuild,
+            "replay": _replay,
+            "dead-letters": _dead_letters,
+        }[args.command]
+        return await command(hf, args, settings, out)
+    except (OpsError, ValueError, Unavailable) as exc:
+        print(f"homefeed {args.command}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await hf.close()
+
+
+def _in_process_cache(settings: Settings) -> bool:
+    return not settings.cache_url
+
+
+async def _audit(hf: Any, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from homefeed.service_layer.audit import PARTS, AuditReport, Auditor
+
+    parts = tuple(p.strip() for p in (args.only or ",".join(PARTS)).split(",") if p.strip())
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise OpsError(f"unknown part(s) {', '.join(sorted(unknown))}; parts: {', '.join(PARTS)}")
+    if args.sample is not None and args.sample < 1:
+        raise OpsError("--sample must be at least 1")
+    remote = tuple(p for p in parts if p in ("timelines", "authors")) if _in_process_cache(settings) else ()
+    local = tuple(p for p in parts if p not in remote)
+    report = AuditReport()
+    if remote:
+        url = _base_url(args, settings)
+        got = await _admin_call(settings, url, "audit", {
+            "parts": list(remote), "sample": args.sample, "settle_timeout": args.settle_timeout,
+            "seed": args.seed,
+        }, timeout=3600.0)  # a full audit of a big world takes minutes
+        if got is None:
+            report.notes.append(
+                f"no serving process answered at {url}: the in-process timeline cache exists only"
+                " inside `homefeed serve` (and is empty while it is stopped), so "
+                f"{' and '.join(remote)} were not audited")
+        else:
+            report.merge(AuditReport.from_dict(got))
+    if local:
+        report.merge(await Auditor(hf, sample=args.sample, parts=local,
+                                   settle_timeout=args.settle_timeout, seed=args.seed).run())
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2), file=out)
+    else:
+        for line in report.lines():
+            print(line, file=out)
+    return report.exit_code()
+
+
+async def _rebuild(hf: Any, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from tqdm import tqdm
+
+    from homefeed.service_layer import batch
+
+    what = args.what
+    bar = tqdm(desc=f"rebuild {what}", unit={"search": "post", "counters": "user"}.get(what, "list"),
+               unit_scale=True, disable=args.no_progress, file=sys.stderr)
+    try:
+        if what == "search":
+            n = await batch.rebuild_search(hf, bar.update)
+            bar.close()
+            print(f"search index rebuilt from {n} posts", file=out)
+            return 0
+        if what == "counters":
+            bar.total = await hf.store.count_users()
+            changed = await batch.rebuild_counters(hf, bar.update)
+            bar.close()
+            print(f"counters recomputed for every user: {changed} changed", file=out)
+            if _in_process_cache(settings):
+                got = await _admin_call(settings, _base_url(args, settings), "reconcile-celebrities", {})
+                if got is None:
+                    print("no serving process answered: its celebrity set is loaded from the counts"
+                          " when it starts", file=out)
+                else:
+                    print("celebrity set of the serving process reconciled with the counts", file=out)
+            else:
+                await hf.feed.reconcile_celebrities()
+                print("celebrity set reconciled with the counts", file=out)
+            return 0
+        # timelines
+        if not _in_process_cache(settings):
+            def total(n: int) -> None:
+                bar.total = n
+                bar.refresh()
+
+            result = await batch.rebuild_timelines(hf, bar.update, total=total)
+            bar.close()
+            print(f"rebuilt {result['home_timelines']} home timelines and {result['author_lists']}"
+                  f" author lists; {result.get('cached_posts_fixed', 0)} cached posts fixed", file=out)
+            return 0
+        url = _base_url(args, settings)
+        job = await _admin_call(settings, url, "rebuild-timelines", {})
+        if job is None:
+            bar.close()
+            print(f"no serving process answered at {url}: the in-process timeline cache is empty while"
+                  " the service is stopped, and every timeline is rebuilt from the database on its"
+                  " first read: nothing to rebuild", file=out)
+            return 0
+        while True:
+            status = await _admin_call(settings, url, "job", {"id": job["job"]})
+            if status is None:
+                raise OpsError(f"the serving process at {url} stopped answering during the rebuild")
+            if status.get("total") is not None:
+                bar.total = status["total"]
+            bar.update(status["done"] - bar.n)
+            if status["finished"]:
+                break
+            await asyncio.sleep(0.3)
+        bar.close()
+        if status.get("error"):
+            raise OpsError(f"the rebuild failed in the serving process: {status['error']}")
+        result = status["result"]
+        print(f"rebuilt {result['home_timelines']} home timelines and {result['author_lists']}"
+              f" author lists in the serving process; {result.get('cached_posts_fixed', 0)} cached"
+              " posts fixed", file=out)
+        return 0
+    finally:
+        bar.close()
+
+
+async def _replay(hf: Any, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    consumer = args.consumer
+    if consumer not in hf.consumers.handlers:
+        raise OpsError(f"unknown consumer {consumer!r}; consumers: {', '.join(hf.consumers.handlers)}")
+    if (args.from_event is None) == (args.from_time is None):
+        raise OpsError("give --from EVENT_ID (or, on JetStream, --from-time)")
+    if args.from_event is not None and args.from_event < 0:
+        raise OpsError("--from must be 0 or a positive event id")
+    stream = hf.stream
+    if hasattr(stream, "rewind"):  # JetStream
+        start_time = _parse_time(args.from_time) if args.from_time else None
+        got = await stream.rewind(consumer, event_seq=args.from_event, start_time=start_time)
+        print(f"{consumer}: durable consumer recreated; it applies again every event from"
+              f" {_describe_start(got)}", file=out)
+        return 0
+    if args.from_time:
+        raise OpsError("--from-time needs the JetStream event stream (HOMEFEED_BUS_URL)")
+    if settings.database_url:
+        # PostgreSQL outbox: every consumer, wherever it runs, reads its offset from the
+        # database at each fetch. A batch fetched before the move and acknowledged after it
+        # moves it forward again, so move it again once such a batch is done.
+        await stream.seek_before(consumer, args.from_event)
+        await asyncio.sleep(max(0.0, args.settle))
+        await stream.seek_before(consumer, args.from_event)
+        print(f"{consumer}: offset moved to event {args.from_event}; the running consumers apply"
+              " every event from there again", file=out)
+        return 0
+    # SQLite outbox: a running consumer keeps its offset in memory: ask the serving process.
+    url = _base_url(args, settings)
+    got = await _admin_call(settings, url, "replay", {"consumer": consumer, "from": args.from_event})
+    if got is not None:
+        print(f"{consumer}: the serving process applies again every event from {args.from_event}", file=out)
+        return 0
+    await stream.seek_before(consumer, args.from_event)
+    print(f"{consumer}: no serving process answered at {url}; offset moved in the database file"
+          f" to event {args.from_event} (the consumers apply every event from there when the service"
+          " starts; a `homefeed serve` running elsewhere keeps its own offset: use --url)", file=out)
+    return 0
+
+
+async def _dead_letters(hf: Any, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    stream = hf.stream
+    if not hasattr(stream, "dead_letters"):
+        raise OpsError("this event stream keeps no dead letters")
+    if args.action == "list":
+        letters = await stream.dead_letters(args.consumer)
+        if args.json:
+            print(json.dumps([_dead_letter_dict(d) for d in letters], indent=2), file=out)
+            return 0
+        if not letters:
+            print("no dead letters", file=out)
+            return 0
+        for d in letters:
+            e = d.event
+            what = f"event {e.seq} {e.type}" if e is not None else "undecodable message"
+            retry = "  (retry pending)" if getattr(d, "retrying", False) else ""
+            print(f"{d.id:>6}  {d.consumer:<8} {what}  at {d.at}  x{d.deliveries}: {d.reason}{retry}", file=out)
+        print(f"{len(letters)} dead letter(s)", file=out)
+        return 0
+    if args.id is not None:
+        d = await stream.retry_dead_letter(args.id)
+        print(f"dead letter {d.id} ({d.consumer}, event {d.event.seq if d.event else '?'}) handed back"
+              " to its consumer", file=out)
+        return 0
+    n = await stream.retry_dead_letters(args.consumer)
+    print(f"{n} dead letter(s) handed back to their consumer", file=out)
+    return 0
+
+
+def _dead_letter_dict(d: Any) -> dict[str, Any]:
+    e = d.event
+    return {
+        "id": d.id, "consumer": d.consumer, "reason": d.reason, "deliveries": d.deliveries,
+        "stream_seq": d.stream_seq, "source": d.source, "at": d.at,
+        "retrying": bool(getattr(d, "retrying", False)),
+        "event": None if e is None else {"seq": e.seq, "type": e.type, "data": e.data},
+    }
+
+
+def _parse_time(raw: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise OpsError(f"--from-time {raw!r} is not an ISO 8601 time") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _describe_start(got: dict[str, Any]) -> str:
+    if "start_time" in got:
+        return got["start_time"]
+    if got.get("event_seq") == 0:
+        return "the start of the stream"
+    return f"event {got['event_seq']} (stream sequence {got['stream_seq']})"
+
+
+# --------------------------------------------------------------------------------------------
+# talking to the serving process
+# --------------------------------------------------------------------------------------------
+def admin_token(settings: Settings) -> str:
+    """``HOMEFEED_ADMIN_TOKEN``, else the token in ``<data dir>/admin-token`` (created, mode
+    0600, by whichever process needs it first)."""
+    env = os.environ.get(ADMIN_TOKEN_ENV, "")
+    if env:
+        return env
+    path = Path(settings.data_dir) / ADMIN_TOKEN_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it meanwhile
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def check_admin(settings: Settings, authorization: str | None) -> None:
+    """Raise Unauthorized unless ``authorization`` is ``Bearer <admin token>``."""
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), admin_token(settings).encode()):
+        raise Unauthorized(
+            f"admin operations need 'Authorization: Bearer <token>': ${ADMIN_TOKEN_ENV}, or the"
+            f" token in {ADMIN_TOKEN_FILE} in the data dir")
+
+
+def _base_url(args: argparse.Namespace, settings: Settings) -> str:
+    if getattr(args, "url", None):
+        return args.url.rstrip("/")
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+async def _admin_call(
+    settings: Settings, url: str, op: str, body: dict[str, Any], timeout: float = 60.0
+) -> dict[str, Any] | None:
+    """POST ``body`` to ``url/admin/op``; the answer, or None if nothing listens there."""
+    token = admin_token(settings)
+
+    def call() -> dict[str, Any] | None:
+        req = urllib.request.Request(
+            f"{url}/admin/{op}", data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")[:500]
+            if exc.code == 404 and "unknown admin operation" not in detail:
+                raise OpsError(f"the server at {url} has no admin route (POST /admin/{{op}}): {detail}") from None
+            raise OpsError(f"{op} at {url}: HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, (ConnectionRefusedError, FileNotFoundError)) or "refused" in str(reason).lower():
+                return None
+            raise OpsError(f"{op} at {url}: {reason}") from None
+
+    return await asyncio.to_thread(call)
+
+
+# --------------------------------------------------------------------------------------------
+# the serving process's side: POST /admin/{op}
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Job:
+    id: str
+    what: str
+    total: int | None = None
+    done: int = 0
+    finished: bool = False
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    task: asyncio.Task | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"job": self.id, "what": self.what, "total": self.total, "done": self.done,
+                "finished": self.finished, "result": self.result, "error": self.error,
+                "seconds": round(time.time() - self.started, 1)}
+
+
+_JOBS: "weakref.WeakKeyDictionary[Any, dict[str, Job]]" = weakref.WeakKeyDictionary()
+
+
+async def admin(hf: Any, op: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One admin operation in the serving process (call ``check_admin`` first):
+
+    - ``audit`` ``{"parts"?, "sample"?, "settle_timeout"?, "seed"?}`` -> the report
+    - ``rebuild-timelines`` ``{}`` -> ``{"job", ...}`` (one at a time: the running one)
+    - ``job`` ``{"id"}`` -> ``{"job", "total", "done", "finished", "result", "error"}``
+    - ``replay`` ``{"consumer", "from"}`` -> stops the consumers, moves the offset, starts them
+    - ``reconcile-celebrities`` ``{}`` -> ``{}``
+
+    Raises InvalidInput / NotFound (4xx) for a bad operation or body."""
+    from homefeed.service_layer import batch
+    from homefeed.service_layer.audit import PARTS, Auditor
+
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    if op == "audit":
+        parts = body.get("parts") or list(PARTS)
+        if not isinstance(parts, list) or not set(parts) <= set(PARTS):
+            raise InvalidInput(f"parts must be a list of {', '.join(PARTS)}")
+        sample = _opt_int(body, "sample", 1)
+        settle = body.get("settle_timeout", 30.0)
+        if not isinstance(settle, (int, float)) or isinstance(settle, bool) or not 0 <= settle <= 600:
+            raise InvalidInput("settle_timeout must be a number of seconds from 0 to 600")
+        report = await Auditor(hf, sample=sample, parts=parts, settle_timeout=float(settle),
+                               seed=_opt_int(body, "seed", None)).run()
+        return report.as_dict()
+    if op == "rebuild-timelines":
+        jobs = _JOBS.setdefault(hf, {})
+        for job in jobs.values():
+            if not job.finished:
+                return job.as_dict()
+        job = Job(id=secrets.token_hex(6), what="timelines")
+
+        def total(n: int) -> None:
+            job.total = n
+
+        def progress(n: int) -> None:
+            job.done += n
+
+        async def work() -> None:
+            try:
+                job.result = await batch.rebuild_timelines(hf, progress, total=total)
+            except Exception as exc:  # reported through the job
+                job.error = f"{type(exc).__name__}: {exc}"
+            finally:
+                job.finished = True
+
+        job.task = asyncio.create_task(work(), name=f"homefeed-rebuild-{job.id}")
+        jobs[job.id] = job
+        for old in [j for j in jobs.values() if j.finished and time.time() - j.started > 86400]:
+            jobs.pop(old.id, None)
+        return job.as_dict()
+    if op == "job":
+        job = _JOBS.get(hf, {}).get(str(body.get("id", "")))
+        if job is None:
+            raise NotFound("no such job")
+        return job.as_dict()
+    if op == "replay":
+        consumer = body.get("consumer")
+        start = body.get("from")
+        if consumer not in hf.consumers.handlers:
+            raise InvalidInput(f"consumer must be one of {', '.join(hf.consumers.handlers)}")
+        if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+            raise InvalidInput("from must be an event id (0: from the start)")
+        return await replay_in_process(hf, consumer, start)
+    if op == "reconcile-celebrities":
+        await hf.feed.reconcile_celebrities()
+        return {}
+    raise NotFound(f"unknown admin operation {op!r}")
+
+
+def _opt_int(body: dict[str, Any], name: str, minimum: int | None) -> int | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if not isinstance(v, int) or isinstance(v, bool) or (minimum is not None and v < minimum):
+        raise InvalidInput(f"{name} must be an integer" + (f" >= {minimum}" if minimum is not None else ""))
+    return v
+
+
+async def replay_in_process(hf: Any, consumer: str, from_event: int) -> dict[str, Any]:
+    """Make ``consumer`` apply again every event from ``from_event``, in the process that
+    runs it. JetStream: recreate the durable consumer. Outbox streams: stop the consumers
+    (each finishes and acknowledges the batch in hand), move the offset, start them again,
+    so no batch in flight can move the offset forward past the events to replay."""
+    stream = hf.stream
+    if hasattr(stream, "rewind"):
+        return {"consumer": consumer, **(await stream.rewind(consumer, event_seq=from_event))}
+    consumers = hf.consumers
+    running = tuple(consumers.running)
+    parts = hf.relay_parts
+    leader = parts.get("consumer_leader") if "sink" not in parts else None
+    if running:
+        await consumers.stop()
+    try:
+        await stream.seek_before(consumer, from_event)
+    finally:
+        if running:
+            consumers.start(running, leader=leader)
+    return {"consumer": consumer, "from": from_event, "restarted": list(running)}
+
+
+__all__ = [
+    "COMMANDS", "register", "run", "run_async", "admin", "check_admin", "admin_token",
+    "replay_in_process", "HomefeedError",
+]
