@@ -153,8 +153,7 @@ class PostCache(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """An event a consumer gave up on after repeated failures (same shape for every stream:
-    the JetStream adapter has its own class with these fields)."""
+    """An event a consumer gave up on after repeated failures (one shape for every stream)."""
 
     #: The handle for ``retry_dead_letter``.
     id: int

@@ -70,6 +70,7 @@ from nats.js.api import (
 
 from homefeed.domain.errors import Unavailable
 from homefeed.domain.model import Event
+from homefeed.ports import DeadLetter
 
 log = logging.getLogger("homefeed.jetstream")
 
@@ -102,22 +103,6 @@ def _token(s: str) -> str:
     return _BAD_TOKEN.sub("_", s) or "_"
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    """One entry of the dead-letter stream."""
-
-    #: Its sequence in the dead-letter stream: the handle for :meth:`retry_dead_letter`.
-    id: int
-    consumer: str
-    #: The event, or None if it could not be decoded or is gone from the events stream.
-    event: Event | None
-    reason: str
-    deliveries: int
-    #: Sequence of the failed message in the events stream.
-    stream_seq: int
-    #: "consumer": put there by :meth:`dead_letter`; "max_deliver": from the server's advisory.
-    source: str
-    at: str
 
 
 class JetStreamEventStream:
