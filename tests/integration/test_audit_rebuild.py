@@ -501,7 +501,10 @@ def test_audit_leaves_redis_ttls_and_contents_alone(tmp_path: Path) -> None:
             await client.aclose()
             await hf.close()
 
-    run(body())
+    try:
+        run(body())
+    finally:
+        profile.cleanup()  # its scratch database, Redis keys and JetStream streams
 
 
 @profiles("embedded", "scaleout")
