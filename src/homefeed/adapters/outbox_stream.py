@@ -25,6 +25,7 @@ import orjson
 from homefeed.adapters.sqlite_db import SqliteDatabase
 from homefeed.domain.model import Event
 from homefeed.ports import DeadLetter
+from homefeed.adapters.dead_letter_rows import dead_letter_from_row, retry_all
 
 #: How often ``fetch`` looks for dead letters marked for retry (by any process).
 RETRY_POLL = 1.0
@@ -236,24 +237,8 @@ class OutboxEventStream:
         return _dead(row)
 
     async def retry_dead_letters(self, consumer: str | None = None) -> int:
-        n = 0
-        for dl in await self.dead_letters(consumer, limit=1_000_000):
-            if not dl.retrying:
-                await self.retry_dead_letter(dl.id)
-                n += 1
-        return n
+        return await retry_all(self, consumer)
 
 
 def _dead(row: tuple) -> DeadLetter:
-    id_, consumer, seq, type_, data, reason, failures, retry, at = row
-    return DeadLetter(
-        id=id_,
-        consumer=consumer,
-        event=Event(seq, type_, orjson.loads(data)),
-        reason=reason,
-        deliveries=failures,
-        stream_seq=seq,
-        source="consumer",
-        at=at,
-        retrying=bool(retry),
-    )
+    return dead_letter_from_row(row, orjson.loads(row[4]))

@@ -75,6 +75,7 @@ from typing import Sequence
 from homefeed.adapters.pg_db import LeaderLock, PgDatabase
 from homefeed.domain.model import Event
 from homefeed.ports import DeadLetter
+from homefeed.adapters.dead_letter_rows import dead_letter_from_row, retry_all
 
 Position = tuple[int, int]  # (xid, outbox seq)
 START: Position = (0, 0)
@@ -366,24 +367,8 @@ class PgOutboxEventStream:
         return _dead(rows[0])
 
     async def retry_dead_letters(self, consumer: str | None = None) -> int:
-        n = 0
-        for dl in await self.dead_letters(consumer, limit=1_000_000):
-            if not dl.retrying:
-                await self.retry_dead_letter(dl.id)
-                n += 1
-        return n
+        return await retry_all(self, consumer)
 
 
 def _dead(row: tuple) -> DeadLetter:
-    id_, consumer, seq, type_, data, reason, failures, retry, at = row
-    return DeadLetter(
-        id=id_,
-        consumer=consumer,
-        event=Event(seq, type_, data),
-        reason=reason,
-        deliveries=failures,
-        stream_seq=seq,
-        source="consumer",
-        at=at,
-        retrying=bool(retry),
-    )
+    return dead_letter_from_row(row, row[4])
