@@ -51,7 +51,7 @@ SHIFT = NODE_BITS + SEQ_BITS
 
 #: Words of seeded post texts; searches pick from the same list (``loadgen.WORDS``), so they
 #: find posts.
-from homefeed.bench.loadgen import WORDS  # noqa: E402  (one vocabulary for posts and queries)
+from homefeed.bench.vocabulary import WORDS  # noqa: E402  (one vocabulary for posts and queries)
 
 TAGS = ("#rust", "#python", "#ddia", "#coffee", "#music", "#launch", "#weekend", "#sqlite")
 
