@@ -158,6 +158,17 @@ def pytest_runtest_makereport(item, call):
             rep.sections.append((f"homefeed server '{s.name}' log", s.log_tail()))
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The fault scenarios' figures (``tests/e2e/fault_figures.py``), when any ran."""
+    from tests.e2e import fault_figures
+
+    text = fault_figures.table()
+    if text:
+        terminalreporter.write_sep("=", "fault scenarios")
+        terminalreporter.write_line(text)
+        fault_figures.write_json()
+
+
 BASE_SETTINGS = {
     "HOMEFEED_CELEBRITY_THRESHOLD": str(CELEBRITY_THRESHOLD),
     "HOMEFEED_TIMELINE_CAP": str(TIMELINE_CAP),
