@@ -5,6 +5,7 @@
 | DATABASE_URL      | SQLite in DATA_DIR + FTS5 index  | PostgreSQL + tsvector/GIN index       |
 | CACHE_URL         | in-process timeline + post cache | Redis                                 |
 | BUS_URL           | the outbox, read in-process      | NATS JetStream, fed by the outbox relay |
+| (rate limits)     | in-process GCRA table            | the same GCRA, in Redis (CACHE_URL)   |
 
 A process has a *role*: ``api`` (serves HTTP) or ``worker`` (runs consumers). Which
 consumers run where follows from the configuration (``plan``), and combinations that would
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from homefeed.config import Settings
+from homefeed.ports import RateLimiter
 from homefeed.service_layer.consumers import FANOUT, INDEXER
 from homefeed.service_layer.services import Homefeed
 
@@ -173,6 +175,23 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         resources=resources,
         relay_parts=relay_parts,
     )
+
+
+def build_rate_limiter(settings: Settings) -> RateLimiter | None:
+    """The limiter behind ``rate_limit_per_token`` / ``rate_limit_per_address``, or None
+    when neither is set (then the HTTP layer adds no middleware at all). On Redis when
+    CACHE_URL is set, so that every API process counts against one shared limit; else in
+    this process's memory (one process: the embedded profile refuses more than one without
+    Redis). The Redis limiter makes its own fail-fast client: see ``redis_ratelimit``."""
+    if settings.token_limit is None and settings.address_limit is None:
+        return None
+    if settings.cache_url:
+        from homefeed.adapters.redis_ratelimit import RedisRateLimiter
+
+        return RedisRateLimiter(settings.cache_url)
+    from homefeed.adapters.memory_ratelimit import MemoryRateLimiter
+
+    return MemoryRateLimiter()
 
 
 async def open_homefeed(settings: Settings, run_consumers: bool = True) -> Homefeed:

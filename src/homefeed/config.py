@@ -7,7 +7,9 @@ file can be compared line by line.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -53,8 +55,21 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     #: Most writes one group commit may hold.
     group_commit_max: int = 512
+    #: Hours a POST's ``Idempotency-Key`` and its first answer are kept: a retry with the
+    #: same key within this time gets that answer and writes nothing.
+    idempotency_hours: float = 24.0
     #: Log level for the ``homefeed`` logger.
     log_level: str = "INFO"
+    #: Requests per bearer token on ``/v1/...``: ``"100/s"``, ``"6000/min"``, ``"100/s burst
+    #: 200"`` (see ``parse_rate_limit``); ``""`` or ``"0"``: no limit. Off by default: see
+    #: the README's "Rate limits" for why, and the values to set in production.
+    rate_limit_per_token: str = ""
+    #: The same per client address (an IPv6 address counts by its /64). Behind a proxy, set
+    #: ``forwarded_allow_ips`` too, or every client is the proxy's one address.
+    rate_limit_per_address: str = ""
+    #: Proxies whose ``X-Forwarded-For`` gives the client address (comma-separated IPs or
+    #: networks, ``*`` for any): uvicorn's ``forwarded_allow_ips``, with its default.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -93,6 +108,8 @@ class Settings:
             problems.append("max_post_length must be >= 1")
         if not self.inactive_days > 0 or self.inactive_days == float("inf"):
             problems.append("inactive_days must be a finite number > 0")
+        if not self.idempotency_hours > 0 or self.idempotency_hours == float("inf"):
+            problems.append("idempotency_hours must be a finite number > 0")
         if not 0 <= self.port <= 65535:
             problems.append("port must be in 0..65535")
         for name in ("max_body_bytes", "cache_max_timelines", "cache_max_posts", "group_commit_max"):
@@ -102,8 +119,17 @@ class Settings:
             problems.append("feed_strategy must be hybrid, push or pull")
         if self.sqlite_synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
             problems.append("sqlite_synchronous must be FULL, NORMAL or EXTRA")
+        problems += _rate_limit_problems(self)
         if problems:
             raise ValueError("invalid configuration: " + "; ".join(problems))
+
+    @property
+    def token_limit(self) -> "RateLimit | None":
+        return parse_rate_limit(self.rate_limit_per_token)
+
+    @property
+    def address_limit(self) -> "RateLimit | None":
+        return parse_rate_limit(self.rate_limit_per_address)
 
 
 def _coerce(name: str, type_: Any, raw: str) -> Any:
@@ -118,3 +144,72 @@ def _coerce(name: str, type_: Any, raw: str) -> Any:
         return raw
     except ValueError as exc:
         raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------
+# rate limits
+# ------------------------------------------------------------------------------------------
+_PERIODS = {
+    "s": 1, "sec": 1, "second": 1,
+    "m": 60, "min": 60, "minute": 60,
+    "h": 3600, "hour": 3600,
+    "d": 86400, "day": 86400,
+}
+_RATE_LIMIT = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*(?:burst\s+(\d+)\s*)?$")
+RATE_LIMIT_FORMAT = '"<count>/<s|min|h|day> [burst <n>]", e.g. "100/s", "6000/min burst 500"; "" or "0": off'
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``count`` requests per ``period`` seconds, of which ``burst`` may come at once."""
+
+    count: int
+    period: int
+    burst: int
+    #: As written in the settings, for messages.
+    text: str
+
+    @property
+    def rate(self) -> float:
+        """Requests per second."""
+        return self.count / self.period
+
+
+def parse_rate_limit(text: str) -> RateLimit | None:
+    """``"100/s"``, ``"6000/min"``, ``"100/s burst 200"`` (the burst defaults to the count
+    per period: a client idle for a period may send a period's worth at once); ``""`` or
+    ``"0"``: None (no limit). Raises ValueError naming the format."""
+    raw = text.strip().lower()
+    if raw in ("", "0", "off"):
+        return None
+    m = _RATE_LIMIT.match(raw)
+    if m is None or m.group(2) not in _PERIODS:
+        raise ValueError(f"{text!r} is not a rate limit; expected {RATE_LIMIT_FORMAT}")
+    count, period = int(m.group(1)), _PERIODS[m.group(2)]
+    burst = int(m.group(3)) if m.group(3) is not None else count
+    if count < 1:
+        raise ValueError(f"{text!r}: the count must be >= 1 (or the whole value \"0\" for no limit)")
+    if burst < 1:
+        raise ValueError(f"{text!r}: the burst must be >= 1")
+    if count / period > 1_000_000:
+        raise ValueError(f"{text!r}: more than 1,000,000 requests per second is no limit; use \"0\"")
+    return RateLimit(count, period, burst, " ".join(text.split()))
+
+
+def _rate_limit_problems(s: "Settings") -> list[str]:
+    problems = []
+    for name in ("rate_limit_per_token", "rate_limit_per_address"):
+        try:
+            parse_rate_limit(getattr(s, name))
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+    for item in s.forwarded_allow_ips.split(","):
+        item = item.strip()
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            problems.append(f"forwarded_allow_ips: {item!r} is not an IP address or network "
+                            "(comma-separated, e.g. \"127.0.0.1,10.0.0.0/8\", or \"*\")")
+    return problems

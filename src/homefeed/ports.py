@@ -8,9 +8,35 @@ shape as the embedded ones, which simply never suspend.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
+from homefeed.domain.errors import Conflict
 from homefeed.domain.model import Event, Post, User
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """The answer to remember for a request's ``Idempotency-Key``. A write given one stores
+    it in the write's own transaction: a crash can never keep the write and lose the key (a
+    retry would write again) nor keep the key without the write."""
+
+    #: ``"<scope>:<key>"``: the key as the client sent it, scoped to the caller.
+    scope_key: str
+    #: What identifies the request the key was first used with (see service_layer.idempotency).
+    fingerprint: bytes
+    #: The HTTP status the write answers with.
+    status: int
+    #: The answer's body from what the write creates: the new ``User`` (``create_user``), the
+    #: new ``Post`` (``create_post``), None (``follow``: its answer is the same whether or not
+    #: it changed anything). Called before or inside the transaction.
+    render: Callable[[Any], bytes]
+
+
+class IdempotencyKeyTaken(Conflict):
+    """The write's ``scope_key`` is already stored (a duplicate request committed first, or
+    an expired key not purged yet): the write was rolled back and changed nothing."""
+
+    code = "idempotency_key_in_use"
 
 
 class RecordStore(Protocol):
@@ -21,12 +47,23 @@ class RecordStore(Protocol):
     async def close(self) -> None: ...
 
     # -- writes (each one transaction: record + outbox event) ------------------------------
-    async def create_user(self, handle: str, display_name: str, token_hash: bytes) -> User:
+    # ``idempotency``: also store that record in the same transaction (a follow that changes
+    # nothing stores it too); raises IdempotencyKeyTaken, writing nothing, if its scope_key
+    # is already stored. A write that fails otherwise stores no record.
+    async def create_user(
+        self, handle: str, display_name: str, token_hash: bytes,
+        *, idempotency: IdempotencyRecord | None = None,
+    ) -> User:
         """Raises Conflict if the handle is taken (ignoring case)."""
-    async def follow(self, follower_id: int, followee_id: int) -> tuple[bool, int]:
+    async def follow(
+        self, follower_id: int, followee_id: int, *, idempotency: IdempotencyRecord | None = None
+    ) -> tuple[bool, int]:
         """Returns (changed, followee's followers_count after). No event when unchanged."""
     async def unfollow(self, follower_id: int, followee_id: int) -> tuple[bool, int]: ...
-    async def create_post(self, author_id: int, author_handle: str, text: str) -> Post: ...
+    async def create_post(
+        self, author_id: int, author_handle: str, text: str,
+        *, idempotency: IdempotencyRecord | None = None,
+    ) -> Post: ...
     async def delete_post(self, post_id: int, by_user_id: int) -> Post:
         """Raises NotFound (no such post) or Forbidden (not the author's)."""
 
@@ -63,6 +100,15 @@ class RecordStore(Protocol):
     ) -> None:
         """Load a world in one go, bypassing the outbox (a batch job: rebuild the derived
         stores afterwards); counters are recomputed from the records."""
+
+    # -- idempotency keys -------------------------------------------------------------------
+    async def idempotent_reply(
+        self, scope_key: str, max_age_seconds: float
+    ) -> tuple[bytes, int, bytes] | None:
+        """(fingerprint, status, body) stored for ``scope_key`` at most ``max_age_seconds``
+        ago (by the store's clock); None if there is none, or only an older one."""
+    async def purge_idempotency_keys(self, older_than_seconds: float) -> int:
+        """Delete the records stored more than ``older_than_seconds`` ago; returns how many."""
 
 
 class EventStream(Protocol):
@@ -224,3 +270,33 @@ class DeadLetterStream(Protocol):
         """Deliver the event again to its consumer (only), after the events it already has;
         the dead letter goes once the consumer acknowledges it."""
     async def retry_dead_letters(self, consumer: str | None = None) -> int: ...
+
+
+# -- rate limiting: asked by the HTTP layer before a request reaches the service -------------
+
+
+class RateLimiter(Protocol):
+    """GCRA (the generic cell rate algorithm): a token bucket kept as ONE number per key, its
+    *theoretical arrival time* (TAT). A key allows ``burst`` requests at once, then one every
+    ``1/rate`` seconds; memory is O(1) per key and the wait it answers is exact.
+
+    In integer microseconds, with ``T = round(1e6 / rate)`` (at least 1) and ``now``::
+
+        tat   = max(stored TAT, or now if none, now)
+        new   = tat + cost * T
+        allow = new - burst * T
+        if allow > now: refused, nothing stored; the caller may retry in (allow - now)
+        else:           allowed, TAT := new
+
+    A key whose TAT is in the past is the same as an absent key, so adapters may forget it.
+    Several processes sharing one adapter's storage share one limit."""
+
+    async def hit(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
+        """Count ``cost`` requests for ``key`` (rate: requests per second, > 0; burst >= 1;
+        1 <= cost <= burst). Returns 0.0 if allowed, else the seconds until the same
+        request would be (and then counts nothing). Raises on a backend failure: the caller
+        decides whether to fail open."""
+    async def hit_many(self, hits: Sequence[tuple[str, float, int]]) -> list[float]:
+        """``hit`` (cost 1) for each ``(key, rate, burst)``, as if one after the other, in
+        one round trip where the backend can: a request checked against several limits."""
+    async def close(self) -> None: ...

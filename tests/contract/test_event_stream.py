@@ -12,7 +12,7 @@ import time
 from homefeed.domain import model
 from homefeed.domain.model import Event
 
-from .conftest import Records, run, wait_for_events, xfail_for
+from .conftest import Records, run, wait_for_events
 
 _n = itertools.count(1)
 

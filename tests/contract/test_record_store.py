@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import os
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from homefeed.domain import model
 from homefeed.domain.errors import Conflict, Forbidden, NotFound
 from homefeed.domain.model import Post, User
+from homefeed.ports import IdempotencyKeyTaken, IdempotencyRecord
 
 from .conftest import Records, run, wait_for_events
 
@@ -653,5 +655,282 @@ def test_random_writes_reads_agree_with_a_model(records, ops, page):
                 assert walked == want
                 own = sorted((p for p, a in posts.items() if a == i), reverse=True)
                 assert await s.author_post_ids(u.id, None, 100) == own
+
+    run(main())
+
+
+# --------------------------------------------------------------------------------------------
+# idempotency keys: stored by the write they answer, in its transaction
+# --------------------------------------------------------------------------------------------
+
+DAY = 86400.0
+
+
+def keyed(scope_key: str, fingerprint: bytes = b"fp", status: int = 201) -> IdempotencyRecord:
+    """A record whose answer names what the write created (so a test sees which write's
+    answer is stored)."""
+
+    def render(created) -> bytes:
+        return repr(created).encode() if created is not None else b"none"
+
+    return IdempotencyRecord(scope_key, fingerprint, status, render)
+
+
+def test_keyed_writes_store_their_answer_with_the_write(records):
+    async def main():
+        async with records() as r:
+            s = r.store
+            a = await s.create_user("keyed_a", "A", token(), idempotency=keyed("anon:k1", b"f1"))
+            assert await s.idempotent_reply("anon:k1", DAY) == (b"f1", 201, repr(a).encode())
+            b = await new_user(s)
+            p = await s.create_post(a.id, a.handle, "hi", idempotency=keyed(f"{a.id}:k1", b"f2"))
+            assert await s.idempotent_reply(f"{a.id}:k1", DAY) == (b"f2", 201, repr(p).encode())
+            assert await s.follow(a.id, b.id, idempotency=keyed(f"{a.id}:k2", b"f3", 200)) == (True, 1)
+            assert await s.idempotent_reply(f"{a.id}:k2", DAY) == (b"f3", 200, b"none")
+            # the writes themselves happened, each once
+            assert await s.user_by_handle("KEYED_A") == User(a.id, "keyed_a", "A", 0, 1, 1)
+            assert await s.posts_by_ids([p.id]) == [p]
+            assert await s.follower_ids(b.id) == [a.id]
+            assert await s.idempotent_reply("anon:unknown", DAY) is None
+            assert await s.idempotent_reply(f"{b.id}:k1", DAY) is None  # another scope
+
+    run(main())
+
+
+def test_a_follow_that_changes_nothing_still_stores_its_key(records):
+    async def main():
+        async with records() as r:
+            s = r.store
+            a, b = await new_user(s), await new_user(s)
+            await s.follow(a.id, b.id)
+            assert await s.follow(a.id, b.id, idempotency=keyed(f"{a.id}:again", status=200)) == (False, 1)
+            assert await s.idempotent_reply(f"{a.id}:again", DAY) == (b"fp", 200, b"none")
+
+    run(main())
+
+
+def test_a_write_whose_key_is_taken_changes_nothing(records):
+    async def main():
+        async with records() as r:
+            s = r.store
+            a, b = await new_user(s), await new_user(s)
+            first = await s.create_post(a.id, a.handle, "first", idempotency=keyed(f"{a.id}:p"))
+            await s.create_user("taken_key", "T", token(), idempotency=keyed("anon:u"))
+            await s.follow(b.id, a.id, idempotency=keyed(f"{b.id}:f"))
+            seen = await events_until(r, "k", lambda ev: len(ev) >= 5)
+            answers = [await s.idempotent_reply(k, DAY) for k in (f"{a.id}:p", "anon:u", f"{b.id}:f")]
+
+            with pytest.raises(IdempotencyKeyTaken):
+                await s.create_post(a.id, a.handle, "second", idempotency=keyed(f"{a.id}:p", b"other"))
+            tok = token()
+            with pytest.raises(IdempotencyKeyTaken):
+                await s.create_user("fresh_handle", "F", tok, idempotency=keyed("anon:u"))
+            with pytest.raises(IdempotencyKeyTaken):
+                await s.follow(a.id, b.id, idempotency=keyed(f"{b.id}:f"))  # same scope_key
+
+            assert await s.author_post_ids(a.id, None, 10) == [first.id]
+            assert await s.user_by_handle("fresh_handle") is None
+            assert await s.user_id_by_token_hash(tok) is None
+            assert await s.follower_ids(b.id) == []
+            assert await s.user_by_id(a.id) == User(a.id, a.handle, a.display_name, 1, 0, 1)
+            assert [await s.idempotent_reply(k, DAY) for k in (f"{a.id}:p", "anon:u", f"{b.id}:f")] == answers
+            sentinel = await new_user(s)
+            after = await events_until(r, "k", has_type_with(model.USER_REGISTERED, user_id=sentinel.id))
+            assert [e.seq for e in after[: len(seen)]] == [e.seq for e in seen]
+            assert len(after) == len(seen) + 1, [e.type for e in after]
+            # the handle is still free: the rolled-back registration did not take it
+            assert (await s.create_user("fresh_handle", "F", tok)).handle == "fresh_handle"
+
+    run(main())
+
+
+def test_a_write_that_fails_stores_no_key(records):
+    async def main():
+        async with records() as r:
+            s = r.store
+            await s.create_user("Occupied", "O", token())
+            with pytest.raises(Conflict):
+                await s.create_user("occupied", "x", token(), idempotency=keyed("anon:retry-me"))
+            assert await s.idempotent_reply("anon:retry-me", DAY) is None
+            # the key is free for the retry that succeeds
+            u = await s.create_user("vacant", "V", token(), idempotency=keyed("anon:retry-me"))
+            assert await s.idempotent_reply("anon:retry-me", DAY) == (b"fp", 201, repr(u).encode())
+
+    run(main())
+
+
+def test_concurrent_writes_with_one_key_exactly_one_happens(records):
+    async def main():
+        async with records() as r:
+            s = r.store
+            u = await new_user(s)
+            results = await asyncio.gather(
+                *(s.create_post(u.id, u.handle, f"dup {i}", idempotency=keyed(f"{u.id}:same"))
+                  for i in range(12)),
+                return_exceptions=True,
+            )
+            winners = [x for x in results if isinstance(x, Post)]
+            assert len(winners) == 1, results
+            assert all(isinstance(x, IdempotencyKeyTaken) for x in results if not isinstance(x, Post))
+            assert await s.author_post_ids(u.id, None, 100) == [winners[0].id]
+            assert (await s.user_by_id(u.id)).posts_count == 1
+            assert await s.idempotent_reply(f"{u.id}:same", DAY) == (b"fp", 201, repr(winners[0]).encode())
+            handles = await asyncio.gather(
+                *(s.create_user(f"racer{i}", "R", token(), idempotency=keyed("anon:race"))
+                  for i in range(6)),
+                return_exceptions=True,
+            )
+            assert sum(isinstance(x, User) for x in handles) == 1, handles
+            assert sum([await s.user_by_handle(f"racer{i}") is not None for i in range(6)]) == 1
+
+    run(main())
+
+
+def test_keys_survive_close_and_reopen(records):
+    async def main():
+        async with records() as r:
+            u = await new_user(r.store)
+            p = await r.store.create_post(u.id, u.handle, "durable", idempotency=keyed(f"{u.id}:d"))
+        async with records() as r:
+            assert await r.store.idempotent_reply(f"{u.id}:d", DAY) == (b"fp", 201, repr(p).encode())
+            with pytest.raises(IdempotencyKeyTaken):
+                await r.store.create_post(u.id, u.handle, "durable", idempotency=keyed(f"{u.id}:d"))
+            assert await r.store.author_post_ids(u.id, None, 10) == [p.id]
+
+    run(main())
+
+
+def test_expired_keys_are_ignored_by_lookups_and_purged(records):
+    async def main():
+        async with records() as r:
+            s = r.store
+            u = await new_user(s)
+            await s.create_post(u.id, u.handle, "old", idempotency=keyed(f"{u.id}:old"))
+            await asyncio.sleep(2.0)  # ages measured by the store's clock, not asserted on
+            await s.create_post(u.id, u.handle, "new", idempotency=keyed(f"{u.id}:new"))
+            assert await s.idempotent_reply(f"{u.id}:old", 1.0) is None  # expired: ignored
+            assert await s.idempotent_reply(f"{u.id}:old", DAY) is not None  # not purged yet
+            # an expired key not purged yet still blocks its write (the service purges)
+            with pytest.raises(IdempotencyKeyTaken):
+                await s.create_post(u.id, u.handle, "again", idempotency=keyed(f"{u.id}:old"))
+            assert await s.purge_idempotency_keys(DAY) == 0
+            assert await s.purge_idempotency_keys(1.0) == 1
+            assert await s.idempotent_reply(f"{u.id}:old", DAY) is None
+            assert await s.idempotent_reply(f"{u.id}:new", DAY) is not None
+            again = await s.create_post(u.id, u.handle, "again", idempotency=keyed(f"{u.id}:old"))
+            assert await s.idempotent_reply(f"{u.id}:old", DAY) == (b"fp", 201, repr(again).encode())
+            assert await s.purge_idempotency_keys(DAY) == 0
+
+    run(main())
+
+
+# The service's runner over each store, against a dict of first answers: a key answers its
+# first request forever (within retention), another request under it is refused, and each
+# key writes exactly one post.
+KEYED_OPS = st.lists(
+    st.tuples(st.integers(0, 1), st.sampled_from(["k1", "k2", "k3"]), st.sampled_from(["a", "b"])),
+    max_size=15,
+)
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ops=KEYED_OPS)
+def test_keyed_posts_agree_with_a_model(records, ops):
+    from homefeed.service_layer.idempotency import (
+        IdempotencyKeyReused,
+        IdempotentRequest,
+        IdempotentWrites,
+        Reply,
+    )
+
+    async def main():
+        async with records() as r:
+            s = r.store
+            users = [await new_user(s) for _ in range(2)]
+            writes = IdempotentWrites(s, DAY)
+            first: dict[tuple[int, str], tuple[str, bytes]] = {}  # (user, key) -> (text, answer)
+            for who, key, text in ops:
+                u = users[who]
+                req = IdempotentRequest.of(str(u.id), key, "POST", "/v1/posts", text.encode(), 201)
+
+                async def write(keyed_req, u=u, text=text):
+                    post = await s.create_post(u.id, u.handle, text, idempotency=keyed_req.record(Post.public))
+                    return post.public()
+
+                if (who, key) in first and first[(who, key)][0] != text:
+                    with pytest.raises(IdempotencyKeyReused):
+                        await writes.run(req, write)
+                    continue
+                reply = await writes.run(req, write)
+                if (who, key) in first:
+                    assert reply == Reply(201, first[(who, key)][1], replayed=True)
+                else:
+                    assert reply.status == 201 and not reply.replayed
+                    assert orjson.loads(reply.body)["text"] == text
+                    first[(who, key)] = (text, reply.body)
+            for i, u in enumerate(users):
+                want = sorted((int(orjson.loads(b)["id"]) for (w, _), (_, b) in first.items() if w == i),
+                              reverse=True)
+                assert await s.author_post_ids(u.id, None, 100) == want
+
+    run(main())
+
+
+def test_an_expired_key_not_yet_purged_answers_no_more(records):
+    """The service's runner over each store: once its key expired, a request is new (it
+    writes, and its answer replaces the old one) even before the periodic purge ran."""
+    from homefeed.service_layer.idempotency import IdempotentRequest, IdempotentWrites, Reply
+
+    async def main():
+        async with records() as r:
+            s = r.store
+            u = await new_user(s)
+            writes = IdempotentWrites(s, 1.0)
+            req = IdempotentRequest.of(str(u.id), "k", "POST", "/v1/posts", b"same", 201)
+
+            async def write(keyed_req):
+                post = await s.create_post(u.id, u.handle, "same", idempotency=keyed_req.record(Post.public))
+                return post.public()
+
+            first = await writes.run(req, write)
+            assert await writes.run(req, write) == Reply(first.status, first.body, replayed=True)
+            await asyncio.sleep(2.0)  # the key expires (store clock); no purge runs here
+            later = await writes.run(req, write)
+            assert not later.replayed and later.body != first.body
+            assert len(await s.author_post_ids(u.id, None, 10)) == 2
+            assert (await writes.run(req, write)).body == later.body
+
+    run(main())
+
+
+def test_concurrent_duplicate_registrations_all_get_the_first_answer(records):
+    """The service's runner over each store: duplicates of one registration race; the losers
+    find the handle taken (409) by the winner, and answer with the winner's answer instead."""
+    from homefeed.service_layer.idempotency import IdempotentRequest, IdempotentWrites
+
+    async def main():
+        async with records() as r:
+            s = r.store
+            writes = IdempotentWrites(s, DAY)
+            req = IdempotentRequest.of("anon", "reg", "POST", "/v1/users", b'{"handle":"twin"}', 201)
+
+            async def write(keyed_req):
+                tok = token()
+
+                def answer(user: User) -> dict:
+                    return {"id": str(user.id), "token": tok.hex()}
+
+                return answer(await s.create_user("twin", "Twin", tok, idempotency=keyed_req.record(answer)))
+
+            replies = await asyncio.gather(*(writes.run(req, write) for _ in range(6)))
+            assert len({reply.body for reply in replies}) == 1
+            assert sum(not reply.replayed for reply in replies) == 1
+            twin = await s.user_by_handle("twin")
+            assert orjson.loads(replies[0].body)["id"] == str(twin.id)
+            assert await s.user_id_by_token_hash(bytes.fromhex(orjson.loads(replies[0].body)["token"])) == twin.id
 
     run(main())

@@ -16,7 +16,7 @@ from homefeed.domain.errors import InvalidInput
 from homefeed.domain.model import Post
 from homefeed.domain.text import index_terms, query_terms
 
-from .conftest import run, xfail_for
+from .conftest import run
 
 
 def posts_of(*texts: str, start: int = 1000) -> list[Post]:

@@ -29,6 +29,12 @@ Helpers: :meth:`Deployment.drain` (``/healthz`` of the API processes until every
 :meth:`Deployment.outbox_behind` and :meth:`Deployment.sql` (PostgreSQL, straight),
 :meth:`Deployment.dead_letters`, :class:`Background` (load threads).
 
+Outages: :func:`private_pg_deployment` runs the same deployment on a PRIVATE PostgreSQL
+cluster (``tests.private_pg``) instead of a scratch database on the shared server, so that
+:meth:`Deployment.stop_postgres` / :meth:`Deployment.start_postgres` may stop it;
+:meth:`Deployment.stop_redis` / :meth:`Deployment.start_redis` stop the private Redis and
+start it again, empty.
+
 Skips on a laptop without PostgreSQL, ``redis-server`` or ``nats-server`` (with the command
 that fixes it); fails in CI (``CI=true``), as ``tests.backends`` does.
 """
@@ -420,6 +426,28 @@ class Deployment:
         )
         return rows[0][0] if rows else None
 
+    # -- outages: stop a backend, start it again ---------------------------------------------------
+    #: The private PostgreSQL cluster (``private_pg_deployment``); None on the shared server.
+    pg: Any = None
+
+    def stop_redis(self) -> None:
+        """SIGTERM the private Redis and wait until it is gone (it keeps nothing on disk)."""
+        self.redis.stop()
+
+    def start_redis(self) -> None:
+        """Start the private Redis again on the same port; it comes back empty (the
+        processes fill it again at once)."""
+        self.redis.start()
+
+    def stop_postgres(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m <mode>`` of the private cluster (``private_pg_deployment`` only)."""
+        assert self.pg is not None, "stop_postgres needs private_pg_deployment (never the shared server)"
+        self.pg.stop(mode)
+
+    def start_postgres(self) -> None:
+        assert self.pg is not None, "start_postgres needs private_pg_deployment"
+        self.pg.start()
+
     # -- Redis ----------------------------------------------------------------------------------
     def redis_command(self, *args: str, timeout: float = 10.0) -> bytes:
         """One command on the private Redis (RESP by hand: no client state to go stale)."""
@@ -608,6 +636,44 @@ def deployment(tmp_path: Path, settings: dict[str, str] | None = None, **kw: Any
         codes = dep.close()
         # API and worker processes exit cleanly on SIGTERM, having finished what they held
         # (uvicorn re-raises the SIGTERM it handled once shut down: -15 is its clean exit).
+        clean = {**{p.name: (0, -signal.SIGTERM) for p in dep.apis}, **{p.name: (0,) for p in dep.workers}}
+        unclean = {name: codes.get(name) for name, ok in clean.items() if codes.get(name) not in ok}
+        assert not unclean, f"exit codes after SIGTERM: {unclean}\n{dep.logs()}"
+
+
+@contextlib.contextmanager
+def private_pg_deployment(tmp_path: Path, settings: dict[str, str] | None = None,
+                          **kw: Any) -> Iterator[Deployment]:
+    """As :func:`deployment`, on a private PostgreSQL cluster that the test may stop and
+    start (``dep.stop_postgres()`` / ``dep.start_postgres()``); the cluster is deleted
+    afterwards. Skips (laptop) or fails (CI) without the PostgreSQL server binaries."""
+    from tests.private_pg import private_pg
+
+    find_binary("redis-server")
+    find_binary("nats-server")
+    with private_pg() as cluster, _sigterm_raises():
+        url = cluster.create_database("homefeed")
+        dep = Deployment(tmp_path, url, settings or {}, **kw)
+        dep.pg = cluster
+        try:
+            dep.start()
+        except BaseException:
+            print(f"===== scale-out deployment logs ({dep.log_dir}) =====\n{dep.logs(6000)}\n"
+                  f"{cluster.log_tail()}")
+            with contextlib.suppress(Exception):
+                dep.close()
+            raise
+        try:
+            yield dep
+        except BaseException:
+            print(f"===== scale-out deployment logs ({dep.log_dir}) =====\n{dep.logs(6000)}\n"
+                  f"{cluster.log_tail()}")
+            with contextlib.suppress(Exception):
+                dep.close()
+            raise
+        if not cluster.running:  # the API and workers must stop cleanly: give them the database
+            cluster.start()
+        codes = dep.close()
         clean = {**{p.name: (0, -signal.SIGTERM) for p in dep.apis}, **{p.name: (0,) for p in dep.workers}}
         unclean = {name: codes.get(name) for name, ok in clean.items() if codes.get(name) not in ok}
         assert not unclean, f"exit codes after SIGTERM: {unclean}\n{dep.logs()}"

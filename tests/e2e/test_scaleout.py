@@ -23,10 +23,14 @@ exists, who follows whom, which posts exist and were not deleted). After the dra
 Between checks, reads may lag but never be wrong: a page is newest first, holds nothing
 twice, no post deleted before the read began, no post of someone the reader does not follow.
 Right after a POST the author's home timeline, on either API process, starts with it
-(read-your-writes). Faults: SIGKILL of a worker in the middle of fan-outs, SIGKILL of the
-active relay between commit and publish, FLUSHALL of Redis, a restart of Redis without
-persistence, restarts (SIGTERM, SIGKILL) of nats-server. At the end every API and worker
-process must exit cleanly on SIGTERM.
+(read-your-writes). Faults: SIGKILL of workers in the middle of fan-outs (five times or
+more), SIGKILL of the active relay between commit and publish, FLUSHALL of Redis, a restart
+of Redis without persistence, nats-server stopped for 10 s and killed, SIGKILL of an API
+process ten times under load (with the honest ledger of ``tests/e2e/crash_kit.py``: a
+request dropped by the kill is "unknown", a refused one had no effect). The fault scenarios
+end with ``homefeed audit`` run as an operator runs it (it must be clean) and record their
+figures (``tests/e2e/fault_figures.py``). At the end every API and worker process must exit
+cleanly on SIGTERM.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from typing import Any, Iterable
 import httpx
 import pytest
 
+from tests.e2e.audit_check import AuditResult, run_audit
+from tests.e2e.fault_figures import ScenarioFigures, record
 from tests.e2e.scaleout import Background, Deployment, deployment
 
 pytestmark = pytest.mark.slow
@@ -155,6 +161,8 @@ class Api:
         self.urls = dep.urls
         self.rng = rng
         self.http = [httpx.Client(base_url=u, timeout=30.0) for u in dep.urls]
+        #: Requests sent, whatever their outcome (the scenarios' figures).
+        self.sent = 0
 
     def close(self) -> None:
         for c in self.http:
@@ -164,6 +172,7 @@ class Api:
              expect: Iterable[int] = (200,), **kw: Any) -> httpx.Response:
         via = self.rng.randrange(len(self.http)) if via is None else via % len(self.http)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.sent += 1
         r = self.http[via].request(method, url, headers=headers, **kw)
         assert r.status_code in tuple(expect), (
             f"{method} {self.urls[via]}{url} {kw.get('params') or kw.get('json') or ''} -> "
@@ -441,25 +450,45 @@ def test_oracle_two_apis_two_workers(tmp_path, seed):
 class LoadStats:
     ops: dict[str, int] = field(default_factory=dict)
     posted_at: list[float] = field(default_factory=list)  # monotonic times of acknowledged posts
+    #: Requests the load threads sent (added when a thread ends) and writes of the setup.
+    requests: int = 0
+    setup_writes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, op: str) -> None:
-        self.ops[op] = self.ops.get(op, 0) + 1
+        with self.lock:
+            self.ops[op] = self.ops.get(op, 0) + 1
+
+    def add_requests(self, n: int) -> None:
+        with self.lock:
+            self.requests += n
+
+    @property
+    def writes(self) -> int:
+        """Acknowledged writes: the setup's and the load's (every op that is a write)."""
+        return self.setup_writes + sum(self.ops.get(k, 0) for k in ("post", "follow", "unfollow", "delete"))
 
 
-def setup_world(api: Api, model: Model, rng: random.Random, handles: list[str]) -> None:
+def setup_world(api: Api, model: Model, rng: random.Random, handles: list[str]) -> int:
+    """Returns the number of writes it made (all acknowledged)."""
+    writes = 0
     for h in handles:
         model.users[h] = api.register(h)
+        writes += 1
     users = list(model.users.values())
     for a in users:
         for b in rng.sample(users, 4):
             if a is not b:
                 api.follow(a, b.handle)
                 model.follows.add((a.handle, b.handle))
+                writes += 1
     for u in users:
         for _ in range(2):
             text = new_text(rng)
             pid = api.post(u, text)
             model.posts[pid] = Post(pid, u.handle, text)
+            writes += 1
+    return writes
 
 
 def mixed_load(dep: Deployment, model: Model, actors: list[User], seed: int, stats: LoadStats):
@@ -514,6 +543,7 @@ def mixed_load(dep: Deployment, model: Model, actors: list[User], seed: int, sta
                     check_page_sane(model, u, posts, started)
                     stats.add("read")
         finally:
+            stats.add_requests(api.sent)
             api.close()
 
     return run
@@ -530,8 +560,7 @@ def world_with_load(dep: Deployment, seed: int, threads: int = 3):
     rng = random.Random(seed)
     api = Api(dep, rng)
     model = Model()
-    setup_world(api, model, rng, HANDLES)
-    stats = LoadStats()
+    stats = LoadStats(setup_writes=setup_world(api, model, rng, HANDLES))
     return api, model, stats, load_threads(dep, model, stats, seed, threads)
 
 
@@ -545,23 +574,40 @@ def wait_for_posts(stats: LoadStats, bg: Background, n: int, timeout: float = 30
         time.sleep(0.02)
 
 
+def audit_clean(dep: Deployment, what: str) -> AuditResult:
+    """``homefeed audit --json`` run as an operator runs it, with the deployment's URLs: it
+    must find no difference."""
+    result = run_audit({k: v for k, v in dep.env.items() if k.startswith("HOMEFEED_")})
+    assert result.exit_code == 0, f"the audit after {what} found differences:\n{result.explain()}"
+    return result
+
+
 # --------------------------------------------------------------------------------------------
 # faults
 # --------------------------------------------------------------------------------------------
 
 
+#: Rounds of worker kills: one worker, the other, both, one at random, both; more rounds of
+#: both (at most ``EXTRA_BOTH_ROUNDS``) until a kill of both leaves events delivered and
+#: unacknowledged, in the hands of dead workers: a certain redelivery.
+WORKER_KILL_ROUNDS = ("w0", "w1", "both", "one", "both")
+EXTRA_BOTH_ROUNDS = 4
+
+
 def test_worker_sigkilled_in_the_middle_of_fanouts(tmp_path):
     """One author with many followers (all below the raised threshold, so every post is pushed
-    into each follower's cached timeline) posts continuously while workers are SIGKILLed when
-    the fan-out consumer has events in hand (delivered, not acknowledged), and restarted. What
-    a killed worker held is redelivered (to the other worker or its restart) after ack_wait;
-    pushes are idempotent: every post is in every follower's timeline exactly once."""
+    into each follower's cached timeline) posts continuously while workers are SIGKILLed,
+    five times or more, each time at a random moment when the fan-out consumer has events in
+    hand (delivered, not acknowledged), and restarted. What a killed worker held is
+    redelivered (to the other worker or its restart) after ack_wait; pushes are idempotent:
+    every post is in every follower's timeline exactly once, and the audit is clean."""
     followers_n = 150
     rng = random.Random(99)
     with deployment(tmp_path, {"HOMEFEED_CELEBRITY_THRESHOLD": "100000",
                                "HOMEFEED_TIMELINE_CAP": str(CAP)}) as dep:
         api = Api(dep, rng)
         model = Model()
+        stats = LoadStats()
         try:
             star = model.users["star"] = api.register("star")
             side = model.users["side"] = api.register("side")
@@ -573,11 +619,10 @@ def test_worker_sigkilled_in_the_middle_of_fanouts(tmp_path):
                 if i % 3 == 0:
                     api.follow(f, "side", via=i + 1)
                     model.follows.add((f.handle, "side"))
+            stats.setup_writes = len(model.users) + len(model.follows)
             dep.drain()
             for i, f in enumerate(fans):  # cache every follower's timeline: pushes land in them
                 api.page("/v1/timelines/home", token=f.token, limit=1, via=i)
-
-            stats = LoadStats()
 
             def poster(author: User, seed: int):
                 def run(stop: threading.Event) -> None:
@@ -590,31 +635,33 @@ def test_worker_sigkilled_in_the_middle_of_fanouts(tmp_path):
                             with model.lock:
                                 model.posts[pid] = Post(pid, author.handle, text)
                             stats.posted_at.append(time.monotonic())
+                            stats.add("post")
                             check_read_your_write(papi, author, pid)
                     finally:
+                        stats.add_requests(papi.sent)
                         papi.close()
                 return run
 
             kills: list[str] = []
             with Background(poster(star, 1), poster(star, 2), poster(side, 3)) as bg:
                 wait_for_posts(stats, bg, 20)
-                # Rounds: one worker, the other, then both at once until, with both dead, the
-                # fan-out consumer still has events delivered and unacknowledged: in the hands
-                # of a worker that died before acknowledging them (a certain redelivery).
                 held_by_dead = 0
-                rounds = [[dep.workers[0]], [dep.workers[1]]] + [list(dep.workers)] * 5
-                for victims in rounds:
-                    if len(victims) == 2 and held_by_dead:
+                rounds = list(WORKER_KILL_ROUNDS) + ["both"] * EXTRA_BOTH_ROUNDS
+                for k, kind in enumerate(rounds):
+                    if k >= len(WORKER_KILL_ROUNDS) and held_by_dead:
                         break
+                    victims = {"w0": [dep.workers[0]], "w1": [dep.workers[1]],
+                               "one": [rng.choice(dep.workers)], "both": list(dep.workers)}[kind]
                     deadline = time.monotonic() + 20
                     while dep.consumer_info("fanout")["num_ack_pending"] == 0:
                         bg.check()
                         assert time.monotonic() < deadline, "the fan-out never had events in hand"
                         time.sleep(0.005)
+                    time.sleep(rng.uniform(0, 0.01))  # a random moment of the fan-out
                     for w in victims:
                         w.kill()
                     if len(victims) == 2:
-                        held_by_dead = dep.consumer_info("fanout")["num_ack_pending"]
+                        held_by_dead = held_by_dead or dep.consumer_info("fanout")["num_ack_pending"]
                     kills.append("+".join(w.name for w in victims))
                     wait_for_posts(stats, bg, 5)
                     for w in victims:
@@ -643,8 +690,18 @@ def test_worker_sigkilled_in_the_middle_of_fanouts(tmp_path):
             check_all(dep, api, model, drain=False, limits=(4, 9, 25),
                       users=[star, side, *rng.sample(fans, 15)], queries=["ddia", "#rust"])
             assert len(model.posts) > 60, len(model.posts)
+            audit = audit_clean(dep, f"{len(kills)} worker kills")
         finally:
             api.close()
+        n_kills = sum(len(k.split("+")) for k in kills)
+        record(ScenarioFigures(
+            scenario=f"scale-out: worker SIGKILL mid-fan-out x{n_kills}", faults=n_kills,
+            requests=stats.requests + api.sent, writes_acknowledged=stats.writes,
+            writes_lost=0,  # check_all compared the posts table with every acknowledged post
+            audit_divergences=audit.divergences,
+            extra={"redeliveries": redeliveries, "held by dead workers": held_by_dead,
+                   "followers": followers_n},
+        ))
 
 
 def test_relay_sigkilled_between_commit_and_publish(tmp_path):
@@ -721,13 +778,20 @@ def test_redis_restarted_without_persistence(tmp_path):
             api.close()
 
 
+#: Seconds nats-server stays stopped (SIGTERM) under load in the first outage.
+NATS_OUTAGE_S = 10.0
+
+
 def test_nats_server_restarted_under_load(tmp_path):
-    """nats-server is stopped (SIGTERM) and later killed (SIGKILL) while users write, and
-    restarted on the same store: posts keep being acknowledged (2xx) while it is away, the
-    outbox keeps them, and once it is back the relay catches up; after the drain everything
-    equals the oracle and the stream holds exactly one message per event."""
+    """nats-server is stopped (SIGTERM) for 10 s while users write and read, then later
+    killed (SIGKILL) for a moment, and restarted on the same store each time: every write
+    is acknowledged (2xx) while it is away — a write that failed would fail its load thread
+    — the outbox keeps them, and once it is back the relay catches up; after the drain
+    everything equals the oracle, the stream holds exactly one message per event, and the
+    audit is clean."""
     with deployment(tmp_path, SMALL) as dep:
         api, model, stats, loads = world_with_load(dep, seed=8)
+        during_outage: list[int] = []
         try:
             with Background(*loads) as bg:
                 for crash in (False, True):
@@ -737,11 +801,83 @@ def test_nats_server_restarted_under_load(tmp_path):
                     else:
                         dep.nats.stop()
                     down = time.monotonic()
+                    writes_before = stats.writes
                     wait_for_posts(stats, bg, 20)  # acknowledged while NATS is away
-                    time.sleep(max(0.0, 1.5 - (time.monotonic() - down)))
+                    outage = 1.5 if crash else NATS_OUTAGE_S
+                    while time.monotonic() - down < outage:
+                        bg.check()  # no write failed: every load thread is still writing
+                        time.sleep(0.05)
                     assert dep.outbox_behind("relay") > 0
+                    during_outage.append(stats.writes - writes_before)
                     dep.nats.start()
                 wait_for_posts(stats, bg, 25)
             check_all(dep, api, model)
+            audit = audit_clean(dep, "nats-server outages")
         finally:
             api.close()
+        record(ScenarioFigures(
+            scenario=f"scale-out: nats-server stopped {NATS_OUTAGE_S:g} s, then killed",
+            faults=2, requests=stats.requests + api.sent, writes_acknowledged=stats.writes,
+            writes_lost=0,  # check_all compared the posts table with every acknowledged post
+            audit_divergences=audit.divergences,
+            extra={"writes acked while stopped": during_outage[0],
+                   "writes acked while killed": during_outage[1], "write failures": 0},
+        ))
+
+
+#: SIGKILLs of an API process under load, each followed by a restart on the same port.
+API_KILLS = 10
+
+
+def test_api_process_sigkilled_ten_times_under_load(tmp_path):
+    """Clients send to both API processes while one of them, chosen at random each time, is
+    SIGKILLed and restarted, ten times (the load of ``tests/e2e/crash_kit.py``: posters,
+    deleters, readers, a follow churner crossing the celebrity threshold). A request to the
+    killed process is "unknown" if it was dropped in flight, "no effect" if the connection
+    was refused (the client then sends it to the other process). After the drain: nothing
+    acknowledged lost or duplicated, nothing invented, every timeline, search and counter
+    equal to the oracle, one stream message per outbox event, and a clean audit."""
+    from tests.e2e.crash_kit import Ledger, Load, check_everything, make_world
+
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    marker = f"skill{rng.randrange(1 << 40):x}"
+    with deployment(tmp_path, SMALL) as dep:
+        ledger = Ledger()
+        load = Load(dep.urls, make_world(dep.urls[0], "skill", ledger), marker, ledger)
+        load.start()
+        kill_log: list[str] = []
+        try:
+            for k in range(API_KILLS):
+                time.sleep(rng.uniform(0.2, 0.6))  # the other process serves during restarts too
+                victim = rng.choice(dep.apis)
+                t0 = time.monotonic()
+                victim.kill()
+                time.sleep(rng.uniform(0, 0.2))
+                victim.start()  # the same port; the other process serves meanwhile
+                kill_log.append(f"{victim.name} killed and back in {time.monotonic() - t0:.1f}s")
+            time.sleep(rng.uniform(0.5, 1.0))
+            load.run_finale()
+        finally:
+            load.finish()
+        led = load.ledger
+        diag = f"seed {seed}; {kill_log}; client counts {dict(sorted(led.counts.items()))}"
+        assert not led.errors, f"unexpected answers during the load: {led.errors[:10]}\n{diag}"
+        assert led.counts.get("post acked", 0) > 50, f"too little load to mean anything\n{diag}"
+        assert led.counts.get("unknown", 0) > 0, f"no kill caught a request in flight\n{diag}"
+
+        dep.drain()
+        with httpx.Client(base_url=dep.urls[0], timeout=30.0) as http:
+            outcome = check_everything(http, load.users, led, marker, diag)
+        outbox = dep.sql("SELECT count(*) FROM outbox")[0][0]
+        stream = dep.stream_info()["state"]["messages"]
+        assert stream == outbox, f"JetStream holds {stream} messages for {outbox} outbox events"
+        assert not dep.dead_letters(), dep.dead_letters()
+        audit = audit_clean(dep, f"{API_KILLS} API kills")
+        record(ScenarioFigures(
+            scenario=f"scale-out: API SIGKILL x{API_KILLS}", faults=API_KILLS, requests=led.requests,
+            writes_acknowledged=led.writes_acknowledged, writes_lost=outcome.lost,
+            audit_divergences=audit.divergences,
+            extra={**led.extra(), "unknown found": outcome.found_in_flight},
+        ))

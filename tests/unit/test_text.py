@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from homefeed.domain.errors import InvalidInput
 from homefeed.domain.text import (
+    MAX_QUERY_CHARS,
+    WORD_RE,
     index_terms,
     query_terms,
     validate_display_name,
@@ -300,3 +302,58 @@ def test_property_terms_are_single_words(text):
         assert words(term) == [(term[:1] if term[:1] in "#@" else "", body)]
         assert not any(ch.isspace() for ch in term)
         assert "#" not in body and "@" not in body
+
+
+# Text that stresses word boundaries: tags, marks (in and outside the word-mark blocks),
+# joiners, emoji sequences, other scripts, and anything at all (lone surrogates included).
+_TRICKY = st.one_of(
+    st.sampled_from(["#", "@", "_", " ", "\u0301", "\u05b4", "\u1ab0", "\u20d7", "\u0903", "\u200c",
+                     "\u200d", "\ufe0f", "\u2028", "ß", "İ", "ǅ", "ﬃ", "ŉ", "σ", "ς", "Σ", "١", "²",
+                     "中", "👩", "🏽", "e", "Z", "9", "\ud800", "\x00", "-", "'", '"', "*"]),
+    st.characters(exclude_categories=()),
+)
+
+
+@given(st.text(_TRICKY, max_size=30))
+@example("e\u0301cole #Café @bob_1")
+@example("a\u200db #x\u0301y")
+def test_property_each_word_as_typed_finds_its_text(text):
+    # searching any one word of a post, typed as in the post, finds the post
+    terms = set(index_terms(text))
+    for m in WORD_RE.finditer(text):
+        assert set(query_terms(m.group(0))) <= terms, (m.group(0), terms)
+
+
+@given(st.text(_TRICKY, max_size=30))
+def test_property_index_terms_read_back_as_themselves(text):
+    # the FTS5 index stores a post's terms joined by spaces: read as a query they are the
+    # same terms, so the index and the query side agree on what a term is
+    terms = index_terms(text)
+    if terms:
+        assert query_terms(" ".join(terms)) == terms
+
+
+@given(st.text(_TRICKY, max_size=30))
+def test_property_query_terms_are_words_or_invalid_input(text):
+    try:
+        terms = query_terms(text)
+    except InvalidInput:
+        assert words(text) == []
+        return
+    assert terms and len(terms) == len(set(terms))
+    assert all(isinstance(t, str) and t for t in terms)
+    assert all(t.casefold() == t for t in terms)
+
+
+def test_a_query_keeps_every_term_once_in_first_seen_order():
+    q = " ".join(f"w{i} W{i}" for i in range(100))
+    assert query_terms(q) == [f"w{i}" for i in range(100)]
+
+
+def test_a_query_is_bounded_in_characters():
+    # a URL of 10,000 distinct words once held the event loop for seconds: refused up front
+    with pytest.raises(InvalidInput, match="characters"):
+        query_terms(" ".join(f"w{i}" for i in range(10_000)))
+    with pytest.raises(InvalidInput, match="characters"):
+        query_terms("a " * (MAX_QUERY_CHARS // 2) + "b")
+    assert query_terms("a" * MAX_QUERY_CHARS) == ["a" * MAX_QUERY_CHARS]

@@ -48,7 +48,6 @@ from datetime import datetime
 import logging
 import re
 import time
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 from urllib.parse import parse_qs
 
@@ -81,6 +80,10 @@ TARGET_HEADER = "Homefeed-Consumer"
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
 ADVISORY_MAX_DELIVERIES = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+#: The header of JetStream's status messages (the end of a pull: 404, 408).
+STATUS_HEADER = "Status"
+#: Seconds for messages sent just before a pull expired to reach the client's buffer.
+_DELIVERY_SETTLE = 0.05
 
 # Errors that mean "the server is not reachable right now": wait and try again.
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -154,6 +157,8 @@ class JetStreamEventStream:
         self._nc: NATS | None = None
         self._js: Any = None
         self._subs: dict[str, Any] = {}
+        #: consumer -> monotonic time its last pull request expires (see take_delivered)
+        self._pulls_end: dict[str, float] = {}
         self._ensured_consumers: set[str] = set()
         self._streams_ok = False
         self._connected = asyncio.Event()
@@ -537,8 +542,9 @@ class JetStreamEventStream:
             return []
         try:
             sub = await self._subscription(consumer)
-            remaining = deadline - time.monotonic()
-            msgs = await sub.fetch(max(1, max_events), timeout=max(remaining, 0.05))
+            remaining = max(deadline - time.monotonic(), 0.05)
+            self._pulls_end[consumer] = time.monotonic() + remaining
+            msgs = await sub.fetch(max(1, max_events), timeout=remaining)
         except asyncio.TimeoutError:  # includes nats' TimeoutError and FetchTimeoutError
             return []
         except (Unavailable,) + _TRANSIENT + (nats.errors.ConnectionClosedError,) as exc:
@@ -551,6 +557,35 @@ class JetStreamEventStream:
             await self._forget_subscription(consumer)
             await self._pause_until(deadline)
             return []
+        return await self._events(consumer, msgs)
+
+    async def take_delivered(self, consumer: str) -> list[Event]:
+        """For a consumer about to stop: the events this process was delivered and no fetch
+        returned. A pull goes on delivering until it expires, after the fetch that sent it
+        has returned; nats-py keeps those messages for the next fetch, and a stopping
+        consumer makes none, so they would wait out ``ack_wait`` to be redelivered. Waits
+        for the last pull to expire, then empties that buffer (sending no new pull)."""
+        sub = self._subs.get(consumer)
+        if sub is None or self._nc is None:
+            return []
+        await asyncio.sleep(max(self._pulls_end.get(consumer, 0.0) - time.monotonic(), 0.0)
+                            + _DELIVERY_SETTLE)
+        core = getattr(sub, "_sub", None)  # nats-py's buffer, as its own fetch reads it
+        queue = getattr(core, "_pending_queue", None)
+        if queue is None:
+            return []  # another nats-py: left for the redelivery after ack_wait
+        msgs = []
+        while not queue.empty():
+            m = queue.get_nowait()
+            core._pending_size -= len(m.data)
+            if m.headers and m.headers.get(STATUS_HEADER):
+                continue  # the end of an expired pull (404, 408), not an event
+            msgs.append(m)
+        return await self._events(consumer, msgs)
+
+    async def _events(self, consumer: str, msgs: Sequence[Msg]) -> list[Event]:
+        """Delivered messages as events (another consumer's retried dead letters are
+        acknowledged and skipped, undecodable ones dead-lettered)."""
         events: list[Event] = []
         for m in msgs:
             target = (m.headers or {}).get(TARGET_HEADER)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from array import array
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections import OrderedDict
 from typing import Sequence
 

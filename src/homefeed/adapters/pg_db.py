@@ -26,6 +26,32 @@ coalesced (at most one in flight; commits meanwhile share the next one). That tr
 has no xid, so it writes no WAL. A notify lost to a crash between commit and notify costs
 only latency: waiters also poll (``poll_interval``).
 
+Outages. A connection-class error (``psycopg.OperationalError``: the server went away,
+refuses connections, is shutting down or starting up, ``PoolTimeout``) becomes
+``Unavailable`` (HTTP 503 with ``Retry-After``) naming the database; constraint errors and
+other answers of a working server pass through. Everything is bounded: a connection attempt
+gives up after ``connect_timeout``, waiting for a pool connection after
+``acquire_timeout`` (2 s), and TCP keepalives plus ``tcp_user_timeout`` notice a server that
+vanished without closing its sockets. The pool heals by itself after a restart:
+
+- a pooled connection whose session the server ended (a restart, ``pg_terminate_backend``)
+  has the server's goodbye, or EOF, waiting on its socket. Before a statement is sent on a
+  pooled connection its socket is polled (one ``select`` with a zero timeout, no round
+  trip): a readable idle connection is closed and replaced, and the statement goes to
+  another one. This is what makes a write safe to send: it is never sent on a session known
+  to be dead. (``psycopg_pool``'s ``check=check_connection`` would cost a round trip per
+  statement, and sleeps a second after each failed check.)
+- a read that fails on a connection anyway (the server stopped while it ran) is sent once
+  more on another connection; a write is not (it may have committed): the client gets 503
+  and retries, which an Idempotency-Key makes safe.
+- reconnection attempts give up after ``reconnect_timeout`` (2 s) rather than psycopg_pool's
+  5 minutes of ever longer backoff, so the next request that needs a connection starts a
+  fresh attempt at once: service resumes within about a second of the server's return.
+
+Each outage logs one warning and one "recovered" line (:class:`~homefeed.adapters.outage.OutageLog`);
+psycopg_pool's own per-attempt warnings are silenced (its logger is set to ERROR unless
+configured otherwise).
+
 Leader election: see :class:`LeaderLock`.
 """
 
@@ -35,6 +61,7 @@ import asyncio
 import hashlib
 import logging
 import random
+import select
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -45,6 +72,7 @@ from psycopg.types.json import set_json_loads
 from psycopg.types.numeric import Int8Dumper
 from psycopg_pool import AsyncConnectionPool
 
+from homefeed.adapters.outage import OutageLog
 from homefeed.domain.errors import Unavailable
 
 log = logging.getLogger("homefeed.postgres")
@@ -137,6 +165,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX dead_letters_to_retry ON dead_letters (consumer, id) WHERE retry;
     """,
+    # 5: the first answer to each Idempotency-Key, stored by the write it answers
+    """
+    CREATE TABLE idempotency_keys (
+        scope_key   text PRIMARY KEY,           -- "<caller id | anon>:<Idempotency-Key>"
+        fingerprint bytea NOT NULL,             -- of the first request (method, path, body)
+        status      integer NOT NULL,
+        body        bytea NOT NULL,             -- the answer, as sent
+        created_at  timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+    """,
 ]
 
 
@@ -206,11 +245,28 @@ async def _configure(conn: psycopg.AsyncConnection) -> None:
     set_json_loads(orjson.loads, conn)
 
 
-def _unavailable(exc: Exception) -> Unavailable:
-    return Unavailable(f"the database is unavailable: {exc}")
-
-
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+
+def _stale(conn: psycopg.AsyncConnection) -> bool:
+    """Whether a pooled, idle connection is known dead without asking the server: closed,
+    broken, or with something waiting on its socket (an idle session receives nothing but
+    the server's FATAL goodbye, or EOF, when the server ends it)."""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
+
+
+def _quiet_pool_logger() -> None:
+    """psycopg_pool warns on every failed connection attempt and every discarded connection:
+    dozens of lines per outage. The outage log says it once; keep the pool's errors."""
+    pool_log = logging.getLogger("psycopg.pool")
+    if pool_log.level == logging.NOTSET:
+        pool_log.setLevel(logging.ERROR)
 
 
 class PgDatabase:
@@ -229,7 +285,9 @@ class PgDatabase:
         min_size: int = 2,
         max_size: int = 32,
         poll_interval: float = 0.25,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = 3.0,
+        acquire_timeout: float = 2.0,
+        reconnect_timeout: float = 2.0,
         application_name: str = "homefeed",
     ) -> None:
         self.dsn = dsn
@@ -237,7 +295,16 @@ class PgDatabase:
         self.max_size = max_size
         self.poll_interval = poll_interval
         self.connect_timeout = connect_timeout
+        #: Longest wait for a pool connection: past it, 503 (the server is away, or every
+        #: connection is busy for that long: overload either way).
+        self.acquire_timeout = acquire_timeout
+        #: How long the pool retries one reconnection in the background before giving up
+        #: (a request needing a connection then starts a fresh attempt at once).
+        self.reconnect_timeout = reconnect_timeout
         self.application_name = application_name
+        #: Outages of the database as this process sees them (one warning, one recovery).
+        self.outage = OutageLog("PostgreSQL")
+        _quiet_pool_logger()
         self._pool: AsyncConnectionPool | None = None
         self._opening: asyncio.Lock | None = None
         self._waiters: set[asyncio.Event] = set()
@@ -264,7 +331,14 @@ class PgDatabase:
             "autocommit": True,
             "prepare_threshold": 0,
             "application_name": self.application_name,
-            "connect_timeout": max(1, int(self.connect_timeout)),
+            "connect_timeout": max(1, round(self.connect_timeout)),
+            # a server that vanished without closing its sockets (host down, partition):
+            # keepalives notice an idle one, tcp_user_timeout (ms) one with unacknowledged data
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 10_000,
         }
 
     async def open(self, migrate: bool = True) -> None:
@@ -284,10 +358,12 @@ class PgDatabase:
                 configure=_configure,
                 open=False,
                 name="homefeed",
-                timeout=30.0,
+                timeout=self.acquire_timeout,
+                reconnect_timeout=self.reconnect_timeout,
             )
             try:
-                await pool.open(wait=True, timeout=self.connect_timeout)
+                # start-up is not a request: wait longer than one connection attempt
+                await pool.open(wait=True, timeout=max(10.0, self.connect_timeout))
             except Exception as exc:  # PoolTimeout: the server is down or the DSN is wrong
                 await pool.close()
                 raise Unavailable(f"cannot connect to PostgreSQL ({self._safe_dsn()}): {exc}") from exc
@@ -334,44 +410,97 @@ class PgDatabase:
         return " ".join(f"{k}={v}" for k, v in info.items())
 
     # -- statements -----------------------------------------------------------------------
+    async def _getconn(self, pool: AsyncConnectionPool) -> psycopg.AsyncConnection:
+        """A pooled connection not known to be dead (see the module docstring: a session the
+        server ended is closed and replaced, never used). Raises ``PoolTimeout`` (an
+        ``OperationalError``) when none comes within ``acquire_timeout``."""
+        for _ in range(self.max_size + 1):
+            conn = await pool.getconn()
+            if not _stale(conn):
+                return conn
+            await conn.close()
+            await pool.putconn(conn)  # closed: discarded, a replacement is opened
+        raise psycopg.OperationalError("every pooled connection was dead")
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        """A pool connection (autocommit); driver errors about the connection become
-        ``Unavailable``."""
+        """A pool connection (autocommit) for several statements; connection errors become
+        ``Unavailable``. Deadlocks and serialization failures pass through: the caller's
+        transaction was rolled back and may be run again."""
+        pool = self.pool
         try:
-            async with self.pool.connection() as conn:
-                yield conn
+            conn = await self._getconn(pool)
         except psycopg.OperationalError as exc:
-            raise _unavailable(exc) from exc
+            raise self.outage.failed(exc) from exc
+        try:
+            yield conn
+        except pg_errors.TransactionRollback:
+            raise
+        except psycopg.OperationalError as exc:
+            raise self.outage.failed(exc) from exc
+        finally:
+            await pool.putconn(conn)
+        self.outage.succeeded()
 
     async def fetch(self, sql: str, params: Any = None, *, prepare: bool | None = None) -> list[tuple]:
         """Run one statement (one round trip) and return its rows."""
-        async with self.connection() as conn:
-            cur = await conn.execute(sql, params, prepare=prepare)  # type: ignore[arg-type]
-            return await cur.fetchall() if cur.description else []
+        return await self._read(sql, params, prepare, False)  # type: ignore[return-value]
 
     async def fetchone(self, sql: str, params: Any = None, *, prepare: bool | None = None) -> tuple | None:
-        async with self.connection() as conn:
-            cur = await conn.execute(sql, params, prepare=prepare)  # type: ignore[arg-type]
-            return await cur.fetchone()
+        return await self._read(sql, params, prepare, True)  # type: ignore[return-value]
+
+    async def _read(self, sql: str, params: Any, prepare: bool | None, one: bool) -> list[tuple] | tuple | None:
+        """A read: sent once more on another connection if its connection fails (reading
+        twice changes nothing); ``Unavailable`` if that fails too or no connection comes."""
+        pool = self.pool
+        for attempt in (1, 2):
+            try:
+                conn = await self._getconn(pool)
+            except psycopg.OperationalError as exc:  # no connection within acquire_timeout
+                raise self.outage.failed(exc) from exc
+            try:
+                cur = await conn.execute(sql, params, prepare=prepare)  # type: ignore[arg-type]
+                if one:
+                    rows: Any = await cur.fetchone()
+                else:
+                    rows = await cur.fetchall() if cur.description else []
+            except psycopg.OperationalError as exc:
+                if attempt == 1:
+                    continue
+                raise self.outage.failed(exc) from exc
+            finally:
+                await pool.putconn(conn)
+            self.outage.succeeded()
+            return rows
+        raise AssertionError("unreachable")
 
     async def write(self, sql: str, params: Any = None, *, outbox: bool = True) -> list[tuple]:
         """Run one write statement, which is its own transaction, and return its rows once
         committed. Deadlocks and serialization failures (the statement was rolled back, so
-        it is safe to run again) are retried. An error during the commit itself leaves the
-        outcome unknown and is NOT retried: it becomes ``Unavailable``."""
+        it is safe to run again) are retried. A connection error once the statement may have
+        been sent leaves the outcome unknown (it may have committed) and is NOT retried: it
+        becomes ``Unavailable`` (503), and the client's retry, with its Idempotency-Key, is
+        what makes a second attempt safe. The statement is never sent on a connection known
+        to be dead (``_getconn``), so a restart alone does not fail writes."""
+        pool = self.pool
         for attempt in range(8):
             try:
-                async with self.pool.connection() as conn:
-                    cur = await conn.execute(sql, params)  # type: ignore[arg-type]
-                    rows = await cur.fetchall() if cur.description else []
+                conn = await self._getconn(pool)
+            except psycopg.OperationalError as exc:  # nothing was sent
+                raise self.outage.failed(exc) from exc
+            try:
+                cur = await conn.execute(sql, params)  # type: ignore[arg-type]
+                rows = await cur.fetchall() if cur.description else []
             except _RETRYABLE:
                 if attempt == 7:
                     raise
                 await asyncio.sleep(random.uniform(0.001, 0.01) * (attempt + 1))
                 continue
             except psycopg.OperationalError as exc:
-                raise _unavailable(exc) from exc
+                raise self.outage.failed(exc) from exc
+            finally:
+                await pool.putconn(conn)
+            self.outage.succeeded()
             self.writes += 1
             if outbox:
                 self.outbox_committed()
@@ -404,7 +533,8 @@ class PgDatabase:
                         conn = await psycopg.AsyncConnection.connect(self.dsn, **self._kwargs())
                     await conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
                 except psycopg.Error as exc:
-                    log.warning("outbox NOTIFY failed (waiters fall back to polling): %s", exc)
+                    (log.debug if self.outage.down else log.warning)(
+                        "outbox NOTIFY failed (waiters fall back to polling): %s", exc)
                     if conn is not None:
                         await conn.close()
                     conn = None
@@ -449,6 +579,7 @@ class PgDatabase:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.dsn, **self._kwargs())
                 await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                self.outage.succeeded()
                 if self._listening is not None:
                     self._listening.set()
                 self._wake()  # anything committed while we were not listening
@@ -458,7 +589,9 @@ class PgDatabase:
             except asyncio.CancelledError:
                 raise
             except psycopg.Error as exc:
-                log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                # One line per outage (the outage log's), not one per reconnection attempt.
+                self.outage.failed(exc)
+                log.debug("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
             finally:
                 if self._listening is not None:
                     self._listening.clear()
@@ -546,6 +679,7 @@ class LeaderLock:
         return conn
 
     async def __aenter__(self) -> "LeaderLock":
+        unreachable = 0  # failed attempts in a row: the first is logged, the rest counted
         try:
             while True:
                 try:
@@ -560,7 +694,11 @@ class LeaderLock:
                         self.backend_pid = pid
                         break
                 except psycopg.OperationalError as exc:
-                    log.warning("leader %s: cannot reach PostgreSQL (%s); retrying", self.name, exc)
+                    unreachable += 1
+                    if unreachable == 1:
+                        log.warning("leader %s: cannot reach PostgreSQL (%s); retrying every %.1fs",
+                                    self.name, str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                                    self.poll)
                     await self._close_conn()
                 await asyncio.sleep(self.poll)
         except BaseException:  # cancelled while waiting (SIGTERM): leave nothing open
@@ -570,7 +708,8 @@ class LeaderLock:
         self.lost.clear()
         self._body = asyncio.current_task()
         self._watchdog = asyncio.create_task(self._watch(), name=f"homefeed-leader-{self.name}")
-        log.info("leader %s: acquired (backend pid %s)", self.name, self.backend_pid)
+        log.info("leader %s: acquired (backend pid %s)%s", self.name, self.backend_pid,
+                 f" after {unreachable} failed attempts to reach PostgreSQL" if unreachable else "")
         return self
 
     async def _watch(self) -> None:
@@ -591,11 +730,13 @@ class LeaderLock:
                 if row and row[0]:
                     continue
                 reason = "the lock is no longer held"
+                level = logging.ERROR  # the session lives on without its lock: unexpected
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # connection error or timeout
-                reason = f"{type(exc).__name__}: {exc}"
-            log.error("leader %s: leadership lost (%s)", self.name, reason)
+            except Exception as exc:  # connection error or timeout: PostgreSQL is away
+                reason = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+                level = logging.WARNING  # an outage, logged as such; another term follows
+            log.log(level, "leader %s: leadership lost (%s)", self.name, reason)
             self.held = False
             self.lost.set()
             if self._body is not None and not self._body.done():

@@ -17,7 +17,7 @@ runs it again.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from psycopg import errors as pg_errors
 
@@ -27,6 +27,7 @@ from homefeed.domain.errors import Conflict, Forbidden, NotFound
 from homefeed.domain.ids import IdGenerator
 from homefeed.domain.model import Post, User
 from homefeed.logging_setup import current_request_id
+from homefeed.ports import IdempotencyKeyTaken, IdempotencyRecord
 
 _MAX = (1 << 63) - 1
 _USER_COLS = "u.id, u.handle, u.display_name, u.followers_count, u.following_count, u.posts_count"
@@ -34,8 +35,21 @@ _POST_COLS = "p.id, p.author_id, u.handle, p.text"
 # A primary-key collision means an id was issued twice (see report on IdGenerator floors):
 # take a fresh id and try again, a bounded number of times.
 _ID_RETRIES = 5
+_KEY_PKEY = "idempotency_keys_pkey"
 
-_CREATE_USER = f"""
+
+def _with_key(template: str, source: str | None) -> tuple[str, str]:
+    """The statement ``template`` without and with the CTE ``k`` (at ``{key}``) that stores
+    an idempotency record: a plain INSERT, so a key already stored aborts the whole
+    statement (unique violation) and the write with it. ``source``: the CTE whose row the
+    record needs (the write stores it only if that row was made); None: always."""
+    values = "%(ik)s::text, %(ifp)s::bytea, %(ist)s::int, %(ibody)s::bytea"
+    rows = f"SELECT {values} FROM {source}" if source else f"VALUES ({values})"
+    cte = f", k AS (INSERT INTO idempotency_keys (scope_key, fingerprint, status, body) {rows})"
+    return template.replace("{key}", ""), template.replace("{key}", cte)
+
+
+_CREATE_USER_TEMPLATE = f"""
 WITH u AS (
     INSERT INTO users (id, handle, handle_key, display_name, token_hash)
     VALUES (%(id)s, %(handle)s, %(key)s, %(name)s, %(token)s)
@@ -45,11 +59,12 @@ WITH u AS (
     INSERT INTO outbox (type, data)
     SELECT '{model.USER_REGISTERED}', jsonb_build_object('user_id', id, 'handle', %(handle)s::text)
     FROM u
-)
+){{key}}
 SELECT id FROM u
 """
+_CREATE_USER, _CREATE_USER_KEYED = _with_key(_CREATE_USER_TEMPLATE, "u")
 
-_FOLLOW = f"""
+_FOLLOW_TEMPLATE = f"""
 WITH f AS (
     INSERT INTO follows (follower_id, followee_id, id) VALUES (%(a)s, %(b)s, %(id)s)
     ON CONFLICT DO NOTHING
@@ -65,11 +80,12 @@ WITH f AS (
         'follower_id', %(a)s, 'followee_id', %(b)s,
         'followers_count', (SELECT followers_count FROM c WHERE id = %(b)s))
     FROM f
-)
+){{key}}
 SELECT EXISTS (SELECT FROM f),
        coalesce((SELECT followers_count FROM c WHERE id = %(b)s),
                 (SELECT followers_count FROM users WHERE id = %(b)s), 0)
 """
+_FOLLOW, _FOLLOW_KEYED = _with_key(_FOLLOW_TEMPLATE, None)
 
 _UNFOLLOW = f"""
 WITH f AS (
@@ -92,17 +108,18 @@ SELECT EXISTS (SELECT FROM f),
                 (SELECT followers_count FROM users WHERE id = %(b)s), 0)
 """
 
-_CREATE_POST = f"""
+_CREATE_POST_TEMPLATE = f"""
 WITH p AS (
     INSERT INTO posts (id, author_id, text) VALUES (%(id)s, %(author)s, %(text)s)
 ), c AS (
     UPDATE users SET posts_count = posts_count + 1 WHERE id = %(author)s
-)
+){{key}}
 INSERT INTO outbox (type, data) VALUES ('{model.POST_CREATED}', jsonb_build_object(
     'post_id', %(id)s, 'author_id', %(author)s,
     'author_handle', %(handle)s::text, 'text', %(text)s::text)
     || jsonb_strip_nulls(jsonb_build_object('request_id', %(rid)s::text)))
 """
+_CREATE_POST, _CREATE_POST_KEYED = _with_key(_CREATE_POST_TEMPLATE, None)
 
 # p (a plain read) and d share the statement's snapshot. If d deletes nothing although p
 # saw the post by this author, a concurrent delete won: NotFound, as if it came first.
@@ -169,7 +186,25 @@ def _before(before: int | None) -> int:
 
 
 def _is_pkey_violation(exc: pg_errors.UniqueViolation) -> bool:
-    return (exc.diag.constraint_name or "").endswith("_pkey")
+    """An id issued twice (not an idempotency key already stored: see ``_key_taken``)."""
+    name = exc.diag.constraint_name or ""
+    return name.endswith("_pkey") and name != _KEY_PKEY
+
+
+def _key_taken(exc: pg_errors.UniqueViolation) -> bool:
+    return exc.diag.constraint_name == _KEY_PKEY
+
+
+def _keyed(sql: str, keyed_sql: str, params: dict[str, Any], record: IdempotencyRecord | None,
+           created: object) -> tuple[str, dict[str, Any]]:
+    """The statement to run and its parameters, with ``record``'s answer rendered from
+    ``created`` (known before the statement runs: ids are made here, not by the database)."""
+    if record is None:
+        return sql, params
+    return keyed_sql, {
+        **params, "ik": record.scope_key, "ifp": record.fingerprint,
+        "ist": record.status, "ibody": record.render(created),
+    }
 
 
 class PgRecordStore:
@@ -202,29 +237,44 @@ class PgRecordStore:
         return ids.next_id()
 
     # -- writes ---------------------------------------------------------------------------
-    async def create_user(self, handle: str, display_name: str, token_hash: bytes) -> User:
+    async def create_user(
+        self, handle: str, display_name: str, token_hash: bytes,
+        *, idempotency: IdempotencyRecord | None = None,
+    ) -> User:
         for attempt in range(_ID_RETRIES):
             uid = self._next_id()
-            params = {
+            user = User(uid, handle, display_name)
+            sql, params = _keyed(_CREATE_USER, _CREATE_USER_KEYED, {
                 "id": uid, "handle": handle, "key": handle.lower(),
                 "name": display_name, "token": token_hash,
-            }
+            }, idempotency, user)
             try:
-                rows = await self.db.write(_CREATE_USER, params, outbox=False)
+                rows = await self.db.write(sql, params, outbox=False)
             except pg_errors.UniqueViolation as exc:
+                if _key_taken(exc):
+                    raise IdempotencyKeyTaken("this Idempotency-Key is already used") from None
                 if _is_pkey_violation(exc) and attempt < _ID_RETRIES - 1:
                     continue
                 raise Conflict("this token is already registered") from exc
             if not rows:
                 raise Conflict(f"handle {handle!r} is taken")
             self.db.outbox_committed()
-            return User(uid, handle, display_name)
+            return user
         raise AssertionError("unreachable")
 
-    async def follow(self, follower_id: int, followee_id: int) -> tuple[bool, int]:
-        rows = await self.db.write(
-            _FOLLOW, {"a": follower_id, "b": followee_id, "id": self._next_id()}, outbox=False
+    async def follow(
+        self, follower_id: int, followee_id: int, *, idempotency: IdempotencyRecord | None = None
+    ) -> tuple[bool, int]:
+        sql, params = _keyed(
+            _FOLLOW, _FOLLOW_KEYED, {"a": follower_id, "b": followee_id, "id": self._next_id()},
+            idempotency, None,
         )
+        try:
+            rows = await self.db.write(sql, params, outbox=False)
+        except pg_errors.UniqueViolation as exc:
+            if _key_taken(exc):
+                raise IdempotencyKeyTaken("this Idempotency-Key is already used") from None
+            raise
         changed, count = rows[0]
         if changed:
             self.db.outbox_committed()
@@ -237,20 +287,26 @@ class PgRecordStore:
             self.db.outbox_committed()
         return bool(changed), count
 
-    async def create_post(self, author_id: int, author_handle: str, text: str) -> Post:
+    async def create_post(
+        self, author_id: int, author_handle: str, text: str,
+        *, idempotency: IdempotencyRecord | None = None,
+    ) -> Post:
         for attempt in range(_ID_RETRIES):
             pid = self._next_id()
+            post = Post(pid, author_id, author_handle, text)
+            sql, params = _keyed(_CREATE_POST, _CREATE_POST_KEYED, {
+                "id": pid, "author": author_id, "handle": author_handle, "text": text,
+                "rid": current_request_id(),
+            }, idempotency, post)
             try:
-                await self.db.write(
-                    _CREATE_POST,
-                    {"id": pid, "author": author_id, "handle": author_handle, "text": text,
-                     "rid": current_request_id()},
-                )
+                await self.db.write(sql, params)
             except pg_errors.UniqueViolation as exc:
+                if _key_taken(exc):
+                    raise IdempotencyKeyTaken("this Idempotency-Key is already used") from None
                 if _is_pkey_violation(exc) and attempt < _ID_RETRIES - 1:
                     continue
                 raise
-            return Post(pid, author_id, author_handle, text)
+            return post
         raise AssertionError("unreachable")
 
     async def delete_post(self, post_id: int, by_user_id: int) -> Post:
@@ -403,6 +459,27 @@ class PgRecordStore:
     async def max_post_id(self) -> int:
         row = await self.db.fetchone("SELECT coalesce(max(id), 0) FROM posts")
         return row[0] if row else 0
+
+    # -- idempotency keys -------------------------------------------------------------------
+    async def idempotent_reply(
+        self, scope_key: str, max_age_seconds: float
+    ) -> tuple[bytes, int, bytes] | None:
+        row = await self.db.fetchone(
+            "SELECT fingerprint, status, body FROM idempotency_keys"
+            " WHERE scope_key = %s AND created_at >= now() - make_interval(secs => %s::float8)",
+            (scope_key, float(max_age_seconds)),
+        )
+        return (bytes(row[0]), row[1], bytes(row[2])) if row else None
+
+    async def purge_idempotency_keys(self, older_than_seconds: float) -> int:
+        rows = await self.db.write(
+            "WITH d AS (DELETE FROM idempotency_keys"
+            " WHERE created_at < now() - make_interval(secs => %s::float8) RETURNING 1)"
+            " SELECT count(*) FROM d",
+            (float(older_than_seconds),),
+            outbox=False,
+        )
+        return int(rows[0][0]) if rows else 0
 
     # -- administration (audit, rebuild) ----------------------------------------------------
     async def user_ids_after(self, after_id: int, limit: int) -> list[int]:

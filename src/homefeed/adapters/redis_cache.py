@@ -97,20 +97,38 @@ here has a TTL except the celebrity set and its version, so only those two are n
 
 No persistence is needed (``save ""``, ``appendonly no``): nothing here is the only copy.
 Needs Redis >= 7.0 (``SET NX GET``, ``LPOP`` with a count, script flags on a Cluster).
+
+When Redis is down
+------------------
+Every public method turns Redis's connection-class errors (refused, reset, timed out,
+``LOADING``, cluster down, a read-only replica after a failover) into ``Unavailable``
+naming the cache, and logs the outage once (``homefeed.adapters.outage``); within 0.25 s
+of a failure a call fails at once without trying, so that reads falling back to the record
+store do not each wait for a refused connection (Redis is still tried a few times a second,
+and its return is noticed). Clients made from
+a URL connect within 1 s and wait at most 2 s for an answer, and retry a command twice on a
+fresh connection after a connection error (a restarted server; every script here is
+idempotent), so a stopped server answers within a fraction of a second and a hung one
+within about 2 s. ``FeedManager`` then serves reads from the record store and leaves cache
+updates to the consumers, which wait for Redis to return.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import inspect
 import random
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
 from redis.crc import key_slot
+from redis import exceptions as redis_errors
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from homefeed.adapters.outage import OutageLog
 from homefeed.domain.ids import MAX_ID
 from homefeed.domain.model import Post
 from homefeed.ports import IdSlice
@@ -134,6 +152,55 @@ def _ms(seconds: float) -> int:
 
 def _new_version() -> int:
     return random.getrandbits(60) | 1  # never 0: 0 is what an absent version reads as
+
+
+# ---------------------------------------------------------------------------------------------
+# outages
+# ---------------------------------------------------------------------------------------------
+
+#: Errors that say Redis cannot serve now, not that a command is wrong: the connection
+#: (refused, reset, timed out; BusyLoadingError is one), a cluster without a quorum or
+#: resharding, a primary demoted to a read-only replica by a failover. OSError and
+#: TimeoutError: what the asyncio client may let through from its socket.
+_DOWN = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.ReadOnlyError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+#: Redis, as this process sees it: both caches share it (one warning per outage).
+OUTAGE = OutageLog("Redis")
+
+_C = TypeVar("_C", bound=type)
+
+
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        if OUTAGE.since is not None and OUTAGE.recently_failed():
+            raise OUTAGE.skipped()  # failed a moment ago: the caller's fallback, at once
+        try:
+            result = await fn(*args, **kwargs)
+        except _DOWN as exc:
+            raise OUTAGE.failed(exc) from exc
+        if OUTAGE.since is not None:
+            OUTAGE.succeeded()
+        return result
+
+    return call
+
+
+def _outage_aware(cls: _C) -> _C:
+    """Class decorator: every public coroutine method raises ``Unavailable`` (503) instead
+    of a Redis connection error, and reports the outage (see the module docstring)."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and name != "close" and inspect.iscoroutinefunction(member):
+            setattr(cls, name, _guarded(member))
+    return cls
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,12 +560,16 @@ def _connect(url_or_client):
         from redis.asyncio.retry import Retry
         from redis.backoff import ExponentialBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
 
+        # Bounded: a stopped server refuses at once, a hung or unreachable one is given up
+        # on after these (redis-py's defaults are 5 s each, times the retries). A timed-out
+        # command is not retried: the timeout already is the bound.
         return aioredis.Redis.from_url(
             url_or_client,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            socket_connect_timeout=1.0,
+            socket_timeout=2.0,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+            retry_on_error=[RedisConnectionError],
         ), True
     client = url_or_client
     try:
@@ -513,6 +584,7 @@ def _connect(url_or_client):
     return client, False
 
 
+@_outage_aware
 class RedisTimelineCache:
     """See the module docstring. ``url_or_client``: a ``redis://`` URL (the cache owns and
     closes its connection pool) or a ``redis.asyncio`` client (standalone or cluster)."""
@@ -825,6 +897,7 @@ class RedisTimelineCache:
         }
 
 
+@_outage_aware
 class RedisPostCache:
     """Post id -> post, one string key per post with a TTL (bounded by ``maxmemory`` with a
     ``volatile-*`` policy). See the module docstring."""

@@ -92,6 +92,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX dead_letters_by_consumer ON dead_letters(consumer, retry, id);
     """,
+    # 4: the first answer to each Idempotency-Key, stored by the write it answers
+    """
+    CREATE TABLE idempotency_keys (
+        scope_key   TEXT PRIMARY KEY,           -- "<caller id | anon>:<Idempotency-Key>"
+        fingerprint BLOB NOT NULL,              -- of the first request (method, path, body)
+        status      INTEGER NOT NULL,
+        body        BLOB NOT NULL,              -- the answer, as sent
+        created_at  REAL NOT NULL               -- unix seconds
+    );
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys(created_at);
+    """,
 ]
 
 

@@ -7,6 +7,7 @@ appends the event describing it to the ``outbox`` table.
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Iterable, Sequence
 
 import orjson
@@ -17,6 +18,7 @@ from homefeed.domain.errors import Conflict, Forbidden, NotFound
 from homefeed.domain.ids import IdGenerator
 from homefeed.domain.model import Post, User
 from homefeed.logging_setup import current_request_id
+from homefeed.ports import IdempotencyKeyTaken, IdempotencyRecord
 
 _USER_COLS = "id, handle, display_name, followers_count, following_count, posts_count"
 # SQLite limits host parameters per statement; chunk IN (...) lists below this.
@@ -29,6 +31,21 @@ def _user(row: tuple) -> User:
 
 def append_event(conn: sqlite3.Connection, type_: str, data: dict) -> None:
     conn.execute("INSERT INTO outbox(type, data) VALUES (?, ?)", (type_, orjson.dumps(data)))
+
+
+def remember(conn: sqlite3.Connection, record: IdempotencyRecord | None, created: object) -> None:
+    """Store the answer to ``record``'s key inside the caller's write transaction; a key
+    already stored (even expired: the purge removes those) rolls the write back."""
+    if record is None:
+        return
+    try:
+        conn.execute(
+            "INSERT INTO idempotency_keys(scope_key, fingerprint, status, body, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (record.scope_key, record.fingerprint, record.status, record.render(created), time.time()),
+        )
+    except sqlite3.IntegrityError:
+        raise IdempotencyKeyTaken("this Idempotency-Key is already used") from None
 
 
 class SqliteRecordStore:
@@ -49,7 +66,10 @@ class SqliteRecordStore:
         self.db.close()
 
     # -- writes ---------------------------------------------------------------------------
-    async def create_user(self, handle: str, display_name: str, token_hash: bytes) -> User:
+    async def create_user(
+        self, handle: str, display_name: str, token_hash: bytes,
+        *, idempotency: IdempotencyRecord | None = None,
+    ) -> User:
         ids = self.ids
         assert ids is not None
 
@@ -64,15 +84,20 @@ class SqliteRecordStore:
                 (uid, handle, key, display_name, token_hash),
             )
             append_event(conn, model.USER_REGISTERED, {"user_id": uid, "handle": handle})
-            return User(uid, handle, display_name)
+            user = User(uid, handle, display_name)
+            remember(conn, idempotency, user)
+            return user
 
         return await self.db.write(tx)
 
-    async def follow(self, follower_id: int, followee_id: int) -> tuple[bool, int]:
+    async def follow(
+        self, follower_id: int, followee_id: int, *, idempotency: IdempotencyRecord | None = None
+    ) -> tuple[bool, int]:
         ids = self.ids
         assert ids is not None
 
         def tx(conn: sqlite3.Connection) -> tuple[bool, int]:
+            remember(conn, idempotency, None)
             cur = conn.execute(
                 "INSERT OR IGNORE INTO follows(follower_id, followee_id, id) VALUES (?, ?, ?)",
                 (follower_id, followee_id, ids.next_id()),
@@ -123,7 +148,10 @@ class SqliteRecordStore:
 
         return await self.db.write(tx)
 
-    async def create_post(self, author_id: int, author_handle: str, text: str) -> Post:
+    async def create_post(
+        self, author_id: int, author_handle: str, text: str,
+        *, idempotency: IdempotencyRecord | None = None,
+    ) -> Post:
         ids = self.ids
         assert ids is not None
         trace = {"request_id": rid} if (rid := current_request_id()) else {}
@@ -141,7 +169,9 @@ class SqliteRecordStore:
                 model.POST_CREATED,
                 {"post_id": pid, "author_id": author_id, "author_handle": author_handle, "text": text, **trace},
             )
-            return Post(pid, author_id, author_handle, text)
+            post = Post(pid, author_id, author_handle, text)
+            remember(conn, idempotency, post)
+            return post
 
         return await self.db.write(tx)
 
@@ -306,6 +336,25 @@ class SqliteRecordStore:
 
     async def max_post_id(self) -> int:
         return self.db.query_one("SELECT coalesce(max(id), 0) FROM posts")[0]
+
+    # -- idempotency keys -------------------------------------------------------------------
+    async def idempotent_reply(
+        self, scope_key: str, max_age_seconds: float
+    ) -> tuple[bytes, int, bytes] | None:
+        row = self.db.query_one(
+            "SELECT fingerprint, status, body FROM idempotency_keys"
+            " WHERE scope_key = ? AND created_at >= ?",
+            (scope_key, time.time() - max_age_seconds),
+        )
+        return (bytes(row[0]), row[1], bytes(row[2])) if row else None
+
+    async def purge_idempotency_keys(self, older_than_seconds: float) -> int:
+        cutoff = time.time() - older_than_seconds
+
+        def tx(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (cutoff,)).rowcount
+
+        return await self.db.write(tx)
 
     # -- administration (audit, rebuild) ----------------------------------------------------
     async def user_ids_after(self, after_id: int, limit: int) -> list[int]:

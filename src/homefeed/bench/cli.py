@@ -180,7 +180,6 @@ def cmd_world(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from homefeed.bench.hdr import format_table
     from homefeed.bench.runner import run_workload
     from homefeed.bench.server import ServerProcess, copy_world, warm_timelines
 

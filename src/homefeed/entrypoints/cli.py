@@ -150,6 +150,10 @@ def serve(settings: Settings, processes: int = 1) -> None:
         lifespan="on",
         timeout_graceful_shutdown=10,
         log_config=None,  # uvicorn's lines go through our (JSON) logging too
+        # The client address (rate limits per address, logs) from X-Forwarded-For, when the
+        # peer is one of these proxies.
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     if processes > 1:
         # Each worker process builds its app from the environment: hand the flags down.
@@ -162,7 +166,50 @@ def serve(settings: Settings, processes: int = 1) -> None:
         uvicorn.run("homefeed.entrypoints.asgi:app_from_env", factory=True, workers=processes, **common)
         return
     hf = build(settings, node=None if settings.database_url else 0)
-    uvicorn.run(create_app(hf, process_plan), **common)
+    _serve_until_drained(create_app(hf, process_plan), **common)
+
+
+#: Seconds between refusing new connections and closing idle keep-alive ones on SIGTERM.
+DRAIN_SETTLE_S = 0.05
+
+
+def _serve_until_drained(app: object, **config: object) -> None:
+    """uvicorn's ``run`` for one process, with a shutdown that loses no request and an exit
+    status of 0 once drained.
+
+    On SIGTERM/SIGINT uvicorn stops accepting, lets every request in progress finish
+    (``timeout_graceful_shutdown``), runs the lifespan shutdown (consumers finish and
+    acknowledge their batch, the store closes) and exits. Two gaps closed here: uvicorn
+    closes idle keep-alive connections at once, so a request that reached the process just
+    before the signal but was not read yet would be reset: the loop first gets one more
+    pass to read it (it is then answered); and uvicorn re-raises the signal once shut down,
+    so the process would die "killed by SIGTERM" after a clean drain: it exits 0 instead,
+    which is what supervisors (systemd, Kubernetes) expect of a graceful stop."""
+    import asyncio
+    import signal
+
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        async def shutdown(self, sockets: list | None = None) -> None:
+            for listener in getattr(self, "servers", []):
+                listener.close()  # refuse new connections from now on
+            await asyncio.sleep(DRAIN_SETTLE_S)  # read what reached us before the signal
+            await super().shutdown(sockets)
+
+    server = DrainingServer(uvicorn.Config(app, **config))
+
+    def after_drain(signum: int, frame: object) -> None:
+        if server.started:
+            return  # uvicorn handled the signal and drained: exit normally, status 0
+        signal.signal(signum, signal.SIG_DFL)  # before start-up ends: die of it, as before
+        signal.raise_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, after_drain)  # uvicorn restores this handler, then re-raises
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run exits
 
 
 def run_worker(settings: Settings, role: str, metrics_port: int | None = None) -> int:

@@ -42,6 +42,13 @@ from homefeed.logging_setup import (
     request_id as request_id_var,
     slow_request_seconds,
 )
+from homefeed.service_layer.idempotency import (
+    ANONYMOUS,
+    REPLAYED_HEADER,
+    IdempotentRequest,
+    Write,
+    check_key,
+)
 from homefeed.service_layer.services import Homefeed
 
 log = logging.getLogger("homefeed.http")
@@ -164,6 +171,22 @@ _BACKEND_KINDS = {
 }
 
 
+def _middleware(hf: Homefeed, observe: bool) -> list[Middleware]:
+    """Observe (outermost: it times and counts every answer, 429s included), then the rate
+    limits, only when one is configured (off, they cost nothing)."""
+    from homefeed.bootstrap import build_rate_limiter
+
+    stack = [Middleware(Observe)] if observe else []
+    limiter = build_rate_limiter(hf.settings)
+    if limiter is not None:
+        from homefeed.entrypoints.ratelimit import RateLimits
+
+        hf.resources.append(limiter)  # closed with the other connections
+        stack.append(Middleware(RateLimits, limiter=limiter, per_token=hf.settings.token_limit,
+                                per_address=hf.settings.address_limit))
+    return stack
+
+
 def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle: bool = True,
                observe: bool = True) -> Starlette:
     """The ASGI app over ``hf``. Its lifespan opens the backends and starts what the plan
@@ -183,6 +206,9 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
     max_body = settings.max_body_bytes
 
     async def read_json(request: Request) -> dict[str, Any]:
+        return parse_json(await read_body(request))
+
+    async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body:
             raise PayloadTooLarge(f"request body is larger than {max_body} bytes")
@@ -193,13 +219,29 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
             if size > max_body:
                 raise PayloadTooLarge(f"request body is larger than {max_body} bytes")
             chunks.append(chunk)
+        return b"".join(chunks)
+
+    def parse_json(raw: bytes) -> dict[str, Any]:
         try:
-            data = orjson.loads(b"".join(chunks))
+            data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise BadJson(f"request body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise InvalidInput("request body must be a JSON object")
         return data
+
+    def idempotency_key(request: Request) -> str | None:
+        """The request's ``Idempotency-Key`` (None: not sent); 400 if malformed."""
+        return check_key(request.headers.getlist("idempotency-key"))
+
+    async def once(request: Request, key: str, scope: str, raw_body: bytes, status: int,
+                   write: Write) -> Response:
+        """Run ``write`` at most once for ``key`` (see service_layer.idempotency); a replay
+        is the first answer, marked ``Idempotent-Replayed: true``."""
+        keyed = IdempotentRequest.of(scope, key, request.method, request.url.path, raw_body, status)
+        reply = await hf.idempotency.run(keyed, write)
+        headers = {REPLAYED_HEADER: "true"} if reply.replayed else None
+        return Response(reply.body, status_code=reply.status, media_type=JSON, headers=headers)
 
     async def caller(request: Request) -> int:
         header = request.headers.get("authorization", "")
@@ -252,17 +294,27 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
         return json_response(openapi_document(settings))
 
     async def register(request: Request) -> Response:
-        body = await read_json(request)
+        key = idempotency_key(request)
+        raw = await read_body(request)
+        body = parse_json(raw)
         if "handle" not in body:
             raise InvalidInput("handle is required")
-        return json_response(await hf.register(body["handle"], body.get("display_name")), 201)
+        handle, name = body["handle"], body.get("display_name")
+        if key is None:
+            return json_response(await hf.register(handle, name), 201)
+        return await once(request, key, ANONYMOUS, raw, 201,
+                          lambda keyed: hf.register(handle, name, once=keyed))
 
     async def get_user(request: Request) -> Response:
         return json_response(await hf.profile(request.path_params["handle"]))
 
     async def follow(request: Request) -> Response:
+        key = idempotency_key(request) if request.method == "POST" else None
         uid = await caller(request)
         handle = request.path_params["handle"]
+        if key is not None:
+            return await once(request, key, str(uid), await read_body(request), 200,
+                              lambda keyed: hf.follow(uid, handle, once=keyed))
         if request.method == "POST":
             return json_response(await hf.follow(uid, handle))
         return json_response(await hf.unfollow(uid, handle))
@@ -276,11 +328,16 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
         return json_response(await hf.following(request.path_params["handle"], limit, before))
 
     async def create_post(request: Request) -> Response:
+        key = idempotency_key(request)
         uid = await caller(request)
-        body = await read_json(request)
+        raw = await read_body(request)
+        body = parse_json(raw)
         if "text" not in body:
             raise InvalidInput("text is required")
-        return json_response(await hf.create_post(uid, body["text"]), 201)
+        if key is None:
+            return json_response(await hf.create_post(uid, body["text"]), 201)
+        return await once(request, key, str(uid), raw, 201,
+                          lambda keyed: hf.create_post(uid, body["text"], once=keyed))
 
     async def post_item(request: Request) -> Response:
         if request.method == "DELETE":
@@ -373,7 +430,7 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(Observe)] if observe else None,
+        middleware=_middleware(hf, observe),
         lifespan=lifespan,
         exception_handlers={
             HomefeedError: on_domain_error,

@@ -164,6 +164,10 @@ class Recorder:
         self._cur = Slot(-1)
         #: (perf_counter time, wall time, figures) every few seconds: see ``Sampler``.
         self.samples: deque[tuple[float, float, dict[str, Any]]] = deque(maxlen=80)
+        #: Requests answered 429, by the limit that refused them ("token", "address").
+        self.rate_limited: dict[str, int] = {"token": 0, "address": 0}
+        #: Requests let through unchecked because the rate limiter did not answer.
+        self.rate_limiter_errors = 0
 
     def _rotate(self, no: int) -> Slot:
         cur = Slot(no)
@@ -695,6 +699,9 @@ def render_prometheus(recorder: Recorder, live: dict[str, Any], *, role: str = "
     o.sample("homefeed_timeline_rebuilds_total", feed.get("author_rebuilds", 0), (("kind", "author"),))
     o.head("homefeed_timeline_db_pages_total", "counter", "Home timeline pages continued from the record store below the cache's floor.")
     o.sample("homefeed_timeline_db_pages_total", feed.get("db_pages", 0))
+    o.head("homefeed_cache_fallbacks_total", "counter",
+           "Reads (home pages, hydrations) served from the record store because the cache was unavailable.")
+    o.sample("homefeed_cache_fallbacks_total", feed.get("cache_fallbacks", 0))
     o.head("homefeed_timeline_pushes_total", "counter", "Post ids pushed into cached home timelines by this process's fan-out.")
     o.sample("homefeed_timeline_pushes_total", feed.get("pushes", 0))
     o.head("homefeed_timeline_cache_hit_ratio", "gauge",
@@ -727,6 +734,12 @@ def render_prometheus(recorder: Recorder, live: dict[str, Any], *, role: str = "
         for key, v in sorted(stream.items()):
             if isinstance(v, (int, float)):
                 o.sample("homefeed_stream_operations_total", v, (("kind", key),))
+    o.head("homefeed_rate_limited_total", "counter", "Requests refused with 429, by the limit that refused them.")
+    for scope, n in sorted(recorder.rate_limited.items()):
+        o.sample("homefeed_rate_limited_total", n, (("scope", scope),))
+    o.head("homefeed_rate_limiter_errors_total", "counter",
+           "Requests let through unchecked because the rate limiter did not answer (it fails open).")
+    o.sample("homefeed_rate_limiter_errors_total", recorder.rate_limiter_errors)
     errors = live.get("errors") or {}
     o.head("homefeed_metrics_collect_errors", "gauge", "1 for each figure a backend did not give at this scrape.")
     for key in sorted(errors):

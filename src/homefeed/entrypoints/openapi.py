@@ -1,48 +1,438 @@
 """The OpenAPI 3.1 document served at ``/openapi.json``, written by hand so that it says
-exactly what the API promises (limits included) and costs nothing on the request path."""
+exactly what the API promises (limits included) and costs nothing on the request path.
+
+Every route of ``entrypoints/http.py`` is here with every answer it can give: a test
+(``tests/unit/test_openapi.py``) fails when a route has no operation, and schemathesis
+(``tests/e2e/test_schemathesis.py``) checks real answers against the document. Errors are
+one shape, ``{"error": {"code", "message"}}``; each error response says which codes it
+carries. Every answer has an ``X-Request-Id`` header (the ``Observe`` middleware).
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 from homefeed import __version__
 from homefeed.config import Settings
 
 ID = {"type": "string", "pattern": "^[0-9]{1,19}$", "description": "64-bit time-ordered id, as a string"}
-HANDLE = {"type": "string", "pattern": "^[A-Za-z0-9_]{1,30}$"}
+HANDLE = {"type": "string", "pattern": "^[A-Za-z0-9_]{1,30}$", "minLength": 1, "maxLength": 30}
+TIMESTAMP = {"type": "string", "format": "date-time", "description": "UTC, millisecond precision"}
+CURSOR = {"oneOf": [ID, {"type": "null"}], "description": "the `before` of the next page; null on the last"}
+
+#: What ``homefeed.logging_setup.clean_request_id`` keeps of a client's id, and what it makes.
+REQUEST_ID = {"type": "string", "pattern": "^[A-Za-z0-9\\-_.:/+=@]{1,128}$"}
+#: The ``Idempotency-Key`` request header: 1-255 printable ASCII characters.
+IDEMPOTENCY_KEY = {"type": "string", "pattern": "^[\\x21-\\x7E]{1,255}$", "minLength": 1, "maxLength": 255}
+
+#: Admin operations of ``entrypoints.ops.admin``.
+ADMIN_OPS = ["audit", "rebuild-timelines", "job", "replay", "reconcile-celebrities"]
+
+# Error answers: status -> (description, the codes it carries).
+_ERRORS: dict[int, tuple[str, tuple[str, ...]]] = {
+    400: ("malformed request: the body is not JSON, or the Idempotency-Key header is not 1-255"
+          " printable ASCII characters", ("invalid_json", "invalid_idempotency_key", "bad_request")),
+    401: ("missing or invalid bearer token", ("unauthorized",)),
+    403: ("not allowed: not your own", ("forbidden",)),
+    404: ("no such resource", ("not_found",)),
+    409: ("conflict: the handle is taken", ("conflict",)),
+    413: ("request body larger than max_body_bytes", ("payload_too_large",)),
+    422: ("invalid input (nothing was changed), or an Idempotency-Key reused with a different"
+          " request", ("invalid_input", "idempotency_key_reused")),
+    429: ("rate limited: retry after Retry-After seconds", ("rate_limited",)),
+    500: ("a bug: never an answer to bad input", ("internal",)),
+    503: ("a backend is unavailable: retry after Retry-After seconds", ("unavailable",)),
+}
+#: Answers that carry a Retry-After header.
+_RETRY_AFTER = {429, 503}
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _headers(*, replayable: bool = False, retry_after: bool = False,
+             rate_limited: bool = False) -> dict[str, Any]:
+    headers: dict[str, Any] = {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}}
+    if retry_after:
+        headers["Retry-After"] = {"$ref": "#/components/headers/Retry-After"}
+    if rate_limited:
+        headers["RateLimit-Policy"] = {"$ref": "#/components/headers/RateLimit-Policy"}
+        headers["RateLimit"] = {"$ref": "#/components/headers/RateLimit"}
+    if replayable:
+        headers["Idempotent-Replayed"] = {"$ref": "#/components/headers/Idempotent-Replayed"}
+    return headers
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    text = {
-        400: "invalid JSON",
-        401: "missing or invalid bearer token",
-        403: "not allowed",
-        404: "not found",
-        409: "conflict",
-        413: "body too large",
-        422: "invalid input",
+def _json(schema: dict[str, Any], description: str, *, replayable: bool = False,
+          retry_after: bool = False, rate_limited: bool = False) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": _headers(replayable=replayable, retry_after=retry_after, rate_limited=rate_limited),
+        "content": {"application/json": {"schema": schema}},
     }
-    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
 
-LIST_PARAMS = [
-    {"name": "limit", "in": "query", "required": False,
-     "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
-    {"name": "before", "in": "query", "required": False, "schema": ID,
-     "description": "exclusive cursor: the `next` of the previous page"},
-]
-HANDLE_PARAM = {"name": "handle", "in": "path", "required": True, "schema": {"type": "string"}}
-POST_ID_PARAM = {"name": "post_id", "in": "path", "required": True, "schema": {"type": "string"}}
+def _links(parameter: str, expression: str, *operation_ids: str) -> dict[str, Any]:
+    """OpenAPI links: where the value just made (a handle, a post id) can be used next."""
+    return {op: {"operationId": op, "parameters": {parameter: expression}} for op in operation_ids}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    """Error answers; every route also gets 500 (a bug) through ``_responses``."""
+    out: dict[str, Any] = {}
+    for status in statuses:
+        text, codes = _ERRORS[status]
+        out[str(status)] = _json(_ref("Error"), f"{text} (error codes: {', '.join(codes)})",
+                                 retry_after=status in _RETRY_AFTER, rate_limited=status == 429)
+    return out
+
+
+def _responses(ok: dict[str, Any], *statuses: int) -> dict[str, Any]:
+    return {**ok, **_errors(*statuses, 500)}
+
+
+# Every /v1 route may be rate limited (429) and needs the backends (503).
+_V1 = (429, 503)
+
+LIMIT_PARAM = {"name": "limit", "in": "query", "required": False,
+               "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
+BEFORE_PARAM = {"name": "before", "in": "query", "required": False, "schema": ID,
+                "description": "exclusive cursor: the `next` of the previous page"}
+LIST_PARAMS = [LIMIT_PARAM, BEFORE_PARAM]
+HANDLE_PARAM = {"name": "handle", "in": "path", "required": True, "schema": HANDLE,
+                "description": "a user's handle (case-insensitive); anything else answers 404"}
+POST_ID_PARAM = {"name": "post_id", "in": "path", "required": True, "schema": ID,
+                 "description": "a post id; anything else answers 404"}
+REQUEST_ID_PARAM = {"$ref": "#/components/parameters/X-Request-Id"}
+IDEMPOTENCY_PARAM = {"$ref": "#/components/parameters/Idempotency-Key"}
 BEARER = [{"bearer": []}]
+
+
+def _op(operation_id: str, summary: str, responses: dict[str, Any], *,
+        parameters: Sequence[dict[str, Any]] = (), **extra: Any) -> dict[str, Any]:
+    """One operation; every one takes an optional X-Request-Id header."""
+    return {"operationId": operation_id, "summary": summary,
+            "parameters": [*parameters, REQUEST_ID_PARAM], "responses": responses, **extra}
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _schemas(max_post_length: int) -> dict[str, Any]:
+    user_ref = {
+        "type": "object",
+        "required": ["id", "handle", "display_name"],
+        "properties": {"id": ID, "handle": HANDLE, "display_name": {"type": "string", "maxLength": 100}},
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "additionalProperties": False,
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {"code": {"type": "string", "minLength": 1},
+                                   "message": {"type": "string", "minLength": 1}},
+                }
+            },
+        },
+        "UserRef": user_ref,
+        "Registered": {
+            "type": "object",
+            "required": ["id", "handle", "display_name", "token"],
+            "properties": {**user_ref["properties"],
+                           "token": {"type": "string", "minLength": 1,
+                                     "description": "the bearer token; shown once, keep it"}},
+        },
+        "Profile": {
+            "type": "object",
+            "required": ["id", "handle", "display_name", "followers_count",
+                         "following_count", "posts_count", "created_at"],
+            "properties": {
+                **user_ref["properties"],
+                "followers_count": {"type": "integer", "minimum": 0},
+                "following_count": {"type": "integer", "minimum": 0},
+                "posts_count": {"type": "integer", "minimum": 0},
+                "created_at": TIMESTAMP,
+            },
+        },
+        "Post": {
+            "type": "object",
+            "required": ["id", "author", "text", "created_at"],
+            "properties": {
+                "id": ID,
+                "author": {"type": "object", "required": ["id", "handle"],
+                           "properties": {"id": ID, "handle": HANDLE}},
+                "text": {"type": "string", "minLength": 1, "maxLength": max_post_length},
+                "created_at": TIMESTAMP,
+            },
+        },
+        "PostPage": {
+            "type": "object",
+            "required": ["posts", "next"],
+            "properties": {"posts": {"type": "array", "maxItems": 100, "items": _ref("Post")},
+                           "next": CURSOR},
+        },
+        "UserPage": {
+            "type": "object",
+            "required": ["users", "next"],
+            "properties": {"users": {"type": "array", "maxItems": 100, "items": _ref("UserRef")},
+                           "next": CURSOR},
+        },
+        "Following": {
+            "type": "object", "required": ["following"],
+            "properties": {"following": {"type": "boolean"}},
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "consumers"],
+            "properties": {
+                "status": {"const": "ok"},
+                "consumers": {
+                    "type": "object",
+                    "description": "events committed and not yet applied, per consumer (and 'relay':"
+                                   " not yet relayed to the bus, when there is one)",
+                    "additionalProperties": {
+                        "type": "object", "required": ["behind"],
+                        "properties": {"behind": {"type": "integer", "minimum": 0}},
+                    },
+                },
+                "lag_error": {"type": "string",
+                              "description": "present when the lag could not be read (a backend is down)"},
+            },
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["status", "failing", "backends"],
+            "properties": {
+                "status": {"enum": ["ready", "not_ready"]},
+                "failing": {"type": "array", "items": {"enum": ["store", "cache", "stream", "search"]}},
+                "backends": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["backend", "ok", "ms"],
+                        "properties": {
+                            "backend": {"enum": ["sqlite", "postgresql", "memory", "redis",
+                                                 "outbox", "jetstream", "fts5"]},
+                            "ok": {"type": "boolean"},
+                            "ms": {"type": "number", "minimum": 0},
+                            "error": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+        "MetricsSnapshot": {
+            "type": "object",
+            "description": "what the dashboard and `homefeed status` show (entrypoints/metrics.py"
+                           " `snapshot`): request rates and latency percentiles over the last 1 and"
+                           " 5 minutes, consumer lag, cache hit ratios, backend sizes",
+            "required": ["schema", "time", "pid", "role", "profile", "uptime_s", "in_flight",
+                         "windows", "consumers", "errors"],
+            "properties": {
+                "schema": {"const": 1},
+                "time": {"type": "number"},
+                "pid": {"type": "integer"},
+                "role": {"type": "string"},
+                "profile": {"type": "string"},
+                "uptime_s": {"type": "number", "minimum": 0},
+                "in_flight": {"type": "integer", "minimum": 0},
+                "windows": {"type": "object"},
+                "consumers": {"type": "object"},
+                "errors": {"type": "object"},
+            },
+        },
+        "AdminRequest": {
+            "type": "object",
+            "description": "the fields each operation reads: audit {parts?, sample?, settle_timeout?,"
+                           " seed?}; rebuild-timelines {}; job {id}; replay {consumer, from};"
+                           " reconcile-celebrities {}",
+            "properties": {
+                "parts": {"type": "array", "items": {"enum": ["timelines", "authors", "search", "counters"]}},
+                "sample": {"type": "integer", "minimum": 1},
+                "settle_timeout": {"type": "number", "minimum": 0, "maximum": 600},
+                "seed": {"type": "integer"},
+                "id": {"type": "string", "description": "job: the `job` of a rebuild-timelines answer"},
+                "consumer": {"enum": ["fanout", "indexer"]},
+                "from": {"type": "integer", "minimum": 0, "description": "replay: the first event id"},
+            },
+        },
+        "AdminResult": {
+            "type": "object",
+            "description": "audit: the report {differences, checked, notes, behind, exit_code};"
+                           " rebuild-timelines and job: {job, what, total, done, finished, result,"
+                           " error, seconds}; replay: {consumer, ...}; reconcile-celebrities: {}",
+        },
+    }
+
+
+def _components(max_post_length: int) -> dict[str, Any]:
+    return {
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "the token POST /v1/users answered"},
+            "admin": {"type": "http", "scheme": "bearer",
+                      "description": "$HOMEFEED_ADMIN_TOKEN, else the token in <data dir>/admin-token"},
+        },
+        "parameters": {
+            "X-Request-Id": {
+                "name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"},
+                "description": "kept (and echoed) if 1-128 characters of A-Z a-z 0-9 - _ . : / + = @;"
+                               " otherwise a fresh id is made",
+            },
+            "Idempotency-Key": {
+                "name": "Idempotency-Key", "in": "header", "required": False, "schema": IDEMPOTENCY_KEY,
+                "description": "the same key with the same request answers the first response again"
+                               " (with Idempotent-Replayed: true) and changes nothing; with a different"
+                               " request: 422 idempotency_key_reused; a malformed key: 400"
+                               " invalid_idempotency_key",
+            },
+        },
+        "headers": {
+            "X-Request-Id": {"required": True, "schema": REQUEST_ID,
+                             "description": "the request's id, as its log lines and events carry it"},
+            "Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 0},
+                            "description": "seconds to wait before retrying"},
+            "Idempotent-Replayed": {"required": False, "schema": {"enum": ["true"]},
+                                    "description": "present on a replayed answer (only successful"
+                                                   " answers are remembered: a 4xx runs again)"},
+            "RateLimit-Policy": {"required": True, "schema": {"type": "string"},
+                                 "description": 'the refusing limit, e.g. "per-token";q=20;w=2'
+                                                " (draft-ietf-httpapi-ratelimit-headers)"},
+            "RateLimit": {"required": True, "schema": {"type": "string"},
+                          "description": 'e.g. "per-token";r=0;t=1'},
+        },
+        "schemas": _schemas(max_post_length),
+    }
+
+
+def _ops_paths() -> dict[str, Any]:
+    """Operations: liveness, readiness, metrics, the dashboard, this document, admin."""
+    text_ok = {"200": {"description": "Prometheus text exposition format", "headers": _headers(),
+                       "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    return {
+        "/healthz": {"get": _op(
+            "health", "liveness, and how far behind each consumer is",
+            _responses({"200": _json(_ref("Health"), "alive (200 even while a backend is down:"
+                                                      " then lag_error says why consumers is empty)")}))},
+        "/readyz": {"get": _op(
+            "readiness", "200 only when every backend answers within 2 s",
+            _responses({"200": _json(_ref("Readiness"), "every backend answered"),
+                        "503": _json(_ref("Readiness"), "some backends did not answer: see failing")}))},
+        "/metrics": {"get": _op("metrics", "Prometheus metrics", _responses(text_ok))},
+        "/metrics.json": {"get": _op(
+            "metricsJson", "the same figures and the last five minutes, for the dashboard",
+            _responses({"200": _json(_ref("MetricsSnapshot"), "a snapshot")}))},
+        "/dashboard": {"get": _op(
+            "dashboard", "a live page over /metrics.json",
+            _responses({"200": {"description": "the page", "headers": _headers(),
+                                "content": {"text/html": {"schema": {"type": "string"}}}}}))},
+        "/openapi.json": {"get": _op(
+            "openapi", "this document",
+            _responses({"200": _json({"type": "object", "required": ["openapi", "paths"]},
+                                     "OpenAPI 3.1")}))},
+        "/admin/{op}": {"post": _op(
+            "admin", "an operation that must run inside the serving process (see `homefeed audit`,"
+                     " `rebuild`, `replay`)",
+            _responses({"200": _json(_ref("AdminResult"), "the operation's answer")},
+                       400, 401, 404, 413, 422, 503),
+            parameters=[{"name": "op", "in": "path", "required": True,
+                         "schema": {"type": "string", "enum": ADMIN_OPS},
+                         "description": "anything else answers 404"}],
+            security=[{"admin": []}],
+            requestBody=_json_body(_ref("AdminRequest")))},
+    }
+
+
+def _user_paths() -> dict[str, Any]:
+    register_body = {
+        "type": "object", "required": ["handle"],
+        "properties": {"handle": HANDLE,
+                       "display_name": {"type": "string", "maxLength": 100,
+                                        "description": "default: the handle; no control characters"}},
+    }
+    return {
+        "/v1/users": {"post": _op(
+            "register", "register; the answer holds the bearer token",
+            _responses({"201": {**_json(_ref("Registered"), "registered; keep the token", replayable=True),
+                                "links": _links("handle", "$response.body#/handle", "getUser", "follow",
+                                                "followers", "following", "userPosts")}},
+                       400, 409, 413, 422, *_V1),
+            parameters=[IDEMPOTENCY_PARAM],
+            requestBody=_json_body(register_body))},
+        "/v1/users/{handle}": {"get": _op(
+            "getUser", "profile with counts",
+            _responses({"200": _json(_ref("Profile"), "the profile")}, 404, *_V1),
+            parameters=[HANDLE_PARAM])},
+        "/v1/users/{handle}/follow": {
+            "post": _op("follow", "follow (idempotent)",
+                        _responses({"200": _json(_ref("Following"), "following", replayable=True)},
+                                   400, 401, 404, 413, 422, *_V1),
+                        parameters=[HANDLE_PARAM, IDEMPOTENCY_PARAM], security=BEARER),
+            "delete": _op("unfollow", "unfollow (idempotent)",
+                          _responses({"200": _json(_ref("Following"), "not following")},
+                                     401, 404, 422, *_V1),
+                          parameters=[HANDLE_PARAM], security=BEARER),
+        },
+        "/v1/users/{handle}/followers": {"get": _op(
+            "followers", "followers, newest follow first",
+            _responses({"200": _json(_ref("UserPage"), "a page")}, 404, 422, *_V1),
+            parameters=[HANDLE_PARAM, *LIST_PARAMS])},
+        "/v1/users/{handle}/following": {"get": _op(
+            "following", "followed accounts, newest follow first",
+            _responses({"200": _json(_ref("UserPage"), "a page")}, 404, 422, *_V1),
+            parameters=[HANDLE_PARAM, *LIST_PARAMS])},
+        "/v1/users/{handle}/posts": {"get": _op(
+            "userPosts", "one user's posts, newest first",
+            _responses({"200": _json(_ref("PostPage"), "a page")}, 404, 422, *_V1),
+            parameters=[HANDLE_PARAM, *LIST_PARAMS])},
+    }
+
+
+def _post_paths(max_post_length: int) -> dict[str, Any]:
+    post_body = {
+        "type": "object", "required": ["text"],
+        "properties": {"text": {
+            "type": "string", "minLength": 1, "maxLength": max_post_length, "pattern": "\\S",
+            "description": f"1-{max_post_length} code points with a non-space character; control"
+                           " characters other than tab, newline and carriage return, and lone"
+                           " surrogates, are refused (422)"}},
+    }
+    return {
+        "/v1/posts": {"post": _op(
+            "createPost", "post",
+            _responses({"201": {**_json(_ref("Post"), "the post, durable", replayable=True),
+                                "links": _links("post_id", "$response.body#/id", "getPost", "deletePost")}},
+                       400, 401, 413, 422, *_V1),
+            parameters=[IDEMPOTENCY_PARAM], security=BEARER, requestBody=_json_body(post_body))},
+        "/v1/posts/{post_id}": {
+            "get": _op("getPost", "one post",
+                       _responses({"200": _json(_ref("Post"), "the post")}, 404, *_V1),
+                       parameters=[POST_ID_PARAM]),
+            "delete": _op("deletePost", "delete your own post",
+                          _responses({"204": {"description": "deleted", "headers": _headers()}},
+                                     401, 403, 404, *_V1),
+                          parameters=[POST_ID_PARAM], security=BEARER),
+        },
+        "/v1/timelines/home": {"get": _op(
+            "homeTimeline", "the caller's home timeline, newest first",
+            _responses({"200": _json(_ref("PostPage"), "a page")}, 401, 422, *_V1),
+            parameters=LIST_PARAMS, security=BEARER)},
+        "/v1/search/posts": {"get": _op(
+            "searchPosts", "posts containing every word of q, newest first",
+            _responses({"200": _json(_ref("PostPage"), "a page")}, 422, *_V1),
+            parameters=[{"name": "q", "in": "query", "required": True, "schema": {"type": "string"},
+                         "description": "words (letters, digits, _; led by # or @ for tags);"
+                                        " everything else only separates words: no query syntax."
+                                        " No word at all, or more than 1000 characters: 422"},
+                        *LIST_PARAMS])},
+    }
 
 
 @lru_cache(maxsize=8)
@@ -52,142 +442,11 @@ def _document(max_post_length: int) -> dict[str, Any]:
         "info": {
             "title": "homefeed",
             "version": __version__,
-            "description": "Home timelines with hybrid fan-out, user timelines and search.",
+            "description": "Home timelines with hybrid fan-out, user timelines and search."
+                           " Every error is {\"error\": {\"code\", \"message\"}} and changes nothing.",
         },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message"],
-                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                        }
-                    },
-                },
-                "UserRef": {
-                    "type": "object",
-                    "required": ["id", "handle", "display_name"],
-                    "properties": {"id": ID, "handle": HANDLE, "display_name": {"type": "string"}},
-                },
-                "Registered": {
-                    "type": "object",
-                    "required": ["id", "handle", "display_name", "token"],
-                    "properties": {"id": ID, "handle": HANDLE, "display_name": {"type": "string"},
-                                   "token": {"type": "string"}},
-                },
-                "Profile": {
-                    "type": "object",
-                    "required": ["id", "handle", "display_name", "followers_count",
-                                 "following_count", "posts_count"],
-                    "properties": {
-                        "id": ID, "handle": HANDLE, "display_name": {"type": "string"},
-                        "followers_count": {"type": "integer", "minimum": 0},
-                        "following_count": {"type": "integer", "minimum": 0},
-                        "posts_count": {"type": "integer", "minimum": 0},
-                        "created_at": {"type": "string", "format": "date-time"},
-                    },
-                },
-                "Post": {
-                    "type": "object",
-                    "required": ["id", "author", "text", "created_at"],
-                    "properties": {
-                        "id": ID,
-                        "author": {"type": "object", "required": ["id", "handle"],
-                                   "properties": {"id": ID, "handle": HANDLE}},
-                        "text": {"type": "string"},
-                        "created_at": {"type": "string", "format": "date-time"},
-                    },
-                },
-                "PostPage": {
-                    "type": "object",
-                    "required": ["posts", "next"],
-                    "properties": {"posts": {"type": "array", "items": _ref("Post")},
-                                   "next": {"oneOf": [ID, {"type": "null"}]}},
-                },
-                "UserPage": {
-                    "type": "object",
-                    "required": ["users", "next"],
-                    "properties": {"users": {"type": "array", "items": _ref("UserRef")},
-                                   "next": {"oneOf": [ID, {"type": "null"}]}},
-                },
-                "Following": {
-                    "type": "object", "required": ["following"],
-                    "properties": {"following": {"type": "boolean"}},
-                },
-            },
-        },
-        "paths": {
-            "/healthz": {"get": {"summary": "liveness, and how far behind each consumer is",
-                                 "responses": {"200": {"description": "alive"}}}},
-            "/v1/users": {"post": {
-                "summary": "register",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["handle"],
-                    "properties": {"handle": HANDLE,
-                                   "display_name": {"type": "string", "maxLength": 100}}}}}},
-                "responses": {"201": _json(_ref("Registered"), "registered; keep the token"),
-                              **_errors(400, 409, 413, 422)},
-            }},
-            "/v1/users/{handle}": {"get": {
-                "summary": "profile with counts", "parameters": [HANDLE_PARAM],
-                "responses": {"200": _json(_ref("Profile"), "the profile"), **_errors(404)},
-            }},
-            "/v1/users/{handle}/follow": {
-                "post": {"summary": "follow (idempotent)", "security": BEARER,
-                         "parameters": [HANDLE_PARAM],
-                         "responses": {"200": _json(_ref("Following"), "following"),
-                                       **_errors(401, 404, 422)}},
-                "delete": {"summary": "unfollow (idempotent)", "security": BEARER,
-                           "parameters": [HANDLE_PARAM],
-                           "responses": {"200": _json(_ref("Following"), "not following"),
-                                         **_errors(401, 404, 422)}},
-            },
-            "/v1/users/{handle}/followers": {"get": {
-                "summary": "followers, newest follow first", "parameters": [HANDLE_PARAM, *LIST_PARAMS],
-                "responses": {"200": _json(_ref("UserPage"), "a page"), **_errors(404, 422)},
-            }},
-            "/v1/users/{handle}/following": {"get": {
-                "summary": "followed accounts, newest follow first",
-                "parameters": [HANDLE_PARAM, *LIST_PARAMS],
-                "responses": {"200": _json(_ref("UserPage"), "a page"), **_errors(404, 422)},
-            }},
-            "/v1/users/{handle}/posts": {"get": {
-                "summary": "one user's posts, newest first", "parameters": [HANDLE_PARAM, *LIST_PARAMS],
-                "responses": {"200": _json(_ref("PostPage"), "a page"), **_errors(404, 422)},
-            }},
-            "/v1/posts": {"post": {
-                "summary": "post", "security": BEARER,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["text"],
-                    "properties": {"text": {"type": "string", "minLength": 1,
-                                            "maxLength": max_post_length}}}}}},
-                "responses": {"201": _json(_ref("Post"), "the post, durable"),
-                              **_errors(400, 401, 413, 422)},
-            }},
-            "/v1/posts/{post_id}": {
-                "get": {"summary": "one post", "parameters": [POST_ID_PARAM],
-                        "responses": {"200": _json(_ref("Post"), "the post"), **_errors(404)}},
-                "delete": {"summary": "delete your own post", "security": BEARER,
-                           "parameters": [POST_ID_PARAM],
-                           "responses": {"204": {"description": "deleted"},
-                                         **_errors(401, 403, 404)}},
-            },
-            "/v1/timelines/home": {"get": {
-                "summary": "the caller's home timeline, newest first", "security": BEARER,
-                "parameters": LIST_PARAMS,
-                "responses": {"200": _json(_ref("PostPage"), "a page"), **_errors(401, 422)},
-            }},
-            "/v1/search/posts": {"get": {
-                "summary": "posts containing every word of q, newest first",
-                "parameters": [{"name": "q", "in": "query", "required": True,
-                                "schema": {"type": "string"}}, *LIST_PARAMS],
-                "responses": {"200": _json(_ref("PostPage"), "a page"), **_errors(422)},
-            }},
-        },
+        "components": _components(max_post_length),
+        "paths": {**_ops_paths(), **_user_paths(), **_post_paths(max_post_length)},
     }
 
 

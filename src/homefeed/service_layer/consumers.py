@@ -3,6 +3,14 @@
 Each consumer fetches a batch of outbox events in commit order, applies it with idempotent
 handlers, then acknowledges it. A crash between applying and acknowledging redelivers the
 batch, which changes nothing. A batch that fails is retried with backoff, never skipped.
+
+A backend outage is not the event's fault. When a handler fails with ``Unavailable`` (or an
+``OSError``: a connection the adapter did not translate), the consumer keeps the batch in
+hand (``in_progress``, so that JetStream does not redeliver it, which would spend its
+``max_deliver``) and applies it again with capped exponential backoff (``OUTAGE_BACKOFF``)
+until the backend is back: nothing is isolated, counted towards the dead letters or
+acknowledged meanwhile. One warning per consumer and outage, one line when it resumes.
+Any other failure is the event's (see ``_isolate``).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import time
 from typing import Any, Awaitable, Callable, Sequence
 
 from homefeed.domain import model
+from homefeed.domain.errors import Unavailable
 from homefeed.domain.model import Event, Post
 from homefeed.ports import EventStream, SearchIndex
 from homefeed.service_layer.feed import FeedManager
@@ -24,6 +33,13 @@ INDEXER = "indexer"
 BATCH = 256
 #: Failures of one event before it goes to the dead letters (where the stream has them).
 MAX_ATTEMPTS = 5
+#: Backoff (first, cap) in seconds while a backend is unavailable.
+OUTAGE_BACKOFF = (0.1, 2.0)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A failure that says a backend is away, not that the event is bad."""
+    return isinstance(exc, (Unavailable, OSError))
 
 
 class Consumers:
@@ -40,10 +56,13 @@ class Consumers:
         self.failures: dict[str, int] = {name: 0 for name in self.handlers}
         self.running: tuple[str, ...] = ()
         self.dead_lettered: dict[str, int] = {}
-        self._busy: set[str] = set()  # consumers applying a batch right now
+        self._busy: set[str] = set()  # consumers fetching or applying a batch right now
         #: Called with each fan-out event once applied (metrics hook, set by entrypoints).
         self.on_applied: Callable[[Event], None] | None = None
         self._attempts: dict[tuple[str, int], int] = {}
+        #: consumer -> monotonic time its current outage began (one warning per outage)
+        self._outages: dict[str, float] = {}
+        self.outage_backoff = OUTAGE_BACKOFF
 
     # -- handlers -------------------------------------------------------------------------
     async def fan_out(self, events: Sequence[Event]) -> None:
@@ -127,18 +146,27 @@ class Consumers:
                     await self._run(name)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("consumer %s lost its leadership; competing again", name)
+            except Exception as exc:
+                if is_outage(exc):  # PostgreSQL away: the lock's session went with it
+                    log.warning("consumer %s lost its leadership (%s); competing again", name, exc)
+                else:
+                    log.exception("consumer %s lost its leadership; competing again", name)
                 await asyncio.sleep(0.5)
 
     async def stop(self) -> None:
-        """Finish the batch in hand, acknowledge it, then stop. A consumer that holds no
-        batch (waiting for events, or for leadership) is cancelled at once."""
+        """Finish the batch in hand, acknowledge it, then stop. A consumer fetching is let
+        finish the fetch (at most its timeout): what the stream delivered is applied and
+        acknowledged, not left for a redelivery after ``ack_wait``. A consumer that holds
+        nothing (waiting for leadership, or for the stream after a failed fetch) is
+        cancelled at once."""
         self.running = ()
         if self._stopping is not None:
             self._stopping.set()
         for t in self._tasks:
-            if t.get_name().removeprefix("consumer-") not in self._busy:
+            name = t.get_name().removeprefix("consumer-")
+            if name in self._busy:
+                log.info("consumer %s: stopping after the fetch or batch in progress", name)
+            else:
                 t.cancel()
         for t in self._tasks:
             try:
@@ -148,25 +176,39 @@ class Consumers:
         self._tasks = []
 
     async def _run(self, name: str) -> None:
-        handler = self.handlers[name]
         backoff = 0.05
         assert self._stopping is not None
-        while not self._stopping.is_set():
+        final = False
+        while not final:
+            # Once stopping, a last round takes no new events: only those the stream already
+            # delivered here that no fetch returned (a JetStream pull goes on delivering
+            # after its fetch returned), so that they are applied and acknowledged too.
+            final = self._stopping.is_set()
+            self._busy.add(name)  # from the fetch on, a batch may be in hand: stop() waits
             try:
-                events = await self.stream.fetch(name, BATCH, timeout=0.5)
+                if final:
+                    events = await self._delivered(name)
+                else:
+                    events = await self.stream.fetch(name, BATCH, timeout=0.5)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("consumer %s could not fetch; retrying in %.2fs", name, backoff)
+            except Exception as exc:
+                self._busy.discard(name)
+                if is_outage(exc):
+                    self._outage_began(name, exc, "cannot fetch")
+                    backoff = min(max(backoff, self.outage_backoff[0]), self.outage_backoff[1])
+                else:
+                    log.exception("consumer %s could not fetch; retrying in %.2fs", name, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            self._outage_ended(name)
             if not events:
+                self._busy.discard(name)
                 continue
-            self._busy.add(name)
             try:
                 try:
-                    await handler(events)
+                    applied = await self._apply(name, events)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -180,6 +222,8 @@ class Consumers:
                         log.warning("consumer %s: isolating stopped (%r); the rest is redelivered", name, exc)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
+                    continue
+                if not applied:  # stopping during an outage: left for a redelivery
                     continue
                 try:
                     await self.stream.ack(name, events)
@@ -195,15 +239,83 @@ class Consumers:
             finally:
                 self._busy.discard(name)
 
+    async def _delivered(self, name: str) -> list[Event]:
+        """Events delivered to this process that no fetch returned (streams that push ahead
+        of the fetches have them: JetStream)."""
+        take = getattr(self.stream, "take_delivered", None)
+        return await take(name) if take is not None else []
+
+    async def _apply(self, name: str, events: Sequence[Event]) -> bool:
+        """Apply ``events``, riding out backend outages: while the handler fails with an
+        outage the batch stays in hand and is applied again, with capped backoff, until it
+        works. Returns False if the consumer is stopping meanwhile (nothing acknowledged:
+        the batch is redelivered). Any other failure is raised: the event's fault."""
+        handler = self.handlers[name]
+        delay = 0.0
+        while True:
+            try:
+                await handler(events)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                self._outage_began(name, exc, f"holds {len(events)} events")
+                if self._stopping is not None and self._stopping.is_set():
+                    return False
+                await self._keep_in_hand(events)
+                first, cap = self.outage_backoff
+                delay = first if not delay else min(delay * 2, cap)
+                await self._pause(delay)
+                continue
+            self._outage_ended(name)
+            return True
+
+    async def _keep_in_hand(self, events: Sequence[Event]) -> None:
+        """Tell the stream the events are being worked on (JetStream resets their
+        ``ack_wait``), so that an outage longer than ``ack_wait`` spends no delivery."""
+        in_progress = getattr(self.stream, "in_progress", None)
+        if in_progress is None:
+            return
+        try:
+            await in_progress(events)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the bus is away too: redelivered after ack_wait, and applied again
+            pass
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when the consumer is asked to stop."""
+        if self._stopping is None:
+            await asyncio.sleep(seconds)
+            return
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def _outage_began(self, name: str, exc: BaseException, doing: str) -> None:
+        if name not in self._outages:
+            self._outages[name] = time.monotonic()
+            log.warning("consumer %s %s: a backend is unavailable (%s); retrying with backoff up to"
+                        " %gs until it is back (an outage is not the events' fault)",
+                        name, doing, exc, self.outage_backoff[1])
+
+    def _outage_ended(self, name: str) -> None:
+        since = self._outages.pop(name, None)
+        if since is not None:
+            log.warning("consumer %s resumed after %.1f s", name, time.monotonic() - since)
+
     async def _isolate(self, name: str, events: Sequence[Event], backoff: float) -> None:
         """Apply a failed batch one event at a time, in order, to find the event that fails.
         It is retried (redelivered) until it has failed ``MAX_ATTEMPTS`` times, then moved
         to the dead letters where the stream keeps them, so one poison event does not stop
-        a consumer for ever; events after it wait (order is kept)."""
-        handler = self.handlers[name]
+        a consumer for ever; events after it wait (order is kept). An outage meanwhile is
+        ridden out (``_apply``), never counted against an event."""
         for i, e in enumerate(events):
             try:
-                await handler([e])
+                if not await self._apply(name, [e]):
+                    return  # stopping: the rest is redelivered
                 await self.stream.ack(name, [e])
                 self._attempts.pop((name, e.seq), None)
                 continue

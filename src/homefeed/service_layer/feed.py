@@ -17,13 +17,21 @@ Reading merges the home timeline with the pulled author lists, filters by who th
 follows *now* (so a late push after an unfollow never shows) and drops deleted posts. Below
 the highest floor among the merged lists, the page continues from the record store, so
 paging walks the whole history with nothing repeated or skipped.
+
+When the cache is down (its adapter raises ``Unavailable``) reads keep answering from the
+record store, the system of record, and write nothing to the cache: a home page is computed
+like the ``pull`` strategy (the followees' newest posts), a hydration reads the posts
+table; same page contract, merely slower (``counters["cache_fallbacks"]``). The cache updates
+an API process makes after a commit (read-your-writes) are best effort: the consumers,
+which wait for the cache to return, apply the same updates from the events.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Awaitable, Sequence, TypeVar
 
+from homefeed.domain.errors import Unavailable
 from homefeed.domain.feed_rules import is_celebrity
 from homefeed.domain.model import Post
 from homefeed.ports import IdSlice, PostCache, RecordStore, TimelineCache
@@ -35,6 +43,23 @@ AUTHOR = "author"
 # Extra ids fetched per source beyond the page size, so that a few deleted or filtered
 # entries do not force a second round.
 SLACK = 8
+
+T = TypeVar("T")
+
+
+class CacheUnavailable(Unavailable):
+    """The timeline cache did not answer: the read goes to the record store instead."""
+
+
+async def _cache(call: Awaitable[T]) -> T:
+    """Await a timeline-cache call; its ``Unavailable`` becomes ``CacheUnavailable`` so
+    that a read can tell a cache outage (fall back to the store) from a store outage (503)."""
+    try:
+        return await call
+    except CacheUnavailable:
+        raise
+    except Unavailable as exc:
+        raise CacheUnavailable(exc.message) from exc
 
 
 class FeedManager:
@@ -56,23 +81,27 @@ class FeedManager:
         self.strategy = strategy
         self.threshold = celebrity_threshold if strategy != "push" else (1 << 62)
         self.cap = timeline_cap
-        self.counters = {"rebuilds": 0, "author_rebuilds": 0, "pushes": 0, "db_pages": 0}
+        self.counters = {"rebuilds": 0, "author_rebuilds": 0, "pushes": 0, "db_pages": 0,
+                         # reads served by the record store because the cache was down
+                         "cache_fallbacks": 0,
+                         # read-your-writes cache updates left to the consumers (cache down)
+                         "cache_updates_skipped": 0}
 
     # -- graph facts ----------------------------------------------------------------------
     async def following_of(self, user_id: int) -> frozenset[int]:
-        got = await self.cache.following(user_id)
+        got = await _cache(self.cache.following(user_id))
         if got is None:
-            version = await self.cache.following_version(user_id)
+            version = await _cache(self.cache.following_version(user_id))
             ids = await self.store.following_ids(user_id)
-            await self.cache.set_following(user_id, ids, version)
+            await _cache(self.cache.set_following(user_id, ids, version))
             got = frozenset(ids)
         return got
 
     async def celebrities(self) -> frozenset[int]:
-        got = await self.cache.celebrities()
+        got = await _cache(self.cache.celebrities())
         if got is None:
             ids = await self.store.celebrity_ids(self.threshold)
-            await self.cache.set_celebrities(ids)
+            await _cache(self.cache.set_celebrities(ids))
             got = frozenset(ids)
         return got
 
@@ -109,27 +138,27 @@ class FeedManager:
 
     # -- rebuild --------------------------------------------------------------------------
     async def rebuild_home(self, user_id: int) -> None:
-        await self.cache.begin(HOME, user_id)  # from now on pushes land in it
+        await _cache(self.cache.begin(HOME, user_id))  # from now on pushes land in it
         ids = await self.store.home_post_ids(user_id, None, self.cap)
         floor = ids[-1] - 1 if len(ids) >= self.cap else 0
-        await self.cache.install(HOME, user_id, ids, floor)
+        await _cache(self.cache.install(HOME, user_id, ids, floor))
         self.counters["rebuilds"] += 1
 
     async def rebuild_author(self, author_id: int) -> None:
-        await self.cache.begin(AUTHOR, author_id)
+        await _cache(self.cache.begin(AUTHOR, author_id))
         ids = await self.store.author_post_ids(author_id, None, self.cap)
         floor = ids[-1] - 1 if len(ids) >= self.cap else 0
-        await self.cache.install(AUTHOR, author_id, ids, floor)
+        await _cache(self.cache.install(AUTHOR, author_id, ids, floor))
         self.counters["author_rebuilds"] += 1
 
     async def _slice(self, kind: str, key: int, before: int | None, n: int) -> IdSlice:
-        got = await self.cache.slice(kind, key, before, n)
+        got = await _cache(self.cache.slice(kind, key, before, n))
         if got is None:
             if kind == HOME:
                 await self.rebuild_home(key)
             else:
                 await self.rebuild_author(key)
-            got = await self.cache.slice(kind, key, before, n)
+            got = await _cache(self.cache.slice(kind, key, before, n))
             if got is None:  # evicted at once (a cache too small): read the store directly
                 ids = await (
                     self.store.home_post_ids(key, before, n)
@@ -141,14 +170,23 @@ class FeedManager:
 
     # -- hydrate --------------------------------------------------------------------------
     async def hydrate(self, ids: Sequence[int]) -> dict[int, Post]:
+        """Posts by id from the post cache, the rest from the record store (and cached).
+        With the post cache down, all from the record store, nothing cached."""
         if not ids:
             return {}
-        got = await self.posts.get_many(ids)
+        try:
+            got = await self.posts.get_many(ids)
+        except Unavailable:  # the post cache is down (a store outage would fail below too)
+            self.counters["cache_fallbacks"] += 1
+            return {p.id: p for p in await self.store.posts_by_ids(ids)}
         if len(got) < len(ids):
             missing = [i for i in ids if i not in got]
             fetched = await self.store.posts_by_ids(missing)
             if fetched:
-                await self.posts.put_many(fetched)
+                try:
+                    await self.posts.put_many(fetched)
+                except Unavailable:
+                    pass  # went down meanwhile: the posts are still right, just not cached
                 for p in fetched:
                     got[p.id] = p
         return got
@@ -160,6 +198,34 @@ class FeedManager:
         """One page of the home timeline, newest first, and the cursor of the next page."""
         if self.strategy == "pull":
             return await self._read_home_pulled(user_id, before, limit)
+        try:
+            return await self._read_home_cached(user_id, before, limit)
+        except CacheUnavailable:
+            self.counters["cache_fallbacks"] += 1
+            return await self._read_home_from_store(user_id, before, limit)
+
+    async def _read_home_from_store(
+        self, user_id: int, before: int | None, limit: int
+    ) -> tuple[list[Post], int | None]:
+        """The page from the record store alone (the cache is down): the newest posts of
+        the user and of whom they follow, below ``before``. A post deleted between the two
+        reads is skipped and the page read on, so it is full unless it is the last."""
+        out: list[Post] = []
+        start = before
+        while True:
+            need = limit - len(out)
+            ids = await self.store.home_post_ids(user_id, start, need)
+            found = {p.id: p for p in await self.store.posts_by_ids(ids)}
+            out.extend(found[i] for i in ids if i in found)
+            if len(ids) < need:
+                return out, None
+            if len(out) == limit:
+                return out, out[-1].id
+            start = ids[-1]
+
+    async def _read_home_cached(
+        self, user_id: int, before: int | None, limit: int
+    ) -> tuple[list[Post], int | None]:
         following = await self.following_of(user_id)
         celebs = await self.celebrities()
         if len(celebs) <= len(following):
@@ -221,17 +287,34 @@ class FeedManager:
         return out, (ids[-1] if len(ids) == limit else None)
 
     # -- after a commit, in the API process (read-your-writes) -----------------------------
+    # Best effort: the write is committed (with its event) before these run, so a backend
+    # that fails here must not turn the answer into an error; the fan-out consumer applies
+    # the same updates from the event once the backend is back, and reads meanwhile come
+    # from the record store.
     async def posted(self, post: Post) -> None:
-        await self.posts.put_many([post])
-        await self.cache.push(AUTHOR, [post.author_id], post.id)
+        try:
+            await self.posts.put_many([post])
+            await self.cache.push(AUTHOR, [post.author_id], post.id)
+        except Unavailable as exc:
+            self._update_skipped("post", exc)
 
     async def deleted(self, post_id: int, author_id: int) -> None:
-        await self.posts.delete([post_id])
-        await self.cache.remove(AUTHOR, [author_id], [post_id])
+        try:
+            await self.posts.delete([post_id])
+            await self.cache.remove(AUTHOR, [author_id], [post_id])
+        except Unavailable as exc:
+            self._update_skipped("delete", exc)
 
     async def follows_changed(self, follower_id: int, followee_id: int) -> None:
-        await self.cache.forget_following(follower_id)
-        await self.promote_if_celebrity(followee_id)
+        try:
+            await self.cache.forget_following(follower_id)
+            await self.promote_if_celebrity(followee_id)
+        except Unavailable as exc:
+            self._update_skipped("follow", exc)
+
+    def _update_skipped(self, what: str, exc: Unavailable) -> None:
+        self.counters["cache_updates_skipped"] += 1
+        log.debug("cache update after a %s left to the consumers: %s", what, exc)
 
     # -- fan-out (the consumer of post and follow events) ----------------------------------
     async def fan_out_post(self, post: Post) -> int:
@@ -255,6 +338,9 @@ class FeedManager:
         await self.cache.remove(HOME, [*followers, author_id], [post_id])
 
     async def merge_followee(self, follower_id: int, followee_id: int) -> None:
+        # Also done by the API process after the commit, but best effort there (the cache
+        # may have been down, and come back with the old set): forgetting twice is harmless.
+        await self.cache.forget_following(follower_id)
         if await self.promote_if_celebrity(followee_id) or await self.is_celebrity(followee_id):
             return  # pulled at read time
         if not await self.cache.exists(HOME, [follower_id]):
@@ -263,6 +349,7 @@ class FeedManager:
         await self.cache.merge(HOME, follower_id, recent.ids, recent.floor)
 
     async def unmerge_followee(self, follower_id: int, followee_id: int) -> None:
+        await self.cache.forget_following(follower_id)  # as in merge_followee
         recent = await self._slice(AUTHOR, followee_id, None, self.cap)
         await self.cache.remove(HOME, [follower_id], recent.ids)
         if await self.is_celebrity(followee_id):

@@ -18,6 +18,9 @@ stream) and only once the sink has stored all of it acknowledges the batch on th
   record store offers an advisory-lock one. If the object the context manager yields has a
   ``lost`` ``asyncio.Event`` (a lock held through a connection that broke), the relay stops
   relaying when it is set and competes for leadership again.
+- A backend outage (PostgreSQL or the bus away) is logged once when the first batch fails
+  and once when relaying resumes; the retries in between (capped exponential backoff, up to
+  ``max_backoff``, 2 s) are counted in ``RelayStats.failures``, not logged one by one.
 """
 
 from __future__ import annotations
@@ -162,7 +165,7 @@ class OutboxRelay:
         poll_timeout: float = 0.5,
         report_interval: float = 10.0,
         on_report: Callable[[dict[str, Any]], None] | None = None,
-        max_backoff: float = 5.0,
+        max_backoff: float = 2.0,
     ) -> None:
         self.source = source
         self.sink = sink
@@ -264,11 +267,16 @@ class OutboxRelay:
 
     async def _relay(self, stop: asyncio.Event, lost: asyncio.Event | None) -> None:
         backoff = 0.05
+        failing_since: float | None = None  # the first failure of the current streak
         next_report = time.monotonic() + self.report_interval
         while not stop.is_set() and not (lost is not None and lost.is_set()):
             try:
                 n = await self.step(self.poll_timeout)
                 backoff = 0.05
+                if failing_since is not None:
+                    log.warning("relay resumed after %.1f s of failed batches",
+                                time.monotonic() - failing_since)
+                    failing_since = None
                 now = time.monotonic()
                 if n == 0 or now >= next_report:
                     await self.lag()
@@ -281,7 +289,10 @@ class OutboxRelay:
                 # Nothing was acknowledged: the same batch is fetched and published again.
                 self.stats.failures += 1
                 self.stats.last_error = repr(exc)
-                log.warning("relay batch failed (%r); retrying in %.2fs", exc, backoff)
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("relay batch failed (%r); retrying with backoff up to %gs until it"
+                                " works (logged again when it does)", exc, self.max_backoff)
                 await _sleep_unless(stop, backoff)
                 backoff = min(backoff * 2, self.max_backoff)
         self._emit_report()

@@ -15,7 +15,7 @@ import time
 from typing import Any, Sequence
 
 from homefeed.config import Settings
-from homefeed.domain.errors import InvalidInput, NotFound, Unauthorized
+from homefeed.domain.errors import InvalidInput, NotFound, Unauthorized, Unavailable
 from homefeed.domain.model import Post, User
 from homefeed.domain.text import (
     query_terms,
@@ -26,6 +26,7 @@ from homefeed.domain.text import (
 from homefeed.ports import EventStream, PostCache, RecordStore, SearchIndex, TimelineCache
 from homefeed.service_layer.consumers import Consumers
 from homefeed.service_layer.feed import FeedManager
+from homefeed.service_layer.idempotency import IdempotentRequest, IdempotentWrites
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
@@ -83,6 +84,9 @@ class Homefeed:
         )
         self.consumers = Consumers(self.feed, stream, search_index)
         self._tokens: dict[bytes, int] = {}
+        #: Writes sent with an ``Idempotency-Key``: run once, answered alike ever after.
+        self.idempotency = IdempotentWrites(store, settings.idempotency_hours * 3600)
+        self._purge_task: asyncio.Task | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(
@@ -108,6 +112,7 @@ class Homefeed:
             self.consumers.start(consumers, leader=leader)
         if relay:
             self._start_relay()
+        self._purge_task = asyncio.create_task(self.idempotency.purge_forever(), name="idempotency-purge")
 
     def _start_relay(self) -> None:
         from homefeed.service_layer.relay import OutboxRelay
@@ -120,6 +125,13 @@ class Homefeed:
         self._relay_task = asyncio.create_task(self.relay.run(self._relay_stop), name="relay")
 
     async def close(self) -> None:
+        if self._purge_task is not None:
+            self._purge_task.cancel()
+            try:
+                await self._purge_task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._purge_task = None
         await self.consumers.stop()
         if self._relay_task is not None and self._relay_stop is not None:
             self._relay_stop.set()
@@ -161,12 +173,21 @@ class Homefeed:
             await asyncio.sleep(0.01)
 
     # -- users ----------------------------------------------------------------------------
-    async def register(self, handle: Any, display_name: Any = None) -> dict[str, Any]:
+    # ``once``: the request's Idempotency-Key; the write stores its answer (see
+    # IdempotentWrites.run, which calls these with it).
+    async def register(
+        self, handle: Any, display_name: Any = None, *, once: IdempotentRequest | None = None
+    ) -> dict[str, Any]:
         handle = validate_handle(handle)
         display_name = validate_display_name(display_name, handle)
         token = secrets.token_urlsafe(32)
-        user = await self.store.create_user(handle, display_name, hash_token(token))
-        return {**user.public(), "token": token}
+
+        def answer(user: User) -> dict[str, Any]:
+            return {**user.public(), "token": token}
+
+        record = once.record(answer) if once else None
+        user = await self.store.create_user(handle, display_name, hash_token(token), idempotency=record)
+        return answer(user)
 
     async def authenticate(self, token: str | None) -> int:
         if not token:
@@ -193,14 +214,18 @@ class Homefeed:
     async def profile(self, handle: str) -> dict[str, Any]:
         return (await self.user(handle)).profile()
 
-    async def follow(self, user_id: int, handle: str) -> dict[str, Any]:
+    async def follow(
+        self, user_id: int, handle: str, *, once: IdempotentRequest | None = None
+    ) -> dict[str, Any]:
         target = await self.user(handle)
         if target.id == user_id:
             raise InvalidInput("you cannot follow yourself")
-        changed, _ = await self.store.follow(user_id, target.id)
+        changed, _ = await self.store.follow(
+            user_id, target.id, idempotency=once.record(_following) if once else None
+        )
         if changed:
             await self.feed.follows_changed(user_id, target.id)
-        return {"following": True}
+        return _following(None)
 
     async def unfollow(self, user_id: int, handle: str) -> dict[str, Any]:
         target = await self.user(handle)
@@ -224,12 +249,16 @@ class Homefeed:
         return _user_page(rows, limit)
 
     # -- posts ----------------------------------------------------------------------------
-    async def create_post(self, user_id: int, text: Any) -> dict[str, Any]:
+    async def create_post(
+        self, user_id: int, text: Any, *, once: IdempotentRequest | None = None
+    ) -> dict[str, Any]:
         text = validate_post_text(text, self.settings.max_post_length)
         author = await self.store.user_by_id(user_id)
         if author is None:
             raise Unauthorized("the token's user no longer exists")
-        post = await self.store.create_post(user_id, author.handle, text)
+        post = await self.store.create_post(
+            user_id, author.handle, text, idempotency=once.record(Post.public) if once else None
+        )
         await self.feed.posted(post)
         return post.public()
 
@@ -276,7 +305,14 @@ class Homefeed:
 
     # -- status ---------------------------------------------------------------------------
     async def health(self) -> dict[str, Any]:
-        lags = await self.lags()
+        """Liveness: this process answers. The consumers' lag is added when the backends
+        holding the offsets answer; when one is down (an outage) the process is still alive
+        and must not be restarted by a liveness probe, so the answer stays 200 and says why
+        the lag is missing (``/readyz`` is the check that names the failing backend)."""
+        try:
+            lags = await self.lags()
+        except Unavailable as exc:
+            return {"status": "ok", "consumers": {}, "lag_error": exc.message}
         return {"status": "ok", "consumers": {k: {"behind": v} for k, v in lags.items()}}
 
     async def readiness(self, timeout: float = 2.0) -> dict[str, dict[str, Any]]:
@@ -308,6 +344,11 @@ class Homefeed:
 
         results = await asyncio.gather(*(one(p) for p in probes.values()))
         return dict(zip(probes, results))
+
+
+def _following(_: None) -> dict[str, Any]:
+    """The answer to a follow, whether or not it changed anything."""
+    return {"following": True}
 
 
 def _user_page(rows: list[tuple[int, User]], limit: int) -> dict[str, Any]:

@@ -1,0 +1,433 @@
+"""Backend outages under load, scale-out profile (issue 5): Redis stopped for 10 s, and
+PostgreSQL stopped for several seconds, while users write and read over HTTP.
+
+The deployment is ``tests/e2e/scaleout.py``'s: two API processes, two workers (fan-out,
+indexer, and the outbox relay under a PostgreSQL advisory lock), a private Redis and a
+private NATS, and for the PostgreSQL scenario a private PostgreSQL cluster
+(``private_pg_deployment``: the shared server is never stopped). The load is
+``tests/e2e/crash_kit.py``'s (six users, posters, deleters, a follow churner, home-timeline
+readers) plus readers of users' posts, search and single posts, each request's outcome
+recorded honestly:
+
+- 2xx: acknowledged;
+- 503 (the documented answer of an outage: ``Retry-After`` and ``{"error": {"code":
+  "unavailable"}}``): the write's outcome is *unknown* to the client (a statement whose
+  connection died may have committed), exactly like a dropped connection;
+- any other 5xx, or a 503 without its header or body: an error, the scenario fails.
+
+Then, after the fault is repaired and the consumers have drained, the same final checks as
+the crash test (``check_everything``: every acknowledged write present exactly once, nothing
+invented, the follow graph within what the outcomes allow, every home timeline, search and
+counter equal to the oracle), no dead letters (nothing was the event's fault), one stream
+message per outbox event, no API or worker process restarted, no errors logged (one warning
+per outage and backend, one "recovered" line), and last ``homefeed audit`` finds nothing.
+
+- Redis stopped for 10 s (SIGTERM, then started again empty): no 5xx at all, on any route;
+  home timelines, users' posts, search and single posts keep answering (from PostgreSQL;
+  counted) and posts, deletes and follows keep being acknowledged.
+- PostgreSQL stopped (``pg_ctl -m fast``) for about 6 s: writes get 503 + Retry-After, never
+  a 500; reads that the caches can answer still do; when it is back the service resumes by
+  itself (writes acknowledged again, no process restarted).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.audit_check import run_audit
+from tests.e2e.crash_kit import Clients, Load, check_everything, make_world
+from tests.e2e.fault_figures import ScenarioFigures, record
+from tests.e2e.scaleout import Deployment, deployment, private_pg_deployment
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = {"HOMEFEED_CELEBRITY_THRESHOLD": "3", "HOMEFEED_TIMELINE_CAP": "5"}
+REDIS_OUTAGE_S = 10.0
+PG_OUTAGE_S = 6.0
+#: A hang guard for "the load made progress" (not a speed assertion).
+PROGRESS_TIMEOUT = 30.0
+
+
+class Phase:
+    """Which part of the scenario a request was answered in: before, outage, after."""
+
+    def __init__(self) -> None:
+        self.name = "before"
+
+
+def _error_code(r: httpx.Response) -> str | None:
+    try:
+        return r.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class OutageLoad(Load):
+    """``crash_kit.Load`` whose clients also accept the documented 503 of an outage (its
+    write's outcome unknown), count answers by phase, and read users' posts, search and
+    single posts too."""
+
+    def __init__(self, urls: list[str], users: list[dict[str, Any]], marker: str, phase: Phase) -> None:
+        super().__init__(urls, users, marker)
+        self.phase = phase
+
+    def _server_error(self, r: httpx.Response, what: str) -> bool:
+        """True for a 5xx (recorded by phase); an error unless it is the documented 503."""
+        if r.status_code < 500:
+            return False
+        self.ledger.count(f"{r.status_code} {self.phase.name}")
+        retry_after = r.headers.get("retry-after", "")
+        if not (r.status_code == 503 and retry_after.isdigit() and int(retry_after) >= 1
+                and _error_code(r) == "unavailable"):
+            self.ledger.error(f"{what} -> {r.status_code} Retry-After={retry_after!r} {r.text[:300]}")
+        time.sleep(0.05)  # a client honouring Retry-After would wait longer; keep the load up
+        return True
+
+    def poster(self, u: int) -> None:
+        led = self.ledger
+        http = self._clients(1000 + u)
+        try:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                text = f"{self.marker} from {self.users[u]['handle']} n{n} #tag{n % 3} {uuid.uuid4().hex[:8]}"
+                try:
+                    r = http.send("POST", "/v1/posts", json={"text": text}, headers=self._auth(u))
+                except httpx.TransportError:
+                    with led.lock:
+                        led.in_flight[text] = u
+                    continue
+                if r is None:
+                    continue
+                if self._server_error(r, "POST /v1/posts"):
+                    with led.lock:
+                        led.in_flight[text] = u  # may have committed before its connection died
+                    led.count("post unavailable")
+                    continue
+                if r.status_code != 201:
+                    led.error(f"POST /v1/posts -> {r.status_code} {r.text[:300]}")
+                    continue
+                body = r.json()
+                if body.get("text") != text or body.get("author", {}).get("id") != self.users[u]["id"]:
+                    led.error(f"POST /v1/posts answered {body} for {text!r}")
+                with led.lock:
+                    led.acked[int(body["id"])] = (u, text)
+                led.count("post acked")
+                led.count(f"post acked {self.phase.name}")
+                time.sleep(0.005)
+        finally:
+            http.close()
+
+    def deleter(self, u: int) -> None:
+        rng = random.Random(100 + u)
+        led = self.ledger
+        http = self._clients(1100 + u)
+        try:
+            while not self.stop.is_set():
+                time.sleep(rng.uniform(0.02, 0.08))
+                with led.lock:
+                    mine = [pid for pid, (a, _) in led.acked.items() if a == u and pid not in led.targeted]
+                    if not mine:
+                        continue
+                    pid = rng.choice(mine)
+                    led.targeted.add(pid)
+                try:
+                    r = http.send("DELETE", f"/v1/posts/{pid}", headers=self._auth(u))
+                except httpx.TransportError:
+                    with led.lock:
+                        led.maybe_deleted.add(pid)
+                    continue
+                if r is None:
+                    continue
+                if self._server_error(r, f"DELETE /v1/posts/{pid}"):
+                    with led.lock:
+                        led.maybe_deleted.add(pid)
+                    continue
+                if r.status_code != 204:
+                    led.error(f"DELETE /v1/posts/{pid} -> {r.status_code} {r.text[:300]}")
+                    continue
+                with led.lock:
+                    led.deleted.add(pid)
+                led.count("delete acked")
+        finally:
+            http.close()
+
+    def _set_follow(self, http: Clients, pair: tuple[int, int], state: bool) -> bool:
+        led = self.ledger
+        a, b = pair
+        handle = self.users[b]["handle"]
+        try:
+            r = http.send("POST" if state else "DELETE", f"/v1/users/{handle}/follow", headers=self._auth(a))
+        except httpx.TransportError:
+            with led.lock:
+                led.follow_ops.setdefault(pair, []).append((state, False))
+            return True
+        if r is None:
+            return False
+        if self._server_error(r, f"follow {pair} -> {state}"):
+            with led.lock:
+                led.follow_ops.setdefault(pair, []).append((state, False))
+            return True
+        if r.status_code != 200 or r.json() != {"following": state}:
+            led.error(f"follow {pair} -> {state}: {r.status_code} {r.text[:300]}")
+            return True
+        with led.lock:
+            led.follow_ops.setdefault(pair, []).append((state, True))
+        led.count("follow acked")
+        return True
+
+    def _read_ok(self, route: str) -> None:
+        self.ledger.count(f"read ok {self.phase.name}")
+        self.ledger.count(f"read ok {self.phase.name} {route}")
+
+    def reader(self, u: int) -> None:
+        """Home timelines, paged a little: every page well formed."""
+        rng = random.Random(200 + u)
+        led = self.ledger
+        http = self._clients(1300 + u)
+        try:
+            while not self.stop.is_set():
+                time.sleep(rng.uniform(0.01, 0.06))
+                before = None
+                for _ in range(rng.randint(1, 4)):
+                    params: dict[str, Any] = {"limit": rng.randint(1, 8)}
+                    if before:
+                        params["before"] = before
+                    try:
+                        r = http.send("GET", "/v1/timelines/home", params=params, headers=self._auth(u))
+                    except httpx.TransportError:
+                        break
+                    if r is None or self._server_error(r, f"GET home {params}"):
+                        break
+                    if r.status_code != 200:
+                        led.error(f"GET home {params} -> {r.status_code} {r.text[:300]}")
+                        break
+                    body = r.json()
+                    ids = [int(p["id"]) for p in body["posts"]]
+                    if ids != sorted(set(ids), reverse=True) or (before and ids and ids[0] >= int(before)):
+                        led.error(f"GET home {params}: page out of order or repeated: {ids}")
+                    if len(ids) < params["limit"] and body["next"] is not None:
+                        led.error(f"GET home {params}: short page with a next cursor")
+                    self._read_ok("home")
+                    before = body["next"]
+                    if before is None:
+                        break
+        finally:
+            http.close()
+
+    def browser(self, k: int) -> None:
+        """Users' posts, search and single posts."""
+        rng = random.Random(400 + k)
+        led = self.ledger
+        http = self._clients(1400 + k)
+        try:
+            while not self.stop.is_set():
+                time.sleep(rng.uniform(0.01, 0.05))
+                route = rng.choice(("user_posts", "search", "post"))
+                if route == "user_posts":
+                    url, params = f"/v1/users/{rng.choice(self.users)['handle']}/posts", {"limit": 5}
+                elif route == "search":
+                    url, params = "/v1/search/posts", {"q": f"{self.marker} #tag{rng.randrange(3)}", "limit": 5}
+                else:
+                    with led.lock:
+                        if not led.acked:
+                            continue
+                        pid = rng.choice(list(led.acked))
+                    url, params = f"/v1/posts/{pid}", {}
+                try:
+                    r = http.send("GET", url, params=params)
+                except httpx.TransportError:
+                    continue
+                if r is None or self._server_error(r, f"GET {url} {params}"):
+                    continue
+                gone = route == "post" and r.status_code == 404 and pid in led.targeted
+                if r.status_code != 200 and not gone:
+                    led.error(f"GET {url} {params} -> {r.status_code} {r.text[:300]}")
+                    continue
+                self._read_ok(route)
+        finally:
+            http.close()
+
+    def start(self) -> None:
+        super().start()
+        for k in range(2):
+            t = threading.Thread(target=self.browser, args=(k,), daemon=True, name=f"browser({k})")
+            t.start()
+            self.threads.append(t)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _wait_for(load: OutageLoad, key: str, more: int, what: str) -> None:
+    """Let the load run until ``more`` more of ``key`` are counted (a progress guard)."""
+    led = load.ledger
+    target = led.counts.get(key, 0) + more
+    deadline = time.monotonic() + PROGRESS_TIMEOUT
+    while led.counts.get(key, 0) < target:
+        assert time.monotonic() < deadline, f"no progress: {what}; counts {dict(sorted(led.counts.items()))}"
+        assert all(t.is_alive() for t in load.threads), "a load thread died"
+        time.sleep(0.02)
+
+
+def _readiness(dep: Deployment) -> tuple[int, list[str]]:
+    """``/readyz`` of an API process: its status and the backends it names as failing."""
+    r = httpx.get(dep.urls[0] + "/readyz", timeout=10.0)
+    return r.status_code, r.json()["failing"]
+
+
+def _ready_again(dep: Deployment) -> None:
+    deadline = time.monotonic() + PROGRESS_TIMEOUT
+    while _readiness(dep) != (200, []):
+        assert time.monotonic() < deadline, f"/readyz still failing: {_readiness(dep)}"
+        time.sleep(0.1)
+
+
+def _hold(seconds: float, since: float) -> None:
+    time.sleep(max(0.0, since + seconds - time.monotonic()))
+
+
+def _start_load(dep: Deployment, phase: Phase) -> tuple[OutageLoad, list[dict[str, Any]], str]:
+    marker = f"out{uuid.uuid4().hex[:10]}"
+    load = OutageLoad(dep.urls, [], marker, phase)
+    load.users = make_world(dep.urls[0], "o", load.ledger)
+    dep.drain()
+    load.start()
+    return load, load.users, marker
+
+
+def _final_checks(dep: Deployment, load: OutageLoad, diag: str) -> tuple[Any, Any]:
+    """After the repair: drained, the oracle, no dead letters, nothing relayed twice or
+    lost, no process restarted, no error logged, and the audit clean (last)."""
+    led = load.ledger
+    dep.drain()
+    outcome = check_everything(dep.client(0), load.users, led, load.marker, diag)
+    assert not dep.dead_letters(), f"dead letters after an outage: {dep.dead_letters()}\n{diag}"
+    assert not dep.grep_logs(r"dead-lettered"), dep.grep_logs(r"dead-lettered")
+    outbox = dep.sql("SELECT count(*) FROM outbox")[0][0]
+    stream = dep.stream_info()["state"]["messages"]
+    assert stream == outbox, f"JetStream holds {stream} messages for {outbox} outbox events"
+    restarted = [p.name for p in [*dep.apis, *dep.workers] if p.runs != 1 or not p.alive]
+    assert not restarted, f"processes restarted or dead: {restarted}"
+    bad = dep.grep_logs(r"Traceback|\bERROR\b|\bCRITICAL\b")
+    assert not bad, "errors logged during the outage:\n" + "\n".join(bad[:20])
+    audit = run_audit(dep.env)
+    assert audit.exit_code == 0, audit.explain()
+    return outcome, audit
+
+
+def _outage_lines(dep: Deployment, backend: str) -> dict[str, tuple[int, int]]:
+    """Per API/worker process: (warnings that ``backend`` is unavailable, "recovered" lines)."""
+    out = {}
+    for p in [*dep.apis, *dep.workers]:
+        text = p.log_text(all_runs=True)
+        out[p.name] = (len(re.findall(rf"{backend} is unavailable", text)),
+                       len(re.findall(rf"{backend} recovered after", text)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the scenarios
+# --------------------------------------------------------------------------------------------
+
+
+def test_redis_stopped_for_10s_under_load_no_5xx_reads_from_postgresql(tmp_path) -> None:
+    phase = Phase()
+    with deployment(tmp_path, SETTINGS) as dep:
+        load, users, marker = _start_load(dep, phase)
+        led = load.ledger
+        try:
+            _wait_for(load, "post acked", 40, "warm-up posts")
+            phase.name = "outage"
+            down = time.monotonic()
+            dep.stop_redis()
+            _wait_for(load, "post acked outage", 10, "posts while Redis is down")
+            _wait_for(load, "read ok outage home", 20, "home reads while Redis is down")
+            assert _readiness(dep) == (503, ["cache"])  # /readyz names the backend that is down
+            _hold(REDIS_OUTAGE_S, down)
+            dep.start_redis()  # empty
+            outage_s = time.monotonic() - down
+            phase.name = "after"
+            _wait_for(load, "post acked after", 40, "posts after Redis returned")
+            _wait_for(load, "read ok after home", 20, "home reads after Redis returned")
+            _ready_again(dep)
+        finally:
+            load.finish()
+        counts = dict(sorted(led.counts.items()))
+        diag = f"counts {counts}\n{dep.logs()}"
+        assert not led.errors, f"unexpected answers: {led.errors[:10]}\n{diag}"
+        assert led.counts.get("5xx", 0) == 0, diag
+        reads_during = led.counts.get("read ok outage", 0)
+        for route in ("home", "user_posts", "search", "post"):
+            assert led.counts.get(f"read ok outage {route}", 0) > 0, f"no {route} read answered during the outage"
+        fallbacks = dep.grep_logs(r"Redis is unavailable", dep.apis)
+        assert fallbacks, "the API processes never saw Redis down"
+        outcome, audit = _final_checks(dep, load, diag)
+        lines = _outage_lines(dep, "Redis")
+        assert all(w <= 2 and r <= w for w, r in lines.values()), f"outage log lines per process: {lines}"
+        assert all(r >= 1 for w, r in lines.values() if w), f"an outage without its recovery line: {lines}"
+        record(ScenarioFigures(
+            scenario=f"scale-out: Redis stopped {REDIS_OUTAGE_S:g} s under load",
+            faults=1, requests=led.requests, writes_acknowledged=led.writes_acknowledged,
+            writes_lost=outcome.lost, audit_divergences=audit.divergences,
+            extra={"5xx": led.counts.get("5xx", 0), "503": led.counts.get("503 outage", 0),
+                   "reads_during_outage": reads_during,
+                   "posts_acked_during_outage": led.counts.get("post acked outage", 0),
+                   "outage_s": round(outage_s, 1)}))
+
+
+def test_postgresql_stopped_under_load_503_with_retry_after_then_resumes_by_itself(tmp_path) -> None:
+    phase = Phase()
+    with private_pg_deployment(tmp_path, SETTINGS) as dep:
+        load, users, marker = _start_load(dep, phase)
+        led = load.ledger
+        try:
+            _wait_for(load, "post acked", 40, "warm-up posts")
+            phase.name = "outage"
+            down = time.monotonic()
+            dep.stop_postgres("fast")
+            _wait_for(load, "post unavailable", 5, "posts answered 503 while PostgreSQL is down")
+            status, failing = _readiness(dep)
+            assert status == 503 and "store" in failing and "cache" not in failing, failing
+            # liveness stays 200: a probe must not restart a process that waits for its database
+            live = httpx.get(dep.urls[0] + "/healthz", timeout=10.0)
+            assert live.status_code == 200 and "lag_error" in live.json(), live.text
+            _hold(PG_OUTAGE_S, down)
+            dep.start_postgres()
+            outage_s = time.monotonic() - down
+            phase.name = "after"
+            _wait_for(load, "post acked after", 40, "posts after PostgreSQL returned (no restart)")
+            _wait_for(load, "read ok after home", 20, "home reads after PostgreSQL returned")
+            _ready_again(dep)
+        finally:
+            load.finish()
+        counts = dict(sorted(led.counts.items()))
+        diag = f"counts {counts}\n{dep.logs()}\n{dep.pg.log_tail()}"
+        # every 5xx was a 503 with Retry-After and {"error": {"code": "unavailable"}}: else an error
+        assert not led.errors, f"unexpected answers: {led.errors[:10]}\n{diag}"
+        five = {k: v for k, v in counts.items() if re.fullmatch(r"5\d\d \w+", k)}
+        assert set(k.split()[0] for k in five) == {"503"}, five
+        assert five.get("503 before", 0) == 0, five
+        outcome, audit = _final_checks(dep, load, diag)
+        lines = _outage_lines(dep, "PostgreSQL")
+        assert any(w for w, _ in lines.values()), f"no process logged the outage: {lines}"
+        assert all(w <= 2 and r <= w for w, r in lines.values()), f"outage log lines per process: {lines}"
+        assert all(r >= 1 for w, r in lines.values() if w), f"an outage without its recovery line: {lines}"
+        record(ScenarioFigures(
+            scenario=f"scale-out: PostgreSQL stopped ~{PG_OUTAGE_S:g} s under load",
+            faults=1, requests=led.requests, writes_acknowledged=led.writes_acknowledged,
+            writes_lost=outcome.lost, audit_divergences=audit.divergences,
+            extra={"5xx": led.counts.get("5xx", 0), "503": sum(five.values()),
+                   "reads_during_outage": led.counts.get("read ok outage", 0),
+                   "writes_503": led.counts.get("post unavailable", 0),
+                   "outage_s": round(outage_s, 1)}))
