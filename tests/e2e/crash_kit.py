@@ -1,10 +1,12 @@
-"""What the crash and drain scenarios share: a restartable embedded server, the concurrent
-clients with an honest ledger of what each request did, and the final check against an
-oracle built from that ledger.
+"""What the crash, drain and outage scenarios share: a restartable embedded server, the
+concurrent clients with an honest ledger of what each request did, and the final check
+against an oracle built from that ledger.
 
 Every request's outcome is recorded as the client saw it:
 
-- an answer: 2xx means the write happened (acknowledged);
+- an answer: 2xx means the write happened (acknowledged); any other answer is an error,
+  unless the scenario's :meth:`Load._server_error` takes a 5xx as the documented answer of
+  an outage (``tests/e2e/test_outages.py``): then the write's outcome is *unknown*;
 - the connection could not be opened (refused): the request never reached a server, it had
   no effect, and the client tries another API process (or waits, when there is none);
 - the connection dropped after the request may have been sent (a kill): *unknown*, the
@@ -163,7 +165,7 @@ class Ledger:
     in_flight: dict[str, int] = field(default_factory=dict)  # text -> user: outcome unknown
     deleted: set[int] = field(default_factory=set)  # acknowledged deletes
     maybe_deleted: set[int] = field(default_factory=set)  # delete in flight at a fault
-    targeted: set[int] = field(default_factory=set)  # posts a delete was sent for
+    targeted: set[int] = field(default_factory=set)  # posts a delete is (being) sent for
     # (follower, followee) -> the follow states the requests so far allow, in order
     follow_ops: dict[tuple[int, int], list[tuple[bool, bool]]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -208,6 +210,12 @@ class Clients:
         for c in self.http:
             c.close()
 
+    def __enter__(self) -> Clients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def send(self, method: str, url: str, **kw: Any) -> httpx.Response | None:
         """The answer, or None when every API process refused the connection (nothing was
         sent). Raises ``httpx.TransportError`` when the request may have been sent but no
@@ -232,7 +240,11 @@ class Clients:
 
 class Load:
     """The concurrent clients of the crash scenarios: posters, deleters, readers and a
-    follow churner, each thread with its own connections to every API process."""
+    follow churner, each thread with its own connections to every API process.
+
+    Other fault scenarios reuse these clients through four hooks: :meth:`_server_error`
+    (whether a 5xx answer may be the fault's documented answer), :meth:`_acked` and
+    :meth:`_read_ok` (what is counted) and :meth:`_targets` (more client threads)."""
 
     def __init__(self, urls: Sequence[str], users: list[dict[str, Any]], marker: str,
                  ledger: Ledger | None = None) -> None:
@@ -250,11 +262,35 @@ class Load:
     def _auth(self, u: int) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.users[u]['token']}"}
 
+    # -- hooks --------------------------------------------------------------------------------
+    def _server_error(self, r: httpx.Response, what: str) -> bool:
+        """True when ``r`` is a server error that this scenario takes as "the request may or
+        may not have happened" (the caller then records its outcome as unknown); an override
+        records whatever else it finds wrong with it as an error. Here never: in the crash
+        scenarios any answer but the expected one is an error."""
+        return False
+
+    def _acked(self, kind: str) -> None:
+        """A write of ``kind`` (post, delete, follow) was acknowledged."""
+        self.ledger.count(f"{kind} acked")
+
+    def _read_ok(self, route: str) -> None:
+        """A read of ``route`` was answered with a well-formed page."""
+        self.ledger.count("read ok")
+
+    def _targets(self) -> list[tuple[Callable[..., None], tuple]]:
+        """The client threads to start: what each runs, with which arguments."""
+        targets: list[tuple[Callable[..., None], tuple]] = [(self.poster, (u,)) for u in POSTERS]
+        targets += [(self.deleter, (u,)) for u in DELETERS]
+        targets += [(self.reader, (u,)) for u in READERS]
+        targets.append((self.churner, ()))
+        return targets
+
+    # -- the clients --------------------------------------------------------------------------
     def poster(self, u: int) -> None:
         rng = random.Random(u)
         led = self.ledger
-        http = self._clients(1000 + u)
-        try:
+        with self._clients(1000 + u) as http:
             n = 0
             while not self.stop.is_set():
                 n += 1
@@ -268,6 +304,11 @@ class Load:
                     continue
                 if r is None:
                     continue
+                if self._server_error(r, "POST /v1/posts"):
+                    with led.lock:
+                        led.in_flight[text] = u  # may have committed before its connection died
+                    led.count("post unavailable")
+                    continue
                 if r.status_code != 201:
                     led.error(f"POST /v1/posts -> {r.status_code} {r.text[:300]}")
                     continue
@@ -276,16 +317,13 @@ class Load:
                     led.error(f"POST /v1/posts answered {body} for {text!r}")
                 with led.lock:
                     led.acked[int(body["id"])] = (u, text)
-                led.count("post acked")
+                self._acked("post")
                 time.sleep(rng.uniform(0, 0.01))
-        finally:
-            http.close()
 
     def deleter(self, u: int) -> None:
         rng = random.Random(100 + u)
         led = self.ledger
-        http = self._clients(1100 + u)
-        try:
+        with self._clients(1100 + u) as http:
             while not self.stop.is_set():
                 time.sleep(rng.uniform(0.02, 0.08))
                 with led.lock:
@@ -293,27 +331,30 @@ class Load:
                     if not mine:
                         continue
                     pid = rng.choice(mine)
+                    # before the send: a reader may find the post gone before the answer comes
+                    led.targeted.add(pid)
                 try:
                     r = http.send("DELETE", f"/v1/posts/{pid}", headers=self._auth(u))
                 except httpx.TransportError as exc:
                     with led.lock:
-                        led.targeted.add(pid)
                         led.maybe_deleted.add(pid)
                     led.count(f"delete unknown: {type(exc).__name__}")
                     continue
                 if r is None:
+                    with led.lock:
+                        led.targeted.discard(pid)  # never sent: it may be chosen again
                     continue
-                with led.lock:
-                    led.targeted.add(pid)
+                if self._server_error(r, f"DELETE /v1/posts/{pid}"):
+                    with led.lock:
+                        led.maybe_deleted.add(pid)
+                    continue
                 if r.status_code != 204:
                     led.error(f"DELETE /v1/posts/{pid} (acknowledged, never deleted) -> "
                               f"{r.status_code} {r.text[:300]}")
                     continue
                 with led.lock:
                     led.deleted.add(pid)
-                led.count("delete acked")
-        finally:
-            http.close()
+                self._acked("delete")
 
     def _set_follow(self, http: Clients, pair: tuple[int, int], state: bool) -> bool:
         """One follow or unfollow request, its outcome recorded; False if never sent."""
@@ -329,12 +370,16 @@ class Load:
             return True
         if r is None:
             return False
+        if self._server_error(r, f"follow {pair} -> {state}"):
+            with led.lock:
+                led.follow_ops.setdefault(pair, []).append((state, False))
+            return True
         if r.status_code != 200 or r.json() != {"following": state}:
             led.error(f"follow {pair} -> {state}: {r.status_code} {r.text[:300]}")
             return True
         with led.lock:
             led.follow_ops.setdefault(pair, []).append((state, True))
-        led.count("follow acked")
+        self._acked("follow")
         return True
 
     def churner(self) -> None:
@@ -343,8 +388,7 @@ class Load:
         posters go on), and everyone unfollows (user 1 is demoted with warm caches)."""
         rng = random.Random(7)
         want = {pair: False for pair in CHURN}
-        http = self._clients(1200)
-        try:
+        with self._clients(1200) as http:
             while not self.stop.is_set() and not self.finale.is_set():
                 time.sleep(rng.uniform(0.01, 0.05))
                 pair = rng.choice(CHURN)
@@ -356,15 +400,12 @@ class Load:
                         while not self._set_follow(http, pair, state):
                             pass
                     time.sleep(0.3)
-        finally:
-            http.close()
 
     def reader(self, u: int) -> None:
-        """Reads during the faults: every page must be well formed."""
+        """Home timelines, paged a little during the faults: every page must be well formed."""
         rng = random.Random(200 + u)
         led = self.ledger
-        http = self._clients(1300 + u)
-        try:
+        with self._clients(1300 + u) as http:
             while not self.stop.is_set():
                 time.sleep(rng.uniform(0.01, 0.06))
                 before = None
@@ -377,7 +418,7 @@ class Load:
                     except httpx.TransportError:
                         led.count("read dropped")
                         break
-                    if r is None:
+                    if r is None or self._server_error(r, f"GET home {params}"):
                         break
                     if r.status_code != 200:
                         led.error(f"GET home {params} -> {r.status_code} {r.text[:300]}")
@@ -386,19 +427,16 @@ class Load:
                     ids = [int(p["id"]) for p in body["posts"]]
                     if ids != sorted(set(ids), reverse=True) or (before and ids and ids[0] >= int(before)):
                         led.error(f"GET home {params}: page out of order or repeated: {ids}")
-                    led.count("read ok")
+                    if len(ids) < params["limit"] and body["next"] is not None:
+                        led.error(f"GET home {params}: short page with a next cursor")
+                    self._read_ok("home")
                     before = body["next"]
                     if before is None:
                         break
-        finally:
-            http.close()
 
+    # -- the run ------------------------------------------------------------------------------
     def start(self) -> None:
-        targets: list[tuple[Callable[..., None], tuple]] = [(self.poster, (u,)) for u in POSTERS]
-        targets += [(self.deleter, (u,)) for u in DELETERS]
-        targets += [(self.reader, (u,)) for u in READERS]
-        targets.append((self.churner, ()))
-        for fn, args in targets:
+        for fn, args in self._targets():
             t = threading.Thread(target=fn, args=args, daemon=True, name=f"{fn.__name__}{args}")
             t.start()
             self.threads.append(t)

@@ -657,15 +657,8 @@ def private_pg_deployment(tmp_path: Path, settings: dict[str, str] | None = None
         dep.pg = cluster
         try:
             dep.start()
-        except BaseException:
-            print(f"===== scale-out deployment logs ({dep.log_dir}) =====\n{dep.logs(6000)}\n"
-                  f"{cluster.log_tail()}")
-            with contextlib.suppress(Exception):
-                dep.close()
-            raise
-        try:
             yield dep
-        except BaseException:
+        except BaseException:  # the start or the test failed: show why, keep its error
             print(f"===== scale-out deployment logs ({dep.log_dir}) =====\n{dep.logs(6000)}\n"
                   f"{cluster.log_tail()}")
             with contextlib.suppress(Exception):
