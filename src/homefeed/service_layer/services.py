@@ -84,6 +84,7 @@ class Homefeed:
         )
         self.consumers = Consumers(self.feed, stream, search_index)
         self._tokens: dict[bytes, int] = {}
+        self._handles: dict[int, str] = {}  # user id -> handle (immutable), see _handle_of
         #: Writes sent with an ``Idempotency-Key``: run once, answered alike ever after.
         self.idempotency = IdempotentWrites(store, settings.idempotency_hours * 3600)
         self._purge_task: asyncio.Task | None = None
@@ -253,14 +254,27 @@ class Homefeed:
         self, user_id: int, text: Any, *, once: IdempotentRequest | None = None
     ) -> dict[str, Any]:
         text = validate_post_text(text, self.settings.max_post_length)
-        author = await self.store.user_by_id(user_id)
-        if author is None:
-            raise Unauthorized("the token's user no longer exists")
         post = await self.store.create_post(
-            user_id, author.handle, text, idempotency=once.record(Post.public) if once else None
+            user_id, await self._handle_of(user_id), text,
+            idempotency=once.record(Post.public) if once else None,
         )
         await self.feed.posted(post)
         return post.public()
+
+    async def _handle_of(self, user_id: int) -> str:
+        """The author's handle, which every post carries. Handles never change, so it is
+        read from the record store once per user and process, not once per post (a round
+        trip per post on PostgreSQL)."""
+        handle = self._handles.get(user_id)
+        if handle is None:
+            author = await self.store.user_by_id(user_id)
+            if author is None:
+                raise Unauthorized("the token's user no longer exists")
+            handle = author.handle
+            if len(self._handles) > 100_000:
+                self._handles.clear()
+            self._handles[user_id] = handle
+        return handle
 
     async def get_post(self, post_id: int) -> dict[str, Any]:
         got = await self.feed.hydrate([post_id])
