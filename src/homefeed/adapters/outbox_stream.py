@@ -24,7 +24,8 @@ import orjson
 
 from homefeed.adapters.sqlite_db import SqliteDatabase
 from homefeed.domain.model import Event
-from homefeed.ports import DeadLetter
+from homefeed.adapters.outbox_base import OutboxStreamBase
+from homefeed.ports import DeadLetter, StreamPosition
 from homefeed.adapters.dead_letter_rows import dead_letter_from_row, retry_all
 
 #: How often ``fetch`` looks for dead letters marked for retry (by any process).
@@ -40,7 +41,7 @@ class _Retry:
         self.id = id_
 
 
-class OutboxEventStream:
+class OutboxEventStream(OutboxStreamBase):
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
         self._offsets: dict[str, int] = {}
@@ -159,6 +160,14 @@ class OutboxEventStream:
         database: the one any process sees, unlike the offset a running consumer caches."""
         row = self.db.query_one("SELECT seq FROM consumer_offsets WHERE consumer = ?", (consumer,))
         return row[0] if row else 0
+
+    async def tail_position(self) -> StreamPosition:
+        """``(0, seq of the newest event)``: SQLite commits one transaction at a time, so
+        every stored event is deliverable."""
+        return (0, await self.head())
+
+    async def acked_position(self, consumer: str) -> StreamPosition:
+        return (0, await self.position(consumer))
 
     async def seek_before(self, consumer: str, seq: int) -> None:
         """Move ``consumer`` so that the next event it gets is the one with ``seq`` (0 or 1:

@@ -72,6 +72,7 @@ import asyncio
 import time
 from typing import Sequence
 
+from homefeed.adapters.outbox_base import OutboxStreamBase
 from homefeed.adapters.pg_db import LeaderLock, PgDatabase
 from homefeed.domain.model import Event
 from homefeed.ports import DeadLetter
@@ -183,7 +184,7 @@ def event_seq(xid: int, rank: int) -> int:
     return (xid << RANK_BITS) | rank
 
 
-class PgOutboxEventStream:
+class PgOutboxEventStream(OutboxStreamBase):
     def __init__(self, db: PgDatabase, poll_interval: float | None = None) -> None:
         self.db = db
         self.poll_interval = poll_interval if poll_interval is not None else db.poll_interval
@@ -299,6 +300,9 @@ class PgOutboxEventStream:
             "SELECT xid::text::bigint, seq FROM outbox ORDER BY xid DESC, seq DESC LIMIT 1"
         )
         return (row[0], row[1]) if row else START
+
+    async def acked_position(self, consumer: str) -> Position:
+        return await self.position(consumer)
 
     async def seek_before(self, consumer: str, seq: int) -> None:
         """Move ``consumer`` so that the next event it gets is the one whose ``Event.seq``

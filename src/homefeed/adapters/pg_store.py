@@ -17,7 +17,7 @@ runs it again.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 from psycopg import errors as pg_errors
 
@@ -208,6 +208,7 @@ def _keyed(sql: str, keyed_sql: str, params: dict[str, Any], record: Idempotency
 
 
 class PgRecordStore:
+    backend: ClassVar[str] = "postgresql"
     def __init__(self, db: PgDatabase, node: int | None = 0) -> None:
         """``node=None`` claims a node id from the database, so that any number of API
         processes on any number of machines make ids that never collide (1,024 claims

@@ -26,7 +26,6 @@ from homefeed.domain.errors import Unavailable
 log = logging.getLogger("homefeed.sqlite")
 
 T = TypeVar("T")
-WriteFn = Callable[[sqlite3.Connection], Any]
 
 # Versioned migrations: index i brings the schema from version i to i + 1. Append only.
 MIGRATIONS: list[str] = [
@@ -195,21 +194,6 @@ class SqliteDatabase:
         self._queue.put((fn, loop, fut))
         return await fut
 
-    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Blocking variant for batch jobs and the CLI (not for the event loop thread)."""
-        done = threading.Event()
-        box: dict[str, Any] = {}
-
-        def settle(ok: bool, value: Any) -> None:
-            box["ok"], box["value"] = ok, value
-            done.set()
-
-        self._queue.put((fn, None, settle))
-        done.wait()
-        if not box["ok"]:
-            raise box["value"]
-        return box["value"]
-
     def _run_writer(self, conn: sqlite3.Connection) -> None:
         while True:
             job = self._queue.get()
@@ -267,10 +251,7 @@ class SqliteDatabase:
     def _settle(batch: list[Any], outcomes: list[tuple[bool, Any]]) -> None:
         by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
         for (_, loop, target), (ok, value) in zip(batch, outcomes):
-            if loop is None:
-                target(ok, value)
-            else:
-                by_loop.setdefault(loop, []).append((target, ok, value))
+            by_loop.setdefault(loop, []).append((target, ok, value))
         for loop, items in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_resolve_all, items)

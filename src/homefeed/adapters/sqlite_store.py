@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Iterable, Sequence
+from typing import ClassVar, Iterable, Sequence
 
 import orjson
 
@@ -49,6 +49,8 @@ def remember(conn: sqlite3.Connection, record: IdempotencyRecord | None, created
 
 
 class SqliteRecordStore:
+    backend: ClassVar[str] = "sqlite"
+
     def __init__(self, db: SqliteDatabase, node: int = 0) -> None:
         self.db = db
         self._node = node

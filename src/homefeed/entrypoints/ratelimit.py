@@ -105,9 +105,9 @@ class RateLimits:
         self.per_address = per_address
         self.recorder = recorder or obs.RECORDER
         self.cooldown = cooldown
-        #: A limiter that never waits (in memory) may offer ``hit_now``: the same answer
+        #: A limiter that never waits (in memory) answers ``hit_now``: the same answer
         #: without a coroutine per call, on every request.
-        self._hit_now = getattr(limiter, "hit_now", None)
+        self._hit_now = limiter.hit_now if limiter.answers_now else None
         #: The limiter's last call failed: it is not asked again before ``_skip_until``
         #: (monotonic), and then by one request at a time (``_probing``).
         self._failing = False
