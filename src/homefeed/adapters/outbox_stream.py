@@ -128,18 +128,16 @@ class OutboxEventStream(OutboxStreamBase):
         self._offsets[consumer] = max(self._offset(consumer), seq)
 
     async def head(self) -> int:
-        row = self.db.query_one("SELECT coalesce(max(seq), 0) FROM outbox")
-        return row[0]
+        return int(self.db.query_value("SELECT coalesce(max(seq), 0) FROM outbox"))
 
     async def lag(self, consumer: str) -> int:
         """Events after the offset, plus dead letters marked for retry."""
         after = self._offset(consumer)
-        row = self.db.query_one(
+        return int(self.db.query_value(
             "SELECT (SELECT count(*) FROM outbox WHERE seq > ?)"
             " + (SELECT count(*) FROM dead_letters WHERE consumer = ? AND retry = 1)",
             (after, consumer),
-        )
-        return row[0]
+        ))
 
     async def seek(self, consumer: str, seq: int) -> None:
         """Move a consumer's offset (replay from ``seq + 1``, or skip to the head)."""

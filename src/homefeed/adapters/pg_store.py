@@ -221,6 +221,7 @@ class PgRecordStore:
         await self.db.open()
         if self._node is None:
             claimed = await self.db.fetchone("SELECT nextval('homefeed_node_seq') % 1024")
+            assert claimed is not None, "nextval answers one row"
             self._node = int(claimed[0])
         row = await self.db.fetchone(
             "SELECT greatest((SELECT max(id) FROM posts), (SELECT max(id) FROM users),"
@@ -438,16 +439,16 @@ class PgRecordStore:
                     prepare=False,
                 )
                 async with cur.copy("COPY follows_load (follower_id, followee_id, id) FROM STDIN") as cp:
-                    for row in follows:
-                        await cp.write_row(row)
+                    for follow in follows:
+                        await cp.write_row(follow)
                 await cur.execute(
                     "INSERT INTO follows (follower_id, followee_id, id)"
                     " SELECT follower_id, followee_id, id FROM follows_load ON CONFLICT DO NOTHING",
                     prepare=False,
                 )
                 async with cur.copy("COPY posts (id, author_id, text) FROM STDIN") as cp:
-                    for row in posts:
-                        await cp.write_row(row)
+                    for post in posts:
+                        await cp.write_row(post)
                 await cur.execute(_RECOUNT, prepare=False)
             # statistics for the planner, and the visibility map for index-only scans
             await conn.execute("VACUUM (ANALYZE) users, follows, posts", prepare=False)

@@ -267,6 +267,13 @@ class SqliteDatabase:
         assert self.reader is not None, "database is not open"
         return self.reader.execute(sql, params).fetchone()
 
+    def query_value(self, sql: str, params: tuple | list = ()) -> Any:
+        """The first column of the one row an aggregate (``count``, ``max``) answers."""
+        assert self.reader is not None, "database is not open"
+        row = self.reader.execute(sql, params).fetchone()
+        assert row is not None, "an aggregate answers one row"
+        return row[0]
+
 
 def _resolve_all(items: list[tuple[asyncio.Future, bool, Any]]) -> None:
     for fut, ok, value in items:

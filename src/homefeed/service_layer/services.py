@@ -114,7 +114,7 @@ class Homefeed:
             "search": self.search_index.backend,
         }
 
-    def profile(self) -> str:
+    def backend_profile(self) -> str:
         """``store+cache+stream``, e.g. ``sqlite+memory+outbox`` (the metrics label)."""
         b = self.backends()
         return f"{b['store']}+{b['cache']}+{b['stream']}"
