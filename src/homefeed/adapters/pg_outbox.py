@@ -57,7 +57,7 @@ write transactions per second, 44 years). ``Event.ack_handle`` is the position
 ``(xid, outbox seq)``; ``ack`` stores the greatest position of the batch. ``head()`` returns
 the ``Event.seq`` of the last event of the stable prefix (0 if none) and
 ``seek(consumer, seq)`` moves a consumer just after the event ``seq`` (0: to the beginning);
-``head_position`` / ``seek`` with an ``(xid, outbox seq)`` tuple work on positions.
+``seek`` with an ``(xid, outbox seq)`` tuple works on positions.
 
 Dead letters: as in the SQLite outbox stream (``homefeed.adapters.outbox_stream``), in the
 table ``dead_letters``: ``dead_letter`` records the event and moves the consumer past it in
@@ -243,10 +243,6 @@ class PgOutboxEventStream(OutboxStreamBase):
         row = await self.db.fetchone(_HEAD)
         return event_seq(row[0], row[2]) if row else 0
 
-    async def head_position(self) -> Position:
-        row = await self.db.fetchone(_HEAD)
-        return (row[0], row[1]) if row else START
-
     async def position(self, consumer: str) -> Position:
         row = await self.db.fetchone(
             "SELECT xid::text::bigint, seq FROM consumer_offsets WHERE consumer = %s", (consumer,)
@@ -294,7 +290,7 @@ class PgOutboxEventStream(OutboxStreamBase):
     # -- administration (replay, audit, dead letters) -------------------------------------
     async def tail_position(self) -> Position:
         """The position of the newest committed outbox row, deliverable yet or not (unlike
-        ``head_position``, not held back by running transactions): a consumer whose
+        ``head()``, not held back by running transactions): a consumer whose
         position reaches it has been delivered every event committed before this call."""
         row = await self.db.fetchone(
             "SELECT xid::text::bigint, seq FROM outbox ORDER BY xid DESC, seq DESC LIMIT 1"

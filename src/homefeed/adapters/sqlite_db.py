@@ -154,8 +154,6 @@ class SqliteDatabase:
         self._thread: threading.Thread | None = None
         self._commit_listeners: list[Callable[[], None]] = []
         self.reader: sqlite3.Connection | None = None
-        self.commits = 0
-        self.writes = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -232,8 +230,6 @@ class SqliteDatabase:
                     conn.execute("RELEASE w")
                     outcomes.append((True, result))
             conn.execute("COMMIT")
-            self.commits += 1
-            self.writes += len(batch)
         except Exception as exc:  # the commit itself failed: nothing in the batch is durable
             log.exception("group commit failed")
             try:
