@@ -269,6 +269,8 @@ class Leadership(Protocol):
 
 #: Makes one attempt to lead: ``async with factory() as leadership:`` waits to be elected.
 LeaderFactory = Callable[[], AbstractAsyncContextManager[Leadership]]
+#: The same per consumer name: one process at a time runs each consumer reading the outbox.
+ConsumerLeaderFactory = Callable[[str], AbstractAsyncContextManager[Leadership]]
 
 
 class RelayParts(TypedDict, total=False):
@@ -281,7 +283,7 @@ class RelayParts(TypedDict, total=False):
     #: The election of the one relay that runs.
     leader: LeaderFactory
     #: The election of the one process running each consumer that reads the outbox itself.
-    consumer_leader: Callable[[str], AbstractAsyncContextManager[Leadership]]
+    consumer_leader: ConsumerLeaderFactory
 
 
 class SearchIndex(Protocol):

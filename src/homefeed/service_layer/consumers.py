@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 from homefeed.domain import model
 from homefeed.domain.errors import Unavailable
 from homefeed.domain.model import Event, Post
-from homefeed.ports import EventStream, SearchIndex
+from homefeed.ports import ConsumerLeaderFactory, EventStream, SearchIndex
 from homefeed.service_layer.feed import FeedManager
 
 log = logging.getLogger("homefeed.consumers")
@@ -127,7 +127,7 @@ class Consumers:
             await self.index.remove(gone)
 
     # -- running --------------------------------------------------------------------------
-    def start(self, names: Sequence[str] | None = None, leader: Callable[[str], Any] | None = None) -> None:
+    def start(self, names: Sequence[str] | None = None, leader: ConsumerLeaderFactory | None = None) -> None:
         """Run the named consumers as tasks. ``leader(name)``, if given, is an async context
         manager held while consuming: one process at a time runs that consumer."""
         self._stopping = asyncio.Event()
@@ -138,7 +138,7 @@ class Consumers:
             self._tasks.append(asyncio.create_task(coro, name=f"consumer-{name}"))
         self.running = tuple(names if names is not None else self.handlers)
 
-    async def _run_as_leader(self, name: str, leader: Callable[[str], Any]) -> None:
+    async def _run_as_leader(self, name: str, leader: ConsumerLeaderFactory) -> None:
         assert self._stopping is not None
         while not self._stopping.is_set():
             try:
