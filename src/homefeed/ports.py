@@ -219,23 +219,24 @@ class EventStream(Resource, Protocol):
     async def head(self) -> int:
         """The ``Event.seq`` of the newest event the stream delivers (0 if none): a cheap
         read that proves the stream answers (``/readyz``)."""
-    async def tail_position(self) -> StreamPosition:
+    async def end_position(self) -> StreamPosition:
         """Where the newest stored event is, including events not deliverable yet: a
         consumer whose ``acked_position`` reaches it has applied every event stored before
         this call (the audit waits for that)."""
     async def acked_position(self, consumer: str) -> StreamPosition:
         """Up to where ``consumer`` has acknowledged every event, as stored (the place any
         process sees)."""
-    async def rewind(
+    async def replay_from(
         self, consumer: str, *, event_seq: int | None = None, start_time: datetime | None = None
     ) -> dict[str, Any]:
         """Make ``consumer`` apply again every event from the one whose ``Event.seq`` is
         ``event_seq`` (0: from the beginning), or from the first stored at ``start_time``
         (raises InvalidInput where the stream keeps no time). Returns a description of
-        the new start (``{"from": ...}`` and what the backend adds). On an outbox this
-        moves the stored offset: a consumer running elsewhere that caches its offset, or
-        acknowledges a batch fetched before, may move it forward again (see
-        ``homefeed replay``, which works around both)."""
+        the new start (``event_seq`` or ``start_time``, and what the backend adds).
+        JetStream recreates the durable consumer, which every worker then follows. An
+        outbox moves the stored offset: a consumer running now that caches its offset
+        (SQLite), or acknowledges a batch fetched before (PostgreSQL), may move it forward
+        again (``homefeed replay`` works around both)."""
 
     # -- dead letters ------------------------------------------------------------------------
     async def dead_letter(self, consumer: str, event: Event, reason: str) -> None:

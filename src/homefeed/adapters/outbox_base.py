@@ -1,6 +1,6 @@
 """What both outbox streams (SQLite, PostgreSQL) share as ``EventStream`` adapters: the
 capabilities of the port that a bus has and the outbox read in place has no use for, each
-implemented honestly (and said why), plus ``rewind`` as a move of the stored offset."""
+implemented honestly (and said why), plus ``replay_from`` as a move of the stored offset."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class OutboxStreamBase:
         ``seq`` (0: the first event)."""
         raise NotImplementedError
 
-    async def rewind(
+    async def replay_from(
         self, consumer: str, *, event_seq: int | None = None, start_time: datetime | None = None
     ) -> dict[str, Any]:
         """Move the stored offset of ``consumer`` before ``event_seq`` (``seek_before``).

@@ -159,7 +159,7 @@ class OutboxEventStream(OutboxStreamBase):
         row = self.db.query_one("SELECT seq FROM consumer_offsets WHERE consumer = ?", (consumer,))
         return row[0] if row else 0
 
-    async def tail_position(self) -> StreamPosition:
+    async def end_position(self) -> StreamPosition:
         """``(0, seq of the newest event)``: SQLite commits one transaction at a time, so
         every stored event is deliverable."""
         return (0, await self.head())

@@ -297,6 +297,9 @@ class PgOutboxEventStream(OutboxStreamBase):
         )
         return (row[0], row[1]) if row else START
 
+    async def end_position(self) -> Position:
+        return await self.tail_position()
+
     async def acked_position(self, consumer: str) -> Position:
         return await self.position(consumer)
 
