@@ -193,3 +193,13 @@ def test_the_checker_catches_a_misfit() -> None:
     assert compatible(port_fn, no_default)
     assert compatible(port_fn, sync)
     assert compatible(port_fn, extra_required)
+
+
+def test_homefeed_names_its_backends_from_the_adapters(tmp_path: Any) -> None:
+    """The one answer to "which backends are in use" (metrics labels, ``/readyz``)."""
+    from homefeed.bootstrap import build
+    from homefeed.config import Settings
+
+    hf = build(Settings(data_dir=tmp_path))
+    assert hf.backends() == {"store": "sqlite", "cache": "memory", "stream": "outbox", "search": "fts5"}
+    assert hf.backend_profile() == "sqlite+memory+outbox"
