@@ -15,10 +15,19 @@ silently be wrong are refused with a message that names the fix (``ProfileError`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 from homefeed.config import Settings
-from homefeed.ports import RateLimiter
+from homefeed.ports import (
+    Closable,
+    EventStream,
+    PostCache,
+    RateLimiter,
+    RecordStore,
+    RelayParts,
+    SearchIndex,
+    TimelineCache,
+)
 from homefeed.service_layer.consumers import FANOUT, INDEXER
 from homefeed.service_layer.services import Homefeed
 
@@ -40,15 +49,6 @@ class Plan:
     #: under a leader lock.
     exclusive: bool = False
     notes: list[str] = field(default_factory=list)
-
-
-def profile_name(settings: Settings) -> str:
-    parts = [
-        "postgresql" if settings.database_url else "sqlite",
-        "redis" if settings.cache_url else "memory",
-        "jetstream" if settings.bus_url else "outbox",
-    ]
-    return "+".join(parts)
 
 
 def plan(settings: Settings, role: str = "api", processes: int = 1, worker_roles: Sequence[str] = ROLES) -> Plan:
@@ -103,9 +103,17 @@ def plan(settings: Settings, role: str = "api", processes: int = 1, worker_roles
 
 def build(settings: Settings, node: int | None = 0) -> Homefeed:
     """Wire the adapters the settings ask for. ``node``: the id-generator node (None: claim
-    one from PostgreSQL, for scale-out processes)."""
-    resources: list[Any] = []
-    relay_parts: dict[str, Any] = {}
+    one from PostgreSQL, for scale-out processes).
+
+    Each adapter is assigned to a variable typed with its port: that is where the type
+    checker proves that the adapter implements the port (structurally, every method)."""
+    resources: list[Closable] = []
+    relay_parts: RelayParts = {}
+    store: RecordStore
+    outbox: EventStream
+    search_index: SearchIndex
+    cache: TimelineCache
+    posts: PostCache
 
     if settings.database_url:
         from homefeed.adapters.pg_db import PgDatabase
@@ -114,11 +122,12 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         from homefeed.adapters.pg_store import PgRecordStore
 
         pg = PgDatabase(settings.database_url)
-        store: Any = PgRecordStore(pg, node=node)
-        outbox: Any = PgOutboxEventStream(pg)
-        search_index: Any = PgSearchIndex(pg)
-        relay_parts["leader"] = lambda: outbox.leader(RELAY)
-        relay_parts["consumer_leader"] = lambda name: outbox.leader(f"consumer:{name}")
+        store = PgRecordStore(pg, node=node)
+        pg_outbox = PgOutboxEventStream(pg)
+        outbox = pg_outbox
+        search_index = PgSearchIndex(pg)
+        relay_parts["leader"] = lambda: pg_outbox.leader(RELAY)
+        relay_parts["consumer_leader"] = lambda name: pg_outbox.leader(f"consumer:{name}")
     else:
         from homefeed.adapters.fts5_index import Fts5SearchIndex
         from homefeed.adapters.outbox_stream import OutboxEventStream
@@ -139,12 +148,12 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
     if settings.cache_url:
         from homefeed.adapters.redis_cache import RedisPostCache, RedisTimelineCache
 
-        cache: Any = RedisTimelineCache(
+        cache = RedisTimelineCache(
             settings.cache_url,
             cap=settings.timeline_cap,
             inactive_seconds=settings.inactive_days * 86400,
         )
-        posts: Any = RedisPostCache(settings.cache_url)
+        posts = RedisPostCache(settings.cache_url)
         resources += [cache, posts]
     else:
         from homefeed.adapters.memory_cache import MemoryPostCache, MemoryTimelineCache
@@ -156,14 +165,14 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         )
         posts = MemoryPostCache(settings.cache_max_posts)
 
-    stream: Any = outbox
+    stream: EventStream = outbox
     if settings.bus_url:
         from homefeed.adapters.jetstream import JetStreamEventStream
 
-        stream = JetStreamEventStream.from_url(settings.bus_url)
-        resources.append(stream)
+        jetstream = JetStreamEventStream.from_url(settings.bus_url)
+        stream = jetstream
         relay_parts["source"] = outbox
-        relay_parts["sink"] = stream
+        relay_parts["sink"] = jetstream
 
     return Homefeed(
         settings,
@@ -188,7 +197,9 @@ def build_rate_limiter(settings: Settings) -> RateLimiter | None:
     if settings.cache_url:
         from homefeed.adapters.redis_ratelimit import RedisRateLimiter
 
-        return RedisRateLimiter(settings.cache_url)
+        _pending_in_redis_ratelimit(RedisRateLimiter)
+        limiter: RateLimiter = RedisRateLimiter(settings.cache_url)
+        return limiter
     from homefeed.adapters.memory_ratelimit import MemoryRateLimiter
 
     return MemoryRateLimiter()
@@ -201,3 +212,19 @@ async def open_homefeed(settings: Settings, run_consumers: bool = True) -> Homef
     p = plan(settings, "api")
     await hf.start(consumers=p.consumers if run_consumers else (), relay=p.relay and run_consumers)
     return hf
+
+
+def _pending_in_redis_ratelimit(cls: type) -> None:
+    """TEMPORARY, until ``redis_ratelimit.py`` declares what ``ports.RateLimiter`` asks of
+    it (``backend = "redis"``, ``answers_now = False``, a ``hit_now`` that raises): its
+    owner is changing that file now. Then delete this function and its call."""
+
+    def hit_now(self: object, key: str, rate: float, burst: int, cost: int = 1) -> float:
+        raise NotImplementedError("a Redis limiter answers only through a round trip: await hit")
+
+    filled: set[str] = set(vars(cls).get("_filled_by_bootstrap", ()))
+    for name, value in (("backend", "redis"), ("answers_now", False), ("hit_now", hit_now)):
+        if name not in vars(cls):
+            setattr(cls, name, value)
+            filled.add(name)
+    cls._filled_by_bootstrap = frozenset(filled)  # type: ignore[attr-defined]  # for the conformance test

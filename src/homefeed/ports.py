@@ -1,14 +1,27 @@
-"""The four building blocks as interfaces (ports). The core codes against these only; each
-backend is one adapter in ``homefeed.adapters``, wired in ``homefeed.bootstrap``.
+"""The building blocks as interfaces (ports): what a backend must provide, all of it.
 
-All methods are coroutines so that network backends (PostgreSQL, Redis, NATS) fit the same
-shape as the embedded ones, which simply never suspend.
+The core (``service_layer``) and the entrypoints code against these Protocols only; each
+backend is one adapter in ``homefeed.adapters``, wired in ``homefeed.bootstrap``. Every
+method a caller uses is declared here, and every adapter of a port implements every method
+of it: where a capability means nothing for a backend, the adapter implements it honestly
+(a no-op, or an empty answer) and its docstring says why. Nothing is found by name at run
+time, so a new backend is written from this file alone, and ``mypy`` (the assignments in
+``bootstrap``) and ``tests/unit/test_ports_conformance.py`` check that it fits.
+
+All I/O methods are coroutines so that network backends (PostgreSQL, Redis, NATS) fit the
+same shape as the embedded ones, which simply never suspend.
+
+Each adapter class names its backend in ``backend`` (a ClassVar): the one place the names
+of the backends in use come from (``Homefeed.backends()``: metrics labels, ``/readyz``).
 """
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from datetime import datetime
+from typing import Any, Callable, ClassVar, Iterable, Protocol, Sequence, TypedDict
 
 from homefeed.domain.errors import Conflict
 from homefeed.domain.model import Event, Post, User
@@ -39,12 +52,29 @@ class IdempotencyKeyTaken(Conflict):
     code = "idempotency_key_in_use"
 
 
-class RecordStore(Protocol):
+class Closable(Protocol):
+    """Holds connections (or memory) to release when the process stops. Caches and rate
+    limiters connect on first use, so they have nothing to open: ``Homefeed.close`` closes
+    them (its ``resources``), then the event stream, then the record store."""
+
+    async def close(self) -> None: ...
+
+
+class Resource(Closable, Protocol):
+    """Opened before use: ``Homefeed.start`` opens the record store, then the event stream
+    (which may keep its offsets in the record store). Adapters that share another's
+    connection (the outbox streams share the record store's) implement ``open`` and
+    ``close`` as no-ops."""
+
+    async def open(self) -> None: ...
+
+
+class RecordStore(Resource, Protocol):
     """The system of record. Every write is ONE transaction holding the record and its event
     in the outbox; it returns only after that transaction is durable."""
 
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
+    #: "sqlite", "postgresql": the name metrics and ``/readyz`` show.
+    backend: ClassVar[str]
 
     # -- writes (each one transaction: record + outbox event) ------------------------------
     # ``idempotency``: also store that record in the same transaction (a follow that changes
@@ -110,26 +140,174 @@ class RecordStore(Protocol):
     async def purge_idempotency_keys(self, older_than_seconds: float) -> int:
         """Delete the records stored more than ``older_than_seconds`` ago; returns how many."""
 
+    # -- administration: the audit and the batch jobs, never the request path --------------
+    async def user_ids_after(self, after_id: int, limit: int) -> list[int]:
+        """User ids > after_id, ascending: how batch jobs walk every user."""
+    async def sample_user_ids(self, n: int) -> list[int]:
+        """Up to ``n`` user ids chosen at random."""
+    async def counters(
+        self, user_ids: Sequence[int]
+    ) -> dict[int, tuple[tuple[int, int, int], tuple[int, int, int]]]:
+        """For each existing user: (stored, recomputed) ``(followers, following, posts)``
+        counts, both read in one snapshot."""
+    async def fix_counters(self, user_ids: Sequence[int]) -> int:
+        """Set the users' counters from the records, in one transaction that no concurrent
+        follow/unfollow/post/delete of theirs can interleave with. Returns how many changed."""
 
-class EventStream(Protocol):
-    """Outbox events in commit order, to durable named consumers, at least once."""
+    # The deployment id (stored by ``migrate``, naming the stream and consumers of this
+    # deployment) joins this port as ``async def deployment_id(self) -> str`` once both
+    # databases provide it.
 
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event a consumer gave up on after repeated failures (one shape for every stream)."""
+
+    #: The handle for ``retry_dead_letter``.
+    id: int
+    consumer: str
+    #: The event, or None if it could not be decoded (JetStream only).
+    event: Event | None
+    reason: str
+    #: JetStream: deliveries before it was given up. Outbox streams: times it was
+    #: dead-lettered (1, plus one for each retry that failed again).
+    deliveries: int
+    #: Position of the event in its stream (outbox streams: ``Event.seq``).
+    stream_seq: int
+    #: "consumer" (put there by the consumer) or "max_deliver" (JetStream's advisory).
+    source: str
+    at: str
+    #: A retry is requested and not yet applied (outbox streams).
+    retrying: bool = False
+
+
+#: A place in one stream, comparable with ``<`` to another place in the SAME stream only:
+#: ``(0, seq)`` where a stream has one sequence, ``(xid, seq)`` for the PostgreSQL outbox.
+StreamPosition = tuple[int, int]
+
+
+class EventStream(Resource, Protocol):
+    """Outbox events in commit order, to durable named consumers, at least once.
+
+    Two kinds of adapter: the outbox itself read in place (SQLite, PostgreSQL: the consumer
+    offsets live in the database, ``backend = "outbox"``), and a bus the outbox is relayed
+    onto (NATS JetStream). Capabilities of the bus that the outbox has no use for (events
+    pushed ahead of a fetch, ack deadlines, delayed redelivery) are no-ops there."""
+
+    #: "outbox", "jetstream".
+    backend: ClassVar[str]
+
+    # -- consuming -------------------------------------------------------------------------
     async def fetch(self, consumer: str, max_events: int, timeout: float) -> list[Event]:
         """The next events after what ``consumer`` acknowledged; waits up to ``timeout``
         seconds for at least one."""
     async def ack(self, consumer: str, events: Sequence[Event]) -> None:
         """Record that ``events`` (the last batch fetched) are applied."""
+    async def nak(self, consumer: str, events: Sequence[Event], delay: float | None = None) -> None:
+        """Give ``events`` (fetched, not acknowledged) back for redelivery, now or after
+        ``delay`` seconds."""
+    async def in_progress(self, events: Sequence[Event]) -> None:
+        """The events fetched are still being worked on (an outage is being ridden out):
+        a stream that redelivers unacknowledged events after a deadline postpones it."""
+    async def take_delivered(self, consumer: str) -> list[Event]:
+        """For a consumer about to stop: events delivered to this process that no fetch
+        returned yet (a stream that pushes ahead of the fetches has some)."""
+
+    # -- where consumers stand ---------------------------------------------------------------
     async def lag(self, consumer: str) -> int:
         """Events committed but not yet acknowledged by ``consumer``."""
+    async def head(self) -> int:
+        """The ``Event.seq`` of the newest event the stream delivers (0 if none): a cheap
+        read that proves the stream answers (``/readyz``)."""
+    async def end_position(self) -> StreamPosition:
+        """Where the newest stored event is, including events not deliverable yet: a
+        consumer whose ``acked_position`` reaches it has applied every event stored before
+        this call (the audit waits for that)."""
+    async def acked_position(self, consumer: str) -> StreamPosition:
+        """Up to where ``consumer`` has acknowledged every event, as stored (the place any
+        process sees)."""
+    async def replay_from(
+        self, consumer: str, *, event_seq: int | None = None, start_time: datetime | None = None
+    ) -> dict[str, Any]:
+        """Make ``consumer`` apply again every event from the one whose ``Event.seq`` is
+        ``event_seq`` (0: from the beginning), or from the first stored at ``start_time``
+        (raises InvalidInput where the stream keeps no time). Returns a description of
+        the new start (``event_seq`` or ``start_time``, and what the backend adds).
+        JetStream recreates the durable consumer, which every worker then follows. An
+        outbox moves the stored offset: a consumer running now that caches its offset
+        (SQLite), or acknowledges a batch fetched before (PostgreSQL), may move it forward
+        again (``homefeed replay`` works around both)."""
+
+    # -- dead letters ------------------------------------------------------------------------
+    async def dead_letter(self, consumer: str, event: Event, reason: str) -> None:
+        """Record ``event`` for ``consumer`` with ``reason`` and acknowledge it (the
+        consumer goes on with the next event)."""
+    async def dead_letters(self, consumer: str | None = None, limit: int = 1000) -> list[DeadLetter]: ...
+    async def retry_dead_letter(self, dead_letter_id: int) -> DeadLetter:
+        """Deliver the event again to its consumer (only), after the events it already has;
+        the dead letter goes once the consumer acknowledges it."""
+    async def retry_dead_letters(self, consumer: str | None = None) -> int: ...
+
+    async def stats(self) -> dict[str, int]:
+        """What this process's adapter counted (published, redelivered, reconnects, ...),
+        for metrics; {} where it counts nothing."""
+
+
+class EventSink(Protocol):
+    """Where the outbox relay publishes (a bus: NATS JetStream)."""
+
+    async def publish(self, events: Sequence[Event]) -> int:
+        """Store every event, in order, durably; return how many were new (a duplicate of
+        one already stored, by ``Event.seq``, is not)."""
+
+
+class Leadership(Protocol):
+    """What a leader election hands its leader while it leads."""
+
+    #: Set when leadership is lost (the lock's connection died): the leader stops at once.
+    lost: asyncio.Event
+
+
+#: Makes one attempt to lead: ``async with factory() as leadership:`` waits to be elected.
+LeaderFactory = Callable[[], AbstractAsyncContextManager[Leadership]]
+#: The same per consumer name: one process at a time runs each consumer reading the outbox.
+ConsumerLeaderFactory = Callable[[str], AbstractAsyncContextManager[Leadership]]
+
+
+class RelayParts(TypedDict, total=False):
+    """What an outbox relay needs in this process (``Homefeed.relay_parts``)."""
+
+    #: The outbox, read as the consumer "relay" (only with a bus).
+    source: EventStream
+    #: The bus the relay publishes to (only with a bus).
+    sink: EventSink
+    #: The election of the one relay that runs.
+    leader: LeaderFactory
+    #: The election of the one process running each consumer that reads the outbox itself.
+    consumer_leader: ConsumerLeaderFactory
 
 
 class SearchIndex(Protocol):
+    #: "fts5", "postgresql".
+    backend: ClassVar[str]
+
     async def index(self, posts: Sequence[Post]) -> None:
         """Upsert: indexing a post twice leaves one entry."""
     async def remove(self, post_ids: Sequence[int]) -> None: ...
     async def clear(self) -> None: ...
     async def search(self, terms: Sequence[str], before: int | None, limit: int) -> list[int]:
         """Ids of posts having every term, newest first, id < before."""
+
+    # -- administration: the audit, the rebuild, metrics -----------------------------------
+    async def entries(
+        self, after: int, limit: int, upto: int | None = None
+    ) -> list[tuple[int, frozenset[str]]]:
+        """(post id, terms stored for it) for ids in (after, upto], ascending."""
+    def terms_of(self, post: Post) -> frozenset[str]:
+        """The terms this index stores for ``post`` (what ``index`` would write)."""
+    async def count(self) -> int | None:
+        """About how many posts are indexed (an estimate where counting exactly would scan
+        the index); None if not known now. Never stalls the event loop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +319,13 @@ class IdSlice:
     floor: int
 
 
-class TimelineCache(Protocol):
+class TimelineCache(Closable, Protocol):
     """Compact id lists (``home`` timelines and ``author`` recent-post lists), each capped,
     plus the small graph facts the read path needs. Never the only copy of anything: every
     method may find nothing and the caller rebuilds from the record store."""
+
+    #: "memory", "redis".
+    backend: ClassVar[str]
 
     # -- id lists: kind is "home" or "author" ---------------------------------------------
     async def slice(self, kind: str, key: int, before: int | None, limit: int) -> IdSlice | None:
@@ -181,60 +362,7 @@ class TimelineCache(Protocol):
     async def mark_celebrity(self, user_id: int, is_celebrity: bool) -> bool:
         """Update one member if the set is cached; True if membership changed."""
 
-    async def stats(self) -> dict[str, int]: ...
-
-
-class PostCache(Protocol):
-    """Hydration cache: post id -> post. Bounded; a miss goes to the record store."""
-
-    async def get_many(self, ids: Sequence[int]) -> dict[int, Post]: ...
-    async def put_many(self, posts: Sequence[Post]) -> None: ...
-    async def delete(self, ids: Sequence[int]) -> None: ...
-
-
-# -- administration: what the audit and the rebuild jobs use, never the request path --------
-# Every adapter of the port implements these too; they are separate protocols only so that
-# the request-path ports above stay what the service needs to serve.
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """An event a consumer gave up on after repeated failures (one shape for every stream)."""
-
-    #: The handle for ``retry_dead_letter``.
-    id: int
-    consumer: str
-    #: The event, or None if it could not be decoded (JetStream only).
-    event: Event | None
-    reason: str
-    #: JetStream: deliveries before it was given up. Outbox streams: times it was
-    #: dead-lettered (1, plus one for each retry that failed again).
-    deliveries: int
-    #: Position of the event in its stream (outbox streams: ``Event.seq``).
-    stream_seq: int
-    #: "consumer" (put there by the consumer) or "max_deliver" (JetStream's advisory).
-    source: str
-    at: str
-    #: A retry is requested and not yet applied (outbox streams).
-    retrying: bool = False
-
-
-class AdminRecordStore(Protocol):
-    async def user_ids_after(self, after_id: int, limit: int) -> list[int]:
-        """User ids > after_id, ascending: how batch jobs walk every user."""
-    async def sample_user_ids(self, n: int) -> list[int]:
-        """Up to ``n`` user ids chosen at random."""
-    async def counters(
-        self, user_ids: Sequence[int]
-    ) -> dict[int, tuple[tuple[int, int, int], tuple[int, int, int]]]:
-        """For each existing user: (stored, recomputed) ``(followers, following, posts)``
-        counts, both read in one snapshot."""
-    async def fix_counters(self, user_ids: Sequence[int]) -> int:
-        """Set the users' counters from the records, in one transaction that no concurrent
-        follow/unfollow/post/delete of theirs can interleave with. Returns how many changed."""
-
-
-class AdminTimelineCache(Protocol):
+    # -- administration: the audit, metrics -----------------------------------------------
     async def peek(
         self, kind: str, key: int, before: int | None = None, limit: int | None = None
     ) -> IdSlice | None:
@@ -243,39 +371,32 @@ class AdminTimelineCache(Protocol):
         newest ``cap``). None if absent or building."""
     async def keys(self, kind: str) -> list[int]:
         """The keys whose ``kind`` list exists now (building ones included)."""
+    async def stats(self) -> dict[str, int]:
+        """How many lists and entries the cache holds, evictions, ...: for metrics."""
 
 
-class AdminPostCache(Protocol):
+class PostCache(Closable, Protocol):
+    """Hydration cache: post id -> post. Bounded; a miss goes to the record store."""
+
+    #: "memory", "redis".
+    backend: ClassVar[str]
+
+    async def get_many(self, ids: Sequence[int]) -> dict[int, Post]: ...
+    async def put_many(self, posts: Sequence[Post]) -> None: ...
+    async def delete(self, ids: Sequence[int]) -> None: ...
+
+    # -- administration: the audit, metrics -----------------------------------------------
     async def peek_many(self, ids: Sequence[int]) -> dict[int, Post]:
         """``get_many`` that leaves no trace (hit/miss counters untouched)."""
-
-
-class AdminSearchIndex(Protocol):
-    async def entries(
-        self, after: int, limit: int, upto: int | None = None
-    ) -> list[tuple[int, frozenset[str]]]:
-        """(post id, terms stored for it) for ids in (after, upto], ascending."""
-    def terms_of(self, post: Post) -> frozenset[str]:
-        """The terms this index stores for ``post`` (what ``index`` would write)."""
-
-
-class DeadLetterStream(Protocol):
-    """Every EventStream adapter that ``Consumers`` may give up on an event with."""
-
-    async def dead_letter(self, consumer: str, event: Event, reason: str) -> None:
-        """Record ``event`` for ``consumer`` with ``reason`` and acknowledge it (the
-        consumer goes on with the next event)."""
-    async def dead_letters(self, consumer: str | None = None, limit: int = 1000) -> list[DeadLetter]: ...
-    async def retry_dead_letter(self, dead_letter_id: int) -> DeadLetter:
-        """Deliver the event again to its consumer (only), after the events it already has;
-        the dead letter goes once the consumer acknowledges it."""
-    async def retry_dead_letters(self, consumer: str | None = None) -> int: ...
+    async def stats(self) -> dict[str, int]:
+        """``hits`` and ``misses`` of ``get_many`` in this process, and ``posts`` (how many
+        are cached) where the adapter knows it without a round trip."""
 
 
 # -- rate limiting: asked by the HTTP layer before a request reaches the service -------------
 
 
-class RateLimiter(Protocol):
+class RateLimiter(Closable, Protocol):
     """GCRA (the generic cell rate algorithm): a token bucket kept as ONE number per key, its
     *theoretical arrival time* (TAT). A key allows ``burst`` requests at once, then one every
     ``1/rate`` seconds; memory is O(1) per key and the wait it answers is exact.
@@ -291,6 +412,9 @@ class RateLimiter(Protocol):
     A key whose TAT is in the past is the same as an absent key, so adapters may forget it.
     Several processes sharing one adapter's storage share one limit."""
 
+    #: "memory", "redis".
+    backend: ClassVar[str]
+
     async def hit(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
         """Count ``cost`` requests for ``key`` (rate: requests per second, > 0; burst >= 1;
         1 <= cost <= burst). Returns 0.0 if allowed, else the seconds until the same
@@ -299,4 +423,10 @@ class RateLimiter(Protocol):
     async def hit_many(self, hits: Sequence[tuple[str, float, int]]) -> list[float]:
         """``hit`` (cost 1) for each ``(key, rate, burst)``, as if one after the other, in
         one round trip where the backend can: a request checked against several limits."""
-    async def close(self) -> None: ...
+    #: True if ``hit_now`` answers (an in-process limiter): the middleware then calls it on
+    #: every request, without a coroutine per call.
+    answers_now: ClassVar[bool]
+
+    def hit_now(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
+        """``hit`` without awaiting. Only called when ``answers_now``; a limiter behind a
+        network raises NotImplementedError."""

@@ -261,3 +261,18 @@ def test_results_are_exactly_the_posts_with_every_term(search_index, texts, quer
             assert await ix.search(terms, None, 100) == want
 
     run(main())
+
+
+def test_count_says_how_many_posts_are_indexed(search_index):
+    """``count`` (for metrics) is exact on FTS5 and an estimate on PostgreSQL: an estimate
+    may lag (or be None before the first ANALYZE), never be negative."""
+
+    async def main():
+        async with search_index() as index:
+            await index.index(posts_of("alpha one", "beta two", "gamma three"))
+            n = await index.count()
+            if index.backend == "fts5":
+                assert n == 3
+            assert n is None or n >= 0
+
+    run(main())

@@ -138,7 +138,6 @@ class ServerBacked(Profile):
 
             stream = JetStreamEventStream(NATS_URL, stream=self.stream_name,
                                           subject_prefix=f"{self.stream_name}.events", ack_wait=5)
-            resources.append(stream)
             parts["source"], parts["sink"] = outbox, stream
         return Homefeed(settings, store=store, stream=stream, cache=cache, posts=posts,
                         search_index=PgSearchIndex(pg), resources=resources, relay_parts=parts)

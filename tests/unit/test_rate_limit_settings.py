@@ -85,6 +85,8 @@ def test_retry_after_is_whole_seconds_rounded_up_at_least_one(wait, seconds):
 class Broken:
     """A limiter whose backend is down."""
 
+    backend = "fake"
+    answers_now = False
     calls = 0
 
     async def hit(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
@@ -126,6 +128,9 @@ def test_a_failing_limiter_lets_requests_through_counts_them_and_logs_once(caplo
 
 class Flaky:
     """A limiter that fails, hangs or answers, as the test says."""
+
+    backend = "fake"
+    answers_now = False
 
     def __init__(self) -> None:
         self.mode = "fail"

@@ -9,8 +9,9 @@ operator syntax can reach the engine from a user.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 from homefeed.adapters.sqlite_db import SqliteDatabase
 from homefeed.domain.model import Post
@@ -24,8 +25,15 @@ def match_expression(terms: Sequence[str]) -> str:
 
 
 class Fts5SearchIndex:
+    backend: ClassVar[str] = "fts5"
+
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
+
+    async def count(self) -> int | None:
+        """Exact: one row per indexed post in FTS5's docsize table, counted on a read-only
+        connection of its own in a thread, so that a big index does not stall the loop."""
+        return await asyncio.to_thread(_count_docsize, str(self.db.path))
 
     async def index(self, posts: Sequence[Post]) -> None:
         if not posts:
@@ -74,3 +82,11 @@ class Fts5SearchIndex:
 
     def terms_of(self, post: Post) -> frozenset[str]:
         return frozenset(index_terms(post.text))
+
+
+def _count_docsize(path: str) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(conn.execute("SELECT count(*) FROM post_search_docsize").fetchone()[0])
+    finally:
+        conn.close()

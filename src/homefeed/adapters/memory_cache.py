@@ -17,7 +17,7 @@ import time
 from array import array
 from bisect import bisect_left
 from collections import OrderedDict
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 from homefeed.domain.model import Post
 from homefeed.ports import IdSlice
@@ -36,6 +36,8 @@ class _IdList:
 
 
 class MemoryTimelineCache:
+    backend: ClassVar[str] = "memory"
+
     def __init__(
         self,
         cap: int = 800,
@@ -247,6 +249,9 @@ class MemoryTimelineCache:
             "evictions": self.evictions,
         }
 
+    async def close(self) -> None:
+        """Nothing to release: the lists live in this process's memory."""
+
 
 class MemoryPostCache:
     """Bounded post cache. Eviction drops the entry inserted longest ago: ids are
@@ -256,6 +261,8 @@ class MemoryPostCache:
     ``delete`` leaves a tombstone (bounded, oldest forgotten first) so that a reader who
     fetched a post from the store just before it was deleted cannot put it back."""
 
+    backend: ClassVar[str] = "memory"
+
     def __init__(self, max_posts: int = 200_000, max_tombstones: int = 100_000) -> None:
         self.max_posts = max_posts
         self.max_tombstones = max_tombstones
@@ -263,6 +270,12 @@ class MemoryPostCache:
         self._tombstones: dict[int, None] = {}
         self.hits = 0
         self.misses = 0
+
+    async def close(self) -> None:
+        """Nothing to release: the posts live in this process's memory."""
+
+    async def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "posts": len(self._posts)}
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Post]:
         posts = self._posts

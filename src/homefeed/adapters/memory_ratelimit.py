@@ -18,7 +18,7 @@ Memory is bounded twice:
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 #: Smallest table size at which a sweep runs.
 MIN_SWEEP = 1024
@@ -48,6 +48,10 @@ class MemoryRateLimiter:
     """See the module docstring. ``clock``: integer microseconds (a monotonic clock by
     default: one process needs no wall time, and a clock stepped back by NTP must not
     lengthen waits); tests pass their own."""
+
+    backend: ClassVar[str] = "memory"
+    #: ``hit_now`` answers: the table is in this process, nothing is ever awaited.
+    answers_now: ClassVar[bool] = True
 
     def __init__(self, max_keys: int = 100_000, clock: Callable[[], int] = monotonic_us) -> None:
         if max_keys < 1:

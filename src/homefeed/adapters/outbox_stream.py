@@ -24,7 +24,8 @@ import orjson
 
 from homefeed.adapters.sqlite_db import SqliteDatabase
 from homefeed.domain.model import Event
-from homefeed.ports import DeadLetter
+from homefeed.adapters.outbox_base import OutboxStreamBase
+from homefeed.ports import DeadLetter, StreamPosition
 from homefeed.adapters.dead_letter_rows import dead_letter_from_row, retry_all
 
 #: How often ``fetch`` looks for dead letters marked for retry (by any process).
@@ -40,7 +41,7 @@ class _Retry:
         self.id = id_
 
 
-class OutboxEventStream:
+class OutboxEventStream(OutboxStreamBase):
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
         self._offsets: dict[str, int] = {}
@@ -127,18 +128,16 @@ class OutboxEventStream:
         self._offsets[consumer] = max(self._offset(consumer), seq)
 
     async def head(self) -> int:
-        row = self.db.query_one("SELECT coalesce(max(seq), 0) FROM outbox")
-        return row[0]
+        return int(self.db.query_value("SELECT coalesce(max(seq), 0) FROM outbox"))
 
     async def lag(self, consumer: str) -> int:
         """Events after the offset, plus dead letters marked for retry."""
         after = self._offset(consumer)
-        row = self.db.query_one(
+        return int(self.db.query_value(
             "SELECT (SELECT count(*) FROM outbox WHERE seq > ?)"
             " + (SELECT count(*) FROM dead_letters WHERE consumer = ? AND retry = 1)",
             (after, consumer),
-        )
-        return row[0]
+        ))
 
     async def seek(self, consumer: str, seq: int) -> None:
         """Move a consumer's offset (replay from ``seq + 1``, or skip to the head)."""
@@ -159,6 +158,14 @@ class OutboxEventStream:
         database: the one any process sees, unlike the offset a running consumer caches."""
         row = self.db.query_one("SELECT seq FROM consumer_offsets WHERE consumer = ?", (consumer,))
         return row[0] if row else 0
+
+    async def end_position(self) -> StreamPosition:
+        """``(0, seq of the newest event)``: SQLite commits one transaction at a time, so
+        every stored event is deliverable."""
+        return (0, await self.head())
+
+    async def acked_position(self, consumer: str) -> StreamPosition:
+        return (0, await self.position(consumer))
 
     async def seek_before(self, consumer: str, seq: int) -> None:
         """Move ``consumer`` so that the next event it gets is the one with ``seq`` (0 or 1:

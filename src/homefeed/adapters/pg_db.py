@@ -313,7 +313,6 @@ class PgDatabase:
         self._notifier: asyncio.Task | None = None
         self._notify_wanted: asyncio.Event | None = None
         self._closed = False
-        self.writes = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -501,7 +500,6 @@ class PgDatabase:
             finally:
                 await pool.putconn(conn)
             self.outage.succeeded()
-            self.writes += 1
             if outbox:
                 self.outbox_committed()
             return rows

@@ -57,7 +57,7 @@ write transactions per second, 44 years). ``Event.ack_handle`` is the position
 ``(xid, outbox seq)``; ``ack`` stores the greatest position of the batch. ``head()`` returns
 the ``Event.seq`` of the last event of the stable prefix (0 if none) and
 ``seek(consumer, seq)`` moves a consumer just after the event ``seq`` (0: to the beginning);
-``head_position`` / ``seek`` with an ``(xid, outbox seq)`` tuple work on positions.
+``seek`` with an ``(xid, outbox seq)`` tuple works on positions.
 
 Dead letters: as in the SQLite outbox stream (``homefeed.adapters.outbox_stream``), in the
 table ``dead_letters``: ``dead_letter`` records the event and moves the consumer past it in
@@ -72,6 +72,7 @@ import asyncio
 import time
 from typing import Sequence
 
+from homefeed.adapters.outbox_base import OutboxStreamBase
 from homefeed.adapters.pg_db import LeaderLock, PgDatabase
 from homefeed.domain.model import Event
 from homefeed.ports import DeadLetter
@@ -183,7 +184,7 @@ def event_seq(xid: int, rank: int) -> int:
     return (xid << RANK_BITS) | rank
 
 
-class PgOutboxEventStream:
+class PgOutboxEventStream(OutboxStreamBase):
     def __init__(self, db: PgDatabase, poll_interval: float | None = None) -> None:
         self.db = db
         self.poll_interval = poll_interval if poll_interval is not None else db.poll_interval
@@ -242,10 +243,6 @@ class PgOutboxEventStream:
         row = await self.db.fetchone(_HEAD)
         return event_seq(row[0], row[2]) if row else 0
 
-    async def head_position(self) -> Position:
-        row = await self.db.fetchone(_HEAD)
-        return (row[0], row[1]) if row else START
-
     async def position(self, consumer: str) -> Position:
         row = await self.db.fetchone(
             "SELECT xid::text::bigint, seq FROM consumer_offsets WHERE consumer = %s", (consumer,)
@@ -293,12 +290,18 @@ class PgOutboxEventStream:
     # -- administration (replay, audit, dead letters) -------------------------------------
     async def tail_position(self) -> Position:
         """The position of the newest committed outbox row, deliverable yet or not (unlike
-        ``head_position``, not held back by running transactions): a consumer whose
+        ``head()``, not held back by running transactions): a consumer whose
         position reaches it has been delivered every event committed before this call."""
         row = await self.db.fetchone(
             "SELECT xid::text::bigint, seq FROM outbox ORDER BY xid DESC, seq DESC LIMIT 1"
         )
         return (row[0], row[1]) if row else START
+
+    async def end_position(self) -> Position:
+        return await self.tail_position()
+
+    async def acked_position(self, consumer: str) -> Position:
+        return await self.position(consumer)
 
     async def seek_before(self, consumer: str, seq: int) -> None:
         """Move ``consumer`` so that the next event it gets is the one whose ``Event.seq``

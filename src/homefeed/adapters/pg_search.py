@@ -26,7 +26,7 @@ A lexeme is at most 2047 bytes in PostgreSQL: a longer word (only possible with 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 from homefeed.adapters.pg_db import PgDatabase
 from homefeed.domain.model import Post
@@ -61,8 +61,19 @@ def tsquery_text(terms: Sequence[str]) -> str:
 
 
 class PgSearchIndex:
+    backend: ClassVar[str] = "postgresql"
+
     def __init__(self, db: PgDatabase) -> None:
         self.db = db
+
+    async def count(self) -> int | None:
+        """The planner's estimate (``reltuples``): counting exactly is a full scan. Before
+        the first ANALYZE the estimate is -1, and the table is counted."""
+        row = await self.db.fetchone("SELECT reltuples::bigint FROM pg_class WHERE oid = 'post_search'::regclass")
+        if row and row[0] >= 0:
+            return int(row[0])
+        row = await self.db.fetchone("SELECT count(*) FROM post_search")
+        return int(row[0]) if row else None
 
     async def index(self, posts: Sequence[Post]) -> None:
         """Upsert ``posts`` in one statement (one round trip, one transaction)."""

@@ -17,7 +17,7 @@ runs it again.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 from psycopg import errors as pg_errors
 
@@ -208,6 +208,7 @@ def _keyed(sql: str, keyed_sql: str, params: dict[str, Any], record: Idempotency
 
 
 class PgRecordStore:
+    backend: ClassVar[str] = "postgresql"
     def __init__(self, db: PgDatabase, node: int | None = 0) -> None:
         """``node=None`` claims a node id from the database, so that any number of API
         processes on any number of machines make ids that never collide (1,024 claims
@@ -220,6 +221,7 @@ class PgRecordStore:
         await self.db.open()
         if self._node is None:
             claimed = await self.db.fetchone("SELECT nextval('homefeed_node_seq') % 1024")
+            assert claimed is not None, "nextval answers one row"
             self._node = int(claimed[0])
         row = await self.db.fetchone(
             "SELECT greatest((SELECT max(id) FROM posts), (SELECT max(id) FROM users),"
@@ -437,16 +439,16 @@ class PgRecordStore:
                     prepare=False,
                 )
                 async with cur.copy("COPY follows_load (follower_id, followee_id, id) FROM STDIN") as cp:
-                    for row in follows:
-                        await cp.write_row(row)
+                    for follow in follows:
+                        await cp.write_row(follow)
                 await cur.execute(
                     "INSERT INTO follows (follower_id, followee_id, id)"
                     " SELECT follower_id, followee_id, id FROM follows_load ON CONFLICT DO NOTHING",
                     prepare=False,
                 )
                 async with cur.copy("COPY posts (id, author_id, text) FROM STDIN") as cp:
-                    for row in posts:
-                        await cp.write_row(row)
+                    for post in posts:
+                        await cp.write_row(post)
                 await cur.execute(_RECOUNT, prepare=False)
             # statistics for the planner, and the visibility map for index-only scans
             await conn.execute("VACUUM (ANALYZE) users, follows, posts", prepare=False)

@@ -26,7 +26,6 @@ from homefeed.domain.errors import Unavailable
 log = logging.getLogger("homefeed.sqlite")
 
 T = TypeVar("T")
-WriteFn = Callable[[sqlite3.Connection], Any]
 
 # Versioned migrations: index i brings the schema from version i to i + 1. Append only.
 MIGRATIONS: list[str] = [
@@ -155,8 +154,6 @@ class SqliteDatabase:
         self._thread: threading.Thread | None = None
         self._commit_listeners: list[Callable[[], None]] = []
         self.reader: sqlite3.Connection | None = None
-        self.commits = 0
-        self.writes = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -194,21 +191,6 @@ class SqliteDatabase:
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.put((fn, loop, fut))
         return await fut
-
-    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Blocking variant for batch jobs and the CLI (not for the event loop thread)."""
-        done = threading.Event()
-        box: dict[str, Any] = {}
-
-        def settle(ok: bool, value: Any) -> None:
-            box["ok"], box["value"] = ok, value
-            done.set()
-
-        self._queue.put((fn, None, settle))
-        done.wait()
-        if not box["ok"]:
-            raise box["value"]
-        return box["value"]
 
     def _run_writer(self, conn: sqlite3.Connection) -> None:
         while True:
@@ -248,8 +230,6 @@ class SqliteDatabase:
                     conn.execute("RELEASE w")
                     outcomes.append((True, result))
             conn.execute("COMMIT")
-            self.commits += 1
-            self.writes += len(batch)
         except Exception as exc:  # the commit itself failed: nothing in the batch is durable
             log.exception("group commit failed")
             try:
@@ -267,10 +247,7 @@ class SqliteDatabase:
     def _settle(batch: list[Any], outcomes: list[tuple[bool, Any]]) -> None:
         by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
         for (_, loop, target), (ok, value) in zip(batch, outcomes):
-            if loop is None:
-                target(ok, value)
-            else:
-                by_loop.setdefault(loop, []).append((target, ok, value))
+            by_loop.setdefault(loop, []).append((target, ok, value))
         for loop, items in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_resolve_all, items)
@@ -285,6 +262,13 @@ class SqliteDatabase:
     def query_one(self, sql: str, params: tuple | list = ()) -> tuple | None:
         assert self.reader is not None, "database is not open"
         return self.reader.execute(sql, params).fetchone()
+
+    def query_value(self, sql: str, params: tuple | list = ()) -> Any:
+        """The first column of the one row an aggregate (``count``, ``max``) answers."""
+        assert self.reader is not None, "database is not open"
+        row = self.reader.execute(sql, params).fetchone()
+        assert row is not None, "an aggregate answers one row"
+        return row[0]
 
 
 def _resolve_all(items: list[tuple[asyncio.Future, bool, Any]]) -> None:

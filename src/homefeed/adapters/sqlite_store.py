@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Iterable, Sequence
+from typing import ClassVar, Iterable, Sequence
 
 import orjson
 
@@ -49,6 +49,8 @@ def remember(conn: sqlite3.Connection, record: IdempotencyRecord | None, created
 
 
 class SqliteRecordStore:
+    backend: ClassVar[str] = "sqlite"
+
     def __init__(self, db: SqliteDatabase, node: int = 0) -> None:
         self.db = db
         self._node = node
@@ -56,10 +58,10 @@ class SqliteRecordStore:
 
     async def open(self) -> None:
         self.db.open()
-        floor = self.db.query_one(
+        floor = self.db.query_value(
             "SELECT max(m) FROM (SELECT max(id) AS m FROM posts UNION ALL SELECT max(id) FROM users"
             " UNION ALL SELECT max(id) FROM follows)"
-        )[0]
+        )
         self.ids = IdGenerator(node=self._node, floor=floor or 0)
 
     async def close(self) -> None:
@@ -332,10 +334,10 @@ class SqliteRecordStore:
         await self.open()  # the id generator must start above the loaded ids
 
     async def count_users(self) -> int:
-        return self.db.query_one("SELECT count(*) FROM users")[0]
+        return int(self.db.query_value("SELECT count(*) FROM users"))
 
     async def max_post_id(self) -> int:
-        return self.db.query_one("SELECT coalesce(max(id), 0) FROM posts")[0]
+        return int(self.db.query_value("SELECT coalesce(max(id), 0) FROM posts"))
 
     # -- idempotency keys -------------------------------------------------------------------
     async def idempotent_reply(

@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from homefeed.adapters.memory_cache import MemoryPostCache
 from homefeed.bench.server import free_port
 
 __all__ = ["run_micro", "format_micro"]
@@ -276,9 +277,10 @@ def hydration(directory: Path, budget_s: float, n_posts: int = 50_000) -> dict[s
             cache_dict = {i: object() for i in ids}
             t0 = time.perf_counter(); done = 0
             while time.perf_counter() - t0 < budget_s:
-                got = {i: cache_dict[i] for i in rng.sample(ids, 20)}; done += len(got)
+                looked_up = {i: cache_dict[i] for i in rng.sample(ids, 20)}; done += len(looked_up)
             out["ceiling_dict_lookups_posts_per_s"] = done / (time.perf_counter() - t0)
             posts_cache = feed.posts
+            assert isinstance(posts_cache, MemoryPostCache), "the embedded profile's post cache"
             t0 = time.perf_counter(); done = 0
             while time.perf_counter() - t0 < budget_s:
                 batch = rng.sample(ids, 20)
@@ -322,8 +324,8 @@ def postgres(budget_s: float, concurrency: int) -> dict[str, Any]:
         settings = Settings(database_url=url)
         rate = asyncio.run(_with_homefeed(settings, lambda hf, ids: _ingest(hf, budget_s, concurrency, ids)))
         params = conninfo.conninfo_to_dict(url)
-        base = ["-h", params.get("host", "127.0.0.1"), "-p", str(params.get("port", 5432)),
-                "-U", params.get("user", "postgres")]
+        base = ["-h", str(params.get("host", "127.0.0.1")), "-p", str(params.get("port", 5432)),
+                "-U", str(params.get("user", "postgres"))]
         subprocess.run(["pgbench", *base, "-i", "-s", "1", "-q", name], check=True,
                        capture_output=True, timeout=120)
         out = subprocess.run(["pgbench", *base, "-N", "-c", str(concurrency), "-j", "2",

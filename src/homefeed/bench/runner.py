@@ -222,7 +222,9 @@ def compare_strategies(
             t = time.perf_counter()
             asyncio.run(warm_timelines(server.url, [u.token for u in users]))
             warm_s = time.perf_counter() - t
-            settle = lambda: asyncio.run(wait_drained(server.url, timeout_s=10))  # noqa: E731
+            def settle() -> None:
+                asyncio.run(wait_drained(server.url, timeout_s=10))
+
             log(f"    warmed {len(users)} timelines in {warm_s:.1f} s")
             s0 = start_rate[strategy] if isinstance(start_rate, Mapping) else start_rate
             cap = capacity_search(server.url, users, mix=mix, target_ms=target_ms,
@@ -235,13 +237,15 @@ def compare_strategies(
                 # Idle first: background loops (consumers polling the outbox...) cost CPU
                 # whatever the load; subtracted, so the figure is the cost of a request.
                 settle()
-                i0, t0 = process_cpu_s(server.pid), time.perf_counter()
+                pid = server.pid
+                assert pid is not None, "the server process is running"
+                i0, t0 = process_cpu_s(pid), time.perf_counter()
                 time.sleep(idle_s)
-                idle_per_s = (process_cpu_s(server.pid) - i0) / (time.perf_counter() - t0)
-                c0, t0 = process_cpu_s(server.pid), time.perf_counter()
+                idle_per_s = (process_cpu_s(pid) - i0) / (time.perf_counter() - t0)
+                c0, t0 = process_cpu_s(pid), time.perf_counter()
                 res = run_workload(server.url, users, equal_rate, cpu_s, mix, processes=processes)
                 settle()
-                used = process_cpu_s(server.pid) - c0
+                used = process_cpu_s(pid) - c0
                 net = max(0.0, used - idle_per_s * (time.perf_counter() - t0))
                 n = res.corrected.total().count
                 cap["equal_rate"] = {"rate": equal_rate, "duration_s": cpu_s,
@@ -279,8 +283,7 @@ def format_compare(results: Sequence[Mapping[str, Any]], kind: str = "home_timel
         caps = [r["strategies"][s]["capacity_rps"] for r in results]
         ratios = [r.get("ratio_vs_pull", {}).get(s) for r in results]
         ratios = [x for x in ratios if x is not None]
-        bests = [best_step(r["strategies"][s]) for r in results]
-        bests = [b for b in bests if b]
+        bests = [b for b in (best_step(r["strategies"][s]) for r in results) if b]
         def med(key: str) -> str:
             vals = [b["summary"].get(kind, {}).get(key, 0.0) for b in bests]
             return f"{statistics.median(vals):.2f}" if vals else "-"

@@ -203,25 +203,6 @@ class Client:
         return r.status, parsed
 
 
-async def wait_healthy(url: str, timeout_s: float = 30.0) -> dict[str, Any]:
-    """GET /healthz until it answers 200; its body."""
-    deadline = time.monotonic() + timeout_s
-    c = Client(url, timeout_s=5)
-    try:
-        while True:
-            try:
-                status, body = await c.request("GET", "/healthz")
-                if status == 200:
-                    return body
-            except (OSError, asyncio.TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url}/healthz did not answer 200 within {timeout_s} s")
-            await asyncio.sleep(0.1)
-    finally:
-        await c.close()
-
-
 async def wait_drained(url: str, timeout_s: float = 60.0) -> float:
     """Poll /healthz until every consumer has caught up (``behind`` 0); seconds waited."""
     t0 = time.monotonic()

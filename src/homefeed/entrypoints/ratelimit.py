@@ -105,9 +105,9 @@ class RateLimits:
         self.per_address = per_address
         self.recorder = recorder or obs.RECORDER
         self.cooldown = cooldown
-        #: A limiter that never waits (in memory) may offer ``hit_now``: the same answer
+        #: A limiter that never waits (in memory) answers ``hit_now``: the same answer
         #: without a coroutine per call, on every request.
-        self._hit_now = getattr(limiter, "hit_now", None)
+        self._hit_now = limiter.hit_now if limiter.answers_now else None
         #: The limiter's last call failed: it is not asked again before ``_skip_until``
         #: (monotonic), and then by one request at a time (``_probing``).
         self._failing = False
@@ -156,22 +156,23 @@ class RateLimits:
         address = address_key(scope.get("client")) if by_address is not None else None
         token = token_key(scope["headers"]) if by_token is not None else None
         wait_address = wait_token = 0.0
+        # (each key is set only with its limit; the type checker is told so by the pairs)
         now = self._hit_now
         if now is not None:
-            if address is not None:
+            if address is not None and by_address is not None:
                 wait_address = now(address, by_address.rate, by_address.burst)
-            if token is not None:
+            if token is not None and by_token is not None:
                 wait_token = now(token, by_token.rate, by_token.burst)
-        elif address is not None and token is not None:
+        elif address is not None and by_address is not None and token is not None and by_token is not None:
             wait_address, wait_token = await self.limiter.hit_many(
                 [(address, by_address.rate, by_address.burst), (token, by_token.rate, by_token.burst)])
-        elif address is not None:
+        elif address is not None and by_address is not None:
             wait_address = await self.limiter.hit(address, by_address.rate, by_address.burst)
-        elif token is not None:
+        elif token is not None and by_token is not None:
             wait_token = await self.limiter.hit(token, by_token.rate, by_token.burst)
-        if wait_token > 0 and wait_token >= wait_address:
+        if wait_token > 0 and wait_token >= wait_address and by_token is not None:
             return "token", by_token, wait_token
-        if wait_address > 0:
+        if wait_address > 0 and by_address is not None:
             return "address", by_address, wait_address
         return None
 

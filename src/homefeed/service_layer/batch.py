@@ -53,15 +53,14 @@ async def rebuild_search(hf: Homefeed, progress: Progress | None = None) -> int:
         after = posts[-1].id
         if progress:
             progress(len(posts))
-    if hasattr(index, "entries"):
-        await remove_stale_entries(hf)
+    await remove_stale_entries(hf)
     return indexed
 
 
 async def remove_stale_entries(hf: Homefeed) -> int:
     """Remove the index entries of posts that do not exist (checked against the record
     store just before removing). Returns how many were removed."""
-    index: Any = hf.search_index
+    index = hf.search_index
     after, removed = 0, 0
     while True:
         entries = await index.entries(after, BATCH)
@@ -81,7 +80,7 @@ async def rebuild_counters(hf: Homefeed, progress: Progress | None = None) -> in
     """Recount every user's followers, following and posts from the records. Returns how
     many users' counters changed. Reconcile the celebrity set afterwards
     (``rebuild_timelines`` does)."""
-    store: Any = hf.store
+    store = hf.store
     after, changed = 0, 0
     while True:
         ids = await store.user_ids_after(after, USER_BATCH)
@@ -95,7 +94,7 @@ async def rebuild_counters(hf: Homefeed, progress: Progress | None = None) -> in
 
 async def cached_lists(hf: Homefeed, kinds: Sequence[str] = (AUTHOR, HOME)) -> list[tuple[str, int]]:
     """Every (kind, key) list the timeline cache holds now."""
-    cache: Any = hf.cache
+    cache = hf.cache
     out: list[tuple[str, int]] = []
     for kind in kinds:
         out.extend((kind, key) for key in await cache.keys(kind))
@@ -127,8 +126,8 @@ async def rebuild_list(hf: Homefeed, kind: str, key: int) -> list[int]:
 async def repair_post_cache(hf: Homefeed, ids: Sequence[int]) -> int:
     """Make the cached posts among ``ids`` equal the record store's. Returns how many
     entries were put again or dropped."""
-    posts: Any = hf.feed.posts
-    peek = getattr(posts, "peek_many", posts.get_many)
+    posts = hf.feed.posts
+    peek = posts.peek_many  # a check must not count as a hit or a miss
     fixed = 0
     ids = sorted(set(ids))
     for i in range(0, len(ids), BATCH):

@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 from homefeed.domain import model
 from homefeed.domain.errors import Unavailable
 from homefeed.domain.model import Event, Post
-from homefeed.ports import EventStream, SearchIndex
+from homefeed.ports import ConsumerLeaderFactory, EventStream, SearchIndex
 from homefeed.service_layer.feed import FeedManager
 
 log = logging.getLogger("homefeed.consumers")
@@ -127,7 +127,7 @@ class Consumers:
             await self.index.remove(gone)
 
     # -- running --------------------------------------------------------------------------
-    def start(self, names: Sequence[str] | None = None, leader: Callable[[str], Any] | None = None) -> None:
+    def start(self, names: Sequence[str] | None = None, leader: ConsumerLeaderFactory | None = None) -> None:
         """Run the named consumers as tasks. ``leader(name)``, if given, is an async context
         manager held while consuming: one process at a time runs that consumer."""
         self._stopping = asyncio.Event()
@@ -138,7 +138,7 @@ class Consumers:
             self._tasks.append(asyncio.create_task(coro, name=f"consumer-{name}"))
         self.running = tuple(names if names is not None else self.handlers)
 
-    async def _run_as_leader(self, name: str, leader: Callable[[str], Any]) -> None:
+    async def _run_as_leader(self, name: str, leader: ConsumerLeaderFactory) -> None:
         assert self._stopping is not None
         while not self._stopping.is_set():
             try:
@@ -242,8 +242,7 @@ class Consumers:
     async def _delivered(self, name: str) -> list[Event]:
         """Events delivered to this process that no fetch returned (streams that push ahead
         of the fetches have them: JetStream)."""
-        take = getattr(self.stream, "take_delivered", None)
-        return await take(name) if take is not None else []
+        return await self.stream.take_delivered(name)
 
     async def _apply(self, name: str, events: Sequence[Event]) -> bool:
         """Apply ``events``, riding out backend outages: while the handler fails with an
@@ -274,11 +273,8 @@ class Consumers:
     async def _keep_in_hand(self, events: Sequence[Event]) -> None:
         """Tell the stream the events are being worked on (JetStream resets their
         ``ack_wait``), so that an outage longer than ``ack_wait`` spends no delivery."""
-        in_progress = getattr(self.stream, "in_progress", None)
-        if in_progress is None:
-            return
         try:
-            await in_progress(events)
+            await self.stream.in_progress(events)
         except asyncio.CancelledError:
             raise
         except Exception:  # the bus is away too: redelivered after ack_wait, and applied again
@@ -324,16 +320,13 @@ class Consumers:
             except Exception as exc:
                 attempts = max(e.deliveries, self._attempts.get((name, e.seq), 0) + 1)
                 self._attempts[(name, e.seq)] = attempts
-                dead_letter = getattr(self.stream, "dead_letter", None)
-                if attempts >= MAX_ATTEMPTS and dead_letter is not None:
+                if attempts >= MAX_ATTEMPTS:
                     log.error("consumer %s: event %s failed %d times; dead-lettered: %r", name, e.seq, attempts, exc)
-                    await dead_letter(name, e, repr(exc))
+                    await self.stream.dead_letter(name, e, repr(exc))
                     self._attempts.pop((name, e.seq), None)
                     self.dead_lettered[name] = self.dead_lettered.get(name, 0) + 1
                     continue
-                nak = getattr(self.stream, "nak", None)
-                if nak is not None:
-                    await nak(name, events[i:], delay=backoff)
+                await self.stream.nak(name, events[i:], delay=backoff)
                 return
 
     async def run_once(self, name: str, max_events: int = BATCH) -> int:

@@ -33,9 +33,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncContextManager, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from homefeed.domain.model import Event
+from homefeed.ports import EventSink as RelaySink
+from homefeed.ports import LeaderFactory
 
 log = logging.getLogger("homefeed.relay")
 
@@ -43,19 +45,12 @@ RELAY = "relay"
 
 
 class RelaySource(Protocol):
-    """The record store's outbox, read as a named consumer (the EventStream port)."""
+    """What the relay reads of the record store's outbox (an ``EventStream``), as a named
+    consumer: only this, so that tests may hand it a small fake."""
 
     async def fetch(self, consumer: str, max_events: int, timeout: float) -> list[Event]: ...
     async def ack(self, consumer: str, events: Sequence[Event]) -> None: ...
     async def lag(self, consumer: str) -> int: ...
-
-
-class RelaySink(Protocol):
-    async def publish(self, events: Sequence[Event]) -> int:
-        """Store every event, in order, durably; return how many were new."""
-
-
-LeaderFactory = Callable[[], AsyncContextManager[Any]]
 
 
 # -- leader election for one machine: a file lock ---------------------------------------------
@@ -136,7 +131,6 @@ class RelayStats:
     leader: bool = False
     lag: int = -1  # events committed but not yet relayed (last measured; -1: not yet)
     last_error: str = ""
-    leader_since: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
     def as_dict(self) -> dict[str, Any]:
@@ -258,10 +252,9 @@ class OutboxRelay:
         assert self.leader is not None
         async with self.leader() as handle:
             self.stats.leader = True
-            self.stats.leader_since = time.monotonic()
             log.info("relay (pid %d) is now the active relay", os.getpid())
             try:
-                await self._relay(stop, getattr(handle, "lost", None))
+                await self._relay(stop, handle.lost)
             finally:
                 self.stats.leader = False
 

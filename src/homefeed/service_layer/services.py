@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import secrets
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from homefeed.config import Settings
 from homefeed.domain.errors import InvalidInput, NotFound, Unauthorized, Unavailable
@@ -23,10 +23,21 @@ from homefeed.domain.text import (
     validate_handle,
     validate_post_text,
 )
-from homefeed.ports import EventStream, PostCache, RecordStore, SearchIndex, TimelineCache
+from homefeed.ports import (
+    Closable,
+    EventStream,
+    PostCache,
+    RecordStore,
+    RelayParts,
+    SearchIndex,
+    TimelineCache,
+)
 from homefeed.service_layer.consumers import Consumers
 from homefeed.service_layer.feed import FeedManager
 from homefeed.service_layer.idempotency import IdempotentRequest, IdempotentWrites
+
+if TYPE_CHECKING:
+    from homefeed.service_layer.relay import OutboxRelay
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
@@ -59,20 +70,23 @@ class Homefeed:
         cache: TimelineCache,
         posts: PostCache,
         search_index: SearchIndex,
-        resources: Sequence[Any] = (),
-        relay_parts: dict[str, Any] | None = None,
+        resources: Sequence[Closable] = (),
+        relay_parts: RelayParts | None = None,
     ) -> None:
         self.settings = settings
-        #: Connections opened after the record store and closed before it (caches, bus).
-        self.resources = list(resources)
+        #: Connections closed before the event stream and the record store (caches, rate
+        #: limiter: they connect on first use, so there is nothing to open).
+        self.resources: list[Closable] = list(resources)
         #: What an outbox relay needs here: source, sink (when a bus is configured), leader.
-        self.relay_parts = relay_parts or {}
-        self._relay_task: asyncio.Task | None = None
+        self.relay_parts: RelayParts = relay_parts or {}
+        self._relay_task: asyncio.Task[None] | None = None
         self._relay_stop: asyncio.Event | None = None
-        self.relay: Any = None
+        #: The outbox relay, while this process runs one.
+        self.relay: OutboxRelay | None = None
         self.store = store
         self.stream = stream
         self.cache = cache
+        self.posts = posts
         self.search_index = search_index
         self.feed = FeedManager(
             store,
@@ -87,7 +101,23 @@ class Homefeed:
         self._handles: dict[int, str] = {}  # user id -> handle (immutable), see _handle_of
         #: Writes sent with an ``Idempotency-Key``: run once, answered alike ever after.
         self.idempotency = IdempotentWrites(store, settings.idempotency_hours * 3600)
-        self._purge_task: asyncio.Task | None = None
+        self._purge_task: asyncio.Task[None] | None = None
+
+    def backends(self) -> dict[str, str]:
+        """Which backend serves each part: ``{"store", "cache", "stream", "search"}`` ->
+        ``"sqlite"``, ``"memory"``, ``"outbox"``, ``"fts5"``... The one place that says it
+        (metrics labels, ``/readyz``), from the adapters themselves."""
+        return {
+            "store": self.store.backend,
+            "cache": self.cache.backend,
+            "stream": self.stream.backend,
+            "search": self.search_index.backend,
+        }
+
+    def backend_profile(self) -> str:
+        """``store+cache+stream``, e.g. ``sqlite+memory+outbox`` (the metrics label)."""
+        b = self.backends()
+        return f"{b['store']}+{b['cache']}+{b['stream']}"
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(
@@ -102,10 +132,7 @@ class Homefeed:
         and the outbox relay. ``exclusive``: each consumer runs under a leader lock, for
         consumers reading the outbox directly from several processes."""
         await self.store.open()
-        for resource in self.resources:
-            opener = getattr(resource, "open", None)
-            if opener is not None:
-                await opener()
+        await self.stream.open()
         if consumers is None:
             consumers = tuple(self.consumers.handlers) if run_consumers else ()
         if consumers:
@@ -121,9 +148,9 @@ class Homefeed:
         parts = self.relay_parts
         if "sink" not in parts:
             return  # no bus: consumers read the outbox itself
-        self.relay = OutboxRelay(parts["source"], parts["sink"], parts.get("leader"))
+        relay = self.relay = OutboxRelay(parts["source"], parts["sink"], parts.get("leader"))
         self._relay_stop = asyncio.Event()
-        self._relay_task = asyncio.create_task(self.relay.run(self._relay_stop), name="relay")
+        self._relay_task = asyncio.create_task(relay.run(self._relay_stop), name="relay")
 
     async def close(self) -> None:
         if self._purge_task is not None:
@@ -142,9 +169,8 @@ class Homefeed:
                 self._relay_task.cancel()
             self._relay_task = None
         for resource in reversed(self.resources):
-            closer = getattr(resource, "close", None)
-            if closer is not None:
-                await closer()
+            await resource.close()
+        await self.stream.close()
         await self.store.close()
 
     async def lags(self) -> dict[str, int]:
@@ -333,18 +359,14 @@ class Homefeed:
         """Ask each backend one cheap read through its port, all at once, each within
         ``timeout``: ``{"store"|"cache"|"stream"|"search": {"ok", "ms", "error"?}}``."""
 
-        async def stream_probe() -> Any:
-            head = getattr(self.stream, "head", None)  # every adapter has one; not in the port
-            return await (head() if head is not None else self.stream.lag("fanout"))
-
-        probes = {
+        probes: dict[str, Callable[[], Awaitable[object]]] = {
             "store": lambda: self.store.max_post_id(),
             "cache": lambda: self.cache.celebrities(),
-            "stream": stream_probe,
+            "stream": lambda: self.stream.head(),
             "search": lambda: self.search_index.search(["readyz"], None, 1),
         }
 
-        async def one(probe: Any) -> dict[str, Any]:
+        async def one(probe: Callable[[], Awaitable[object]]) -> dict[str, Any]:
             t0 = time.perf_counter()
             try:
                 await asyncio.wait_for(probe(), timeout)
