@@ -160,7 +160,7 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
     if settings.bus_url:
         from homefeed.adapters.jetstream import JetStreamEventStream
 
-        stream = JetStreamEventStream.from_url(settings.bus_url)
+        stream = JetStreamEventStream.from_url(settings.bus_url, deployment=store.deployment)
         resources.append(stream)
         relay_parts["source"] = outbox
         relay_parts["sink"] = stream
