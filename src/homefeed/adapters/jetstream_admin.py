@@ -83,7 +83,9 @@ class JetStreamAdmin(JetStreamConsumer):
         while True:
             async def get(seq: int = seq) -> Any:
                 try:
-                    return await self._js.get_msg(self.stream, seq=seq, subject=f"{self.subject_prefix}.>", next=True)
+                    return await self._js.get_msg(
+                        self.stream, seq=seq, subject=f"{self.subject_prefix}.>", next=True
+                    )
                 except nats.js.errors.NotFoundError:
                     return None
 

@@ -127,7 +127,9 @@ class JetStreamDeadLetters(JetStreamPublisher):
         ``Nats-Msg-Id``; the other consumers skip it), then delete the dead letter. The
         retried event comes after newer events: handlers are idempotent, not order-blind,
         so retry after fixing the cause and check the audit."""
-        raw = await self._call("read dead letter", lambda: self._js.get_msg(self.dead_letter_stream, seq=dead_letter_id))
+        raw = await self._call(
+            "read dead letter", lambda: self._js.get_msg(self.dead_letter_stream, seq=dead_letter_id)
+        )
         dl = await self._decode_dead(raw)
         if dl is None or dl.event is None:
             raise ValueError(f"dead letter {dead_letter_id} has no event to retry")

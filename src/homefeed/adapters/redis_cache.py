@@ -21,8 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from homefeed.adapters.outage import OutageLog
 
-__all__ = ["OUTAGE", "RedisCluster", "RedisPostCache", "RedisTimelineCache", "connect", "ms",
-           "outage_aware"]
+__all__ = ["OUTAGE", "RedisCluster", "connect", "ms", "outage_aware"]
 
 
 def ms(seconds: float) -> int:
