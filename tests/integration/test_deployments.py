@@ -256,3 +256,14 @@ def test_explicit_url_parameters_override_the_derived_names() -> None:
     with pytest.raises(ValueError, match="unknown parameter 'strem'"):
         JetStreamEventStream.from_url(f"{NATS_URL}?strem=X")
 
+
+
+def test_the_refusal_of_a_second_legacy_deployment_gives_it_a_stream_of_its_own() -> None:
+    """(Checked on the message alone: the real ``HOMEFEED`` of a shared server is not ours
+    to claim in a test.)"""
+    js = JetStreamEventStream(NATS_URL, deployment=Deployment("222222222222", legacy_bus_names=True))
+    run(js._resolve_deployment())
+    assert js.stream == LEGACY_STREAM
+    message = js._refusal("111111111111")
+    assert "shared HOMEFEED" in message
+    assert "?stream=HOMEFEED_222222222222&subject_prefix=homefeed.222222222222.events" in message

@@ -107,7 +107,8 @@ class JetStreamConnection:
             "dead_letter_stream": dead_letter_stream,
         }
         self._deployment_source = deployment
-        #: the id of the deployment this process serves (None: unchecked, no header)
+        #: the deployment this process serves (None: unchecked, no header), and its id
+        self.deployment: Deployment | None = None
         self.deployment_id: str | None = None
         self._set_names(None)
         self.max_deliver = max_deliver
@@ -157,6 +158,7 @@ class JetStreamConnection:
         if source is None or self.deployment_id is not None:
             return
         deployment = source if isinstance(source, Deployment) else await source()
+        self.deployment = deployment
         self.deployment_id = deployment.id
         self._set_names(deployment)
         log.info("deployment %s: JetStream stream %s, subjects %s.>", deployment.id,
@@ -355,12 +357,13 @@ class JetStreamConnection:
         await self._js.update_stream(existing.evolve(description=description(self.deployment_id)))
 
     def _refusal(self, claimed_by: str) -> str:
-        own_stream, own_prefix = default_names(Deployment(self.deployment_id or ""))
         if self._explicit_names["stream"] or self._explicit_names["subject_prefix"]:
+            own_stream, _ = default_names(self.deployment)
             fix = ("remove stream= and subject_prefix= from HOMEFEED_BUS_URL to use this"
                    f" deployment's own stream ({own_stream}), or point HOMEFEED_DATABASE_URL at"
                    f" the database of deployment {claimed_by}")
-        else:
+        else:  # two databases upgraded with events, both on the legacy default names
+            own_stream, own_prefix = default_names(Deployment(self.deployment_id or ""))
             fix = (f"the two databases predate deployment ids and shared {LEGACY_STREAM}; give"
                    f" this one its own stream: HOMEFEED_BUS_URL=...?stream={own_stream}"
                    f"&subject_prefix={own_prefix}")
