@@ -169,7 +169,7 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
     if settings.bus_url:
         from homefeed.adapters.jetstream import JetStreamEventStream
 
-        jetstream = JetStreamEventStream.from_url(settings.bus_url)
+        jetstream = JetStreamEventStream.from_url(settings.bus_url, deployment=store.deployment)
         stream = jetstream
         relay_parts["source"] = outbox
         relay_parts["sink"] = jetstream

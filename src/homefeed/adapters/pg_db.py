@@ -176,6 +176,20 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
     """,
+    # 6: which deployment this database is: the id keeps two deployments apart on one NATS
+    # server (see homefeed.adapters.jetstream_names). A database that already had events
+    # keeps the bus names it had (legacy_bus_names): its stream may hold events not yet
+    # consumed. The outbox's identity sequence remembers events even once rows are gone.
+    """
+    CREATE TABLE deployment (
+        one              boolean PRIMARY KEY DEFAULT true CHECK (one),
+        id               text NOT NULL,
+        legacy_bus_names boolean NOT NULL
+    );
+    INSERT INTO deployment (id, legacy_bus_names)
+    VALUES (substr(replace(gen_random_uuid()::text, '-', ''), 1, 12),
+            pg_sequence_last_value(pg_get_serial_sequence('outbox', 'seq')::regclass) IS NOT NULL);
+    """,
 ]
 
 

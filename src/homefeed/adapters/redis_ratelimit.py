@@ -7,10 +7,11 @@ Redis drops it, memory stays bounded by the clients active in the last ``burst /
 seconds, and ``volatile-*`` eviction policies may take it). The braces are a Cluster hash
 tag: the one key a call touches decides its slot, so the script runs on any Cluster node.
 
-One call = one Lua script (EVALSHA; EVAL once if the server forgot it) = one round trip,
-atomic: two processes hitting the same key at once cannot both take the last token. A
-request checked against both limits (token and address) sends both keys in that one call
-(``hit_many``; on a Cluster, where they live in different slots, two calls at once).
+One call = one Lua script (``lua/gcra.lua``; EVALSHA; EVAL once if the server forgot it) =
+one round trip, atomic: two processes hitting the same key at once cannot both take the
+last token. A request checked against both limits (token and address) sends both keys in
+that one call (``hit_many``; on a Cluster, where they live in different slots, two calls at
+once).
 
 The clock is Redis's own (``TIME``) unless a ``clock`` is given (tests): API processes on
 machines whose clocks disagree still share one consistent limit. (With a clock of the
@@ -32,48 +33,11 @@ import hashlib
 from typing import Any, Callable, Sequence
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from homefeed.adapters.memory_ratelimit import check_args, interval_us
-
-# KEYS: the keys. ARGV[1]: now (us; "" = this server's TIME); ARGV[2]: least TTL (ms); then
-# for the i-th key ARGV[3i], ARGV[3i+1], ARGV[3i+2]: interval (us), burst, cost.
-# Returns, per key, 0 (allowed, TAT stored) or the wait in microseconds (refused, nothing
-# stored), the keys taken one after the other. The steps are the port's
-# (homefeed.ports.RateLimiter), in integers: exact in Lua's doubles below 2^53 us.
-_GCRA = r"""
-if redis.replicate_commands then redis.replicate_commands() end
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[1])
-end
-local min_ttl = tonumber(ARGV[2])
-local waits = {}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[3 * i])
-  local burst = tonumber(ARGV[3 * i + 1])
-  local cost = tonumber(ARGV[3 * i + 2])
-  local tat = now
-  local stored = redis.call('GET', KEYS[i])
-  if stored then
-    tat = tonumber(stored)
-    if tat < now then tat = now end
-  end
-  local new = tat + cost * interval
-  local allow_at = new - burst * interval
-  if allow_at > now then
-    waits[i] = allow_at - now
-  else
-    waits[i] = 0
-    local ttl = math.max(math.ceil((new - now) / 1000), min_ttl)
-    redis.call('SET', KEYS[i], string.format('%.0f', new), 'PX', ttl)
-  end
-end
-return waits
-"""
+from homefeed.adapters.redis_lua import lua_source
 
 
 def _client(url: str, timeout: float) -> Any:
@@ -103,15 +67,10 @@ class RedisRateLimiter:
         else:
             self.client, self._owned = url_or_client, False
         self.clock = clock
-        try:
-            from redis.asyncio.cluster import RedisCluster
-
-            self._cluster = isinstance(self.client, RedisCluster)
-        except ImportError:  # pragma: no cover - redis-py without cluster support
-            self._cluster = False
+        self._cluster = isinstance(self.client, RedisCluster)
         self._min_ttl_ms = 0 if clock is None else 3_600_000
         self._prefix = prefix + ":rl:{"
-        self._src = _GCRA.encode()
+        self._src = lua_source("gcra").encode()
         self._sha = hashlib.sha1(self._src).hexdigest()
 
     def key(self, key: str) -> str:

@@ -102,6 +102,20 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX idempotency_keys_by_age ON idempotency_keys(created_at);
     """,
+    # 5: which deployment this database is: the id keeps two deployments apart on one NATS
+    # server (see homefeed.adapters.jetstream_names). A database that already had events
+    # keeps the bus names it had (legacy_bus_names): its stream may hold events not yet
+    # consumed. sqlite_sequence remembers the outbox's last seq even once rows are gone.
+    """
+    CREATE TABLE deployment (
+        one              INTEGER PRIMARY KEY CHECK (one = 1),
+        id               TEXT NOT NULL,
+        legacy_bus_names INTEGER NOT NULL
+    );
+    INSERT INTO deployment(one, id, legacy_bus_names)
+    VALUES (1, lower(hex(randomblob(6))),
+            EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox' AND seq > 0));
+    """,
 ]
 
 

@@ -1,0 +1,29 @@
+-- KEYS: list. ARGV: before ('' = none), n, cap, ttl ms (0: keep).
+-- Returns nil (absent or building) | {floor, ids ascending...}.
+local k = KEYS[1]
+local n, cap, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local s = head(k)
+if not s or is_building(s) then return false end
+local len = redis.call('LLEN', k)
+local floor = floor_of(s)
+local lo, hi = 1, len - 1
+local extra = len - 1 - cap
+if extra > 0 then  -- not trimmed yet: the ids beyond the newest cap count as cut off
+  local vf = redis.call('LINDEX', k, extra)
+  if gt(vf, floor) then floor = vf end
+  lo = extra + 1
+end
+if ARGV[1] ~= '' and hi >= lo and not gt(ARGV[1], redis.call('LINDEX', k, hi)) then
+  hi = lower_bound(k, lo, hi, ARGV[1]) - 1
+end
+if ttl > 0 then redis.call('PEXPIRE', k, ttl) end
+local out
+if n > 0 and hi >= lo then
+  local from = hi - n + 1
+  if from < lo then from = lo end
+  out = redis.call('LRANGE', k, from, hi)
+else
+  out = {}
+end
+table.insert(out, 1, floor)
+return out

@@ -1,0 +1,119 @@
+"""Post cache on Redis (scale-out profile): post id -> post, shared by every process.
+
+``<prefix>:p:<id>``: a string, the orjson array ``[author id, handle, text, created_at]`` with
+TTL ``ttl_seconds`` (default a day). Reading one builds the post with its JSON-ready form
+already made (``Post._public``), so a hit costs no id or date formatting. Posts are immutable,
+so ``put_many`` writes with NX, and ``delete`` leaves a tombstone for ``tombstone_seconds``: a
+reader that fetched the post from the database just before it was deleted cannot put it
+back. (On a Cluster, ``get_many`` is a pipeline of GETs, since an MGET must stay in one slot.)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import orjson
+
+from homefeed.adapters.redis_cache import RedisCluster, connect, ms, outage_aware
+from homefeed.domain.model import Post
+
+
+@outage_aware
+class RedisPostCache:
+    """Post id -> post, one string key per post with a TTL (bounded by ``maxmemory`` with a
+    ``volatile-*`` policy)."""
+
+    TOMBSTONE = b"-"
+
+    def __init__(
+        self,
+        url_or_client: Any,
+        prefix: str = "hf",
+        *,
+        ttl_seconds: float = 86400,
+        tombstone_seconds: float = 600,
+        per_key: bool | None = None,
+    ) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("prefix must not contain braces")
+        self.client, self._owned = connect(url_or_client)
+        self._fmt = prefix.encode() + b":p:%d"
+        self._ttl_ms = ms(ttl_seconds)
+        self._tomb_ms = ms(tombstone_seconds)
+        self.per_key = isinstance(self.client, RedisCluster) if per_key is None else per_key
+        self.hits = 0
+        self.misses = 0
+
+    async def close(self) -> None:
+        if self._owned:
+            await self.client.aclose()
+
+    @staticmethod
+    def encode(p: Post) -> bytes:
+        return orjson.dumps([str(p.author_id), p.author_handle, p.text, p.created_at])
+
+    @staticmethod
+    def decode(id_: int, raw: bytes) -> Post | None:
+        try:
+            author, handle, text, created_at = orjson.loads(raw)
+            public = {
+                "id": str(id_),
+                "author": {"id": author, "handle": handle},
+                "text": text,
+                "created_at": created_at,
+            }
+            return Post(id_, int(author), handle, text, public)
+        except (ValueError, TypeError):  # a tombstone, or a format this version doesn't know
+            return None
+
+    async def get_many(self, ids: Sequence[int]) -> dict[int, Post]:
+        if not ids:
+            return {}
+        fmt = self._fmt
+        keys = [fmt % i for i in ids]
+        if self.per_key:
+            pipe = self.client.pipeline(transaction=False)
+            for k in keys:
+                pipe.get(k)
+            raws = await pipe.execute()
+        else:
+            raws = await self.client.mget(keys)
+        out: dict[int, Post] = {}
+        for i, raw in zip(ids, raws):
+            if raw is not None and raw != self.TOMBSTONE:
+                p = self.decode(i, raw)
+                if p is not None:
+                    out[i] = p
+        self.hits += len(out)
+        self.misses += len(ids) - len(out)
+        return out
+
+    async def peek_many(self, ids: Sequence[int]) -> dict[int, Post]:
+        """``get_many`` without counting hits and misses (the audit)."""
+        out = await self.get_many(ids)
+        # Take back this call's share (other calls may have counted meanwhile).
+        self.hits -= len(out)
+        self.misses -= len(ids) - len(out)
+        return out
+
+    async def put_many(self, posts: Sequence[Post]) -> None:
+        if not posts:
+            return
+        fmt, ttl = self._fmt, self._ttl_ms
+        if len(posts) == 1:
+            p = posts[0]
+            await self.client.set(fmt % p.id, self.encode(p), px=ttl, nx=True)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for p in posts:  # NX: posts never change, and a tombstone must win
+            pipe.set(fmt % p.id, self.encode(p), px=ttl, nx=True)
+        await pipe.execute()
+
+    async def delete(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        fmt, ttl = self._fmt, self._tomb_ms
+        pipe = self.client.pipeline(transaction=False)
+        for i in ids:
+            pipe.set(fmt % i, self.TOMBSTONE, px=ttl)
+        await pipe.execute()
