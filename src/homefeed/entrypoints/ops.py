@@ -9,10 +9,15 @@ embedded profile live only inside the ``homefeed serve`` process: the in-process
 cache, and the offsets of the consumers reading the SQLite outbox (a running consumer keeps
 its offset in memory). For those the command asks the serving process, through the admin
 route ``POST /admin/{op}`` (body JSON, answer JSON), authenticated by a bearer token: the
-``HOMEFEED_ADMIN_TOKEN`` variable if set, else a random token that the first of the two to
-need it writes to ``<data dir>/admin-token`` (mode 0600; both processes read the same
-file, so file permissions are the access control). ``--url`` says where the serving
-process listens (default: ``HOMEFEED_HOST``/``HOMEFEED_PORT``).
+``HOMEFEED_ADMIN_TOKEN`` variable if set, else a random token in ``<data dir>/admin-token``
+(mode 0600; both processes read the same file, so file permissions are the access
+control). ``homefeed serve`` writes the token and ``<data dir>/server.json`` (its address
+and pid, mode 0600, removed at exit) when it starts, so that a command pointed at the same
+data dir finds it. ``--url`` says where the serving process listens instead (the
+scale-out profile has no data dir; default there: ``HOMEFEED_HOST``/``HOMEFEED_PORT``).
+
+These commands never create a data dir or a database: the command line checks that the
+SQLite file exists before building anything (``cli.require_database``).
 
 - ``audit``: timeline parts of the embedded profile in the serving process (if none
   answers, the in-process cache does not exist: nothing to audit there); the rest here.
@@ -57,6 +62,8 @@ from homefeed.domain.errors import HomefeedError, InvalidInput, NotFound, Unauth
 COMMANDS = ("audit", "rebuild", "replay", "dead-letters")
 ADMIN_TOKEN_ENV = "HOMEFEED_ADMIN_TOKEN"
 ADMIN_TOKEN_FILE = "admin-token"
+#: Written by ``homefeed serve`` in the data dir when it listens: ``{"url", "pid"}``.
+SERVER_FILE = "server.json"
 REBUILDS = ("timelines", "search", "counters")
 
 
@@ -67,27 +74,43 @@ class OpsError(Exception):
 # --------------------------------------------------------------------------------------------
 # the command line
 # --------------------------------------------------------------------------------------------
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=None, help="where the SQLite file lives (HOMEFEED_DATA_DIR)")
-    p.add_argument("--celebrity-threshold", type=int, default=None, help="HOMEFEED_CELEBRITY_THRESHOLD")
-    p.add_argument("--timeline-cap", type=int, default=None, help="HOMEFEED_TIMELINE_CAP")
+PROFILES = (" Embedded profile: give the serving process's --data-dir (its SQLite file must exist;"
+            " nothing is created). Scale-out profile: the backends of the HOMEFEED_*_URL variables.")
+
+
+def _data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                   help="embedded profile: the serving process's data dir, holding its SQLite file"
+                        " (HOMEFEED_DATA_DIR, default ./data); never created")
+
+
+def _feed(p: argparse.ArgumentParser) -> None:
+    """The rules the expected timelines are computed with: the serving process's values."""
+    p.add_argument("--celebrity-threshold", type=int, default=None, metavar="N",
+                   help="as the service runs with (HOMEFEED_CELEBRITY_THRESHOLD, default 10000)")
+    p.add_argument("--timeline-cap", type=int, default=None, metavar="N",
+                   help="as the service runs with (HOMEFEED_TIMELINE_CAP, default 800)")
 
 
 def _url_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None,
-                   help="the serving process, for what lives only inside it (embedded profile):"
-                        " default http://HOMEFEED_HOST:HOMEFEED_PORT")
+                   help="the serving process, for what lives only inside it (in-process cache, SQLite"
+                        " consumers). Default: the address it wrote in the data dir, else"
+                        " http://HOMEFEED_HOST:HOMEFEED_PORT")
 
 
-def register(subparsers: Any) -> None:
-    """Add ``audit``, ``rebuild``, ``replay`` and ``dead-letters`` to ``homefeed``'s parser."""
+def register(subparsers: Any) -> list[argparse.ArgumentParser]:
+    """Add ``audit``, ``rebuild``, ``replay`` and ``dead-letters`` to ``homefeed``'s parser;
+    returns their parsers."""
     a = subparsers.add_parser(
         "audit", help="compare every derived store with the system of record; exit 1 on a difference",
         description="Recompute from the system of record what the derived stores should hold (home"
                     " timelines, user timelines, search index, counters), print each difference."
                     " Exit 0: clean; 1: differences; 3: only differences that reads hide (stale ids,"
-                    " index entries of deleted posts); 2: could not run. Read-only, safe while serving.")
-    _common(a)
+                    " index entries of deleted posts); 2: could not run. Read-only, safe while serving."
+                    + PROFILES)
+    _data_dir(a)
+    _feed(a)
     _url_flag(a)
     a.add_argument("--sample", type=int, default=None, metavar="N",
                    help="audit N users (half of them among those with a cached timeline) and N*10 posts"
@@ -102,8 +125,10 @@ def register(subparsers: Any) -> None:
     r = subparsers.add_parser(
         "rebuild", help="recompute a derived store from the system of record, while serving",
         description="timelines: every cached home timeline and author list (and the celebrity set);"
-                    " search: the index, in place; counters: followers/following/posts counts.")
-    _common(r)
+                    " search: the index, in place; counters: followers/following/posts counts."
+                    + PROFILES)
+    _data_dir(r)
+    _feed(r)
     _url_flag(r)
     r.add_argument("what", choices=REBUILDS)
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -111,8 +136,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "replay", help="make a consumer apply the events again from EVENT_ID (idempotent)",
         description="Move a consumer back so that it applies again every event from EVENT_ID"
-                    " (Event.seq, as `dead-letters list` and the logs show it; 0: from the start).")
-    _common(p)
+                    " (Event.seq, as `dead-letters list` and the logs show it; 0: from the start)."
+                    + PROFILES)
+    _data_dir(p)
     _url_flag(p)
     p.add_argument("--consumer", required=True, help="fanout or indexer")
     p.add_argument("--from", dest="from_event", type=int, default=None, metavar="EVENT_ID")
@@ -121,12 +147,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--settle", type=float, default=2.0, metavar="S",
                    help="PostgreSQL outbox: seconds between the two moves of the offset")
 
-    d = subparsers.add_parser("dead-letters", help="list or retry the events consumers gave up on")
-    _common(d)
+    d = subparsers.add_parser(
+        "dead-letters", help="list or retry the events consumers gave up on",
+        description="List the events a consumer gave up on after repeated failures, or hand them back"
+                    " to it." + PROFILES)
+    _data_dir(d)
     d.add_argument("action", choices=("list", "retry"))
     d.add_argument("--consumer", default=None, help="only this consumer's")
     d.add_argument("--id", type=int, default=None, help="retry only this dead letter")
     d.add_argument("--json", action="store_true", help="list as JSON")
+    return [a, r, p, d]
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -381,9 +411,11 @@ def _describe_start(got: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 # talking to the serving process
 # --------------------------------------------------------------------------------------------
-def admin_token(settings: Settings) -> str:
+def admin_token(settings: Settings, make_dir: bool = True) -> str:
     """``HOMEFEED_ADMIN_TOKEN``, else the token in ``<data dir>/admin-token`` (created, mode
-    0600, by whichever process needs it first)."""
+    0600, by ``homefeed serve`` at start, or by whichever process needs it first).
+    ``make_dir=False`` (the operator commands): a missing data dir is an OpsError, not
+    created."""
     env = os.environ.get(ADMIN_TOKEN_ENV, "")
     if env:
         return env
@@ -392,6 +424,9 @@ def admin_token(settings: Settings) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
+    if not make_dir and not path.parent.is_dir():
+        raise OpsError(f"no admin token: {path.parent} does not exist; give the serving process's"
+                       f" --data-dir, or set {ADMIN_TOKEN_ENV} to its token")
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     try:
@@ -412,9 +447,69 @@ def check_admin(settings: Settings, authorization: str | None) -> None:
             f" token in {ADMIN_TOKEN_FILE} in the data dir")
 
 
+def serves_admin(settings: Settings) -> bool:
+    """Whether the operator commands need the serving process (in-process cache, or
+    consumers reading the SQLite outbox), and so whether ``serve`` writes its token and
+    address in the data dir at start."""
+    return not (settings.database_url and settings.cache_url)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What ``server.json`` holds: where the serving process of a data dir listens."""
+
+    url: str
+    pid: int
+
+
+def _server_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / SERVER_FILE
+
+
+def write_server_file(settings: Settings, url: str) -> None:
+    """Write ``server.json`` (mode 0600, atomically: a reader never sees half of it)."""
+    path = _server_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{SERVER_FILE}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"url": url, "pid": os.getpid()}, f)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def remove_server_file(settings: Settings) -> None:
+    """Remove ``server.json`` at exit, if it is still ours (a newer server may have taken the
+    data dir meanwhile)."""
+    found = read_server_file(settings, check_alive=False)
+    if found is not None and found.pid == os.getpid():
+        _server_path(settings).unlink(missing_ok=True)
+
+
+def read_server_file(settings: Settings, check_alive: bool = True) -> ServerInfo | None:
+    """The serving process of the data dir, or None (no file, unreadable, or its process is
+    gone: a server killed with SIGKILL leaves a stale file)."""
+    try:
+        raw = json.loads(_server_path(settings).read_text())
+        info = ServerInfo(url=str(raw["url"]).rstrip("/"), pid=int(raw["pid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if check_alive:
+        try:
+            os.kill(info.pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, another user's
+    return info
+
+
 def _base_url(args: argparse.Namespace, settings: Settings) -> str:
     if getattr(args, "url", None):
         return args.url.rstrip("/")
+    found = read_server_file(settings)
+    if found is not None:
+        return found.url
     host = settings.host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
@@ -427,7 +522,7 @@ async def _admin_call(
     settings: Settings, url: str, op: str, body: dict[str, Any], timeout: float = 60.0
 ) -> dict[str, Any] | None:
     """POST ``body`` to ``url/admin/op``; the answer, or None if nothing listens there."""
-    token = admin_token(settings)
+    token = admin_token(settings, make_dir=False)
 
     def call() -> dict[str, Any] | None:
         req = urllib.request.Request(
@@ -527,14 +622,14 @@ async def admin(hf: Any, op: str, body: dict[str, Any]) -> dict[str, Any]:
             jobs.pop(old.id, None)
         return job.as_dict()
     if op == "job":
-        job = _JOBS.get(hf, {}).get(str(body.get("id", "")))
-        if job is None:
+        found = _JOBS.get(hf, {}).get(str(body.get("id", "")))
+        if found is None:
             raise NotFound("no such job")
-        return job.as_dict()
+        return found.as_dict()
     if op == "replay":
         consumer = body.get("consumer")
         start = body.get("from")
-        if consumer not in hf.consumers.handlers:
+        if not isinstance(consumer, str) or consumer not in hf.consumers.handlers:
             raise InvalidInput(f"consumer must be one of {', '.join(hf.consumers.handlers)}")
         if not isinstance(start, int) or isinstance(start, bool) or start < 0:
             raise InvalidInput("from must be an event id (0: from the start)")
