@@ -197,11 +197,14 @@ def _main(argv: list[str], command: str, debug: bool) -> int:
 
         return bench_main(argv[argv.index("bench") + 1:])
     args = parser().parse_args(argv)
-    if args.command == "demo":
-        settings = _settings(args, data_dir=args.data_dir or Path("./demo-data"),
-                             celebrity_threshold=args.celebrity_threshold or 1_000)
-    else:
-        settings = _settings(args)
+    try:
+        if args.command == "demo":
+            settings = _settings(args, data_dir=args.data_dir or Path("./demo-data"),
+                                 celebrity_threshold=args.celebrity_threshold or 1_000)
+        else:
+            settings = _settings(args)
+    except ValueError as exc:  # the message names the variable or flag and what it accepts
+        raise CliError(str(exc)) from exc
     if debug:
         settings = settings.replace(log_level="DEBUG")
     if args.command == "status":
@@ -257,8 +260,8 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
             args.url = [found.url]
         elif args.data_dir is not None:
             raise CliError(
-                f"no serving process has written its address in {args.data_dir} ({ops.SERVER_FILE}"
-                " is missing): start `homefeed serve` there, or give --url")
+                f"no running `homefeed serve` has its address in {args.data_dir} (no {ops.SERVER_FILE},"
+                " or its process is gone): start it with this --data-dir, or give --url")
     return status_cmd.run(args)
 
 
