@@ -29,15 +29,9 @@ OPERATOR_COMMANDS = ("audit", "rebuild", "replay", "dead-letters", "status")
 
 def version() -> str:
     """The installed distribution's version (one place: pyproject.toml)."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
+    import homefeed
 
-    try:
-        return dist_version("homefeed")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        from homefeed import __version__
-
-        return __version__
+    return str(homefeed.__version__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = _debug_requested(args_list)
     explain.DEBUG = debug
     command = _command_of(args_list)
+    prefix = f"homefeed {command}" if command else "homefeed"
     try:
         return _main(args_list, command, debug)
     except KeyboardInterrupt:
@@ -182,12 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"homefeed {command}: {exc}".replace("homefeed : ", "homefeed: "), file=sys.stderr)
+        print(f"{prefix}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # an error at start-up: one line, unless debugging
         if debug:
             raise
-        print(f"homefeed {command}: {explain.describe(exc)}", file=sys.stderr)
+        print(f"{prefix}: {explain.describe(exc)}", file=sys.stderr)
         return 2
 
 
