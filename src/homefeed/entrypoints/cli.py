@@ -246,16 +246,16 @@ def require_database(settings: Settings, command: str) -> None:
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     """``homefeed status``: without ``--url``, the address the embedded serving process wrote
     in its data dir, if any (else status's own default)."""
-    from homefeed.entrypoints import ops
+    from homefeed.entrypoints import admin
     from homefeed.entrypoints import status as status_cmd
 
     if not args.url:
-        found = ops.read_server_file(settings)
+        found = admin.read_server_file(settings)
         if found is not None:
             args.url = [found.url]
         elif args.data_dir is not None:
             raise CliError(
-                f"no running `homefeed serve` has its address in {args.data_dir} (no {ops.SERVER_FILE},"
+                f"no running `homefeed serve` has its address in {args.data_dir} (no {admin.SERVER_FILE},"
                 " or its process is gone): start it with this --data-dir, or give --url")
     return status_cmd.run(args)
 
@@ -406,15 +406,15 @@ def _serve_until_drained(app: object, sock: socket.socket, settings: Settings, *
 
     import uvicorn
 
-    from homefeed.entrypoints import ops
+    from homefeed.entrypoints import admin
 
     watch = _StartupWatch(app)
     log = logging.getLogger("homefeed")
     port = sock.getsockname()[1]
     url = f"http://{_url_host(settings.host)}:{port}"
-    writes_file = ops.serves_admin(settings)
+    writes_file = admin.serves_admin(settings)
     if writes_file:
-        ops.admin_token(settings)  # made now, not on the first admin call
+        admin.admin_token(settings)  # made now, not on the first admin call
 
     class DrainingServer(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
@@ -430,7 +430,7 @@ def _serve_until_drained(app: object, sock: socket.socket, settings: Settings, *
             await super().startup(sockets)
             if self.started:
                 if writes_file:
-                    ops.write_server_file(settings, url)
+                    admin.write_server_file(settings, url)
                 log.info("listening on %s", url)
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -459,7 +459,7 @@ def _serve_until_drained(app: object, sock: socket.socket, settings: Settings, *
     finally:
         logging.getLogger("uvicorn.error").removeFilter(quiet)
         if writes_file:
-            ops.remove_server_file(settings)
+            admin.remove_server_file(settings)
         sock.close()
     if watch.error is not None:
         raise watch.error
