@@ -50,12 +50,16 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def url_host(host: str) -> str:
+    """The host part of a URL that reaches ``host`` from this machine (a wildcard listens on
+    loopback too; IPv6 literals need brackets)."""
     if host in ("0.0.0.0", "::", ""):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def serve(settings: Settings, processes: int = 1, sock: socket.socket | None = None) -> None:
+    """Run the API until SIGTERM/SIGINT: one process on ``sock`` (bound here if not given),
+    or ``processes`` uvicorn workers (scale-out: each builds its app from the environment)."""
     import uvicorn
 
     from homefeed.bootstrap import build, plan
