@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo serve test install install-test clean
+.PHONY: demo serve test typecheck install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ serve: install
 
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# mypy over src/homefeed, configured in pyproject.toml ([tool.mypy]).
+typecheck: install-test
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache .hypothesis

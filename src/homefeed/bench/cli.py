@@ -335,7 +335,7 @@ def cmd_micro(args: argparse.Namespace) -> int:
     print()
     print(f"medians of {args.repeat} run(s); ceilings measured in the same run:")
     print(format_micro(med))
-    ratios = {}
+    ratios: dict[str, list[float]] = {}
     for r in runs:  # same-run ratios, then their median
         for label, a, ak, b, bk in (("sqlite_ingest_vs_single_commit", "post_ingest_sqlite", "posts_per_s", "sqlite_ceiling", "single_row_commits_per_s"),
                                     ("memory_fanout_vs_dict", "fanout_memory", "inserts_per_s", "fanout_memory", "ceiling_dict_of_lists_per_s"),
@@ -390,8 +390,19 @@ def cmd_quick(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require(module: str) -> None:
+    """Import an optional package now, so that a missing one is reported before a run of
+    minutes rather than at its end (the command line turns the error into one line naming
+    the extra to install)."""
+    import importlib
+
+    importlib.import_module(module)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if getattr(args, "charts", None):
+        _require("matplotlib")
     if args.quick:
         return cmd_quick(args)
     handlers = {"world": cmd_world, "run": cmd_run, "capacity": cmd_capacity, "compare": cmd_compare,

@@ -1,5 +1,6 @@
-"""Repair commands: ``homefeed audit``, ``rebuild``, ``replay``, ``dead-letters``; and the
-admin operations the serving process answers for them (``admin``).
+"""Repair commands: ``homefeed audit``, ``rebuild``, ``replay``, ``dead-letters``: their
+flags, what each does, and the client that asks the serving process for what only it holds
+(the serving process's side, ``POST /admin/{op}``, is ``homefeed.entrypoints.admin``).
 
 Where each one runs
 -------------------
@@ -9,10 +10,15 @@ embedded profile live only inside the ``homefeed serve`` process: the in-process
 cache, and the offsets of the consumers reading the SQLite outbox (a running consumer keeps
 its offset in memory). For those the command asks the serving process, through the admin
 route ``POST /admin/{op}`` (body JSON, answer JSON), authenticated by a bearer token: the
-``HOMEFEED_ADMIN_TOKEN`` variable if set, else a random token that the first of the two to
-need it writes to ``<data dir>/admin-token`` (mode 0600; both processes read the same
-file, so file permissions are the access control). ``--url`` says where the serving
-process listens (default: ``HOMEFEED_HOST``/``HOMEFEED_PORT``).
+``HOMEFEED_ADMIN_TOKEN`` variable if set, else a random token in ``<data dir>/admin-token``
+(mode 0600; both processes read the same file, so file permissions are the access
+control). ``homefeed serve`` writes the token and ``<data dir>/server.json`` (its address
+and pid, mode 0600, removed at exit) when it starts, so that a command pointed at the same
+data dir finds it. ``--url`` says where the serving process listens instead (the
+scale-out profile has no data dir; default there: ``HOMEFEED_HOST``/``HOMEFEED_PORT``).
+
+These commands never create a data dir or a database: the command line checks that the
+SQLite file exists before building anything (``cli.require_database``).
 
 - ``audit``: timeline parts of the embedded profile in the serving process (if none
   answers, the in-process cache does not exist: nothing to audit there); the rest here.
@@ -37,26 +43,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import json
 import os
-import secrets
 import sys
-import time
 import urllib.error
 import urllib.request
-import weakref
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from homefeed.config import Settings
-from homefeed.domain.errors import HomefeedError, InvalidInput, NotFound, Unauthorized
+from homefeed.domain.errors import HomefeedError
+# The serving process's side, re-exported: http.py and the tests reach it as ops.*.
+from homefeed.entrypoints.admin import (ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, SERVER_FILE, Job, ServerInfo,
+                                        admin, admin_token, check_admin, read_server_file,
+                                        remove_server_file, replay_in_process, serves_admin,
+                                        write_server_file)
 
 COMMANDS = ("audit", "rebuild", "replay", "dead-letters")
-ADMIN_TOKEN_ENV = "HOMEFEED_ADMIN_TOKEN"
-ADMIN_TOKEN_FILE = "admin-token"
 REBUILDS = ("timelines", "search", "counters")
 
 
@@ -67,27 +71,43 @@ class OpsError(Exception):
 # --------------------------------------------------------------------------------------------
 # the command line
 # --------------------------------------------------------------------------------------------
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=None, help="where the SQLite file lives (HOMEFEED_DATA_DIR)")
-    p.add_argument("--celebrity-threshold", type=int, default=None, help="HOMEFEED_CELEBRITY_THRESHOLD")
-    p.add_argument("--timeline-cap", type=int, default=None, help="HOMEFEED_TIMELINE_CAP")
+PROFILES = (" Embedded profile: give the serving process's --data-dir (its SQLite file must exist;"
+            " nothing is created). Scale-out profile: the backends of the HOMEFEED_*_URL variables.")
+
+
+def _data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                   help="embedded profile: the serving process's data dir, holding its SQLite file"
+                        " (HOMEFEED_DATA_DIR, default ./data); never created")
+
+
+def _feed(p: argparse.ArgumentParser) -> None:
+    """The rules the expected timelines are computed with: the serving process's values."""
+    p.add_argument("--celebrity-threshold", type=int, default=None, metavar="N",
+                   help="as the service runs with (HOMEFEED_CELEBRITY_THRESHOLD, default 10000)")
+    p.add_argument("--timeline-cap", type=int, default=None, metavar="N",
+                   help="as the service runs with (HOMEFEED_TIMELINE_CAP, default 800)")
 
 
 def _url_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None,
-                   help="the serving process, for what lives only inside it (embedded profile):"
-                        " default http://HOMEFEED_HOST:HOMEFEED_PORT")
+                   help="the serving process, for what lives only inside it (in-process cache, SQLite"
+                        " consumers). Default: the address it wrote in the data dir, else"
+                        " http://HOMEFEED_HOST:HOMEFEED_PORT")
 
 
-def register(subparsers: Any) -> None:
-    """Add ``audit``, ``rebuild``, ``replay`` and ``dead-letters`` to ``homefeed``'s parser."""
+def register(subparsers: Any) -> list[argparse.ArgumentParser]:
+    """Add ``audit``, ``rebuild``, ``replay`` and ``dead-letters`` to ``homefeed``'s parser;
+    returns their parsers."""
     a = subparsers.add_parser(
         "audit", help="compare every derived store with the system of record; exit 1 on a difference",
         description="Recompute from the system of record what the derived stores should hold (home"
                     " timelines, user timelines, search index, counters), print each difference."
                     " Exit 0: clean; 1: differences; 3: only differences that reads hide (stale ids,"
-                    " index entries of deleted posts); 2: could not run. Read-only, safe while serving.")
-    _common(a)
+                    " index entries of deleted posts); 2: could not run. Read-only, safe while serving."
+                    + PROFILES)
+    _data_dir(a)
+    _feed(a)
     _url_flag(a)
     a.add_argument("--sample", type=int, default=None, metavar="N",
                    help="audit N users (half of them among those with a cached timeline) and N*10 posts"
@@ -102,8 +122,10 @@ def register(subparsers: Any) -> None:
     r = subparsers.add_parser(
         "rebuild", help="recompute a derived store from the system of record, while serving",
         description="timelines: every cached home timeline and author list (and the celebrity set);"
-                    " search: the index, in place; counters: followers/following/posts counts.")
-    _common(r)
+                    " search: the index, in place; counters: followers/following/posts counts."
+                    + PROFILES)
+    _data_dir(r)
+    _feed(r)
     _url_flag(r)
     r.add_argument("what", choices=REBUILDS)
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -111,8 +133,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "replay", help="make a consumer apply the events again from EVENT_ID (idempotent)",
         description="Move a consumer back so that it applies again every event from EVENT_ID"
-                    " (Event.seq, as `dead-letters list` and the logs show it; 0: from the start).")
-    _common(p)
+                    " (Event.seq, as `dead-letters list` and the logs show it; 0: from the start)."
+                    + PROFILES)
+    _data_dir(p)
     _url_flag(p)
     p.add_argument("--consumer", required=True, help="fanout or indexer")
     p.add_argument("--from", dest="from_event", type=int, default=None, metavar="EVENT_ID")
@@ -121,12 +144,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--settle", type=float, default=2.0, metavar="S",
                    help="PostgreSQL outbox: seconds between the two moves of the offset")
 
-    d = subparsers.add_parser("dead-letters", help="list or retry the events consumers gave up on")
-    _common(d)
+    d = subparsers.add_parser(
+        "dead-letters", help="list or retry the events consumers gave up on",
+        description="List the events a consumer gave up on after repeated failures, or hand them back"
+                    " to it." + PROFILES)
+    _data_dir(d)
     d.add_argument("action", choices=("list", "retry"))
     d.add_argument("--consumer", default=None, help="only this consumer's")
     d.add_argument("--id", type=int, default=None, help="retry only this dead letter")
     d.add_argument("--json", action="store_true", help="list as JSON")
+    return [a, r, p, d]
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -379,42 +406,24 @@ def _describe_start(got: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# talking to the serving process
+# talking to the serving process (its side is in ``admin``)
 # --------------------------------------------------------------------------------------------
-def admin_token(settings: Settings) -> str:
-    """``HOMEFEED_ADMIN_TOKEN``, else the token in ``<data dir>/admin-token`` (created, mode
-    0600, by whichever process needs it first)."""
-    env = os.environ.get(ADMIN_TOKEN_ENV, "")
-    if env:
-        return env
-    path = Path(settings.data_dir) / ADMIN_TOKEN_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it meanwhile
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token
-
-
-def check_admin(settings: Settings, authorization: str | None) -> None:
-    """Raise Unauthorized unless ``authorization`` is ``Bearer <admin token>``."""
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), admin_token(settings).encode()):
-        raise Unauthorized(
-            f"admin operations need 'Authorization: Bearer <token>': ${ADMIN_TOKEN_ENV}, or the"
-            f" token in {ADMIN_TOKEN_FILE} in the data dir")
+def _client_token(settings: Settings) -> str:
+    """The admin token, as a command reads it: it never creates the data dir (the token file
+    in an existing one is made if missing, as the serving process would)."""
+    if not os.environ.get(ADMIN_TOKEN_ENV) and not (Path(settings.data_dir) / ADMIN_TOKEN_FILE).exists():
+        if not Path(settings.data_dir).is_dir():
+            raise OpsError(f"no admin token: {settings.data_dir} does not exist; give the serving"
+                           f" process's --data-dir, or set {ADMIN_TOKEN_ENV} to its token")
+    return admin_token(settings)
 
 
 def _base_url(args: argparse.Namespace, settings: Settings) -> str:
     if getattr(args, "url", None):
         return args.url.rstrip("/")
+    found = read_server_file(settings)
+    if found is not None:
+        return found.url
     host = settings.host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
@@ -427,7 +436,7 @@ async def _admin_call(
     settings: Settings, url: str, op: str, body: dict[str, Any], timeout: float = 60.0
 ) -> dict[str, Any] | None:
     """POST ``body`` to ``url/admin/op``; the answer, or None if nothing listens there."""
-    token = admin_token(settings)
+    token = _client_token(settings)
 
     def call() -> dict[str, Any] | None:
         req = urllib.request.Request(
@@ -450,133 +459,9 @@ async def _admin_call(
     return await asyncio.to_thread(call)
 
 
-# --------------------------------------------------------------------------------------------
-# the serving process's side: POST /admin/{op}
-# --------------------------------------------------------------------------------------------
-@dataclass
-class Job:
-    id: str
-    what: str
-    total: int | None = None
-    done: int = 0
-    finished: bool = False
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    started: float = field(default_factory=time.time)
-    task: asyncio.Task | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"job": self.id, "what": self.what, "total": self.total, "done": self.done,
-                "finished": self.finished, "result": self.result, "error": self.error,
-                "seconds": round(time.time() - self.started, 1)}
-
-
-_JOBS: "weakref.WeakKeyDictionary[Any, dict[str, Job]]" = weakref.WeakKeyDictionary()
-
-
-async def admin(hf: Any, op: str, body: dict[str, Any]) -> dict[str, Any]:
-    """One admin operation in the serving process (call ``check_admin`` first):
-
-    - ``audit`` ``{"parts"?, "sample"?, "settle_timeout"?, "seed"?}`` -> the report
-    - ``rebuild-timelines`` ``{}`` -> ``{"job", ...}`` (one at a time: the running one)
-    - ``job`` ``{"id"}`` -> ``{"job", "total", "done", "finished", "result", "error"}``
-    - ``replay`` ``{"consumer", "from"}`` -> stops the consumers, moves the offset, starts them
-    - ``reconcile-celebrities`` ``{}`` -> ``{}``
-
-    Raises InvalidInput / NotFound (4xx) for a bad operation or body."""
-    from homefeed.service_layer import batch
-    from homefeed.service_layer.audit import PARTS, Auditor
-
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
-    if op == "audit":
-        parts = body.get("parts") or list(PARTS)
-        if not isinstance(parts, list) or not set(parts) <= set(PARTS):
-            raise InvalidInput(f"parts must be a list of {', '.join(PARTS)}")
-        sample = _opt_int(body, "sample", 1)
-        settle = body.get("settle_timeout", 30.0)
-        if not isinstance(settle, (int, float)) or isinstance(settle, bool) or not 0 <= settle <= 600:
-            raise InvalidInput("settle_timeout must be a number of seconds from 0 to 600")
-        report = await Auditor(hf, sample=sample, parts=parts, settle_timeout=float(settle),
-                               seed=_opt_int(body, "seed", None)).run()
-        return report.as_dict()
-    if op == "rebuild-timelines":
-        jobs = _JOBS.setdefault(hf, {})
-        for job in jobs.values():
-            if not job.finished:
-                return job.as_dict()
-        job = Job(id=secrets.token_hex(6), what="timelines")
-
-        def total(n: int) -> None:
-            job.total = n
-
-        def progress(n: int) -> None:
-            job.done += n
-
-        async def work() -> None:
-            try:
-                job.result = await batch.rebuild_timelines(hf, progress, total=total)
-            except Exception as exc:  # reported through the job
-                job.error = f"{type(exc).__name__}: {exc}"
-            finally:
-                job.finished = True
-
-        job.task = asyncio.create_task(work(), name=f"homefeed-rebuild-{job.id}")
-        jobs[job.id] = job
-        for old in [j for j in jobs.values() if j.finished and time.time() - j.started > 86400]:
-            jobs.pop(old.id, None)
-        return job.as_dict()
-    if op == "job":
-        job = _JOBS.get(hf, {}).get(str(body.get("id", "")))
-        if job is None:
-            raise NotFound("no such job")
-        return job.as_dict()
-    if op == "replay":
-        consumer = body.get("consumer")
-        start = body.get("from")
-        if consumer not in hf.consumers.handlers:
-            raise InvalidInput(f"consumer must be one of {', '.join(hf.consumers.handlers)}")
-        if not isinstance(start, int) or isinstance(start, bool) or start < 0:
-            raise InvalidInput("from must be an event id (0: from the start)")
-        return await replay_in_process(hf, consumer, start)
-    if op == "reconcile-celebrities":
-        await hf.feed.reconcile_celebrities()
-        return {}
-    raise NotFound(f"unknown admin operation {op!r}")
-
-
-def _opt_int(body: dict[str, Any], name: str, minimum: int | None) -> int | None:
-    v = body.get(name)
-    if v is None:
-        return None
-    if not isinstance(v, int) or isinstance(v, bool) or (minimum is not None and v < minimum):
-        raise InvalidInput(f"{name} must be an integer" + (f" >= {minimum}" if minimum is not None else ""))
-    return v
-
-
-async def replay_in_process(hf: Any, consumer: str, from_event: int) -> dict[str, Any]:
-    """Make ``consumer`` apply again every event from ``from_event``, in the process that
-    runs it. JetStream: recreate the durable consumer. Outbox streams: stop the consumers
-    (each finishes and acknowledges the batch in hand), move the offset, start them again,
-    so no batch in flight can move the offset forward past the events to replay."""
-    stream = hf.stream
-    if hasattr(stream, "rewind"):
-        return {"consumer": consumer, **(await stream.rewind(consumer, event_seq=from_event))}
-    consumers = hf.consumers
-    running = tuple(consumers.running)
-    parts = hf.relay_parts
-    leader = parts.get("consumer_leader") if "sink" not in parts else None
-    if running:
-        await consumers.stop()
-    try:
-        await stream.seek_before(consumer, from_event)
-    finally:
-        if running:
-            consumers.start(running, leader=leader)
-    return {"consumer": consumer, "from": from_event, "restarted": list(running)}
-
-
 __all__ = [
     "COMMANDS", "register", "run", "run_async", "admin", "check_admin", "admin_token",
-    "replay_in_process", "HomefeedError",
+    "replay_in_process", "read_server_file", "write_server_file", "remove_server_file",
+    "serves_admin", "ServerInfo", "Job", "ADMIN_TOKEN_ENV", "ADMIN_TOKEN_FILE", "SERVER_FILE",
+    "HomefeedError",
 ]
