@@ -220,6 +220,13 @@ BLANK_TEXTS = {
     "em-space": "\u2003 \u2003",
     "line-separator": "\u2028",
     "paragraph-separator": "\u2029",
+    # invisible: format characters (Unicode Cf), alone or with whitespace
+    "zero-width-space": "\u200b",
+    "zero-width-spaces": "\u200b\u200b\u200b",
+    "bom": "\ufeff",
+    "joiners-and-spaces": " \u200d \u200c\n\u2060",
+    "direction-marks": "\u200e\u202e\u2066\u2069",
+    "tag-characters": "\U000e0001\U000e0041",
 }
 
 
