@@ -10,7 +10,7 @@ layer. Every error is ``{"error": {"code", "message"}}`` with a 4xx status (the 
 Operations: ``/healthz`` (cheap liveness, consumer lag), ``/readyz`` (200 only when every
 backend answers; 503 naming the ones that do not), ``/metrics`` (Prometheus text format),
 ``/metrics.json`` (the same figures and the last five minutes, for the dashboard and
-``homefeed status``) and ``/dashboard`` (a live page).
+``homefeed status``) and ``/dashboard`` (a live page); for people, ``/`` and ``/docs``.
 Every request goes through :class:`~homefeed.entrypoints.observe.Observe`: its latency is
 recorded by route template and status, and it gets a request id (``X-Request-Id``) that its
 log lines and the events it writes carry.

@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document served at ``/openapi.json``, written by hand so that it says exactly what the API promises and costs nothing
+"""The OpenAPI 3.1 document served at ``/openapi.json`` (and rendered for people at
+``/docs``), written by hand so that it says exactly what the API promises and costs nothing
 on the request path. Every limit in it (handle pattern, lengths, the ``limit`` range, the
 idempotency key, the query length, the request id) is generated from the constant that
 validation enforces, imported from where it is defined: one fact, one place.
@@ -353,10 +354,17 @@ def _components(max_post_length: int) -> dict[str, Any]:
 
 
 def _ops_paths() -> dict[str, Any]:
-    """Operations: liveness, readiness, metrics, the dashboard, this document, admin."""
+    """Operations: the pages for people, liveness, readiness, metrics, the dashboard, this
+    document, admin."""
     text_ok = {"200": {"description": "Prometheus text exposition format", "headers": _headers(),
                        "content": {"text/plain": {"schema": {"type": "string"}}}}}
     return {
+        "/": {"get": _op(
+            "index", "what this server is, with links to these docs, the dashboard and health",
+            _responses(_html("the page")))},
+        "/docs": {"get": _op(
+            "docs", "this document rendered for people (no script, no CDN)",
+            _responses(_html("the page")))},
         "/healthz": {"get": _op(
             "health", "liveness, and how far behind each consumer is",
             _responses({"200": _json(_ref("Health"), "alive (200 even while a backend is down:"
