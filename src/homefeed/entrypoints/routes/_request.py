@@ -70,10 +70,17 @@ async def read_body(request: Request) -> bytes:
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
-    """``raw`` as a JSON object; not JSON is 400 ``invalid_json``."""
+    """``raw`` as a JSON object. Not JSON is 400 ``invalid_json``, with the offset of the
+    first bad byte when the body is not UTF-8 (orjson itself only says "str is not valid
+    UTF-8: surrogates not allowed", which no client author can act on). The UTF-8 check
+    runs only after orjson has refused the body: valid bodies pay nothing for it."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise BadJson(f"request body is not valid UTF-8 at byte {bad.start}") from None
         raise BadJson(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidInput("request body must be a JSON object")
