@@ -124,13 +124,13 @@ def _operation(doc: dict[str, Any], path: str, method: str, op: dict[str, Any]) 
         out.append(f"<table><tr><th>parameter</th><th>in</th><th>type</th><th>notes</th></tr>{rows}</table>")
     if "requestBody" in op:
         out.append(_body_schema(doc, op["requestBody"]))
-    rows = []
+    answers: list[str] = []
     for status, response in op["responses"].items():
         content = response.get("content", {})
         shown = ", ".join(f"{schema_text(c['schema'])} <span class=muted>({_e(media)})</span>"
                           for media, c in content.items())
-        rows.append(f"<tr><td>{_e(status)}</td><td>{_e(response.get('description', ''))}</td><td>{shown}</td></tr>")
-    out.append(f"<table><tr><th>status</th><th>meaning</th><th>body</th></tr>{''.join(rows)}</table>")
+        answers.append(f"<tr><td>{_e(status)}</td><td>{_e(response.get('description', ''))}</td><td>{shown}</td></tr>")
+    out.append(f"<table><tr><th>status</th><th>meaning</th><th>body</th></tr>{''.join(answers)}</table>")
     out.append("</div>")
     return "".join(out)
 

@@ -149,7 +149,7 @@ POST_ID_PARAM = {"name": "post_id", "in": "path", "required": True, "schema": ID
                  "description": "a post id; anything else answers 404"}
 REQUEST_ID_PARAM = {"$ref": "#/components/parameters/X-Request-Id"}
 IDEMPOTENCY_PARAM = {"$ref": f"#/components/parameters/{IDEMPOTENCY_HEADER}"}
-BEARER = [{"bearer": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _op(operation_id: str, summary: str, responses: dict[str, Any], *,
@@ -164,7 +164,7 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _schemas(max_post_length: int) -> dict[str, Any]:
-    user_ref = {
+    user_ref: dict[str, Any] = {
         "type": "object",
         "required": ["id", "handle", "display_name"],
         "properties": {"id": ID, "handle": HANDLE, "display_name": DISPLAY_NAME},

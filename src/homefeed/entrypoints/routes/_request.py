@@ -9,7 +9,7 @@ today's and the Mastodon API's, gets it by calling these. Nothing here knows a r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 from starlette.requests import Request
@@ -42,7 +42,8 @@ def json_response(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type=JSON)
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(status: int, code: str, message: str,
+                   headers: Mapping[str, str] | None = None) -> Response:
     """The one error shape, ``{"error": {"code", "message"}}`` (codes: ``domain/errors.py``)."""
     return Response(
         orjson.dumps({"error": {"code": code, "message": message}}),
