@@ -35,7 +35,7 @@ from homefeed.domain.errors import HomefeedError
 from homefeed.entrypoints import metrics as obs
 from homefeed.entrypoints.observe import Observe
 from homefeed.entrypoints.routes import about, admin, operations, posts, search, timelines, users
-from homefeed.entrypoints.routes._request import error_response, json_response
+from homefeed.entrypoints.routes._request import HomefeedApp, error_response, json_response
 from homefeed.service_layer.services import Homefeed
 
 __all__ = ["ROUTES", "Observe", "create_app", "error_response", "json_response"]
@@ -100,11 +100,11 @@ def _middleware(hf: Homefeed, observe: bool) -> list[Middleware]:
 
 
 def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle: bool = True,
-               observe: bool = True) -> Starlette:
+               observe: bool = True) -> HomefeedApp:
     """The ASGI app over ``hf``. Its lifespan opens the backends and starts what the plan
     gives this process (the embedded profile: the consumers run here). ``observe=False``
     leaves out the request middleware (for measuring what it costs). Handlers find ``hf``
-    and the metrics sampler on ``app.state``."""
+    and the metrics sampler on the app (``routes._request.service``)."""
     hf.consumers.on_applied = obs.observe_fanout_event  # fan-out delay, where consumers run here
     sampler = obs.Sampler(hf, role="api")
     the_plan = process_plan if process_plan is not None else plan(hf.settings, "api")
@@ -127,7 +127,7 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
             if manage_lifecycle:
                 await hf.close()
 
-    app = Starlette(
+    app = HomefeedApp(
         routes=list(ROUTES),
         middleware=_middleware(hf, observe),
         lifespan=lifespan,
@@ -137,6 +137,8 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
             Exception: on_unexpected,
         },
     )
-    app.state.homefeed = hf
+    app.homefeed = hf
+    app.sampler = sampler
+    app.state.homefeed = hf  # as before, for whoever looks there
     app.state.sampler = sampler
     return app

@@ -9,9 +9,10 @@ today's and the Mastodon API's, gets it by calling these. Nothing here knows a r
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import orjson
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -25,17 +26,30 @@ from homefeed.service_layer.idempotency import (
 )
 from homefeed.service_layer.services import MAX_LIMIT, Homefeed
 
+if TYPE_CHECKING:
+    from homefeed.entrypoints.metrics import Sampler
+
 JSON = "application/json"
 #: Longest ``limit`` value read as a number: more digits cannot be in range (and a huge
 #: string of digits is refused before ``int()`` spends time on it).
 _LIMIT_DIGITS = len(str(MAX_LIMIT)) + 1
 
 
+class HomefeedApp(Starlette):
+    """The ASGI app ``create_app`` makes: a Starlette app carrying the service its handlers
+    call. A typed attribute rather than ``app.state``: a ``State`` lookup costs about 0.9 us
+    (a Python ``__getattr__``), twice per home read; this one, 0.1 us."""
+
+    homefeed: Homefeed
+    #: The metrics sampler of this process (``/metrics``, ``/metrics.json``).
+    sampler: Sampler
+
+
 def service(request: Request) -> Homefeed:
-    """The application the handlers call: ``create_app`` puts it on ``app.state``, so a
-    handler is a plain module-level function that can be read and tested alone."""
-    hf: Homefeed = request.app.state.homefeed
-    return hf
+    """The application the handlers call (set by ``create_app``), so that a handler is a
+    plain module-level function that can be read and tested alone."""
+    app: HomefeedApp = request.scope["app"]
+    return app.homefeed
 
 
 def json_response(data: Any, status: int = 200) -> Response:

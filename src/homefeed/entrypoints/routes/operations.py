@@ -11,7 +11,7 @@ from starlette.routing import Route
 from homefeed.config import Settings
 from homefeed.entrypoints import metrics as obs
 from homefeed.entrypoints.dashboard import DASHBOARD_HTML
-from homefeed.entrypoints.routes._request import JSON, json_response, service
+from homefeed.entrypoints.routes._request import JSON, HomefeedApp, json_response, service
 
 #: The backend of each part, (when its URL is set, when not), as ``/readyz`` names them.
 #: NOTE: a third statement of which backends are in use (with ``bootstrap.profile_name`` and
@@ -32,8 +32,8 @@ def backend_kinds(settings: Settings) -> dict[str, str]:
 
 
 def _sampler(request: Request) -> obs.Sampler:
-    sampler: obs.Sampler = request.app.state.sampler
-    return sampler
+    app: HomefeedApp = request.scope["app"]
+    return app.sampler
 
 
 async def healthz(request: Request) -> Response:
