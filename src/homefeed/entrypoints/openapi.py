@@ -39,24 +39,30 @@ CURSOR = {"oneOf": [ID, {"type": "null"}], "description": "the `before` of the n
 #: What ``homefeed.logging_setup.clean_request_id`` keeps of a client's id, and what it makes.
 
 
-def _char_class(chars: frozenset[int]) -> str:
-    """A regular-expression class body for a set of ASCII bytes, runs of letters or digits
-    written as ranges (``0-9A-Za-z...``), so that the documented pattern reads like the rule."""
+def _runs(chars: frozenset[int]) -> list[tuple[str, str]]:
+    """A set of ASCII bytes as (first, last) runs: consecutive letters or digits make one
+    run (``A``-``Z``), every other character is its own, so the rule reads as written."""
     codes = sorted(chars)
-    out: list[str] = []
+    runs: list[tuple[str, str]] = []
     i = 0
     while i < len(codes):
         j = i
         while (j + 1 < len(codes) and codes[j + 1] == codes[j] + 1
                and chr(codes[j]).isalnum() and chr(codes[j + 1]).isalnum()):
             j += 1
-        first, last = re.escape(chr(codes[i])), re.escape(chr(codes[j]))
-        out.append(first if i == j else first + last if j == i + 1 else f"{first}-{last}")
+        runs.append((chr(codes[i]), chr(codes[j])))
         i = j + 1
-    return "".join(out)
+    return runs
+
+
+def _char_class(chars: frozenset[int]) -> str:
+    """A regular-expression class body for a set of ASCII bytes (``0-9A-Za-z...``)."""
+    return "".join(re.escape(a) if a == b else f"{re.escape(a)}-{re.escape(b)}" for a, b in _runs(chars))
 
 
 _REQUEST_ID_CLASS = _char_class(_REQUEST_ID_CHARS)
+#: The same characters for people: ``+ - . / 0-9 : = @ A-Z _ a-z``.
+_REQUEST_ID_WORDS = " ".join(a if a == b else f"{a}-{b}" for a, b in _runs(_REQUEST_ID_CHARS))
 REQUEST_ID = {"type": "string", "pattern": f"^[{_REQUEST_ID_CLASS}]{{1,{_MAX_REQUEST_ID_LENGTH}}}$"}
 #: The ``Idempotency-Key`` request header: printable ASCII without spaces (``check_key``).
 IDEMPOTENCY_KEY = {"type": "string", "pattern": f"^[\\x21-\\x7E]{{1,{MAX_KEY_LENGTH}}}$",
@@ -324,8 +330,8 @@ def _components(max_post_length: int) -> dict[str, Any]:
         "parameters": {
             "X-Request-Id": {
                 "name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"},
-                "description": f"kept (and echoed) if it matches {REQUEST_ID['pattern']};"
-                               " otherwise a fresh id is made",
+                "description": f"kept (and echoed) if 1-{_MAX_REQUEST_ID_LENGTH} characters of"
+                               f" {_REQUEST_ID_WORDS}; otherwise a fresh id is made",
             },
             IDEMPOTENCY_HEADER: {
                 "name": IDEMPOTENCY_HEADER, "in": "header", "required": False, "schema": IDEMPOTENCY_KEY,
