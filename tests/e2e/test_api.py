@@ -93,6 +93,46 @@ class TestHealthAndOpenAPI:
     def test_unknown_route_is_a_json_404(self, api: Api):
         assert_error(api.get("/v1/no/such/route"), 404)
 
+
+# ============================================================================================
+# GET / and GET /docs: pages for people
+# ============================================================================================
+
+
+class TestPagesForPeople:
+    def test_root_says_what_this_is_and_links_onwards(self, api: Api):
+        from homefeed import __version__
+
+        r = api.get("/")
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("text/html")
+        assert "homefeed" in r.text and __version__ in r.text
+        for target in ("/docs", "/openapi.json", "/dashboard", "/healthz", "/readyz"):
+            assert f'href="{target}"' in r.text, target
+        for target in ("/docs", "/openapi.json", "/dashboard", "/healthz", "/readyz"):
+            assert api.get(target).status_code == 200, target
+
+    def test_docs_render_every_operation_and_schema_with_no_script_or_cdn(self, api: Api):
+        doc = api.get("/openapi.json").json()
+        r = api.get("/docs")
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("text/html")
+        page = r.text
+        assert "<script" not in page.lower(), "no script: works behind a strict CSP"
+        assert "http://" not in page and "https://" not in page, "nothing fetched from elsewhere"
+        for path, item in doc["paths"].items():
+            for method, op in item.items():
+                assert f'id="op-{op["operationId"]}"' in page, (method, path)
+                assert f"{method.upper()}</span> <span class=\"path\">{path}</span>" in page, (method, path)
+                for param in op.get("parameters", []):
+                    if "name" in param:
+                        assert f"<code>{param['name']}</code>" in page, (path, param["name"])
+        for name in doc["components"]["schemas"]:
+            assert f'id="schema-{name}"' in page, name
+        # the limits shown are the ones enforced
+        assert "^[A-Za-z0-9_]{1,30}$" in page
+        assert "1-100" in page
+
     def test_wrong_method_is_a_json_4xx(self, api: Api):
         r = api.request("PUT", "/v1/posts", json={"text": "x"})
         assert_error(r, {404, 405})
@@ -502,9 +542,10 @@ class TestCreatePost:
         p = api.new_post(u["token"], text)
         assert api.get(f"/v1/posts/{p['id']}").json()["text"] == text
 
-    @pytest.mark.parametrize("text", ["a", "\n.\n", "  x", "🙂", "\u200b"],
-                             ids=["one-char", "dot-in-newlines", "leading-space", "emoji-only", "zero-width-space"])
-    def test_minimal_texts_with_one_non_space_character(self, api: Api, text: str):
+    @pytest.mark.parametrize("text", ["a", "\n.\n", "  x", "🙂", "\u200bx\u200b"],
+                             ids=["one-char", "dot-in-newlines", "leading-space", "emoji-only",
+                                  "zero-width-spaces-around-a-letter"])
+    def test_minimal_texts_with_one_visible_character(self, api: Api, text: str):
         u = api.register()
         assert api.new_post(u["token"], text)["text"] == text
 

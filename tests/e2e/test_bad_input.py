@@ -97,6 +97,30 @@ def test_register_with_invalid_json_is_400(api: Api, body):
     assert_error(api.get(f"/v1/users/{handle}"), 404)
 
 
+# Bodies that are not UTF-8, and the offset of their first bad byte.
+NOT_UTF8 = {
+    "invalid-bytes": (b'{"text": "abc \xff\xfe"}', 14),
+    "latin1": (b'{"text": "caf\xe9"}', 13),
+    "truncated-sequence": (b'{"text": "\xc3', 10),
+    "overlong-slash": (b'{"text": "a\xc0\xaf"}', 11),
+    "encoded-surrogate": (b'{"text": "\xed\xa0\x80"}', 10),
+    "first-byte": (b'\x80{"text": "x"}', 0),
+    "after-valid-utf8": ('{"text": "é😀'.encode() + b'\xf8"}', 16),
+}
+
+
+@pytest.mark.parametrize("body,offset", list(NOT_UTF8.values()), ids=list(NOT_UTF8))
+def test_a_body_that_is_not_utf8_is_400_naming_the_first_bad_byte(api: Api, world, unchanged, body, offset):
+    """A client author learns where their encoding went wrong (not orjson's "str is not
+    valid UTF-8: surrogates not allowed")."""
+    for path, token in (("/v1/posts", world["me"]["token"]), ("/v1/users", None)):
+        r = api.post(path, content=body, token=token, headers={"Content-Type": "application/json"})
+        err = assert_error(r, 400)
+        assert err["code"] == "invalid_json", err
+        assert f"body is not valid UTF-8 at byte {offset}" in err["message"], err
+        assert "surrogates" not in err["message"], err
+
+
 @pytest.mark.parametrize("body", [
     b"[" * 5000 + b"]" * 5000,
     b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}",
@@ -220,6 +244,13 @@ BLANK_TEXTS = {
     "em-space": "\u2003 \u2003",
     "line-separator": "\u2028",
     "paragraph-separator": "\u2029",
+    # invisible: format characters (Unicode Cf), alone or with whitespace
+    "zero-width-space": "\u200b",
+    "zero-width-spaces": "\u200b\u200b\u200b",
+    "bom": "\ufeff",
+    "joiners-and-spaces": " \u200d \u200c\n\u2060",
+    "direction-marks": "\u200e\u202e\u2066\u2069",
+    "tag-characters": "\U000e0001\U000e0041",
 }
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import unicodedata
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -66,9 +67,10 @@ def author(fuzz_api: Api) -> dict[str, Any]:
 
 
 def model_accepts(text: str) -> bool:
-    """1..MAX code points with one non-space; no control character but tab, newline and
-    carriage return; no lone surrogate."""
-    if len(text) > MAX or all(ch.isspace() for ch in text):
+    """1..MAX code points with one visible character (neither whitespace nor a format
+    character, Unicode category Cf: U+200B alone is an invisible post); no control character
+    but tab, newline and carriage return; no lone surrogate."""
+    if len(text) > MAX or all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in text):
         return False
     for ch in text:
         cp = ord(ch)
@@ -104,6 +106,9 @@ post_texts = st.one_of(
     st.text(ALLOWED_CHAR, min_size=1, max_size=60),
     st.lists(st.one_of(st.sampled_from(PIECES), st.text(ANY_CHAR, max_size=5)), max_size=12).map("".join),
     st.text(st.sampled_from(" \t\n\r\u00a0\u2003\u3000\u200b\u2028\x0b\x0c\x1c\x85"), max_size=8),
+    # invisible: whitespace and format characters only (and so refused), or one visible among them
+    st.tuples(st.text(st.sampled_from(" \n\u3000\u200b\u200d\u2060\ufeff\u202e\u00ad\U000e0001"), max_size=8),
+              st.sampled_from(["", "", "x", "é", "😀"])).map(lambda t: t[0][:3] + t[1] + t[0][3:]),
     # around the length limit, in code points, of one- to four-byte characters
     st.tuples(LONG_CHARS, st.integers(MAX - 2, MAX + 2), st.sampled_from(["", "x", " "])).map(
         lambda t: "x" + t[0] * (t[1] - 1 - len(t[2])) + t[2]),
@@ -146,6 +151,9 @@ def searched_terms(text: str) -> list[str]:
 @example(text="😀" * MAX, raw_utf8=True)
 @example(text="x" * (MAX + 1), raw_utf8=True)
 @example(text=" \t\n\u3000", raw_utf8=True)
+@example(text="\u200b", raw_utf8=True)
+@example(text="\u200b\u200d \ufeff\u2060", raw_utf8=False)
+@example(text="\u200bx\u200b", raw_utf8=True)
 @example(text="a\ud800b", raw_utf8=False)
 @example(text="\u202eevil\u202c #tag @who e\u0301cole 👨\u200d👩\u200d👧", raw_utf8=True)
 @example(text="NEAR(a b) OR \"c\" * -d col:e", raw_utf8=True)

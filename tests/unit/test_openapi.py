@@ -5,18 +5,28 @@ documentation fails here). What the server really answers is checked against it 
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
 import pytest
 import schemathesis
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.routing import Route
 
 from homefeed.bootstrap import build
 from homefeed.config import Settings
 from homefeed.entrypoints.http import create_app
+from homefeed.domain.errors import InvalidInput
+from homefeed.domain.text import MAX_QUERY_CHARS, validate_display_name, validate_handle
+from homefeed.entrypoints import openapi as openapi_module
 from homefeed.entrypoints.openapi import openapi_document
+from homefeed.logging_setup import clean_request_id
+from homefeed.service_layer.idempotency import InvalidIdempotencyKey, check_key
+from homefeed.service_layer.services import DEFAULT_LIMIT, check_limit
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
@@ -132,3 +142,69 @@ def test_the_post_length_limit_is_the_configured_one(doc):
     assert body["properties"]["text"]["maxLength"] == 280
     assert openapi_document(Settings(max_post_length=500))["paths"]["/v1/posts"]["post"]["requestBody"][
         "content"]["application/json"]["schema"]["properties"]["text"]["maxLength"] == 500
+
+
+# --------------------------------------------------------------------------------------------
+# one fact, one place: the document states the limits validation enforces, from its constants
+# --------------------------------------------------------------------------------------------
+
+
+def test_no_limit_is_restated_as_a_number_in_the_document_source():
+    """Every limit comes from the constant validation uses: the module holds no number
+    literal other than small structural ones (0, 1, a status code, the cache size)."""
+    source = Path(openapi_module.__file__).read_text(encoding="utf-8")
+    numbers = {node.value for node in ast.walk(ast.parse(source))
+               if isinstance(node, ast.Constant) and type(node.value) in (int, float)}
+    statuses = set(range(200, 600))
+    assert numbers - statuses <= {0, 1, 8, 600}, sorted(numbers - statuses)
+
+
+def _accepts(check, value) -> bool:
+    try:
+        check(value)
+    except (InvalidInput, InvalidIdempotencyKey):
+        return False
+    return True
+
+
+@given(st.one_of(st.text(max_size=40), st.text(st.sampled_from("aZ9_-é "), max_size=35)))
+def test_the_documented_handle_is_the_validated_one(doc, handle):
+    schema = doc["components"]["schemas"]["UserRef"]["properties"]["handle"]
+    documented = bool(re.fullmatch(schema["pattern"], handle)) and schema["minLength"] <= len(handle) <= schema["maxLength"]
+    assert documented == _accepts(validate_handle, handle)
+
+
+def test_the_documented_display_name_length_is_the_validated_one(doc):
+    most = doc["components"]["schemas"]["UserRef"]["properties"]["display_name"]["maxLength"]
+    assert _accepts(lambda n: validate_display_name(n, "h"), "x" * most)
+    assert not _accepts(lambda n: validate_display_name(n, "h"), "x" * (most + 1))
+
+
+def test_the_documented_limit_range_is_the_validated_one(doc):
+    schema = next(p for p in doc["paths"]["/v1/timelines/home"]["get"]["parameters"]
+                  if p.get("name") == "limit")["schema"]
+    low, high = schema["minimum"], schema["maximum"]
+    assert [_accepts(check_limit, n) for n in (low - 1, low, high, high + 1)] == [False, True, True, False]
+    assert schema["default"] == DEFAULT_LIMIT == check_limit(None)
+    for page in ("PostPage", "UserPage"):
+        items = doc["components"]["schemas"][page]["properties"]
+        assert next(v for k, v in items.items() if k != "next")["maxItems"] == high
+
+
+@given(st.text(st.characters(max_codepoint=0x7F), max_size=260) | st.text(max_size=5)
+       | st.integers(250, 260).map(lambda n: "k" * n))
+def test_the_documented_idempotency_key_is_the_validated_one(doc, key):
+    schema = doc["components"]["parameters"]["Idempotency-Key"]["schema"]
+    documented = bool(re.fullmatch(schema["pattern"], key)) and schema["minLength"] <= len(key) <= schema["maxLength"]
+    assert documented == _accepts(lambda k: check_key([k]), key)
+
+
+@given(st.text(st.characters(max_codepoint=0x7F), max_size=130) | st.integers(126, 130).map(lambda n: "r" * n))
+def test_the_documented_request_id_is_the_one_kept(doc, rid):
+    pattern = doc["components"]["headers"]["X-Request-Id"]["schema"]["pattern"]
+    assert bool(re.fullmatch(pattern, rid)) == (clean_request_id(rid) == rid)
+
+
+def test_the_documented_query_bound_is_the_enforced_one(doc):
+    q = next(p for p in doc["paths"]["/v1/search/posts"]["get"]["parameters"] if p.get("name") == "q")
+    assert f"more than {MAX_QUERY_CHARS} characters" in q["description"]

@@ -100,7 +100,7 @@ def test_post_text_round_trips_unchanged(text):
 
 @pytest.mark.parametrize("text", ["", " ", "   ", "\t", "\n\r\n", "\u3000", "\u00a0\u2003", " \t\n "])
 def test_post_text_needs_a_non_space_character(text):
-    with pytest.raises(InvalidInput, match="non-space"):
+    with pytest.raises(InvalidInput, match="visible character"):
         validate_post_text(text, MAX)
 
 
@@ -111,6 +111,48 @@ def test_post_text_max_length_is_in_code_points():
     for text in ("a" * 11, "😀" * 11, "e\u0301" * 6):
         with pytest.raises(InvalidInput, match="at most 10"):
             validate_post_text(text, 10)
+
+
+# Format characters (Cf): each is invisible, and a post needs something that shows.
+FORMAT_CHARS = ["\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u2060", "\u2066", "\u2069",
+                "\u202a", "\u202e", "\ufeff", "\u00ad", "\U000e0001", "\U000e007f", "\u061c"]
+
+
+@pytest.mark.parametrize("text", [
+    "\u200b",  # the zero-width space of the issue
+    "\u200b" * 10,
+    "\ufeff",
+    "\u200d\u200c",
+    " \u200b\n\u2060\t",  # whitespace and format characters mixed
+    "\u202e\u3000\u202c",
+    "\U000e0001\U000e0041\U000e007f",  # tag characters
+    "".join(FORMAT_CHARS),
+])
+def test_post_text_of_only_whitespace_and_format_characters_is_invisible(text):
+    assert all(unicodedata.category(ch) == "Cf" or ch.isspace() for ch in text)
+    with pytest.raises(InvalidInput, match="visible character"):
+        validate_post_text(text, MAX)
+
+
+@pytest.mark.parametrize("cf", FORMAT_CHARS, ids=lambda c: f"U+{ord(c):04X}")
+def test_a_format_character_next_to_a_visible_one_is_kept(cf):
+    for text in (f"{cf}x", f"x{cf}", f" {cf}.{cf} "):
+        assert validate_post_text(text, MAX) is text
+
+
+@given(st.text(st.one_of(st.sampled_from(FORMAT_CHARS), st.characters(categories=("Zs", "Zl", "Zp", "Cf")),
+                         st.sampled_from(list(" \t\n\r"))), max_size=30),
+       st.one_of(st.none(), st.characters(exclude_categories=("Cs", "Cc", "Cf", "Zs", "Zl", "Zp"))),
+       st.integers(0, 30))
+def test_property_a_post_is_accepted_exactly_when_a_character_is_visible(invisible, visible, at):
+    """Against the oracle: invisible runs are refused, and one visible character anywhere
+    in them makes the text a post."""
+    text = invisible if visible is None else invisible[:at] + visible + invisible[at:]
+    if visible_oracle(text):
+        assert validate_post_text(text, MAX) is text
+    else:
+        with pytest.raises(InvalidInput):
+            validate_post_text(text, MAX)
 
 
 _REFUSED_CC = [chr(c) for c in range(0x20) if chr(c) not in "\t\n\r"] + [chr(0x7F)] + [
@@ -139,9 +181,15 @@ _ALLOWED = st.characters(
 )
 
 
+def visible_oracle(text: str) -> bool:
+    """The rule, as simply as it can be said: some character is neither whitespace nor a
+    format character (Unicode category Cf)."""
+    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
+
+
 @given(st.text(_ALLOWED, max_size=60))
 def test_property_allowed_text_is_returned_unchanged_or_refused_only_for_space(text):
-    if any(not ch.isspace() for ch in text):
+    if visible_oracle(text):
         assert validate_post_text(text, MAX) is text
     else:
         with pytest.raises(InvalidInput):

@@ -14,7 +14,14 @@ import unicodedata
 
 from homefeed.domain.errors import InvalidInput
 
-HANDLE_RE = re.compile(r"[A-Za-z0-9_]{1,30}")
+#: The characters of a handle (a regular-expression class body) and its length bounds. The
+#: OpenAPI document (``entrypoints/openapi.py``) is generated from these, so the documented
+#: rule and the enforced one are one fact.
+HANDLE_CHARS = "A-Za-z0-9_"
+MAX_HANDLE_LENGTH = 30
+HANDLE_RE = re.compile(rf"[{HANDLE_CHARS}]{{1,{MAX_HANDLE_LENGTH}}}")
+#: A display name is at most this many code points.
+MAX_DISPLAY_NAME_LENGTH = 100
 
 # \w is letters, digits (any Unicode number) and "_"; combining marks (Unicode M*) are
 # appended so that "é" written as e + U+0301 stays one word. The mark ranges are the blocks
@@ -39,7 +46,7 @@ _ALLOWED_CC = {"\t", "\n", "\r"}
 
 def validate_handle(handle: object) -> str:
     if not isinstance(handle, str) or not HANDLE_RE.fullmatch(handle):
-        raise InvalidInput("handle must be 1-30 characters of A-Z, a-z, 0-9 and _")
+        raise InvalidInput(f"handle must be 1-{MAX_HANDLE_LENGTH} characters of A-Z, a-z, 0-9 and _")
     return handle
 
 
@@ -48,17 +55,29 @@ def validate_display_name(name: object, handle: str) -> str:
         return handle
     if not isinstance(name, str):
         raise InvalidInput("display_name must be a string")
-    if len(name) > 100:
-        raise InvalidInput("display_name must be at most 100 characters")
+    if len(name) > MAX_DISPLAY_NAME_LENGTH:
+        raise InvalidInput(f"display_name must be at most {MAX_DISPLAY_NAME_LENGTH} characters")
     _refuse_controls(name, "display_name")
     return name
 
 
+def is_visible(ch: str) -> bool:
+    """A character that shows: not whitespace and not a format character (Unicode category
+    Cf: zero-width space U+200B, joiners, direction marks, the BOM, tag characters...).
+    A post made only of these would be an invisible post."""
+    return not ch.isspace() and unicodedata.category(ch) != "Cf"
+
+
 def validate_post_text(text: object, max_length: int) -> str:
+    """``text`` unchanged if it is a post: 1..``max_length`` code points holding at least one
+    visible character (see :func:`is_visible`), no control character but tab, newline and
+    carriage return, no lone surrogate. Raises InvalidInput naming the broken rule."""
     if not isinstance(text, str):
         raise InvalidInput("text must be a string")
-    if not text or text.isspace() or not any(not ch.isspace() for ch in text):
-        raise InvalidInput("text must contain a non-space character")
+    # any() stops at the first visible character: one or two calls for an ordinary post.
+    if not any(map(is_visible, text)):
+        raise InvalidInput("text must contain a visible character (not only spaces or"
+                           " format characters such as U+200B)")
     if len(text) > max_length:
         raise InvalidInput(f"text must be at most {max_length} characters (got {len(text)})")
     _refuse_controls(text, "text")

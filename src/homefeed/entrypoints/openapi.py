@@ -1,7 +1,10 @@
-"""The OpenAPI 3.1 document served at ``/openapi.json``, written by hand so that it says
-exactly what the API promises (limits included) and costs nothing on the request path.
+"""The OpenAPI 3.1 document served at ``/openapi.json`` (and rendered for people at
+``/docs``), written by hand so that it says exactly what the API promises and costs nothing
+on the request path. Every limit in it (handle pattern, lengths, the ``limit`` range, the
+idempotency key, the query length, the request id) is generated from the constant that
+validation enforces, imported from where it is defined: one fact, one place.
 
-Every route of ``entrypoints/http.py`` is here with every answer it can give: a test
+Every route of ``entrypoints/routes/`` is here with every answer it can give: a test
 (``tests/unit/test_openapi.py``) fails when a route has no operation, and schemathesis
 (``tests/e2e/test_schemathesis.py``) checks real answers against the document. Errors are
 one shape, ``{"error": {"code", "message"}}``; each error response says which codes it
@@ -10,29 +13,68 @@ carries. Every answer has an ``X-Request-Id`` header (the ``Observe`` middleware
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any, Sequence
 
 from homefeed import __version__
 from homefeed.config import Settings
+from homefeed.domain.ids import MAX_ID
+from homefeed.domain.text import HANDLE_RE, MAX_DISPLAY_NAME_LENGTH, MAX_HANDLE_LENGTH, MAX_QUERY_CHARS
+from homefeed.entrypoints.routes.operations import BACKEND_KINDS
+from homefeed.logging_setup import _ALLOWED as _REQUEST_ID_CHARS, _MAX_ID_LEN as _MAX_REQUEST_ID_LENGTH
+from homefeed.service_layer.audit import PARTS as AUDIT_PARTS
+from homefeed.service_layer.idempotency import HEADER as IDEMPOTENCY_HEADER
+from homefeed.service_layer.idempotency import MAX_KEY_LENGTH, REPLAYED_HEADER
+from homefeed.service_layer.services import DEFAULT_LIMIT, MAX_LIMIT
 
-ID = {"type": "string", "pattern": "^[0-9]{1,19}$", "description": "64-bit time-ordered id, as a string"}
-HANDLE = {"type": "string", "pattern": "^[A-Za-z0-9_]{1,30}$", "minLength": 1, "maxLength": 30}
+#: Ids are decimal strings of at most as many digits as the largest id (``parse_id``).
+ID = {"type": "string", "pattern": f"^[0-9]{{1,{len(str(MAX_ID))}}}$",
+      "description": "64-bit time-ordered id, as a string"}
+HANDLE = {"type": "string", "pattern": f"^{HANDLE_RE.pattern}$", "minLength": 1, "maxLength": MAX_HANDLE_LENGTH}
+DISPLAY_NAME = {"type": "string", "maxLength": MAX_DISPLAY_NAME_LENGTH}
 TIMESTAMP = {"type": "string", "format": "date-time", "description": "UTC, millisecond precision"}
 CURSOR = {"oneOf": [ID, {"type": "null"}], "description": "the `before` of the next page; null on the last"}
 
 #: What ``homefeed.logging_setup.clean_request_id`` keeps of a client's id, and what it makes.
-REQUEST_ID = {"type": "string", "pattern": "^[A-Za-z0-9\\-_.:/+=@]{1,128}$"}
-#: The ``Idempotency-Key`` request header: 1-255 printable ASCII characters.
-IDEMPOTENCY_KEY = {"type": "string", "pattern": "^[\\x21-\\x7E]{1,255}$", "minLength": 1, "maxLength": 255}
+
+
+def _runs(chars: frozenset[int]) -> list[tuple[str, str]]:
+    """A set of ASCII bytes as (first, last) runs: consecutive letters or digits make one
+    run (``A``-``Z``), every other character is its own, so the rule reads as written."""
+    codes = sorted(chars)
+    runs: list[tuple[str, str]] = []
+    i = 0
+    while i < len(codes):
+        j = i
+        while (j + 1 < len(codes) and codes[j + 1] == codes[j] + 1
+               and chr(codes[j]).isalnum() and chr(codes[j + 1]).isalnum()):
+            j += 1
+        runs.append((chr(codes[i]), chr(codes[j])))
+        i = j + 1
+    return runs
+
+
+def _char_class(chars: frozenset[int]) -> str:
+    """A regular-expression class body for a set of ASCII bytes (``0-9A-Za-z...``)."""
+    return "".join(re.escape(a) if a == b else f"{re.escape(a)}-{re.escape(b)}" for a, b in _runs(chars))
+
+
+_REQUEST_ID_CLASS = _char_class(_REQUEST_ID_CHARS)
+#: The same characters for people: ``+ - . / 0-9 : = @ A-Z _ a-z``.
+_REQUEST_ID_WORDS = " ".join(a if a == b else f"{a}-{b}" for a, b in _runs(_REQUEST_ID_CHARS))
+REQUEST_ID = {"type": "string", "pattern": f"^[{_REQUEST_ID_CLASS}]{{1,{_MAX_REQUEST_ID_LENGTH}}}$"}
+#: The ``Idempotency-Key`` request header: printable ASCII without spaces (``check_key``).
+IDEMPOTENCY_KEY = {"type": "string", "pattern": f"^[\\x21-\\x7E]{{1,{MAX_KEY_LENGTH}}}$",
+                   "minLength": 1, "maxLength": MAX_KEY_LENGTH}
 
 #: Admin operations of ``entrypoints.ops.admin``.
 ADMIN_OPS = ["audit", "rebuild-timelines", "job", "replay", "reconcile-celebrities"]
 
 # Error answers: status -> (description, the codes it carries).
 _ERRORS: dict[int, tuple[str, tuple[str, ...]]] = {
-    400: ("malformed request: the body is not JSON, or the Idempotency-Key header is not 1-255"
-          " printable ASCII characters", ("invalid_json", "invalid_idempotency_key", "bad_request")),
+    400: ("malformed request: the body is not JSON (or not UTF-8), or the Idempotency-Key header"
+          f" is not 1-{MAX_KEY_LENGTH} printable ASCII characters", ("invalid_json", "invalid_idempotency_key", "bad_request")),
     401: ("missing or invalid bearer token", ("unauthorized",)),
     403: ("not allowed: not your own", ("forbidden",)),
     404: ("no such resource", ("not_found",)),
@@ -61,7 +103,7 @@ def _headers(*, replayable: bool = False, retry_after: bool = False,
         headers["RateLimit-Policy"] = {"$ref": "#/components/headers/RateLimit-Policy"}
         headers["RateLimit"] = {"$ref": "#/components/headers/RateLimit"}
     if replayable:
-        headers["Idempotent-Replayed"] = {"$ref": "#/components/headers/Idempotent-Replayed"}
+        headers[REPLAYED_HEADER] = {"$ref": f"#/components/headers/{REPLAYED_HEADER}"}
     return headers
 
 
@@ -72,6 +114,12 @@ def _json(schema: dict[str, Any], description: str, *, replayable: bool = False,
         "headers": _headers(replayable=replayable, retry_after=retry_after, rate_limited=rate_limited),
         "content": {"application/json": {"schema": schema}},
     }
+
+
+def _html(description: str) -> dict[str, Any]:
+    """A 200 answering an HTML page."""
+    return {"200": {"description": description, "headers": _headers(),
+                    "content": {"text/html": {"schema": {"type": "string"}}}}}
 
 
 def _links(parameter: str, expression: str, *operation_ids: str) -> dict[str, Any]:
@@ -97,7 +145,7 @@ def _responses(ok: dict[str, Any], *statuses: int) -> dict[str, Any]:
 _V1 = (429, 503)
 
 LIMIT_PARAM = {"name": "limit", "in": "query", "required": False,
-               "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
+               "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}
 BEFORE_PARAM = {"name": "before", "in": "query", "required": False, "schema": ID,
                 "description": "exclusive cursor: the `next` of the previous page"}
 LIST_PARAMS = [LIMIT_PARAM, BEFORE_PARAM]
@@ -106,8 +154,8 @@ HANDLE_PARAM = {"name": "handle", "in": "path", "required": True, "schema": HAND
 POST_ID_PARAM = {"name": "post_id", "in": "path", "required": True, "schema": ID,
                  "description": "a post id; anything else answers 404"}
 REQUEST_ID_PARAM = {"$ref": "#/components/parameters/X-Request-Id"}
-IDEMPOTENCY_PARAM = {"$ref": "#/components/parameters/Idempotency-Key"}
-BEARER = [{"bearer": []}]
+IDEMPOTENCY_PARAM = {"$ref": f"#/components/parameters/{IDEMPOTENCY_HEADER}"}
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _op(operation_id: str, summary: str, responses: dict[str, Any], *,
@@ -122,10 +170,10 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _schemas(max_post_length: int) -> dict[str, Any]:
-    user_ref = {
+    user_ref: dict[str, Any] = {
         "type": "object",
         "required": ["id", "handle", "display_name"],
-        "properties": {"id": ID, "handle": HANDLE, "display_name": {"type": "string", "maxLength": 100}},
+        "properties": {"id": ID, "handle": HANDLE, "display_name": DISPLAY_NAME},
     }
     return {
         "Error": {
@@ -175,13 +223,13 @@ def _schemas(max_post_length: int) -> dict[str, Any]:
         "PostPage": {
             "type": "object",
             "required": ["posts", "next"],
-            "properties": {"posts": {"type": "array", "maxItems": 100, "items": _ref("Post")},
+            "properties": {"posts": {"type": "array", "maxItems": MAX_LIMIT, "items": _ref("Post")},
                            "next": CURSOR},
         },
         "UserPage": {
             "type": "object",
             "required": ["users", "next"],
-            "properties": {"users": {"type": "array", "maxItems": 100, "items": _ref("UserRef")},
+            "properties": {"users": {"type": "array", "maxItems": MAX_LIMIT, "items": _ref("UserRef")},
                            "next": CURSOR},
         },
         "Following": {
@@ -211,15 +259,14 @@ def _schemas(max_post_length: int) -> dict[str, Any]:
             "required": ["status", "failing", "backends"],
             "properties": {
                 "status": {"enum": ["ready", "not_ready"]},
-                "failing": {"type": "array", "items": {"enum": ["store", "cache", "stream", "search"]}},
+                "failing": {"type": "array", "items": {"enum": list(BACKEND_KINDS)}},
                 "backends": {
                     "type": "object",
                     "additionalProperties": {
                         "type": "object",
                         "required": ["backend", "ok", "ms"],
                         "properties": {
-                            "backend": {"enum": ["sqlite", "postgresql", "memory", "redis",
-                                                 "outbox", "jetstream", "fts5"]},
+                            "backend": {"enum": sorted({k for kinds in BACKEND_KINDS.values() for k in kinds})},
                             "ok": {"type": "boolean"},
                             "ms": {"type": "number", "minimum": 0},
                             "error": {"type": "string"},
@@ -254,7 +301,7 @@ def _schemas(max_post_length: int) -> dict[str, Any]:
                            " seed?}; rebuild-timelines {}; job {id}; replay {consumer, from};"
                            " reconcile-celebrities {}",
             "properties": {
-                "parts": {"type": "array", "items": {"enum": ["timelines", "authors", "search", "counters"]}},
+                "parts": {"type": "array", "items": {"enum": list(AUDIT_PARTS)}},
                 "sample": {"type": "integer", "minimum": 1},
                 "settle_timeout": {"type": "number", "minimum": 0, "maximum": 600},
                 "seed": {"type": "integer"},
@@ -283,11 +330,11 @@ def _components(max_post_length: int) -> dict[str, Any]:
         "parameters": {
             "X-Request-Id": {
                 "name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"},
-                "description": "kept (and echoed) if 1-128 characters of A-Z a-z 0-9 - _ . : / + = @;"
-                               " otherwise a fresh id is made",
+                "description": f"kept (and echoed) if 1-{_MAX_REQUEST_ID_LENGTH} characters of"
+                               f" {_REQUEST_ID_WORDS}; otherwise a fresh id is made",
             },
-            "Idempotency-Key": {
-                "name": "Idempotency-Key", "in": "header", "required": False, "schema": IDEMPOTENCY_KEY,
+            IDEMPOTENCY_HEADER: {
+                "name": IDEMPOTENCY_HEADER, "in": "header", "required": False, "schema": IDEMPOTENCY_KEY,
                 "description": "the same key with the same request answers the first response again"
                                " (with Idempotent-Replayed: true) and changes nothing; with a different"
                                " request: 422 idempotency_key_reused; a malformed key: 400"
@@ -299,7 +346,7 @@ def _components(max_post_length: int) -> dict[str, Any]:
                              "description": "the request's id, as its log lines and events carry it"},
             "Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 0},
                             "description": "seconds to wait before retrying"},
-            "Idempotent-Replayed": {"required": False, "schema": {"enum": ["true"]},
+            REPLAYED_HEADER: {"required": False, "schema": {"enum": ["true"]},
                                     "description": "present on a replayed answer (only successful"
                                                    " answers are remembered: a 4xx runs again)"},
             "RateLimit-Policy": {"required": True, "schema": {"type": "string"},
@@ -313,10 +360,17 @@ def _components(max_post_length: int) -> dict[str, Any]:
 
 
 def _ops_paths() -> dict[str, Any]:
-    """Operations: liveness, readiness, metrics, the dashboard, this document, admin."""
+    """Operations: the pages for people, liveness, readiness, metrics, the dashboard, this
+    document, admin."""
     text_ok = {"200": {"description": "Prometheus text exposition format", "headers": _headers(),
                        "content": {"text/plain": {"schema": {"type": "string"}}}}}
     return {
+        "/": {"get": _op(
+            "index", "what this server is, with links to these docs, the dashboard and health",
+            _responses(_html("the page")))},
+        "/docs": {"get": _op(
+            "docs", "this document rendered for people (no script, no CDN)",
+            _responses(_html("the page")))},
         "/healthz": {"get": _op(
             "health", "liveness, and how far behind each consumer is",
             _responses({"200": _json(_ref("Health"), "alive (200 even while a backend is down:"
@@ -330,9 +384,7 @@ def _ops_paths() -> dict[str, Any]:
             "metricsJson", "the same figures and the last five minutes, for the dashboard",
             _responses({"200": _json(_ref("MetricsSnapshot"), "a snapshot")}))},
         "/dashboard": {"get": _op(
-            "dashboard", "a live page over /metrics.json",
-            _responses({"200": {"description": "the page", "headers": _headers(),
-                                "content": {"text/html": {"schema": {"type": "string"}}}}}))},
+            "dashboard", "a live page over /metrics.json", _responses(_html("the page")))},
         "/openapi.json": {"get": _op(
             "openapi", "this document",
             _responses({"200": _json({"type": "object", "required": ["openapi", "paths"]},
@@ -354,7 +406,7 @@ def _user_paths() -> dict[str, Any]:
     register_body = {
         "type": "object", "required": ["handle"],
         "properties": {"handle": HANDLE,
-                       "display_name": {"type": "string", "maxLength": 100,
+                       "display_name": {**DISPLAY_NAME,
                                         "description": "default: the handle; no control characters"}},
     }
     return {
@@ -400,7 +452,8 @@ def _post_paths(max_post_length: int) -> dict[str, Any]:
         "type": "object", "required": ["text"],
         "properties": {"text": {
             "type": "string", "minLength": 1, "maxLength": max_post_length, "pattern": "\\S",
-            "description": f"1-{max_post_length} code points with a non-space character; control"
+            "description": f"1-{max_post_length} code points with a visible character (whitespace"
+                           " and format characters such as U+200B alone are refused); control"
                            " characters other than tab, newline and carriage return, and lone"
                            " surrogates, are refused (422)"}},
     }
@@ -430,7 +483,7 @@ def _post_paths(max_post_length: int) -> dict[str, Any]:
             parameters=[{"name": "q", "in": "query", "required": True, "schema": {"type": "string"},
                          "description": "words (letters, digits, _; led by # or @ for tags);"
                                         " everything else only separates words: no query syntax."
-                                        " No word at all, or more than 1000 characters: 422"},
+                                        f" No word at all, or more than {MAX_QUERY_CHARS} characters: 422"},
                         *LIST_PARAMS])},
     }
 

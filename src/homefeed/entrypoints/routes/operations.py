@@ -1,0 +1,77 @@
+"""For operators and their tools: liveness, readiness, metrics and the live dashboard. The
+figures themselves come from ``entrypoints/metrics.py`` and the page from ``dashboard.py``;
+these handlers only answer them. Never rate limited (they are not under ``/v1``)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from homefeed.config import Settings
+from homefeed.entrypoints import metrics as obs
+from homefeed.entrypoints.dashboard import DASHBOARD_HTML
+from homefeed.entrypoints.routes._request import JSON, HomefeedApp, json_response, service
+
+#: The backend of each part, (when its URL is set, when not), as ``/readyz`` names them.
+#: NOTE: a third statement of which backends are in use (with ``bootstrap.profile_name`` and
+#: ``metrics.profile_of``), to be unified in one place by the owner of bootstrap.
+BACKEND_KINDS: dict[str, tuple[str, str]] = {
+    "store": ("postgresql", "sqlite"),
+    "cache": ("redis", "memory"),
+    "stream": ("jetstream", "outbox"),
+    "search": ("postgresql", "fts5"),
+}
+
+
+def backend_kinds(settings: Settings) -> dict[str, str]:
+    """``{part: backend}`` for these settings."""
+    url_of = {"store": settings.database_url, "cache": settings.cache_url,
+              "stream": settings.bus_url, "search": settings.database_url}
+    return {part: kinds[0 if url_of[part] else 1] for part, kinds in BACKEND_KINDS.items()}
+
+
+def _sampler(request: Request) -> obs.Sampler:
+    app: HomefeedApp = request.scope["app"]
+    return app.sampler
+
+
+async def healthz(request: Request) -> Response:
+    return json_response(await service(request).health())
+
+
+async def readyz(request: Request) -> Response:
+    """200 when every backend answers, else 503 naming the ones that do not (a load
+    balancer takes the process out of rotation; ``/healthz`` stays 200)."""
+    hf = service(request)
+    checks = await hf.readiness()
+    kinds = backend_kinds(hf.settings)
+    failing = [name for name, c in checks.items() if not c["ok"]]
+    body = {
+        "status": "not_ready" if failing else "ready",
+        "failing": failing,
+        "backends": {name: {"backend": kinds.get(name, name), **c} for name, c in checks.items()},
+    }
+    return json_response(body, 503 if failing else 200)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(await obs.prometheus_text(_sampler(request)), media_type=obs.CONTENT_TYPE)
+
+
+async def metrics_json(request: Request) -> Response:
+    return Response(obs.snapshot_json(await obs.snapshot(_sampler(request))), media_type=JSON,
+                    headers={"Cache-Control": "no-store"})
+
+
+async def dashboard(request: Request) -> Response:
+    return HTMLResponse(DASHBOARD_HTML, headers={"Cache-Control": "no-store"})
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/metrics.json", metrics_json, methods=["GET"]),
+    Route("/dashboard", dashboard, methods=["GET"]),
+]
