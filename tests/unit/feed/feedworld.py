@@ -132,6 +132,15 @@ class World:
             self.delivered.extend(events)
             n += len(events)
 
+    def deliver_some(self, n: int) -> int:
+        """Apply and acknowledge the next ``n`` pending events only: the consumer lags."""
+        events = self.run(self.hf.stream.fetch(FANOUT, n, timeout=0))
+        if events:
+            self.run(self.hf.consumers.fan_out(events))
+            self.run(self.hf.stream.ack(FANOUT, events))
+            self.delivered.extend(events)
+        return len(events)
+
     def redeliver(self, events: Sequence[Event]) -> None:
         """Apply ``events`` again, as after a lost acknowledgement or a crashed worker."""
         self.run(self.hf.consumers.fan_out(list(events)))
