@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import pytest
-from feedworld import World
+from feedworld import Records, World
+
+
+@pytest.fixture(scope="session")
+def records(tmp_path_factory):
+    """One SQLite file for every test of the layer (each world has its own users)."""
+    r = Records(tmp_path_factory.mktemp("feed-records"))
+    yield r
+    r.close()
 
 
 @pytest.fixture
-def world(tmp_path):
+def world(records):
     """celebrity_threshold=3, timeline_cap=5: celebrities and trims after a handful of
     writes."""
-    w = World(tmp_path)
+    w = World(records)
     yield w
     w.close()

@@ -3,7 +3,8 @@
 The pieces are the product's own, not test doubles:
 
 - record store: SQLite in a temporary file (the embedded default; there is no in-memory
-  record store), with its outbox, built by ``bootstrap.build`` from ``Settings``;
+  record store), with its outbox, built by ``bootstrap.build`` from ``Settings`` and shared
+  by many worlds (``Records``), each with users of its own;
 - timeline cache and post cache: the in-process memory adapters (the embedded profile's
   caches), the timeline cache on a clock the test moves, so "inactive" is a step, not a wait;
 - writes go through ``Homefeed`` (the use cases: record + event in one transaction, then the
@@ -18,10 +19,11 @@ as the story of the rule: who follows whom, who posts, what each one reads.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Awaitable, Sequence, TypeVar
 
-from homefeed.adapters.memory_cache import MemoryTimelineCache
+from homefeed.adapters.memory_cache import MemoryPostCache, MemoryTimelineCache
 from homefeed.bootstrap import build
 from homefeed.config import Settings
 from homefeed.domain.model import Event
@@ -45,23 +47,54 @@ class Clock:
         return self.now
 
 
-class World:
-    """One service: SQLite file + memory caches + FeedManager, consumers run by hand."""
+class Records:
+    """The system of record of many worlds: one SQLite file (store, outbox, search index),
+    opened once. Each ``World`` over it registers its own users, so worlds never see each
+    other's follows or posts; sharing the file spares each test the opening and migration
+    of a database (the slowest part of a world by far)."""
 
-    def __init__(self, data_dir: Path, *, celebrity_threshold: int = 3, timeline_cap: int = 5,
-                 inactive_days: float = 14.0) -> None:
+    def __init__(self, data_dir: Path) -> None:
         self.settings = Settings(
             data_dir=data_dir,
-            celebrity_threshold=celebrity_threshold,
-            timeline_cap=timeline_cap,
-            inactive_days=inactive_days,
             sqlite_synchronous="NORMAL",  # durability is not what these tests are about
         )
         self.loop = asyncio.new_event_loop()
-        self.clock = Clock()
         built = build(self.settings)
-        # The embedded profile's timeline cache, as bootstrap builds it, but on our clock.
-        # (bootstrap.build takes no clock: see the report of issue 9's fast-test layer.)
+        self.store = built.store
+        self.stream = built.stream
+        self.search_index = built.search_index
+        self.worlds = 0
+        self.run(self.store.open())
+
+    def run(self, aw: Awaitable[T]) -> T:
+        return self.loop.run_until_complete(aw)
+
+    def close(self) -> None:
+        try:
+            self.run(self.store.close())
+        finally:
+            self.loop.close()
+
+
+class World:
+    """One service over ``records``: fresh memory caches and FeedManager, its own users,
+    the fan-out consumer run by hand."""
+
+    def __init__(self, records: Records, *, celebrity_threshold: int = 3, timeline_cap: int = 5,
+                 inactive_days: float = 14.0) -> None:
+        self.records = records
+        records.worlds += 1
+        self.prefix = f"w{records.worlds}_"
+        self.settings = replace(
+            records.settings,
+            celebrity_threshold=celebrity_threshold,
+            timeline_cap=timeline_cap,
+            inactive_days=inactive_days,
+        )
+        self.loop = records.loop
+        self.clock = Clock()
+        # The embedded profile's caches, as bootstrap.build makes them, but the timeline
+        # cache on our clock (bootstrap.build takes no clock).
         self.cache = MemoryTimelineCache(
             cap=self.settings.timeline_cap,
             inactive_seconds=self.settings.inactive_days * DAY,
@@ -70,31 +103,31 @@ class World:
         )
         self.hf = Homefeed(
             self.settings,
-            store=built.store,
-            stream=built.stream,
+            store=records.store,
+            stream=records.stream,
             cache=self.cache,
-            posts=built.feed.posts,
-            search_index=built.search_index,
+            posts=MemoryPostCache(self.settings.cache_max_posts),
+            search_index=records.search_index,
         )
         self.feed: FeedManager = self.hf.feed
-        self.run(self.hf.start(run_consumers=False))
         self.ids: dict[str, int] = {}
         self.names: dict[int, str] = {}
-        #: Every batch of events the fan-out consumer applied, in order (for redelivery).
+        # Events a previous world left unapplied concern only its users: skip them.
+        stale = self.pending()
+        if stale:
+            self.run(self.hf.stream.ack(FANOUT, stale))
+        #: Every event the fan-out consumer applied, in order (for redelivery).
         self.delivered: list[Event] = []
 
     def run(self, aw: Awaitable[T]) -> T:
         return self.loop.run_until_complete(aw)
 
     def close(self) -> None:
-        try:
-            self.run(self.hf.close())
-        finally:
-            self.loop.close()
+        """Nothing to release: the caches go with the world, the records stay open."""
 
     # -- writes (the API's use cases) -------------------------------------------------------
     def user(self, handle: str) -> int:
-        uid = int(self.run(self.hf.register(handle))["id"])
+        uid = int(self.run(self.hf.register(self.prefix + handle))["id"])
         self.ids[handle] = uid
         self.names[uid] = handle
         return uid
@@ -103,10 +136,10 @@ class World:
         return [self.user(h) for h in handles]
 
     def follow(self, follower: int, followee: int) -> None:
-        self.run(self.hf.follow(follower, self.names[followee]))
+        self.run(self.hf.follow(follower, self.prefix + self.names[followee]))
 
     def unfollow(self, follower: int, followee: int) -> None:
-        self.run(self.hf.unfollow(follower, self.names[followee]))
+        self.run(self.hf.unfollow(follower, self.prefix + self.names[followee]))
 
     def post(self, author: int, text: str | None = None) -> int:
         text = text or f"a post by {self.names[author]}"

@@ -4,6 +4,7 @@ the floor continues from the record store: paging walks the whole history, with 
 no post twice, whatever the page size."""
 
 import pytest
+from feedworld import World
 
 LIMITS = (1, 2, 3, 4, 5, 6, 7, 100)
 
@@ -98,10 +99,8 @@ def test_trim_after_demotion_merge(world):
 
 
 @pytest.mark.parametrize("cap", [1, 2, 3])
-def test_floor_with_tiny_caps(tmp_path, cap):
-    from feedworld import World
-
-    world = World(tmp_path, timeline_cap=cap)
+def test_floor_with_tiny_caps(records, cap):
+    world = World(records, timeline_cap=cap)
     try:
         star, f2, f3, ana, bob = world.users("star", "f2", "f3", "ana", "bob")
         for f in (bob, f2, f3):
