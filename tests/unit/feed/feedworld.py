@@ -81,7 +81,10 @@ class World:
     the fan-out consumer run by hand."""
 
     def __init__(self, records: Records, *, celebrity_threshold: int = 3, timeline_cap: int = 5,
-                 inactive_days: float = 14.0) -> None:
+                 inactive_days: float = 14.0, max_lists: int | None = None,
+                 max_posts: int | None = None) -> None:
+        """``max_lists`` / ``max_posts``: bound the caches (lists of each kind, posts) to
+        make eviction happen; by default the product's defaults."""
         self.records = records
         records.worlds += 1
         self.prefix = f"w{records.worlds}_"
@@ -90,6 +93,8 @@ class World:
             celebrity_threshold=celebrity_threshold,
             timeline_cap=timeline_cap,
             inactive_days=inactive_days,
+            **({"cache_max_timelines": max_lists} if max_lists else {}),
+            **({"cache_max_posts": max_posts} if max_posts else {}),
         )
         self.loop = records.loop
         self.clock = Clock()

@@ -70,13 +70,17 @@ class FeedRulesMachine(RuleBasedStateMachine):
         graph=st.lists(st.tuples(USER, USER), min_size=4, max_size=12),
         absent=st.sets(USER, max_size=3),
         authors=st.lists(USER, min_size=2, max_size=10),
+        tiny_caches=st.booleans(),
     )
     def open_world(self, cap: int, threshold: int, graph: list[tuple[int, int]],
-                   absent: set[int], authors: list[int]) -> None:
+                   absent: set[int], authors: list[int], tiny_caches: bool) -> None:
         """A world with a follow graph drawn at once, where every user but the ``absent``
         ones has read their timeline (cached: fan-out pushes into it; the absent ones are
-        skipped by fan-out and rebuilt on their first read), then a few posts, delivered."""
-        self.world = World(records(), celebrity_threshold=threshold, timeline_cap=cap)
+        skipped by fan-out and rebuilt on their first read), then a few posts, delivered.
+        ``tiny_caches``: room for 3 lists of each kind and 4 posts, so that lists are
+        evicted all the time and hydration goes to the record store."""
+        self.world = World(records(), celebrity_threshold=threshold, timeline_cap=cap,
+                           **({"max_lists": 3, "max_posts": 4} if tiny_caches else {}))
         self.uids = self.world.users(*(f"u{i}" for i in range(N_USERS)))
         self.threshold = threshold
         self.cap = cap
