@@ -1,4 +1,16 @@
-"""Fixtures of the fast timeline-rule tests (``test_feed_rules_*.py``): see ``feedworld``."""
+"""The fast timeline-rule tests: FeedManager's rules over the embedded profile's ports (a
+SQLite file, the memory caches), in seconds. One file per rule of the README's table:
+
+- ``test_feed_rules_push.py``: push, inactive timelines
+- ``test_feed_rules_celebrity.py``: celebrity pull, promotion, demotion
+- ``test_feed_rules_follow.py``: merge on follow, unmerge on unfollow
+- ``test_feed_rules_delete.py``: delete
+- ``test_feed_rules_trim.py``: trim and floors
+- ``test_feed_rules_rebuild.py``: rebuild of absent timelines
+- ``test_feed_rules_redelivery.py``: idempotent redelivery of events
+- ``test_feed_rules_oracle.py``: all of them at once, a state machine against an oracle
+
+The world they run in is ``feedworld.World``."""
 
 from __future__ import annotations
 

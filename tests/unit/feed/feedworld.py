@@ -12,7 +12,7 @@ The pieces are the product's own, not test doubles:
   events only when the test says so (``deliver``): between a write and its delivery the
   timeline is what a reader would see while the consumer lags.
 
-Every call is synchronous for the test (``World`` runs its own event loop), so a test reads
+Every call is synchronous for the test (``Records`` runs the event loop), so a test reads
 as the story of the rule: who follows whom, who posts, what each one reads.
 """
 

@@ -243,7 +243,8 @@ FeedRulesMachine.TestCase.settings = settings(
     max_examples=int(os.environ.get("HOMEFEED_FEED_RULES_EXAMPLES", "60")),
     stateful_step_count=25,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                           HealthCheck.data_too_large, HealthCheck.large_base_example],
     print_blob=True,
 )
 test_feed_rules_against_an_oracle = FeedRulesMachine.TestCase
