@@ -107,7 +107,11 @@ class Params:
     def from_query(cls, query: str | bytes) -> Params:
         """From a raw query string or ``application/x-www-form-urlencoded`` body."""
         text = query.decode("utf-8", "replace") if isinstance(query, bytes) else query
-        return cls.from_pairs(parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_PARAMS + 1))
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_PARAMS)
+        except ValueError:
+            raise MastodonInputError(f"Too many parameters (at most {MAX_PARAMS})", 400) from None
+        return cls.from_pairs(pairs)
 
     @classmethod
     def from_json(cls, body: bytes | str) -> Params:
