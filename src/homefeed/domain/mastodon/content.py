@@ -110,9 +110,7 @@ def _trim_url(url: str) -> str:
     so ``(see https://a.example/x).`` links ``https://a.example/x``."""
     while url:
         last = url[-1]
-        if last in _TRAILING:
-            url = url[:-1]
-        elif last in _PAIRS and url.count(_PAIRS[last]) < url.count(last):
+        if last in _TRAILING or last in _PAIRS and url.count(_PAIRS[last]) < url.count(last):
             url = url[:-1]
         else:
             break

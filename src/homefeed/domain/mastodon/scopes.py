@@ -18,18 +18,9 @@ from collections.abc import Iterable
 
 from homefeed.domain.mastodon.errors import MastodonInputError
 
-_READ = (
-    "accounts blocks bookmarks collections favourites filters follows lists mutes "
-    "notifications search statuses"
-).split()
-_WRITE = (
-    "accounts blocks bookmarks collections conversations favourites filters follows lists "
-    "media mutes notifications reports statuses"
-).split()
-_ADMIN = (
-    "accounts canonical_email_blocks domain_allows domain_blocks email_domain_blocks "
-    "ip_blocks reports"
-).split()
+_READ = ["accounts", "blocks", "bookmarks", "collections", "favourites", "filters", "follows", "lists", "mutes", "notifications", "search", "statuses"]
+_WRITE = ["accounts", "blocks", "bookmarks", "collections", "conversations", "favourites", "filters", "follows", "lists", "media", "mutes", "notifications", "reports", "statuses"]
+_ADMIN = ["accounts", "canonical_email_blocks", "domain_allows", "domain_blocks", "email_domain_blocks", "ip_blocks", "reports"]
 
 #: The legacy ``follow`` scope (deprecated in 3.5.0) and what it grants.
 FOLLOW_GRANTS: frozenset[str] = frozenset(
