@@ -205,3 +205,14 @@ def test_any_status_validates(id_: int, handle: str, display: str, when: datetim
     check("status", out)
     assert DIGITS.match(out["id"]) and DIGITS.match(out["account"]["id"])
     assert ISO_MS_Z.match(out["created_at"]) and ISO_MS_Z.match(out["account"]["created_at"])
+
+
+def test_status_base_is_cacheable_and_with_viewer_does_not_touch_it() -> None:
+    s = e.StatusView(id=5, account=ALICE, text="#a b", created_at=T0)
+    base = e.status_base(s, URLS)
+    snapshot = json.dumps(base, sort_keys=True)
+    out = e.with_viewer(base, e.ViewerState(bookmarked=True))
+    check("status", out)
+    check("status", e.with_viewer(base, None))
+    assert out["bookmarked"] is True and json.dumps(base, sort_keys=True) == snapshot
+    assert e.status_entity(s, URLS, viewer=e.ViewerState(bookmarked=True)) == out
