@@ -8,8 +8,9 @@ polls), so a client's parser never meets a missing required field. Schemas writt
 entity documentation (tests/mastodon_schemas) check every builder.
 
 Version choice: homefeed reports ``4.3.0`` (API version 2). Fields the documentation added
-later (``quotes_count``, ``quote_approval``, ...) are still emitted when they are simple and
-tell clients the truth (nobody can quote here), because current docs mark them required.
+later (``quotes_count``, ``quote_approval``, ``feature_approval``, ...) are emitted too, with
+values that tell clients the truth (nobody can quote or feature here), because the current
+docs mark them required and clients ignore what they do not know.
 
 All URLs come from ``Urls``: the base URL is the one the client used (scheme, host, port),
 so links work behind any address without configuration.
@@ -181,6 +182,12 @@ def account_entity(
         "last_status_at": iso_date(account.last_status_at) if account.last_status_at else None,
         "hide_collections": False,
         "noindex": False,
+        "avatar_description": "",
+        "header_description": "",
+        "show_media": True,
+        "show_media_replies": True,
+        "show_featured": True,
+        "feature_approval": {"automatic": [], "manual": [], "current_user": "denied"},
         "emojis": [],
         "roles": [],
         "fields": [],
@@ -338,6 +345,7 @@ def status_base(
         "edited_at": iso_datetime(status.edited_at) if status.edited_at else None,
         "quote": None,
         "quote_approval": {"automatic": [], "manual": [], "current_user": "denied"},
+        "tagged_collections": [],
     }
 
 
@@ -412,16 +420,17 @@ def tag_entity(
     tag_id: int | None = None,
 ) -> Json:
     """The Tag entity (search results, trends). History values are strings, as Mastodon
-    sends them. ``following`` only for an authenticated request."""
+    sends them. ``following`` only for an authenticated request. ``id`` (public since
+    4.3.1) is "not guaranteed to be a number": without a stored id, the lowercased name,
+    which is unique and stable, serves."""
     out: Json = {
+        "id": str(tag_id) if tag_id is not None else name.lower(),
         "name": name.lower(),
         "url": urls.tag_url(name),
         "history": [
             {"day": str(h.day), "uses": str(h.uses), "accounts": str(h.accounts)} for h in history
         ],
     }
-    if tag_id is not None:
-        out["id"] = str(tag_id)
     if following is not None:
         out["following"] = following
         out["featuring"] = False
@@ -638,6 +647,7 @@ def instance_v2(info: InstanceInfo, urls: Urls) -> Json:
         "version": version_string(info.homefeed_version),
         "source_url": info.source_url,
         "description": info.description,
+        "wrapstodon": None,
         "usage": {"users": {"active_month": info.active_month}},
         "thumbnail": {"url": urls.api("/favicon.ico")},
         "icon": [],
