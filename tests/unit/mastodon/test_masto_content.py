@@ -202,3 +202,8 @@ def test_extractors_agree_with_rendering(text: str) -> None:
         assert f'href="http://h.test/tags/{html.escape(name.lower())}"' in out
     linked = set(re.findall(r'href="http://h\.test/@([a-z0-9_]+)"', out))
     assert linked == {m for m in extract_mentions(text) if m in MENTIONS}
+
+
+def test_mention_letters_are_ascii_only() -> None:
+    # Python's IGNORECASE would let [a-z] match these; Ruby's does not.
+    assert extract_mentions("@ſam @\u212aate @ıx") == []

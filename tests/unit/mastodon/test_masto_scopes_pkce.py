@@ -130,3 +130,8 @@ def test_validate_challenge() -> None:
 def test_any_valid_verifier_round_trips(verifier: str) -> None:
     assert pkce.verify(verifier, pkce.s256_challenge(verifier), "S256")
     assert pkce.validate_challenge(pkce.s256_challenge(verifier), "S256") is not None
+
+
+def test_covers_refuses_a_bare_string() -> None:
+    with pytest.raises(TypeError):
+        covers("read", "read:statuses")  # type: ignore[arg-type]

@@ -71,9 +71,10 @@ HASHTAG_RE = re.compile(rf"(?<![/)\w{_MARKS}])#({_HASHTAG_FIRST}|{_HASHTAG_LAST}
 
 # Account::MENTION_RE (4.3): a username of [a-z0-9_] with inner dots and dashes, then an
 # optional @domain; not after "=", "/" or a word character (so not inside URLs or emails).
+# Spelled [A-Za-z] rather than re.IGNORECASE: with that flag Python's [a-z] also matches
+# "ſ", "ı", "İ" and the Kelvin sign, which Ruby's does not.
 MENTION_RE = re.compile(
-    rf"(?<![=/\w{_MARKS}])@([a-z0-9_]+(?:[a-z0-9_.-]+[a-z0-9_]+)?)(?:@([\w.-]+\w+))?",
-    re.IGNORECASE,
+    rf"(?<![=/\w{_MARKS}])@([A-Za-z0-9_]+(?:[A-Za-z0-9_.-]+[A-Za-z0-9_]+)?)(?:@([\w.-]+\w+))?"
 )
 
 # A URL with a protocol. The host must start with a word character; the rest runs to

@@ -84,6 +84,8 @@ def _parents(scope: str) -> Iterable[str]:
 
 def covers(granted: Iterable[str], required: str) -> bool:
     """Whether a token holding ``granted`` may do what needs ``required``."""
+    if isinstance(granted, str):
+        raise TypeError("granted must be a collection of scopes, not a string (use parse_scopes)")
     g = granted if isinstance(granted, (set, frozenset)) else frozenset(granted)
     return any(p in g for p in _parents(required))
 
@@ -91,7 +93,7 @@ def covers(granted: Iterable[str], required: str) -> bool:
 def covers_any(granted: Iterable[str], alternatives: Iterable[str]) -> bool:
     """Whether any of ``alternatives`` is covered (e.g. ``verify_credentials`` accepts
     ``profile`` or ``read:accounts``)."""
-    g = frozenset(granted)
+    g = granted if isinstance(granted, (str, set, frozenset)) else frozenset(granted)
     return any(covers(g, a) for a in alternatives)
 
 
