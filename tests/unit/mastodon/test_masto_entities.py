@@ -216,3 +216,12 @@ def test_status_base_is_cacheable_and_with_viewer_does_not_touch_it() -> None:
     check("status", e.with_viewer(base, None))
     assert out["bookmarked"] is True and json.dumps(base, sort_keys=True) == snapshot
     assert e.status_entity(s, URLS, viewer=e.ViewerState(bookmarked=True)) == out
+
+
+def test_error_wordings() -> None:
+    status, body = e.oauth_error("invalid_grant")
+    assert status == 400 and body["error"] == "invalid_grant"
+    check("error", body)
+    assert e.oauth_error("invalid_client")[0] == 401
+    for message in e.API_ERRORS.values():
+        check("error", e.error_entity(message))

@@ -453,6 +453,48 @@ def error_entity(error: str, description: str | None = None) -> Json:
     return out
 
 
+#: Mastodon's own wording for the common API errors (Api::BaseController and Doorkeeper's
+#: render options), so clients that show ``error`` show what Mastodon users are used to.
+API_ERRORS: dict[int, str] = {
+    401: "The access token is invalid",
+    403: "This action is outside the authorized scopes",
+    404: "Record not found",
+    429: "Too many requests",
+    503: "Service Unavailable",
+}
+
+#: OAuth 2 error codes (RFC 6749 §5.2) with Doorkeeper's descriptions and statuses: the
+#: token endpoint answers ``{"error": code, "error_description": text}``. A used or unknown
+#: code and a missing or wrong PKCE verifier are all ``invalid_grant``.
+OAUTH_ERRORS: dict[str, tuple[int, str]] = {
+    "invalid_request": (
+        400,
+        "The request is missing a required parameter, includes an unsupported parameter "
+        "value, or is otherwise malformed.",
+    ),
+    "invalid_client": (
+        401,
+        "Client authentication failed due to unknown client, no client authentication "
+        "included, or unsupported authentication method.",
+    ),
+    "invalid_grant": (
+        400,
+        "The provided authorization grant is invalid, expired, revoked, does not match the "
+        "redirection URI used in the authorization request, or was issued to another client.",
+    ),
+    "unauthorized_client": (400, "The client is not authorized to perform this request using this method."),
+    "unsupported_grant_type": (400, "The authorization grant type is not supported by the authorization server."),
+    "invalid_scope": (400, "The requested scope is invalid, unknown, or malformed."),
+    "access_denied": (403, "The resource owner or authorization server denied the request."),
+}
+
+
+def oauth_error(code: str) -> tuple[int, Json]:
+    """``(status, body)`` for an OAuth error code from ``OAUTH_ERRORS``."""
+    status, description = OAUTH_ERRORS[code]
+    return status, error_entity(code, description)
+
+
 # -- OAuth -------------------------------------------------------------------------------
 
 
