@@ -469,18 +469,18 @@ API_ERRORS: dict[int, str] = {
 OAUTH_ERRORS: dict[str, tuple[int, str]] = {
     "invalid_request": (
         400,
-        "The request is missing a required parameter, includes an unsupported parameter "
-        "value, or is otherwise malformed.",
+        ("The request is missing a required parameter, includes an unsupported parameter "
+        "value, or is otherwise malformed."),
     ),
     "invalid_client": (
         401,
-        "Client authentication failed due to unknown client, no client authentication "
-        "included, or unsupported authentication method.",
+        ("Client authentication failed due to unknown client, no client authentication "
+        "included, or unsupported authentication method."),
     ),
     "invalid_grant": (
         400,
-        "The provided authorization grant is invalid, expired, revoked, does not match the "
-        "redirection URI used in the authorization request, or was issued to another client.",
+        ("The provided authorization grant is invalid, expired, revoked, does not match the "
+        "redirection URI used in the authorization request, or was issued to another client."),
     ),
     "unauthorized_client": (400, "The client is not authorized to perform this request using this method."),
     "unsupported_grant_type": (400, "The authorization grant type is not supported by the authorization server."),
