@@ -148,3 +148,9 @@ def test_from_pairs_never_raises_anything_but_input_errors(pairs: list[tuple[str
                 getter(name)
             except MastodonInputError:
                 pass
+
+
+def test_multipart_must_go_through_from_pairs() -> None:
+    with pytest.raises(ValueError, match="from_pairs"):
+        Params.from_body("multipart/form-data; boundary=x", b"--x--")
+    assert Params.from_body(None, b"a=1").get_str("a") == "1"

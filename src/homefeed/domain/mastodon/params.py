@@ -135,6 +135,9 @@ class Params:
         ctype = (content_type or "").split(";", 1)[0].strip().lower()
         if ctype == "application/json" or ctype.endswith("+json"):
             return cls.from_json(body)
+        if ctype.startswith("multipart/"):
+            # A programming error, not bad input: the route must parse multipart itself.
+            raise ValueError("multipart bodies are parsed by the HTTP layer; use from_pairs")
         return cls.from_query(body)
 
     def merged(self, *others: Params) -> Params:
