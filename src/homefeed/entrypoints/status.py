@@ -28,7 +28,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
-from homefeed.entrypoints.metrics import BOUNDS, Histogram
+from homefeed.entrypoints.metrics.histogram import BOUNDS, Histogram
 
 WINDOWS = ("1m", "5m")
 
