@@ -12,6 +12,7 @@ those bounds), which keeps the number of series reasonable.
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Iterable
 
 _MANTISSAS = (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8)
 

@@ -17,7 +17,7 @@ from typing import Any
 class AdapterCounters:
     """Counters some adapters keep and the ports do not declare (None where absent)."""
 
-    post_cache: dict[str, int] | None
+    post_cache: dict[str, Any] | None
     stream: dict[str, Any] | None
     relay: dict[str, Any] | None
 
@@ -54,7 +54,7 @@ async def search_index_size(index: Any) -> int | None:
     counter = getattr(index, "count", None)
     if counter is not None:
         return int(await counter())
-    db = getattr(index, "db", None)
+    db: Any = getattr(index, "db", None)
     kind = type(index).__name__
     if kind == "Fts5SearchIndex":
         return await asyncio.to_thread(_count_sqlite, db.path, "SELECT count(*) FROM post_search_docsize")

@@ -24,7 +24,7 @@ class MetricsServer:
 
     def __init__(self, sampler: Sampler) -> None:
         self.sampler = sampler
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._task: asyncio.Task | None = None
 
     @classmethod
@@ -37,7 +37,7 @@ class MetricsServer:
     @property
     def port(self) -> int:
         assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        return int(self._server.sockets[0].getsockname()[1])
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
