@@ -188,12 +188,24 @@ async def _audit(hf: Any, args: argparse.Namespace, settings: Settings, out: Tex
     remote = tuple(p for p in parts if p in ("timelines", "authors")) if _in_process_cache(settings) else ()
     local = tuple(p for p in parts if p not in remote)
     report = AuditReport()
+    progress = _audit_progress(sys.stderr)
     if remote:
         url = _base_url(args, settings)
         got = await _admin_call(settings, url, "audit", {
             "parts": list(remote), "sample": args.sample, "settle_timeout": args.settle_timeout,
-            "seed": args.seed,
-        }, timeout=3600.0)  # a full audit of a big world takes minutes
+            "seed": args.seed, "job": True,
+        }, timeout=3600.0)  # an older server answers with the report itself, after minutes
+        while got is not None and "job" in got and not got["finished"]:
+            await asyncio.sleep(0.5)
+            got = await _admin_call(settings, url, "job", {"id": got["job"]})
+            if got is None:
+                raise OpsError(f"the serving process at {url} stopped answering during the audit")
+            if got.get("phase"):
+                progress(got["phase"], got["done"], got["total"])
+        if got is not None and "job" in got:
+            if got.get("error"):
+                raise OpsError(f"the audit failed in the serving process: {got['error']}")
+            got = got["result"]
         if got is None:
             report.notes.append(
                 f"no serving process answered at {url}: the in-process timeline cache exists only"
@@ -202,14 +214,30 @@ async def _audit(hf: Any, args: argparse.Namespace, settings: Settings, out: Tex
         else:
             report.merge(AuditReport.from_dict(got))
     if local:
-        report.merge(await Auditor(hf, sample=args.sample, parts=local,
-                                   settle_timeout=args.settle_timeout, seed=args.seed).run())
+        report.merge(await Auditor(hf, sample=args.sample, parts=local, settle_timeout=args.settle_timeout,
+                                   seed=args.seed, progress=progress).run())
     if args.json:
         print(json.dumps(report.as_dict(), indent=2), file=out)
     else:
         for line in report.lines():
             print(line, file=out)
     return report.exit_code()
+
+
+def _audit_progress(err: TextIO, every: float = 2.0) -> Callable[[str, int, int | None], None]:
+    """``audit: <phase> <done>/<total>`` on ``err`` when the phase changes, else at most
+    every ``every`` seconds (a full audit of a big world takes minutes)."""
+    last_phase, last_at = "", 0.0
+
+    def progress(phase: str, done: int, total: int | None) -> None:
+        nonlocal last_phase, last_at
+        now = time.monotonic()
+        if phase == last_phase and now - last_at < every and done != total:
+            return
+        last_phase, last_at = phase, now
+        print(f"audit: {phase} {done}/{'?' if total is None else total}", file=err, flush=True)
+
+    return progress
 
 
 async def _rebuild(hf: Any, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -459,6 +487,7 @@ class Job:
     what: str
     total: int | None = None
     done: int = 0
+    phase: str | None = None
     finished: bool = False
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -466,7 +495,7 @@ class Job:
     task: asyncio.Task | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"job": self.id, "what": self.what, "total": self.total, "done": self.done,
+        return {"job": self.id, "what": self.what, "phase": self.phase, "total": self.total, "done": self.done,
                 "finished": self.finished, "result": self.result, "error": self.error,
                 "seconds": round(time.time() - self.started, 1)}
 
@@ -477,7 +506,9 @@ _JOBS: "weakref.WeakKeyDictionary[Any, dict[str, Job]]" = weakref.WeakKeyDiction
 async def admin(hf: Any, op: str, body: dict[str, Any]) -> dict[str, Any]:
     """One admin operation in the serving process (call ``check_admin`` first):
 
-    - ``audit`` ``{"parts"?, "sample"?, "settle_timeout"?, "seed"?}`` -> the report
+    - ``audit`` ``{"parts"?, "sample"?, "settle_timeout"?, "seed"?, "job"?}`` -> the report;
+      with ``"job": true`` at once ``{"job", ...}``: poll ``job`` for its phase and progress,
+      the report is the finished job's ``result``
     - ``rebuild-timelines`` ``{}`` -> ``{"job", ...}`` (one at a time: the running one)
     - ``job`` ``{"id"}`` -> ``{"job", "total", "done", "finished", "result", "error"}``
     - ``replay`` ``{"consumer", "from"}`` -> stops the consumers, moves the offset, starts them
@@ -497,13 +528,35 @@ async def admin(hf: Any, op: str, body: dict[str, Any]) -> dict[str, Any]:
         settle = body.get("settle_timeout", 30.0)
         if not isinstance(settle, (int, float)) or isinstance(settle, bool) or not 0 <= settle <= 600:
             raise InvalidInput("settle_timeout must be a number of seconds from 0 to 600")
-        report = await Auditor(hf, sample=sample, parts=parts, settle_timeout=float(settle),
-                               seed=_opt_int(body, "seed", None)).run()
-        return report.as_dict()
+        seed = _opt_int(body, "seed", None)
+
+        def auditor(progress: Callable[[str, int, int | None], None] | None = None) -> Auditor:
+            return Auditor(hf, sample=sample, parts=parts, settle_timeout=float(settle), seed=seed,
+                           progress=progress)
+
+        if not body.get("job"):
+            return (await auditor().run()).as_dict()
+        audit_job = Job(id=secrets.token_hex(6), what="audit")
+
+        def audit_progress(phase: str, done: int, total: int | None) -> None:
+            audit_job.phase, audit_job.done, audit_job.total = phase, done, total
+
+        async def audit_work() -> None:
+            try:
+                report = await auditor(audit_progress).run()
+                audit_job.result = report.as_dict()
+            except Exception as exc:  # reported through the job
+                audit_job.error = f"{type(exc).__name__}: {exc}"
+            finally:
+                audit_job.finished = True
+
+        audit_job.task = asyncio.create_task(audit_work(), name=f"homefeed-audit-{audit_job.id}")
+        _JOBS.setdefault(hf, {})[audit_job.id] = audit_job
+        return audit_job.as_dict()
     if op == "rebuild-timelines":
         jobs = _JOBS.setdefault(hf, {})
         for job in jobs.values():
-            if not job.finished:
+            if not job.finished and job.what == "timelines":
                 return job.as_dict()
         job = Job(id=secrets.token_hex(6), what="timelines")
 
