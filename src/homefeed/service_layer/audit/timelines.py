@@ -4,6 +4,7 @@ docstring for each rule)."""
 
 from __future__ import annotations
 
+from homefeed.service_layer.audit import probes
 from homefeed.service_layer.audit.context import PAGE, READ_BEYOND_CAP, AuditContext
 from homefeed.service_layer.audit.report import AuditReport, Difference, ids_text
 from homefeed.service_layer.feed import AUTHOR, HOME
@@ -18,6 +19,8 @@ class TimelineChecks:
         self.ctx = ctx
         self.celebs_any = celebs_any
         self._recent: dict[int, int] = {}
+        ctx.timelines_view.reset()
+        ctx.posts_view.reset()
 
     # -- the celebrity set ---------------------------------------------------------------------
     def celebrities(self, truth: set[int], cached: frozenset[int] | None, report: AuditReport) -> list[Difference]:
@@ -143,7 +146,7 @@ class TimelineChecks:
                     break
                 before = nxt
         finally:
-            ctx.timelines_view.forget()  # lists rebuilt for this read live as long as it
+            ctx.timelines_view.forget()  # the home list rebuilt for this read lives as long as it
         want = await ctx.store.home_post_ids(uid, None, depth)
         report.count("home_reads")
         bound = max(got[-1] if (got and not complete) else 0, want[-1] if len(want) >= depth else 0)
@@ -206,7 +209,8 @@ class TimelineChecks:
         out: list[Difference] = []
         for i in range(0, len(ids), PAGE):
             chunk = ids[i : i + PAGE]
-            cached = await ctx.posts_view.get_many(chunk)
+            cached = await probes.peek_posts(ctx.posts_cache, chunk)  # the cache alone, no overlay
+            await ctx.pacer.tick()
             ctx.progress("post cache", min(i + PAGE, len(ids)), len(ids))
             if not cached:
                 continue

@@ -10,6 +10,11 @@ from homefeed.domain.model import Post
 from homefeed.ports import IdSlice
 from homefeed.service_layer.audit import probes
 from homefeed.service_layer.audit.pacing import Pacer
+from homefeed.service_layer.feed import HOME
+
+#: Lists (and posts, for ``ReadOnlyPosts``) an overlay holds at most before it starts over.
+MAX_OVERLAY = 20_000
+MAX_POSTS = 200_000
 
 
 class ReadOnlyTimelines:
@@ -19,10 +24,13 @@ class ReadOnlyTimelines:
 
     A list the cache does not hold is rebuilt by the FeedManager from the record store, as
     for a reader; its ``install`` lands here, in ``overlay``, not in the cache, and the
-    following pages of the same read are sliced from it, as they would be from the cache.
-    Without the overlay every page rebuilt the list again (one 800-id query per page, nine
-    pages per user: two thirds of a full audit). ``forget()`` drops the overlay: the audit
-    calls it after each user, so an overlay list never outlives the read it was built for."""
+    following pages are sliced from it, as they would be from the cache. Without the
+    overlay every page rebuilt the list again (one 800-id query per page, nine pages per
+    user: two thirds of a full audit). ``forget()``, after each user's read, drops the home
+    lists (one reader's); author lists (the celebrities every reader pulls) stay for the
+    pass, as they would in the cache, up to ``MAX_OVERLAY`` lists. ``reset()`` drops all:
+    each pass (the audit, then each re-check) starts from the cache as it is then, so a list
+    that went stale during a pass can only show as a difference the re-check drops."""
 
     def __init__(self, cache: Any, pacer: Pacer | None = None) -> None:
         self._c = cache
@@ -31,6 +39,13 @@ class ReadOnlyTimelines:
         self.overlay: dict[tuple[str, int], tuple[list[int], int]] = {}
 
     def forget(self) -> None:
+        if len(self.overlay) > MAX_OVERLAY:
+            self.overlay.clear()
+            return
+        for k in [k for k in self.overlay if k[0] == HOME]:
+            del self.overlay[k]
+
+    def reset(self) -> None:
         self.overlay.clear()
 
     async def slice(self, kind: str, key: int, before: int | None, limit: int) -> IdSlice | None:
@@ -51,7 +66,7 @@ class ReadOnlyTimelines:
         return None
 
     async def install(self, kind: str, key: int, ids: Sequence[int], floor: int) -> None:
-        self.overlay[(kind, key)] = (sorted(set(ids)), floor)
+        self.overlay[(kind, key)] = (sorted(ids), floor)  # rebuilt ids: unique, newest first
 
     async def push(self, kind: str, keys: Sequence[int], id_: int) -> int:
         return 0
@@ -97,19 +112,39 @@ class ReadOnlyTimelines:
 
 class ReadOnlyPosts:
     """A PostCache whose reads never count as reads (``peek_many`` where the adapter has it)
-    and whose writes do nothing."""
+    and whose writes leave the cache alone.
+
+    What the FeedManager hydrates from the record store and would put in the cache lands in
+    ``overlay`` instead, and later reads of the pass take it from there after the cache (the
+    cache first: a stale cached post must show, as it would to a reader). The same posts
+    (celebrities', popular followees') are in thousands of homes: without it each home
+    read fetched them again. ``reset()`` per pass, as for ``ReadOnlyTimelines``."""
 
     def __init__(self, posts: Any, pacer: Pacer | None = None) -> None:
         self._p = posts
         self._pacer = pacer or Pacer()
+        self.overlay: dict[int, Post] = {}
+
+    def reset(self) -> None:
+        self.overlay.clear()
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Post]:
         got = await probes.peek_posts(self._p, ids)
         await self._pacer.tick()
+        if len(got) < len(ids) and self.overlay:
+            held = self.overlay
+            for i in ids:
+                if i not in got:
+                    p = held.get(i)
+                    if p is not None:
+                        got[i] = p
         return got
 
     async def put_many(self, posts: Sequence[Post]) -> None:
-        return None
+        if len(self.overlay) + len(posts) > MAX_POSTS:
+            self.overlay.clear()
+        for p in posts:
+            self.overlay[p.id] = p
 
     async def delete(self, ids: Sequence[int]) -> None:
         return None
