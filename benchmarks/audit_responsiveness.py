@@ -87,6 +87,13 @@ class Reader(threading.Thread):
                 due = time.monotonic()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux): the audit's cost without the machine's
+    other load, which wall time includes."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(xs: list[float], q: float) -> float:
     if not xs:
         return float("nan")
@@ -115,23 +122,31 @@ def main() -> int:
         reader.start()
         time.sleep(args.before)
         t0 = time.monotonic()
+        cpu0 = cpu_seconds(server.pid)
         audit = subprocess.Popen(
             [*HOMEFEED, "audit", "--data-dir", str(args.data_dir), "--url", f"http://127.0.0.1:{port}", "--json",
              "--celebrity-threshold", "1000",
              *args.audit_args.split()],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         progress: list[str] = []
+        phases: list[tuple[float, str]] = []  # (monotonic time, phase) as each phase starts
 
         def relay() -> None:
             assert audit.stderr is not None
             for line in audit.stderr:
                 progress.append(line.rstrip())
+                words = line.split()
+                if len(words) >= 3 and words[0] == "audit:":
+                    phase = " ".join(words[1:-1])
+                    if not phases or phases[-1][1] != phase:
+                        phases.append((time.monotonic(), phase))
                 print(f"  [{time.monotonic() - t0:6.1f} s] {line.rstrip()}", file=sys.stderr)
 
         t = threading.Thread(target=relay, daemon=True)
         t.start()
         out, _ = audit.communicate()
         t1 = time.monotonic()
+        cpu1 = cpu_seconds(server.pid)
         t.join(5)
         reader.stop.set()
         reader.join(35)
@@ -144,11 +159,20 @@ def main() -> int:
     before = [lat for due, lat, st in reader.samples if due < t0 and st == 200]
     during = [lat for due, lat, st in reader.samples if t0 <= due < t1 and st == 200]
     failed = sum(1 for _, _, st in reader.samples if st != 200)
-    print(f"audit: {t1 - t0:.1f} s, exit {audit.returncode}, {len(progress)} progress line(s) on stderr")
+    print(f"audit: {t1 - t0:.1f} s, exit {audit.returncode}, {len(progress)} progress line(s) on stderr;"
+          f" serving process CPU meanwhile {cpu1 - cpu0:.1f} s (audit + the reads); load average"
+          f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"home reads at {args.rate:g}/s: before  n={len(before)} p50={pct(before, .5):.2f} ms"
           f" p99={pct(before, .99):.2f} ms max={pct(before, 1.0):.2f} ms")
     print(f"home reads at {args.rate:g}/s: during  n={len(during)} p50={pct(during, .5):.2f} ms"
           f" p99={pct(during, .99):.2f} ms max={pct(during, 1.0):.2f} ms")
+    # per phase (a phase's reads: those due from its first progress line to the next one's)
+    bounds = phases + [(t1, "")]
+    for (start, phase), (end, _) in zip(bounds, bounds[1:]):
+        xs = [lat for due, lat, st in reader.samples if start <= due < end and st == 200]
+        if xs:
+            print(f"  during {phase:<14} {end - start:6.1f} s  n={len(xs)} p50={pct(xs, .5):.2f} ms"
+                  f" p99={pct(xs, .99):.2f} ms max={pct(xs, 1.0):.2f} ms")
     if failed:
         print(f"{failed} read(s) failed (status not 200)")
     if during:

@@ -12,8 +12,12 @@ from homefeed.service_layer.audit.views import ReadOnlyPosts, ReadOnlyTimelines
 from homefeed.service_layer.feed import FeedManager
 from homefeed.service_layer.services import Homefeed
 
-#: Ids per record-store page, posts per search window of the full walk.
+#: Ids per record-store page (and the depth bounds of the timeline checks).
 PAGE = 1000
+#: Users per counters query, posts per post-cache read and per search window of the full
+#: walk: each is one query that holds the serving process's event loop (SQLite does not
+#: suspend), so a batch is small enough to keep a request's wait short (~PAGE/4 rows).
+BATCH = 250
 #: Consecutive posts per search window when sampling.
 WINDOW = 100
 #: Posts of the search index checked per sampled user (``--sample N``: N * 10 posts).

@@ -3,7 +3,7 @@ counts of the records (the store recomputes them in the same snapshot)."""
 
 from __future__ import annotations
 
-from homefeed.service_layer.audit.context import PAGE, AuditContext
+from homefeed.service_layer.audit.context import BATCH, AuditContext
 from homefeed.service_layer.audit.report import AuditReport, Difference
 
 _NAMES = ("followers_count", "following_count", "posts_count")
@@ -11,10 +11,10 @@ _NAMES = ("followers_count", "following_count", "posts_count")
 
 async def check_counters(ctx: AuditContext, ids: list[int], report: AuditReport) -> list[Difference]:
     out: list[Difference] = []
-    for i in range(0, len(ids), PAGE):
-        got = await ctx.store.counters(ids[i : i + PAGE])
+    for i in range(0, len(ids), BATCH):
+        got = await ctx.store.counters(ids[i : i + BATCH])
         report.count("counters", len(got))
-        ctx.progress("counters", min(i + PAGE, len(ids)), len(ids))
+        ctx.progress("counters", min(i + BATCH, len(ids)), len(ids))
         for uid, (stored, actual) in sorted(got.items()):
             for name, s, a in zip(_NAMES, stored, actual):
                 if s != a:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from homefeed.domain.model import Post
-from homefeed.service_layer.audit.context import PAGE, AuditContext
+from homefeed.service_layer.audit.context import BATCH, PAGE, AuditContext
 from homefeed.service_layer.audit.report import AuditReport, Difference, terms_text
 
 
@@ -26,12 +26,12 @@ class SearchChecks:
             after = page[-1].id
 
     async def full(self, report: AuditReport) -> list[Difference]:
-        """Every post, a window of ``PAGE`` posts at a time."""
+        """Every post, a window of ``BATCH`` posts at a time."""
         out: list[Difference] = []
         after = 0
         done = 0
         while True:
-            posts = await self.ctx.store.posts_after(after, PAGE)
+            posts = await self.ctx.store.posts_after(after, BATCH)
             if not posts:
                 return out + await self.window([], after, None, report)
             out += await self.window(posts, after, posts[-1].id, report)

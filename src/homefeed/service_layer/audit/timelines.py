@@ -5,7 +5,7 @@ docstring for each rule)."""
 from __future__ import annotations
 
 from homefeed.service_layer.audit import probes
-from homefeed.service_layer.audit.context import PAGE, READ_BEYOND_CAP, AuditContext
+from homefeed.service_layer.audit.context import BATCH, PAGE, READ_BEYOND_CAP, AuditContext
 from homefeed.service_layer.audit.report import AuditReport, Difference, ids_text
 from homefeed.service_layer.feed import AUTHOR, HOME
 
@@ -207,11 +207,11 @@ class TimelineChecks:
     async def post_cache(self, ids: list[int], report: AuditReport) -> list[Difference]:
         ctx = self.ctx
         out: list[Difference] = []
-        for i in range(0, len(ids), PAGE):
-            chunk = ids[i : i + PAGE]
+        for i in range(0, len(ids), BATCH):
+            chunk = ids[i : i + BATCH]
             cached = await probes.peek_posts(ctx.posts_cache, chunk)  # the cache alone, no overlay
             await ctx.pacer.tick()
-            ctx.progress("post cache", min(i + PAGE, len(ids)), len(ids))
+            ctx.progress("post cache", min(i + BATCH, len(ids)), len(ids))
             if not cached:
                 continue
             report.count("cached_posts", len(cached))
