@@ -132,7 +132,7 @@ def test_series_has_one_point_per_slot():
 
 def test_fanout_hook_records_commit_to_push_delay(monkeypatch):
     r = m.Recorder()
-    monkeypatch.setattr(m, "RECORDER", r)
+    monkeypatch.setattr(m.recording, "RECORDER", r)  # the hook reads its own module's global
     post_id = IdGenerator().next_id()
     time.sleep(0.05)
     m.observe_fanout_event(Event(1, POST_CREATED, {"post_id": post_id, "author_id": 1, "request_id": "rq-1"}))

@@ -18,7 +18,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from homefeed.config import Settings
 from homefeed.domain.errors import InvalidInput, NotFound, Unauthorized
@@ -129,6 +129,7 @@ class Job:
     what: str
     total: int | None = None
     done: int = 0
+    phase: str | None = None
     finished: bool = False
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -136,7 +137,7 @@ class Job:
     task: asyncio.Task | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"job": self.id, "what": self.what, "total": self.total, "done": self.done,
+        return {"job": self.id, "what": self.what, "phase": self.phase, "total": self.total, "done": self.done,
                 "finished": self.finished, "result": self.result, "error": self.error,
                 "seconds": round(time.time() - self.started, 1)}
 
@@ -147,7 +148,9 @@ _JOBS: "weakref.WeakKeyDictionary[Any, dict[str, Job]]" = weakref.WeakKeyDiction
 async def admin(hf: Any, op: str, body: dict[str, Any]) -> dict[str, Any]:
     """One admin operation in the serving process (call ``check_admin`` first):
 
-    - ``audit`` ``{"parts"?, "sample"?, "settle_timeout"?, "seed"?}`` -> the report
+    - ``audit`` ``{"parts"?, "sample"?, "settle_timeout"?, "seed"?, "job"?}`` -> the report;
+      with ``"job": true`` at once ``{"job", ...}``: poll ``job`` for its phase and progress,
+      the report is the finished job's ``result``
     - ``rebuild-timelines`` ``{}`` -> ``{"job", ...}`` (one at a time: the running one)
     - ``job`` ``{"id"}`` -> ``{"job", "total", "done", "finished", "result", "error"}``
     - ``replay`` ``{"consumer", "from"}`` -> stops the consumers, moves the offset, starts them
@@ -167,13 +170,35 @@ async def admin(hf: Any, op: str, body: dict[str, Any]) -> dict[str, Any]:
         settle = body.get("settle_timeout", 30.0)
         if not isinstance(settle, (int, float)) or isinstance(settle, bool) or not 0 <= settle <= 600:
             raise InvalidInput("settle_timeout must be a number of seconds from 0 to 600")
-        report = await Auditor(hf, sample=sample, parts=parts, settle_timeout=float(settle),
-                               seed=_opt_int(body, "seed", None)).run()
-        return report.as_dict()
+        seed = _opt_int(body, "seed", None)
+
+        def auditor(progress: Callable[[str, int, int | None], None] | None = None) -> Auditor:
+            return Auditor(hf, sample=sample, parts=parts, settle_timeout=float(settle), seed=seed,
+                           progress=progress)
+
+        if not body.get("job"):
+            return (await auditor().run()).as_dict()
+        audit_job = Job(id=secrets.token_hex(6), what="audit")
+
+        def audit_progress(phase: str, done: int, total: int | None) -> None:
+            audit_job.phase, audit_job.done, audit_job.total = phase, done, total
+
+        async def audit_work() -> None:
+            try:
+                report = await auditor(audit_progress).run()
+                audit_job.result = report.as_dict()
+            except Exception as exc:  # reported through the job
+                audit_job.error = f"{type(exc).__name__}: {exc}"
+            finally:
+                audit_job.finished = True
+
+        audit_job.task = asyncio.create_task(audit_work(), name=f"homefeed-audit-{audit_job.id}")
+        _JOBS.setdefault(hf, {})[audit_job.id] = audit_job
+        return audit_job.as_dict()
     if op == "rebuild-timelines":
         jobs = _JOBS.setdefault(hf, {})
         for job in jobs.values():
-            if not job.finished:
+            if not job.finished and job.what == "timelines":
                 return job.as_dict()
         job = Job(id=secrets.token_hex(6), what="timelines")
 

@@ -215,12 +215,24 @@ async def _audit(hf: Any, args: argparse.Namespace, settings: Settings, out: Tex
     remote = tuple(p for p in parts if p in ("timelines", "authors")) if _in_process_cache(settings) else ()
     local = tuple(p for p in parts if p not in remote)
     report = AuditReport()
+    progress = _audit_progress(sys.stderr)
     if remote:
         url = _base_url(args, settings)
         got = await _admin_call(settings, url, "audit", {
             "parts": list(remote), "sample": args.sample, "settle_timeout": args.settle_timeout,
-            "seed": args.seed,
-        }, timeout=3600.0)  # a full audit of a big world takes minutes
+            "seed": args.seed, "job": True,
+        }, timeout=3600.0)  # an older server answers with the report itself, after minutes
+        while got is not None and "job" in got and not got["finished"]:
+            await asyncio.sleep(0.5)
+            got = await _admin_call(settings, url, "job", {"id": got["job"]})
+            if got is None:
+                raise OpsError(f"the serving process at {url} stopped answering during the audit")
+            if got.get("phase"):
+                progress(got["phase"], got["done"], got["total"])
+        if got is not None and "job" in got:
+            if got.get("error"):
+                raise OpsError(f"the audit failed in the serving process: {got['error']}")
+            got = got["result"]
         if got is None:
             report.notes.append(
                 f"no serving process answered at {url}: the in-process timeline cache exists only"
@@ -229,14 +241,30 @@ async def _audit(hf: Any, args: argparse.Namespace, settings: Settings, out: Tex
         else:
             report.merge(AuditReport.from_dict(got))
     if local:
-        report.merge(await Auditor(hf, sample=args.sample, parts=local,
-                                   settle_timeout=args.settle_timeout, seed=args.seed).run())
+        report.merge(await Auditor(hf, sample=args.sample, parts=local, settle_timeout=args.settle_timeout,
+                                   seed=args.seed, progress=progress).run())
     if args.json:
         print(json.dumps(report.as_dict(), indent=2), file=out)
     else:
         for line in report.lines():
             print(line, file=out)
     return report.exit_code()
+
+
+def _audit_progress(err: TextIO, every: float = 2.0) -> Callable[[str, int, int | None], None]:
+    """``audit: <phase> <done>/<total>`` on ``err`` when the phase changes, else at most
+    every ``every`` seconds (a full audit of a big world takes minutes)."""
+    last_phase, last_at = "", 0.0
+
+    def progress(phase: str, done: int, total: int | None) -> None:
+        nonlocal last_phase, last_at
+        now = time.monotonic()
+        if phase == last_phase and now - last_at < every and done != total:
+            return
+        last_phase, last_at = phase, now
+        print(f"audit: {phase} {done}/{'?' if total is None else total}", file=err, flush=True)
+
+    return progress
 
 
 async def _rebuild(hf: Any, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

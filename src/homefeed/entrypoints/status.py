@@ -28,7 +28,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
-from homefeed.entrypoints.metrics import BOUNDS, Histogram
+from homefeed.entrypoints.metrics.histogram import BOUNDS, Histogram
 
 WINDOWS = ("1m", "5m")
 
@@ -119,7 +119,7 @@ def fetch_all(urls: Sequence[str], timeout: float) -> list[dict[str, Any]]:
 # -- merging ----------------------------------------------------------------------------------
 def _merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
     h = Histogram()
-    out = {"count": 0, "rps": 0.0, "errors": 0, "client_errors": 0}
+    out: dict[str, Any] = {"count": 0, "rps": 0.0, "errors": 0, "client_errors": 0}
     for p in parts:
         h.add(Histogram.from_sparse(p.get("hist") or []))
         out["count"] += p.get("count", 0)
@@ -175,7 +175,7 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
                 agg["running_in"].append(f"{m.get('role')} pid {m.get('pid')}")
             agg["failures"] += c.get("failures", 0) or 0
             agg["dead_lettered"] += c.get("dead_lettered", 0) or 0
-    unrelayed = [m.get("outbox_unrelayed") for m in ok if m.get("outbox_unrelayed") is not None]
+    unrelayed: list[int] = [m["outbox_unrelayed"] for m in ok if m.get("outbox_unrelayed") is not None]
     merged["outbox_unrelayed"] = max(unrelayed) if unrelayed else None
     reads = sum((m.get("timeline_cache") or {}).get("home_reads", 0) for m in ok)
     rebuilds = sum((m.get("timeline_cache") or {}).get("rebuilds", 0) for m in ok)
