@@ -57,6 +57,20 @@ class Post:
         return d
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request acts for, from its bearer token: the user (None for an app's own
+    ``client_credentials`` token), the OAuth app that holds the token (None for a token
+    issued by ``POST /v1/users``) and the scopes it was granted. A ``/v1`` registration
+    token carries every scope (it is the user's own key); an OAuth token carries what the
+    user consented to. Entrypoints check a route's scope with
+    ``service_layer.services.require_scope``."""
+
+    user_id: int | None
+    app_id: int | None
+    scopes: frozenset[str]
+
+
 # Event types written to the outbox in the same transaction as the record they describe.
 USER_REGISTERED = "user_registered"
 FOLLOWED = "followed"

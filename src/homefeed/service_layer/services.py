@@ -15,8 +15,9 @@ import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from homefeed.config import Settings
-from homefeed.domain.errors import InvalidInput, NotFound, Unauthorized, Unavailable
-from homefeed.domain.model import Post, User
+from homefeed.domain.errors import Forbidden, InvalidInput, NotFound, Unauthorized, Unavailable
+from homefeed.domain.mastodon.scopes import covers
+from homefeed.domain.model import Caller, Post, User
 from homefeed.domain.text import (
     query_terms,
     validate_display_name,
@@ -41,6 +42,23 @@ if TYPE_CHECKING:
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
+
+
+#: What a ``/v1`` registration token may do: everything its user may (no admin scopes:
+#: being a user is not being an operator).
+FULL_SCOPES: frozenset[str] = frozenset({"read", "write", "follow", "push", "profile"})
+
+
+def require_scope(caller: Caller, *alternatives: str) -> int:
+    """The caller's user id when its token was granted one of ``alternatives`` (Mastodon's
+    rule: ``read`` covers ``read:statuses``, ``write:statuses`` does not cover
+    ``write:follows``); Forbidden (403) otherwise, and also for an app-only token where a
+    user is needed."""
+    if not any(covers(caller.scopes, scope) for scope in alternatives):
+        raise Forbidden("this action is outside the token's scopes (" + " or ".join(alternatives) + ")")
+    if caller.user_id is None:
+        raise Forbidden("this action needs a user's token, not an app's")
+    return caller.user_id
 
 
 def hash_token(token: str) -> bytes:
@@ -229,6 +247,12 @@ class Homefeed:
                 self._tokens.clear()
             self._tokens[h] = uid
         return uid
+
+    async def caller(self, token: str | None) -> Caller:
+        """Who ``token`` acts for, with its scopes; Unauthorized (401) when it is missing,
+        unknown or revoked. A ``/v1`` registration token is the user's own key: every scope."""
+        uid = await self.authenticate(token)
+        return Caller(user_id=uid, app_id=None, scopes=FULL_SCOPES)
 
     async def user(self, handle: str) -> User:
         if not isinstance(handle, str) or not handle:
