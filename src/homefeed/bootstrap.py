@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from homefeed.config import Settings
+from homefeed.domain.errors import ProfileError
 from homefeed.ports import (
     Closable,
     EventStream,
@@ -33,10 +34,6 @@ from homefeed.service_layer.services import Homefeed
 
 RELAY = "relay"
 ROLES = (FANOUT, INDEXER, RELAY)
-
-
-class ProfileError(ValueError):
-    """A configuration that cannot work; the message says what to set instead."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +143,8 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         relay_parts["leader"] = sqlite_relay_leader(settings.database_path)
 
     if settings.cache_url:
-        from homefeed.adapters.redis_cache import RedisPostCache, RedisTimelineCache
+        from homefeed.adapters.redis_post_cache import RedisPostCache
+        from homefeed.adapters.redis_timeline_cache import RedisTimelineCache
 
         cache = RedisTimelineCache(
             settings.cache_url,
@@ -197,7 +195,6 @@ def build_rate_limiter(settings: Settings) -> RateLimiter | None:
     if settings.cache_url:
         from homefeed.adapters.redis_ratelimit import RedisRateLimiter
 
-        _pending_in_redis_ratelimit(RedisRateLimiter)
         limiter: RateLimiter = RedisRateLimiter(settings.cache_url)
         return limiter
     from homefeed.adapters.memory_ratelimit import MemoryRateLimiter
@@ -212,19 +209,3 @@ async def open_homefeed(settings: Settings, run_consumers: bool = True) -> Homef
     p = plan(settings, "api")
     await hf.start(consumers=p.consumers if run_consumers else (), relay=p.relay and run_consumers)
     return hf
-
-
-def _pending_in_redis_ratelimit(cls: type) -> None:
-    """TEMPORARY, until ``redis_ratelimit.py`` declares what ``ports.RateLimiter`` asks of
-    it (``backend = "redis"``, ``answers_now = False``, a ``hit_now`` that raises): its
-    owner is changing that file now. Then delete this function and its call."""
-
-    def hit_now(self: object, key: str, rate: float, burst: int, cost: int = 1) -> float:
-        raise NotImplementedError("a Redis limiter answers only through a round trip: await hit")
-
-    filled: set[str] = set(vars(cls).get("_filled_by_bootstrap", ()))
-    for name, value in (("backend", "redis"), ("answers_now", False), ("hit_now", hit_now)):
-        if name not in vars(cls):
-            setattr(cls, name, value)
-            filled.add(name)
-    cls._filled_by_bootstrap = frozenset(filled)  # type: ignore[attr-defined]  # for the conformance test

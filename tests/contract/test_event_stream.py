@@ -272,19 +272,9 @@ def test_fetch_is_not_cut_short_by_a_commit_that_adds_no_event(event_stream, req
 
 
 # -- the rest of the port: what the audit, ``homefeed replay`` and the consumers ask ---------
-def _pending_on_jetstream(r: Records, *names: str) -> None:
-    """jetstream.py is being split by its owner; these members join it after the merge
-    (see tests/unit/test_ports_conformance.PENDING). Delete the call when they have."""
-    if type(r.stream).__name__ == "JetStreamEventStream" and not all(
-        n in type(r.stream).__dict__ for n in names
-    ):
-        pytest.xfail(f"JetStreamEventStream lacks {', '.join(names)} (pending)")
-
-
 def test_acked_position_reaches_end_position_once_everything_is_acknowledged(event_stream):
     async def main():
         async with event_stream() as r:
-            _pending_on_jetstream(r, "end_position", "acked_position")
             await register(r, 3)
             events = await take(r, "c", 3)
             end = await r.stream.end_position()
@@ -299,7 +289,6 @@ def test_acked_position_reaches_end_position_once_everything_is_acknowledged(eve
 def test_replay_from_delivers_again_from_the_event_given(event_stream):
     async def main():
         async with event_stream() as r:
-            _pending_on_jetstream(r, "replay_from")
             await register(r, 4)
             events = await ack_all(r, "c", 4)
             got = await r.stream.replay_from("c", event_seq=events[1].seq)
@@ -326,7 +315,6 @@ def test_nak_gives_events_back_and_the_bus_only_calls_are_harmless(event_stream)
             assert [e.seq for e in again] == [e.seq for e in first]
             await r.stream.ack("c", again)
             assert isinstance(await r.stream.take_delivered("c"), list)
-            _pending_on_jetstream(r, "stats")
             assert isinstance(await r.stream.stats(), dict)
 
     run(main())

@@ -109,8 +109,6 @@ def test_bounded(post_cache):
 def test_stats_count_hits_and_misses_and_peek_many_leaves_no_trace(post_cache):
     async def main():
         async with post_cache() as c:
-            if "stats" not in type(c).__dict__:  # redis_cache.py: pending (see test_ports_conformance)
-                pytest.xfail("RedisPostCache lacks stats (pending)")
             await c.put_many([post(1), post(2)])
             before = await c.stats()
             await c.get_many([1, 2, 3])

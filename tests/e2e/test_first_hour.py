@@ -228,6 +228,42 @@ def test_a_missing_postgresql_database_names_createdb(tmp_path: Path) -> None:
     _no_traceback(proc)
 
 
+def test_a_worker_pointed_at_another_deployments_stream_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """The stream named in HOMEFEED_BUS_URL was claimed by another deployment: a worker
+    refuses to consume it (a configuration error: one line naming the fix, exit 2; it used to
+    be a traceback and exit status 1)."""
+    import asyncio
+
+    from homefeed.adapters.jetstream import JetStreamEventStream
+    from homefeed.domain.deployment import Deployment
+    from tests.backends import NATS_URL, require, scratch_pg_database, unique
+    from tests.e2e.scaleout import pg_url
+
+    require("nats")
+    bus = f"{NATS_URL}?stream={unique('FH_')}&subject_prefix={unique('fh')}.events"
+    with scratch_pg_database() as dsn:
+        db = pg_url(dsn)
+        proc = homefeed("migrate", cwd=tmp_path, timeout=60, HOMEFEED_DATABASE_URL=db)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+        async def body() -> subprocess.CompletedProcess[str]:
+            other = JetStreamEventStream.from_url(bus, deployment=Deployment("aaaaaaaaaaaa"))
+            await other.open()  # the other deployment claims the stream first
+            try:
+                return await asyncio.to_thread(homefeed, "worker", "--role", "indexer", cwd=tmp_path,
+                                               timeout=60, HOMEFEED_DATABASE_URL=db, HOMEFEED_BUS_URL=bus)
+            finally:
+                await other.delete_streams()
+                await other.close()
+
+        proc = asyncio.run(body())
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = _one_line(proc.stderr)
+    assert line.startswith("homefeed worker: refusing to start:"), line
+    assert "belongs to deployment aaaaaaaaaaaa" in line and "HOMEFEED_BUS_URL" in line, line
+    _no_traceback(proc)
+
+
 # --------------------------------------------------------------------------------------------
 # optional packages
 # --------------------------------------------------------------------------------------------

@@ -254,7 +254,7 @@ def test_relay_crash_between_publish_and_ack_creates_no_duplicate(names: Names, 
             assert await relay2.lag() == n - 40
             assert await relay2.drain() == n - 40
             assert relay2.stats.new == n - 80  # the 40 resent were answered "duplicate"
-            assert js2.stats["duplicates"] == 40
+            assert (await js2.stats())["duplicates"] == 40
             assert (await js2.stream_state())["messages"] == n
             got = await consume(js2, "fanout", n)
             assert [(e.seq, e.type) for e in got] == expected
@@ -286,7 +286,7 @@ def test_publish_keeps_commit_order_when_a_message_is_lost_in_flight(names: Name
             js._send = lossy_send  # type: ignore[method-assign]
             events = [Event(i, "post_created", {"i": i}) for i in range(1, 21)]
             assert await js.publish(events) == 20
-            assert dropped == ["5", "12"] and js.stats["publish_retries"] == 2
+            assert dropped == ["5", "12"] and (await js.stats())["publish_retries"] == 2
             got = await consume(js, "fanout", 20)
             assert [e.seq for e in got] == list(range(1, 21))
             assert (await js.stream_state())["messages"] == 20
@@ -436,7 +436,7 @@ def test_dead_letter_after_max_deliver_then_retry(names: Names, tmp_path: Path) 
                 # a consumer whose handler fails on one event: nak until the last try,
                 # then dead-letter it; the others are acked
                 deadline = time.monotonic() + 10
-                while time.monotonic() < deadline and not js.stats["dead_lettered"]:
+                while time.monotonic() < deadline and not (await js.stats())["dead_lettered"]:
                     for e in await js.fetch("fanout", 10, timeout=0.5):
                         if e.seq != poison:
                             await js.ack("fanout", [e])
@@ -749,7 +749,7 @@ def test_consumer_and_relay_ride_out_a_nats_server_restart(names: Names, tmp_pat
             assert (await js.stream_state())["messages"] == n
             first = list(dict.fromkeys(seen))
             assert first == sorted(first)
-            assert js.stats["reconnects"] >= 1 and js_relay.stats["reconnects"] >= 1
+            assert (await js.stats())["reconnects"] >= 1 and (await js_relay.stats())["reconnects"] >= 1
             assert relay.stats.relayed == n
 
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from homefeed.domain.model import Event
-from homefeed.ports import DeadLetter
+from homefeed.ports import DeadLetter, EventStream
 
 
 def dead_letter_from_row(row: tuple, data: dict[str, Any]) -> DeadLetter:
@@ -25,7 +25,7 @@ def dead_letter_from_row(row: tuple, data: dict[str, Any]) -> DeadLetter:
     )
 
 
-async def retry_all(stream: Any, consumer: str | None = None) -> int:
+async def retry_all(stream: EventStream, consumer: str | None = None) -> int:
     """Ask for a retry of every dead letter (of ``consumer``) not already being retried."""
     n = 0
     for dl in await stream.dead_letters(consumer, limit=1_000_000):

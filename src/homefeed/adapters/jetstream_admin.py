@@ -7,7 +7,7 @@ import asyncio
 import functools
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import nats.js.errors
 import orjson
@@ -20,6 +20,27 @@ from homefeed.domain.errors import Unavailable
 
 class JetStreamAdmin(JetStreamConsumer):
     """What operators and the monitoring ask of the stream."""
+
+    backend: ClassVar[str] = "jetstream"
+
+    async def stats(self) -> dict[str, int]:
+        """What this process counted: events stored, resends answered "duplicate", resend
+        rounds, disconnects and reconnects, dead letters."""
+        return dict(self._counts)
+
+    async def end_position(self) -> tuple[int, int]:
+        """``(0, stream seq)`` of the newest stored message."""
+        return (0, (await self.stream_state())["last_seq"])
+
+    async def acked_position(self, consumer: str) -> tuple[int, int]:
+        """``(0, stream seq)`` of the consumer's acknowledgement floor."""
+        return (0, (await self.consumer_stats(consumer))["stream_seq_acked"])
+
+    async def replay_from(
+        self, consumer: str, *, event_seq: int | None = None, start_time: datetime | None = None
+    ) -> dict[str, Any]:
+        """The port's name for ``rewind``: the durable consumer is recreated at the start."""
+        return await self.rewind(consumer, event_seq=event_seq, start_time=start_time)
 
     async def lag(self, consumer: str) -> int:
         """Events not yet acknowledged by ``consumer``: never delivered (num_pending) plus

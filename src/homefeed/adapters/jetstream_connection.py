@@ -137,7 +137,7 @@ class JetStreamConnection:
         self._ack_futures: dict[str, asyncio.Future] = {}
         self._tokens = itertools.count(1)
         #: counters: events stored, resends answered "duplicate", resend rounds, reconnects
-        self.stats: dict[str, int] = {
+        self._counts: dict[str, int] = {
             "published": 0,
             "duplicates": 0,
             "publish_retries": 0,
@@ -246,12 +246,12 @@ class JetStreamConnection:
 
     async def _on_disconnected(self) -> None:
         if self._nc is not None:  # not our own close()
-            self.stats["disconnects"] += 1
+            self._counts["disconnects"] += 1
             log.warning("disconnected from NATS; reconnecting")
         self._connected.clear()
 
     async def _on_reconnected(self) -> None:
-        self.stats["reconnects"] += 1
+        self._counts["reconnects"] += 1
         nc = self._nc
         log.warning("reconnected to NATS at %s", nc.connected_url.netloc if nc and nc.connected_url else "?")
         # The server may have come back without our streams (no persistence): check again.

@@ -60,7 +60,7 @@ class JetStreamDeadLetters(JetStreamPublisher):
             lambda: self._js.publish(self.dead_letter_subject(consumer), orjson.dumps(body), headers=headers),
         )
         await self._reply_all(f"term for {consumer}", [m], b"+TERM")
-        self.stats["dead_lettered"] += 1
+        self._counts["dead_lettered"] += 1
         log.error("event %s dead-lettered for %s: %s", body["event"].get("seq"), consumer, reason)
 
     async def dead_letters(self, consumer: str | None = None, limit: int = 1000) -> list[DeadLetter]:

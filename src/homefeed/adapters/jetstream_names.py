@@ -16,6 +16,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from homefeed.domain.deployment import Deployment
+from homefeed.domain.errors import WrongDeployment
 
 #: The names of a deployment without an id (tools and tests that build the adapter without
 #: a database) and of a database upgraded while it had events (``legacy_bus_names``).
@@ -49,11 +50,6 @@ URL_PARAMETERS: dict[str, Callable[[str], Any]] = {
     "duplicate_window": float,
     "max_age": float,
 }
-
-
-class WrongDeployment(ValueError):
-    """The stream this process was pointed at belongs to another deployment. A
-    configuration error, not an outage: retrying cannot help, so it is not ``Unavailable``."""
 
 
 def token(s: str) -> str:

@@ -148,7 +148,7 @@ class JetStreamPublisher(JetStreamConnection):
                             self._streams_ok = False
                         break
                     if resp.get("duplicate"):
-                        self.stats["duplicates"] += 1
+                        self._counts["duplicates"] += 1
                     else:
                         stored += 1
                     i += 1
@@ -159,7 +159,7 @@ class JetStreamPublisher(JetStreamConnection):
                     elif not fut.cancelled():
                         fut.exception()  # mark the refusals after the first failure as seen
             if failed or i < end:
-                self.stats["publish_retries"] += 1
+                self._counts["publish_retries"] += 1
                 log.info("publish stopped at event %d (%r); resending from there", events[i].seq, last_error)
                 if not self._streams_ok:
                     try:
@@ -171,7 +171,7 @@ class JetStreamPublisher(JetStreamConnection):
                     delay = min(delay * 2, 1.0)
             else:
                 delay = 0.02
-        self.stats["published"] += stored
+        self._counts["published"] += stored
         return stored
 
 

@@ -73,7 +73,7 @@ from psycopg.types.numeric import Int8Dumper
 from psycopg_pool import AsyncConnectionPool
 
 from homefeed.adapters.outage import OutageLog
-from homefeed.domain.errors import Unavailable
+from homefeed.domain.errors import LeadershipLost, Unavailable
 
 log = logging.getLogger("homefeed.postgres")
 
@@ -615,10 +615,6 @@ class PgDatabase:
     # -- leader election ------------------------------------------------------------------
     def leader(self, name: str, **kwargs: Any) -> "LeaderLock":
         return LeaderLock(self.dsn, name, **kwargs)
-
-
-class LeadershipLost(Unavailable):
-    """The connection holding a leader lock was lost: another process may now lead."""
 
 
 class LeaderLock:

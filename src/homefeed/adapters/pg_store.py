@@ -24,11 +24,11 @@ from psycopg import errors as pg_errors
 from homefeed.adapters.pg_db import PgDatabase
 from homefeed.domain import model
 from homefeed.domain.deployment import Deployment
-from homefeed.domain.errors import Conflict, Forbidden, NotFound
+from homefeed.domain.errors import Conflict, Forbidden, IdempotencyKeyTaken, NotFound
 from homefeed.domain.ids import IdGenerator
 from homefeed.domain.model import Post, User
 from homefeed.logging_setup import current_request_id
-from homefeed.ports import IdempotencyKeyTaken, IdempotencyRecord
+from homefeed.ports import IdempotencyRecord
 
 _MAX = (1 << 63) - 1
 _USER_COLS = "u.id, u.handle, u.display_name, u.followers_count, u.following_count, u.posts_count"

@@ -10,7 +10,7 @@ back. (On a Cluster, ``get_many`` is a pipeline of GETs, since an MGET must stay
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import orjson
 
@@ -23,6 +23,7 @@ class RedisPostCache:
     """Post id -> post, one string key per post with a TTL (bounded by ``maxmemory`` with a
     ``volatile-*`` policy)."""
 
+    backend: ClassVar[str] = "redis"
     TOMBSTONE = b"-"
 
     def __init__(
@@ -87,6 +88,11 @@ class RedisPostCache:
         self.hits += len(out)
         self.misses += len(ids) - len(out)
         return out
+
+    async def stats(self) -> dict[str, int]:
+        """Hits and misses of ``get_many`` in this process (counting the keys would cost a
+        round trip per call, so no ``posts``)."""
+        return {"hits": self.hits, "misses": self.misses}
 
     async def peek_many(self, ids: Sequence[int]) -> dict[int, Post]:
         """``get_many`` without counting hits and misses (the audit)."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -57,6 +57,13 @@ class RedisRateLimiter:
     fail-fast client) or a ``redis.asyncio`` client, standalone or cluster (then its
     timeouts are the caller's business). ``clock``: integer microseconds, for tests;
     None uses the server's clock."""
+
+    backend: ClassVar[str] = "redis"
+    #: Every answer is a round trip: ``hit_now`` cannot answer.
+    answers_now: ClassVar[bool] = False
+
+    def hit_now(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
+        raise NotImplementedError("a Redis limiter answers only through a round trip: await hit")
 
     def __init__(self, url_or_client: Any, prefix: str = "hf", *, timeout: float = 0.5,
                  clock: Callable[[], int] | None = None) -> None:

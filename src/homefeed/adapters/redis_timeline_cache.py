@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError, ResponseError
@@ -42,6 +42,8 @@ class RedisTimelineCache:
     """See the module docstring and ``lua/timeline_lib.lua``. ``url_or_client``: a
     ``redis://`` URL (the cache owns and
     closes its connection pool) or a ``redis.asyncio`` client (standalone or cluster)."""
+
+    backend: ClassVar[str] = "redis"
 
     def __init__(
         self,

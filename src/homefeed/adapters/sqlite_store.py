@@ -15,11 +15,11 @@ import orjson
 from homefeed.adapters.sqlite_db import SqliteDatabase
 from homefeed.domain import model
 from homefeed.domain.deployment import Deployment
-from homefeed.domain.errors import Conflict, Forbidden, NotFound
+from homefeed.domain.errors import Conflict, Forbidden, IdempotencyKeyTaken, NotFound
 from homefeed.domain.ids import IdGenerator
 from homefeed.domain.model import Post, User
 from homefeed.logging_setup import current_request_id
-from homefeed.ports import IdempotencyKeyTaken, IdempotencyRecord
+from homefeed.ports import IdempotencyRecord
 
 _USER_COLS = "id, handle, display_name, followers_count, following_count, posts_count"
 # SQLite limits host parameters per statement; chunk IN (...) lists below this.

@@ -27,10 +27,13 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from homefeed.adapters.memory_cache import MemoryPostCache
 from homefeed.bench.server import free_port
+
+if TYPE_CHECKING:
+    from homefeed.service_layer.services import Homefeed
 
 __all__ = ["run_micro", "format_micro"]
 
@@ -83,7 +86,7 @@ def sqlite_ceiling(directory: Path, budget_s: float) -> dict[str, float]:
     return {"single_row_commits_per_s": single, "rows_per_s_in_512_row_commits": batched}
 
 
-async def _ingest(hf: Any, budget_s: float, concurrency: int, user_ids: list[int]) -> float:
+async def _ingest(hf: Homefeed, budget_s: float, concurrency: int, user_ids: list[int]) -> float:
     """Posts/s through ``Homefeed.create_post`` (validation, record + outbox row, group
     commit, post cache) from ``concurrency`` concurrent callers; consumers not running."""
     done = 0
@@ -210,14 +213,12 @@ class RedisServer:
 def redis_fanout(followers: int, budget_s: float) -> dict[str, Any]:
     """``RedisTimelineCache.push`` inserts/s into ``followers`` warm timelines on a private
     Redis, beside ``redis-benchmark`` RPUSHes (pipelined 64 deep, random keys) on the same."""
-    from homefeed.adapters.redis_cache import RedisTimelineCache
+    from homefeed.adapters.redis_timeline_cache import RedisTimelineCache
 
     with RedisServer() as srv:
         async def go() -> float:
             cache = RedisTimelineCache(srv.url, cap=800, prefix="mb")
             try:
-                if hasattr(cache, "open"):
-                    await cache.open()
                 keys = list(range(1, followers + 1))
                 for k in keys:
                     await cache.install("home", k, [1], 0)

@@ -27,7 +27,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -35,6 +35,9 @@ from tqdm import tqdm
 from homefeed.bench.graph import FollowGraph, load_edge_list, power_law_graph
 from homefeed.config import Settings
 from homefeed.domain.ids import EPOCH_MS, NODE_BITS, SEQ_BITS
+
+if TYPE_CHECKING:
+    from homefeed.service_layer.services import Homefeed
 
 __all__ = [
     "WorldSpec",
@@ -171,7 +174,7 @@ def _tick(iterable: Iterable[Any], total: int, desc: str, unit: str, quiet: bool
 
 
 async def load_world(
-    hf: Any,
+    hf: Homefeed,
     spec: WorldSpec,
     *,
     graph: FollowGraph | None = None,

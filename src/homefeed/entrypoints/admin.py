@@ -18,10 +18,14 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from homefeed.config import Settings
 from homefeed.domain.errors import InvalidInput, NotFound, Unauthorized
+
+if TYPE_CHECKING:
+    from homefeed.service_layer.services import Homefeed
+
 
 ADMIN_TOKEN_ENV = "HOMEFEED_ADMIN_TOKEN"
 ADMIN_TOKEN_FILE = "admin-token"
@@ -145,7 +149,7 @@ class Job:
 _JOBS: "weakref.WeakKeyDictionary[Any, dict[str, Job]]" = weakref.WeakKeyDictionary()
 
 
-async def admin(hf: Any, op: str, body: dict[str, Any]) -> dict[str, Any]:
+async def admin(hf: Homefeed, op: str, body: dict[str, Any]) -> dict[str, Any]:
     """One admin operation in the serving process (call ``check_admin`` first):
 
     - ``audit`` ``{"parts"?, "sample"?, "settle_timeout"?, "seed"?, "job"?}`` -> the report;
@@ -249,14 +253,14 @@ def _opt_int(body: dict[str, Any], name: str, minimum: int | None) -> int | None
     return v
 
 
-async def replay_in_process(hf: Any, consumer: str, from_event: int) -> dict[str, Any]:
+async def replay_in_process(hf: Homefeed, consumer: str, from_event: int) -> dict[str, Any]:
     """Make ``consumer`` apply again every event from ``from_event``, in the process that
     runs it. JetStream: recreate the durable consumer. Outbox streams: stop the consumers
     (each finishes and acknowledges the batch in hand), move the offset, start them again,
     so no batch in flight can move the offset forward past the events to replay."""
     stream = hf.stream
-    if hasattr(stream, "rewind"):
-        return {"consumer": consumer, **(await stream.rewind(consumer, event_seq=from_event))}
+    if stream.backend == "jetstream":  # the durable consumer is recreated: every worker follows
+        return {"consumer": consumer, **(await stream.replay_from(consumer, event_seq=from_event))}
     consumers = hf.consumers
     running = tuple(consumers.running)
     parts = hf.relay_parts
@@ -264,7 +268,7 @@ async def replay_in_process(hf: Any, consumer: str, from_event: int) -> dict[str
     if running:
         await consumers.stop()
     try:
-        await stream.seek_before(consumer, from_event)
+        await stream.replay_from(consumer, event_seq=from_event)
     finally:
         if running:
             consumers.start(running, leader=leader)

@@ -21,8 +21,8 @@ from homefeed import __version__
 from homefeed.config import Settings
 from homefeed.domain.ids import MAX_ID
 from homefeed.domain.text import HANDLE_RE, MAX_DISPLAY_NAME_LENGTH, MAX_HANDLE_LENGTH, MAX_QUERY_CHARS
-from homefeed.entrypoints.routes.operations import BACKEND_KINDS
 from homefeed.logging_setup import _ALLOWED as _REQUEST_ID_CHARS, _MAX_ID_LEN as _MAX_REQUEST_ID_LENGTH
+from homefeed.ports import BACKEND_NAMES
 from homefeed.service_layer.audit import PARTS as AUDIT_PARTS
 from homefeed.service_layer.idempotency import HEADER as IDEMPOTENCY_HEADER
 from homefeed.service_layer.idempotency import MAX_KEY_LENGTH, REPLAYED_HEADER
@@ -259,14 +259,14 @@ def _schemas(max_post_length: int) -> dict[str, Any]:
             "required": ["status", "failing", "backends"],
             "properties": {
                 "status": {"enum": ["ready", "not_ready"]},
-                "failing": {"type": "array", "items": {"enum": list(BACKEND_KINDS)}},
+                "failing": {"type": "array", "items": {"enum": list(BACKEND_NAMES)}},
                 "backends": {
                     "type": "object",
                     "additionalProperties": {
                         "type": "object",
                         "required": ["backend", "ok", "ms"],
                         "properties": {
-                            "backend": {"enum": sorted({k for kinds in BACKEND_KINDS.values() for k in kinds})},
+                            "backend": {"enum": sorted({k for kinds in BACKEND_NAMES.values() for k in kinds})},
                             "ok": {"type": "boolean"},
                             "ms": {"type": "number", "minimum": 0},
                             "error": {"type": "string"},

@@ -46,26 +46,28 @@ import asyncio
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from homefeed.config import Settings
-from homefeed.domain.errors import HomefeedError
+from homefeed.domain.errors import HomefeedError, OpsError
+
 # The serving process's side, re-exported: http.py and the tests reach it as ops.*.
 from homefeed.entrypoints.admin import (ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, SERVER_FILE, Job, ServerInfo,
                                         admin, admin_token, check_admin, read_server_file,
                                         remove_server_file, replay_in_process, serves_admin,
                                         write_server_file)
 
+if TYPE_CHECKING:
+    from homefeed.ports import DeadLetter
+    from homefeed.service_layer.services import Homefeed
+
 COMMANDS = ("audit", "rebuild", "replay", "dead-letters")
 REBUILDS = ("timelines", "search", "counters")
-
-
-class OpsError(Exception):
-    """A command cannot do what was asked; the message says why (exit status 2)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,7 +205,7 @@ def _in_process_cache(settings: Settings) -> bool:
     return not settings.cache_url
 
 
-async def _audit(hf: Any, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+async def _audit(hf: Homefeed, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from homefeed.service_layer.audit import PARTS, AuditReport, Auditor
 
     parts = tuple(p.strip() for p in (args.only or ",".join(PARTS)).split(",") if p.strip())
@@ -267,7 +269,7 @@ def _audit_progress(err: TextIO, every: float = 2.0) -> Callable[[str, int, int 
     return progress
 
 
-async def _rebuild(hf: Any, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+async def _rebuild(hf: Homefeed, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from tqdm import tqdm
 
     from homefeed.service_layer import batch
@@ -338,7 +340,7 @@ async def _rebuild(hf: Any, args: argparse.Namespace, settings: Settings, out: T
         bar.close()
 
 
-async def _replay(hf: Any, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+async def _replay(hf: Homefeed, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     consumer = args.consumer
     if consumer not in hf.consumers.handlers:
         raise OpsError(f"unknown consumer {consumer!r}; consumers: {', '.join(hf.consumers.handlers)}")
@@ -347,9 +349,9 @@ async def _replay(hf: Any, args: argparse.Namespace, settings: Settings, out: Te
     if args.from_event is not None and args.from_event < 0:
         raise OpsError("--from must be 0 or a positive event id")
     stream = hf.stream
-    if hasattr(stream, "rewind"):  # JetStream
+    if stream.backend == "jetstream":  # the durable consumer is recreated: every worker follows
         start_time = _parse_time(args.from_time) if args.from_time else None
-        got = await stream.rewind(consumer, event_seq=args.from_event, start_time=start_time)
+        got = await stream.replay_from(consumer, event_seq=args.from_event, start_time=start_time)
         print(f"{consumer}: durable consumer recreated; it applies again every event from"
               f" {_describe_start(got)}", file=out)
         return 0
@@ -359,29 +361,27 @@ async def _replay(hf: Any, args: argparse.Namespace, settings: Settings, out: Te
         # PostgreSQL outbox: every consumer, wherever it runs, reads its offset from the
         # database at each fetch. A batch fetched before the move and acknowledged after it
         # moves it forward again, so move it again once such a batch is done.
-        await stream.seek_before(consumer, args.from_event)
+        await stream.replay_from(consumer, event_seq=args.from_event)
         await asyncio.sleep(max(0.0, args.settle))
-        await stream.seek_before(consumer, args.from_event)
+        await stream.replay_from(consumer, event_seq=args.from_event)
         print(f"{consumer}: offset moved to event {args.from_event}; the running consumers apply"
               " every event from there again", file=out)
         return 0
     # SQLite outbox: a running consumer keeps its offset in memory: ask the serving process.
     url = _base_url(args, settings)
-    got = await _admin_call(settings, url, "replay", {"consumer": consumer, "from": args.from_event})
-    if got is not None:
+    answered = await _admin_call(settings, url, "replay", {"consumer": consumer, "from": args.from_event})
+    if answered is not None:
         print(f"{consumer}: the serving process applies again every event from {args.from_event}", file=out)
         return 0
-    await stream.seek_before(consumer, args.from_event)
+    await stream.replay_from(consumer, event_seq=args.from_event)
     print(f"{consumer}: no serving process answered at {url}; offset moved in the database file"
           f" to event {args.from_event} (the consumers apply every event from there when the service"
           " starts; a `homefeed serve` running elsewhere keeps its own offset: use --url)", file=out)
     return 0
 
 
-async def _dead_letters(hf: Any, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+async def _dead_letters(hf: Homefeed, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     stream = hf.stream
-    if not hasattr(stream, "dead_letters"):
-        raise OpsError("this event stream keeps no dead letters")
     if args.action == "list":
         letters = await stream.dead_letters(args.consumer)
         if args.json:
@@ -393,7 +393,7 @@ async def _dead_letters(hf: Any, args: argparse.Namespace, settings: Settings, o
         for d in letters:
             e = d.event
             what = f"event {e.seq} {e.type}" if e is not None else "undecodable message"
-            retry = "  (retry pending)" if getattr(d, "retrying", False) else ""
+            retry = "  (retry pending)" if d.retrying else ""
             print(f"{d.id:>6}  {d.consumer:<8} {what}  at {d.at}  x{d.deliveries}: {d.reason}{retry}", file=out)
         print(f"{len(letters)} dead letter(s)", file=out)
         return 0
@@ -407,12 +407,12 @@ async def _dead_letters(hf: Any, args: argparse.Namespace, settings: Settings, o
     return 0
 
 
-def _dead_letter_dict(d: Any) -> dict[str, Any]:
+def _dead_letter_dict(d: DeadLetter) -> dict[str, Any]:
     e = d.event
     return {
         "id": d.id, "consumer": d.consumer, "reason": d.reason, "deliveries": d.deliveries,
         "stream_seq": d.stream_seq, "source": d.source, "at": d.at,
-        "retrying": bool(getattr(d, "retrying", False)),
+        "retrying": d.retrying,
         "event": None if e is None else {"seq": e.seq, "type": e.type, "data": e.data},
     }
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from typing import Awaitable, Sequence, TypeVar
 
-from homefeed.domain.errors import Unavailable
+from homefeed.domain.errors import CacheUnavailable, Unavailable
 from homefeed.domain.feed_rules import is_celebrity
 from homefeed.domain.model import Post
 from homefeed.ports import IdSlice, PostCache, RecordStore, TimelineCache
@@ -45,10 +45,6 @@ AUTHOR = "author"
 SLACK = 8
 
 T = TypeVar("T")
-
-
-class CacheUnavailable(Unavailable):
-    """The timeline cache did not answer: the read goes to the record store instead."""
 
 
 async def _cache(call: Awaitable[T]) -> T:

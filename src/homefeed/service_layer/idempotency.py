@@ -26,8 +26,9 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
-from homefeed.domain.errors import Conflict, HomefeedError, Unavailable
-from homefeed.ports import IdempotencyKeyTaken, IdempotencyRecord, RecordStore
+from homefeed.domain.errors import (Conflict, HomefeedError, IdempotencyKeyReused, IdempotencyKeyTaken,
+                                    InvalidIdempotencyKey, Unavailable)
+from homefeed.ports import IdempotencyRecord, RecordStore
 
 log = logging.getLogger("homefeed.idempotency")
 
@@ -40,16 +41,6 @@ ANONYMOUS = "anon"
 PURGE_EVERY_SECONDS = 600.0
 # Lookup, write, and on a taken key (an expired one not purged yet) purge and again.
 _ATTEMPTS = 3
-
-
-class InvalidIdempotencyKey(HomefeedError):
-    code = "invalid_idempotency_key"
-    status = 400
-
-
-class IdempotencyKeyReused(HomefeedError):
-    code = "idempotency_key_reused"
-    status = 422
 
 
 def check_key(values: list[str]) -> str | None:

@@ -3,7 +3,6 @@
 - ``histogram``: fixed-bound latency histograms and percentiles;
 - ``recording``: the hot-path recorder (``RECORDER``) and the fan-out hook;
 - ``sampler``: live figures asked of the backends, off the hot path;
-- ``probes``: the few figures only the adapters know (until the ports declare them);
 - ``jsonview``: the JSON the dashboard and ``homefeed status`` read;
 - ``prometheus``: the Prometheus text exposition;
 - ``server``: a tiny metrics server for ``homefeed worker`` processes.
@@ -57,7 +56,6 @@ from homefeed.entrypoints.metrics.server import MetricsServer
 from homefeed.entrypoints.metrics.jsonview import (
     _series,
     _window_view,
-    profile_of,
     snapshot,
     snapshot_json,
     summarize,
@@ -67,5 +65,5 @@ __all__ = [
     "BOUNDS", "NBUCKETS", "Histogram", "quantile", "CONTENT_TYPE", "prometheus_text",
     "render_prometheus", "KEEP_SLOTS", "METHODS", "OPS_ROUTES", "RECORDER", "SLOT_SECONDS",
     "UNMATCHED", "Recorder", "Slot", "observe_fanout_event", "Sampler", "MetricsServer",
-    "_series", "_window_view", "profile_of", "snapshot", "snapshot_json", "summarize",
+    "_series", "_window_view", "snapshot", "snapshot_json", "summarize",
 ]

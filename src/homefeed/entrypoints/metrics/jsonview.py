@@ -148,15 +148,6 @@ def _ratio_since(recorder: Recorder, live: dict[str, Any], seconds: float, now: 
     return out
 
 
-def profile_of(hf: Any) -> str:
-    s = hf.settings
-    return "+".join([
-        "postgresql" if s.database_url else "sqlite",
-        "redis" if s.cache_url else "memory",
-        "jetstream" if s.bus_url else "outbox",
-    ])
-
-
 async def snapshot(sampler: Sampler) -> dict[str, Any]:
     """Everything the dashboard and ``homefeed status`` show, as one JSON-able dict."""
     recorder = sampler.recorder
@@ -173,7 +164,7 @@ async def snapshot(sampler: Sampler) -> dict[str, Any]:
         "pid": os.getpid(),
         "started": round(recorder.started_wall, 3),
         "role": sampler.role,
-        "profile": profile_of(sampler.hf),
+        "profile": sampler.hf.backend_profile(),
         "uptime_s": round(now - recorder.started, 1),
         "in_flight": recorder.in_flight,
         "bounds": BOUNDS,

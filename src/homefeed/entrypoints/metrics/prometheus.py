@@ -8,7 +8,6 @@ from typing import Any, Iterable
 from homefeed.entrypoints.metrics.histogram import BOUNDS, PROM_FANOUT, PROM_LATENCY, Histogram
 from homefeed.entrypoints.metrics.recording import Recorder
 from homefeed.entrypoints.metrics.sampler import Sampler
-from homefeed.entrypoints.metrics.jsonview import profile_of
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -166,5 +165,5 @@ def render_prometheus(recorder: Recorder, live: dict[str, Any], *, role: str = "
 
 async def prometheus_text(sampler: Sampler) -> str:
     live = await sampler.collect(max_age=0.0)  # a scrape is rare (every 15 s): always fresh
-    return render_prometheus(sampler.recorder, live, role=sampler.role, profile=profile_of(sampler.hf))
+    return render_prometheus(sampler.recorder, live, role=sampler.role, profile=sampler.hf.backend_profile())
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from homefeed.entrypoints.metrics import probes
 from homefeed.entrypoints.metrics.recording import RECORDER, Recorder
+
+if TYPE_CHECKING:
+    from homefeed.service_layer.services import Homefeed
 
 log = logging.getLogger("homefeed.metrics")
 
@@ -21,7 +23,7 @@ class Sampler:
     windowed ratios. Every backend call has a timeout; a failing one is reported in
     ``errors`` and never fails a scrape."""
 
-    def __init__(self, hf: Any, recorder: Recorder = RECORDER, *, role: str = "api",
+    def __init__(self, hf: Homefeed, recorder: Recorder = RECORDER, *, role: str = "api",
                  interval: float = 5.0, timeout: float = 2.0, sizes_every: float = 10.0) -> None:
         self.hf = hf
         self.recorder = recorder
@@ -83,7 +85,9 @@ class Sampler:
             }
         feed = hf.feed
         counters = dict(feed.counters)
-        probed = probes.adapter_counters(hf)
+        post_stats = await self._call(errors, "post_cache_stats", hf.posts.stats())
+        stream_stats = await self._call(errors, "stream_stats", hf.stream.stats())
+        relay = hf.relay
         now = time.perf_counter()
         if now - self._sizes_at >= self.sizes_every:
             self._sizes = await self._store_sizes(errors)
@@ -93,16 +97,18 @@ class Sampler:
             "outbox_unrelayed": unrelayed,
             "feed": counters,
             "home_reads": self.recorder.home_reads(),
-            "post_cache": probed.post_cache,
-            "stream": probed.stream,
-            "relay": probed.relay,
+            "post_cache": (
+                {"hits": post_stats["hits"], "misses": post_stats["misses"]} if post_stats else None
+            ),
+            "stream": dict(stream_stats) if stream_stats else None,  # {}: counts nothing
+            "relay": relay.stats.as_dict() if relay is not None else None,
             "sizes": dict(self._sizes),
             "errors": errors,
         }
 
     async def _store_sizes(self, errors: dict[str, str]) -> dict[str, int]:
         """How big each derived store is: the timeline cache's ``stats`` (a port method), the
-        rest through ``probes`` until the ports declare a size."""
+        post cache's and the search index's where they know it (port methods too)."""
         hf = self.hf
         sizes: dict[str, int] = {}
         stats = await self._call(errors, "cache_stats", hf.cache.stats())
@@ -110,10 +116,10 @@ class Sampler:
             for k, v in stats.items():
                 if isinstance(v, (int, float)) and k not in ("evictions", "expired_keys", "pushed"):
                     sizes[k] = int(v)
-        n = await self._call(errors, "post_cache_size", probes.post_cache_size(hf.feed.posts))
-        if isinstance(n, int):
-            sizes["post_cache_posts"] = n
-        n = await self._call(errors, "search_size", probes.search_index_size(hf.search_index))
+        post_stats = await self._call(errors, "post_cache_size", hf.posts.stats())
+        if isinstance(post_stats, dict) and isinstance(post_stats.get("posts"), int):
+            sizes["post_cache_posts"] = post_stats["posts"]
+        n = await self._call(errors, "search_size", hf.search_index.count())
         if isinstance(n, int) and n >= 0:
             sizes["search_index_posts"] = n
         return sizes

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from homefeed.entrypoints.metrics.prometheus import CONTENT_TYPE, prometheus_text
 from homefeed.entrypoints.metrics.sampler import Sampler
 from homefeed.entrypoints.metrics.jsonview import snapshot, snapshot_json
+
+if TYPE_CHECKING:
+    from homefeed.service_layer.services import Homefeed
 
 log = logging.getLogger("homefeed.metrics")
 
@@ -28,7 +31,7 @@ class MetricsServer:
         self._task: asyncio.Task | None = None
 
     @classmethod
-    async def start(cls, hf: Any, host: str, port: int, *, role: str = "worker") -> "MetricsServer":
+    async def start(cls, hf: Homefeed, host: str, port: int, *, role: str = "worker") -> "MetricsServer":
         self = cls(Sampler(hf, role=role))
         self._server = await asyncio.start_server(self._handle, host, port)
         self._task = asyncio.create_task(self.sampler.run(), name="metrics-sampler")

@@ -8,28 +8,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from homefeed.config import Settings
 from homefeed.entrypoints import metrics as obs
 from homefeed.entrypoints.dashboard import DASHBOARD_HTML
 from homefeed.entrypoints.routes._request import JSON, HomefeedApp, json_response, service
-
-#: The backend of each part, (when its URL is set, when not), as ``/readyz`` names them.
-#: NOTE: a third statement of which backends are in use (with ``bootstrap.profile_name`` and
-#: ``metrics.profile_of``), to be unified in one place by the owner of bootstrap.
-BACKEND_KINDS: dict[str, tuple[str, str]] = {
-    "store": ("postgresql", "sqlite"),
-    "cache": ("redis", "memory"),
-    "stream": ("jetstream", "outbox"),
-    "search": ("postgresql", "fts5"),
-}
-
-
-def backend_kinds(settings: Settings) -> dict[str, str]:
-    """``{part: backend}`` for these settings."""
-    url_of = {"store": settings.database_url, "cache": settings.cache_url,
-              "stream": settings.bus_url, "search": settings.database_url}
-    return {part: kinds[0 if url_of[part] else 1] for part, kinds in BACKEND_KINDS.items()}
-
 
 def _sampler(request: Request) -> obs.Sampler:
     app: HomefeedApp = request.scope["app"]
@@ -45,7 +26,7 @@ async def readyz(request: Request) -> Response:
     balancer takes the process out of rotation; ``/healthz`` stays 200)."""
     hf = service(request)
     checks = await hf.readiness()
-    kinds = backend_kinds(hf.settings)
+    kinds = hf.backends()
     failing = [name for name, c in checks.items() if not c["ok"]]
     body = {
         "status": "not_ready" if failing else "ready",

@@ -59,8 +59,7 @@ One job per module
 (home caches, reads, following and celebrity sets, author lists, cached posts), ``search``,
 ``counters``, ``settle`` (waiting for the events in flight), ``views`` (read-only views of
 the caches for ``FeedManager.read_home``), ``pacing`` (yielding, progress), ``context``
-(what the checks share), ``probes`` (the adapter methods not on the ports yet), ``auditor``
-(the whole audit). This package re-exports what callers import.
+(what the checks share), ``auditor`` (the whole audit). This package re-exports what callers import.
 """
 
 from homefeed.service_layer.audit.auditor import Auditor, audit

@@ -5,7 +5,7 @@ goes. One per audit run."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from homefeed.ports import PostCache, SearchIndex, TimelineCache
 
 from homefeed.service_layer.audit.pacing import PacedRecordStore, Pacer, Progress
 from homefeed.service_layer.audit.views import ReadOnlyPosts, ReadOnlyTimelines
@@ -34,9 +34,9 @@ def _no_progress(phase: str, done: int, total: int | None) -> None:
 class AuditContext:
     store: PacedRecordStore
     #: The real caches: only their read-only methods are called (``peek``, ``keys``...).
-    cache: Any
-    posts_cache: Any
-    index: Any
+    cache: TimelineCache
+    posts_cache: PostCache
+    index: SearchIndex
     cap: int
     threshold: int
     timelines_view: ReadOnlyTimelines

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from homefeed.domain.model import Post, User
+from homefeed.ports import RecordStore
 
 #: ``progress(phase, done, total)``: called as the audit moves on (at most every few ms).
 Progress = Callable[[str, int, "int | None"], None]
@@ -45,7 +46,7 @@ class PacedRecordStore:
     """The record-store reads the audit and ``FeedManager.read_home`` make, each followed by
     ``Pacer.tick``. Read-only: it offers no write, so an audit cannot write through it."""
 
-    def __init__(self, store: Any, pacer: Pacer) -> None:
+    def __init__(self, store: RecordStore, pacer: Pacer) -> None:
         self._s = store
         self._tick = pacer.tick
 

@@ -4,9 +4,9 @@ once the consumers have applied every event committed before it was first seen."
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from typing import Sequence
 
-from homefeed.service_layer.audit import probes
+from homefeed.ports import EventStream, StreamPosition
 from homefeed.service_layer.services import Homefeed
 
 
@@ -19,23 +19,22 @@ async def wait_caught_up(hf: Homefeed, timeout: float = 30.0, stall: float = 5.0
     names = list(hf.consumers.handlers)
     parts = hf.relay_parts
     if "sink" in parts:  # outbox -> relay -> bus
-        behind = await _wait_outbox(parts["source"], ["relay"], deadline, stall)
+        behind = await _wait_acked(parts["source"], ["relay"], deadline, stall)
         if behind:
             return behind
-    stream: Any = hf.stream
-    bus = probes.bus_consumer_stats(stream)
-    if bus is not None:
-        return await _wait_jetstream(bus, names, deadline, stall)
-    return await _wait_outbox(stream, names, deadline, stall)
+    return await _wait_acked(hf.stream, names, deadline, stall)
 
 
-async def _wait_outbox(stream: Any, names: Sequence[str], deadline: float, stall: float) -> dict[str, int]:
+async def _wait_acked(stream: EventStream, names: Sequence[str], deadline: float, stall: float) -> dict[str, int]:
+    """Wait until every consumer of ``names`` has acknowledged up to where the stream ends
+    now (PostgreSQL: the newest committed row, not the end of the deliverable prefix, which
+    running transactions anywhere in the cluster hold back)."""
     loop = asyncio.get_running_loop()
-    mark = await probes.outbox_mark(stream)
-    last: dict[str, Any] = {}
+    mark = await stream.end_position()
+    last: dict[str, StreamPosition] = {}
     moved = loop.time()
     while True:
-        positions = {n: await stream.position(n) for n in names}
+        positions = {n: await stream.acked_position(n) for n in names}
         behind = [n for n in names if positions[n] < mark]
         if not behind:
             return {}
@@ -43,28 +42,5 @@ async def _wait_outbox(stream: Any, names: Sequence[str], deadline: float, stall
             last, moved = positions, loop.time()
         now = loop.time()
         if now >= deadline or now - moved >= stall:
-            out = {}
-            for n in behind:
-                out[n] = (mark - positions[n]) if isinstance(mark, int) else await stream.lag(n)
-            return out
+            return {n: await stream.lag(n) for n in behind}
         await asyncio.sleep(0.02)
-
-
-async def _wait_jetstream(stream: Any, names: Sequence[str], deadline: float, stall: float) -> dict[str, int]:
-    loop = asyncio.get_running_loop()
-    mark = (await stream.stream_state())["last_seq"]
-    last: dict[str, Any] = {}
-    moved = loop.time()
-    while True:
-        stats = {n: await stream.consumer_stats(n) for n in names}
-        floors = {n: s["stream_seq_acked"] for n, s in stats.items()}
-        behind = [n for n in names if floors[n] < mark]
-        if not behind:
-            return {}
-        if floors != last:
-            last, moved = floors, loop.time()
-        now = loop.time()
-        if now >= deadline or now - moved >= stall:
-            return {n: stats[n]["pending"] + stats[n]["ack_pending"] for n in behind}
-        await asyncio.sleep(0.02)
-

@@ -4,7 +4,6 @@ docstring for each rule)."""
 
 from __future__ import annotations
 
-from homefeed.service_layer.audit import probes
 from homefeed.service_layer.audit.context import BATCH, PAGE, READ_BEYOND_CAP, AuditContext
 from homefeed.service_layer.audit.report import AuditReport, Difference, ids_text
 from homefeed.service_layer.feed import AUTHOR, HOME
@@ -209,7 +208,7 @@ class TimelineChecks:
         out: list[Difference] = []
         for i in range(0, len(ids), BATCH):
             chunk = ids[i : i + BATCH]
-            cached = await probes.peek_posts(ctx.posts_cache, chunk)  # the cache alone, no overlay
+            cached = await ctx.posts_cache.peek_many(chunk)  # the cache alone, no overlay
             await ctx.pacer.tick()
             ctx.progress("post cache", min(i + BATCH, len(ids)), len(ids))
             if not cached:

@@ -4,11 +4,10 @@ reader gets with the very code readers run, touching nothing."""
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Sequence
+from typing import Sequence
 
 from homefeed.domain.model import Post
-from homefeed.ports import IdSlice
-from homefeed.service_layer.audit import probes
+from homefeed.ports import IdSlice, PostCache, TimelineCache
 from homefeed.service_layer.audit.pacing import Pacer
 from homefeed.service_layer.feed import HOME
 
@@ -32,7 +31,7 @@ class ReadOnlyTimelines:
     each pass (the audit, then each re-check) starts from the cache as it is then, so a list
     that went stale during a pass can only show as a difference the re-check drops."""
 
-    def __init__(self, cache: Any, pacer: Pacer | None = None) -> None:
+    def __init__(self, cache: TimelineCache, pacer: Pacer | None = None) -> None:
         self._c = cache
         self._pacer = pacer or Pacer()
         #: (kind, key) -> (ids ascending, floor), installed during the current read.
@@ -111,7 +110,7 @@ class ReadOnlyTimelines:
 
 
 class ReadOnlyPosts:
-    """A PostCache whose reads never count as reads (``peek_many`` where the adapter has it)
+    """A PostCache whose reads never count as reads (``peek_many``)
     and whose writes leave the cache alone.
 
     What the FeedManager hydrates from the record store and would put in the cache lands in
@@ -120,7 +119,7 @@ class ReadOnlyPosts:
     (celebrities', popular followees') are in thousands of homes: without it each home
     read fetched them again. ``reset()`` per pass, as for ``ReadOnlyTimelines``."""
 
-    def __init__(self, posts: Any, pacer: Pacer | None = None) -> None:
+    def __init__(self, posts: PostCache, pacer: Pacer | None = None) -> None:
         self._p = posts
         self._pacer = pacer or Pacer()
         self.overlay: dict[int, Post] = {}
@@ -129,7 +128,7 @@ class ReadOnlyPosts:
         self.overlay.clear()
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Post]:
-        got = await probes.peek_posts(self._p, ids)
+        got = await self._p.peek_many(ids)
         await self._pacer.tick()
         if len(got) < len(ids) and self.overlay:
             held = self.overlay
