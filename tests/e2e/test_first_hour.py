@@ -217,6 +217,19 @@ def test_an_unknown_url_parameter_is_one_line_and_debug_shows_the_traceback(tmp_
     assert proc.returncode == 2 and "'bogus'" in _one_line(proc.stderr), proc.stderr[-3000:]
 
 
+def test_an_unknown_redis_url_parameter_is_refused_at_start(tmp_path: Path) -> None:
+    """redis-py hands an unknown parameter to its connection class, which fails only at the
+    first connection (a TypeError in a request): it is refused when the adapters are built,
+    naming the parameter and the ones Redis takes."""
+    proc = homefeed("serve", "--data-dir", "d", "--port", "0", cwd=tmp_path,
+                    HOMEFEED_CACHE_URL="redis://127.0.0.1:6379/0?bogus=1")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = _one_line(proc.stderr)
+    assert "'bogus'" in line and "HOMEFEED_CACHE_URL" in line, line
+    assert "db" in line and "socket_timeout" in line, line  # the accepted ones
+    _no_traceback(proc)
+
+
 def test_a_missing_postgresql_database_names_createdb(tmp_path: Path) -> None:
     proc = homefeed("migrate", cwd=tmp_path,
                     HOMEFEED_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/homefeed_no_such_db_9")

@@ -14,6 +14,7 @@ import asyncio
 import functools
 import inspect
 from typing import Any, Callable, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -85,11 +86,41 @@ def outage_aware(cls: _C) -> _C:
 # the client
 # ---------------------------------------------------------------------------------------------
 
+#: Query parameters of a ``redis://`` URL that name something besides a connection setting.
+_URL_EXTRAS = ("client_name", "username", "password")
+_SSL_URL_PARAMETERS = ("ssl_ca_certs", "ssl_ca_path", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile",
+                       "ssl_ciphers", "ssl_password")
+
+
+def url_parameters(url: str) -> list[str]:
+    """The query parameters redis-py takes in ``url``: the ones it parses, and the ones it
+    hands to the connection class of the URL's scheme that this class accepts."""
+    from redis.asyncio import connection as rc
+
+    scheme = urlsplit(url).scheme
+    cls = {"rediss": rc.SSLConnection, "unix": rc.UnixDomainSocketConnection}.get(scheme, rc.Connection)
+    takes = {name for c in cls.__mro__ if "__init__" in vars(c)
+             for name in inspect.signature(vars(c)["__init__"]).parameters}
+    candidates = [*rc.URL_QUERY_ARGUMENT_PARSERS, *_URL_EXTRAS,
+                  *(_SSL_URL_PARAMETERS if scheme == "rediss" else ())]
+    return sorted({n for n in candidates if n in takes or n == "max_connections"})
+
+
+def check_url(url: str) -> None:
+    """Refuse a query parameter redis-py does not take: it would hand it to its connection
+    class, which fails (a TypeError) only at the first connection, long after start."""
+    accepted = url_parameters(url)
+    for name in parse_qs(urlsplit(url).query, keep_blank_values=True):
+        if name not in accepted:
+            raise ValueError(f"unknown parameter {name!r} in the Redis URL; known: {', '.join(accepted)}")
+
+
 def connect(url_or_client: Any) -> tuple[Any, bool]:
     """(client, owned): from a URL (then the cache owns its client) or a ``redis.asyncio``
     client of the caller's, which must answer bytes (``decode_responses=False``, the
     default)."""
     if isinstance(url_or_client, str):
+        check_url(url_or_client)
         # A restarted server (or an idle timeout) leaves pooled connections closed: retry a
         # command on a fresh connection rather than fail the request. Every script here is
         # idempotent, so a command that may have run once is safe to send again.

@@ -37,6 +37,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from homefeed.adapters.memory_ratelimit import check_args, interval_us
+from homefeed.adapters.redis_cache import check_url
 from homefeed.adapters.redis_lua import lua_source
 
 
@@ -44,6 +45,7 @@ def _client(url: str, timeout: float) -> Any:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
+    check_url(url)
     return aioredis.Redis.from_url(
         url,
         socket_timeout=timeout,

@@ -205,7 +205,7 @@ def _main(argv: list[str], command: str, debug: bool) -> int:
     from homefeed.logging_setup import configure
 
     configure(settings.log_level)
-    from homefeed.bootstrap import ProfileError
+    from homefeed.domain.errors import ProfileError
 
     try:
         from homefeed.entrypoints import ops

@@ -109,7 +109,7 @@ def describe(exc: BaseException) -> str:
     extra = missing_extra(exc)
     if extra is not None:
         return extra
-    from homefeed.bootstrap import ProfileError
+    from homefeed.domain.errors import ProfileError
 
     if isinstance(exc, ProfileError):
         return f"refusing to start: {exc}"
