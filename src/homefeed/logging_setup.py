@@ -29,8 +29,10 @@ import orjson
 #: The request id of the request (or event) being handled by the current task, if any.
 request_id: ContextVar[str | None] = ContextVar("homefeed_request_id", default=None)
 
-_MAX_ID_LEN = 128
-_ALLOWED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:/+=@")
+#: A client's ``X-Request-Id`` is kept (and echoed) if it is 1 to this many characters of
+#: ``REQUEST_ID_CHARS``; else a new id is made. The OpenAPI document states the same.
+MAX_REQUEST_ID_LENGTH = 128
+REQUEST_ID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:/+=@")
 
 
 _prefix = os.urandom(5).hex()
@@ -63,7 +65,7 @@ def clean_request_id(raw: bytes | str | None) -> str | None:
             raw = raw.encode("ascii")
         except UnicodeEncodeError:
             return None
-    if not 0 < len(raw) <= _MAX_ID_LEN or not _ALLOWED.issuperset(raw):
+    if not 0 < len(raw) <= MAX_REQUEST_ID_LENGTH or not REQUEST_ID_CHARS.issuperset(raw):
         return None
     return raw.decode("ascii")
 

@@ -61,13 +61,17 @@ def id_time_iso(id_: int) -> str:
     return id_time(id_).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: Digits of the largest id: a longer string is no id (and is not converted at all).
+_MAX_ID_DIGITS = len(str(MAX_ID))
+
+
 def parse_id(raw: object) -> int | None:
     """A positive 63-bit integer given as a string of ASCII digits (or an int), else None."""
     if isinstance(raw, bool):
         return None
     if isinstance(raw, int):
         return raw if 0 < raw <= MAX_ID else None
-    if not isinstance(raw, str) or not raw or len(raw) > 19 or not raw.isascii() or not raw.isdigit():
+    if not isinstance(raw, str) or not raw or len(raw) > _MAX_ID_DIGITS or not raw.isascii() or not raw.isdigit():
         return None
     value = int(raw)
     return value if 0 < value <= MAX_ID else None

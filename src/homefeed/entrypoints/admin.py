@@ -31,6 +31,10 @@ ADMIN_TOKEN_ENV = "HOMEFEED_ADMIN_TOKEN"
 ADMIN_TOKEN_FILE = "admin-token"
 #: Written by ``homefeed serve`` in the data dir when it listens: ``{"url", "pid"}``.
 SERVER_FILE = "server.json"
+#: The operations of ``POST /admin/{op}`` (see ``admin``); the OpenAPI document lists these.
+ADMIN_OPS = ("audit", "rebuild-timelines", "job", "replay", "reconcile-celebrities")
+#: The longest ``settle_timeout`` an audit accepts, in seconds.
+MAX_SETTLE_TIMEOUT = 600
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,8 +176,8 @@ async def admin(hf: Homefeed, op: str, body: dict[str, Any]) -> dict[str, Any]:
             raise InvalidInput(f"parts must be a list of {', '.join(PARTS)}")
         sample = _opt_int(body, "sample", 1)
         settle = body.get("settle_timeout", 30.0)
-        if not isinstance(settle, (int, float)) or isinstance(settle, bool) or not 0 <= settle <= 600:
-            raise InvalidInput("settle_timeout must be a number of seconds from 0 to 600")
+        if not isinstance(settle, (int, float)) or isinstance(settle, bool) or not 0 <= settle <= MAX_SETTLE_TIMEOUT:
+            raise InvalidInput(f"settle_timeout must be a number of seconds from 0 to {MAX_SETTLE_TIMEOUT}")
         seed = _opt_int(body, "seed", None)
 
         def auditor(progress: Callable[[str, int, int | None], None] | None = None) -> Auditor:
@@ -278,7 +282,8 @@ async def replay_in_process(hf: Homefeed, consumer: str, from_event: int) -> dic
 
 
 __all__ = [
-    "ADMIN_TOKEN_ENV", "ADMIN_TOKEN_FILE", "SERVER_FILE", "ServerInfo", "Job", "admin", "admin_token",
+    "ADMIN_OPS", "ADMIN_TOKEN_ENV", "ADMIN_TOKEN_FILE", "MAX_SETTLE_TIMEOUT", "SERVER_FILE",
+    "ServerInfo", "Job", "admin", "admin_token",
     "check_admin", "serves_admin", "write_server_file", "remove_server_file", "read_server_file",
     "replay_in_process",
 ]

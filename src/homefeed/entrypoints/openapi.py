@@ -21,9 +21,11 @@ from homefeed import __version__
 from homefeed.config import Settings
 from homefeed.domain.ids import MAX_ID
 from homefeed.domain.text import HANDLE_RE, MAX_DISPLAY_NAME_LENGTH, MAX_HANDLE_LENGTH, MAX_QUERY_CHARS
-from homefeed.logging_setup import _ALLOWED as _REQUEST_ID_CHARS, _MAX_ID_LEN as _MAX_REQUEST_ID_LENGTH
+from homefeed.entrypoints.admin import ADMIN_OPS, MAX_SETTLE_TIMEOUT
+from homefeed.logging_setup import MAX_REQUEST_ID_LENGTH, REQUEST_ID_CHARS
 from homefeed.ports import BACKEND_NAMES
 from homefeed.service_layer.audit import PARTS as AUDIT_PARTS
+from homefeed.service_layer.consumers import FANOUT, INDEXER
 from homefeed.service_layer.idempotency import HEADER as IDEMPOTENCY_HEADER
 from homefeed.service_layer.idempotency import MAX_KEY_LENGTH, REPLAYED_HEADER
 from homefeed.service_layer.services import DEFAULT_LIMIT, MAX_LIMIT
@@ -60,16 +62,15 @@ def _char_class(chars: frozenset[int]) -> str:
     return "".join(re.escape(a) if a == b else f"{re.escape(a)}-{re.escape(b)}" for a, b in _runs(chars))
 
 
-_REQUEST_ID_CLASS = _char_class(_REQUEST_ID_CHARS)
+_REQUEST_ID_CLASS = _char_class(REQUEST_ID_CHARS)
 #: The same characters for people: ``+ - . / 0-9 : = @ A-Z _ a-z``.
-_REQUEST_ID_WORDS = " ".join(a if a == b else f"{a}-{b}" for a, b in _runs(_REQUEST_ID_CHARS))
-REQUEST_ID = {"type": "string", "pattern": f"^[{_REQUEST_ID_CLASS}]{{1,{_MAX_REQUEST_ID_LENGTH}}}$"}
+_REQUEST_ID_WORDS = " ".join(a if a == b else f"{a}-{b}" for a, b in _runs(REQUEST_ID_CHARS))
+REQUEST_ID = {"type": "string", "pattern": f"^[{_REQUEST_ID_CLASS}]{{1,{MAX_REQUEST_ID_LENGTH}}}$"}
 #: The ``Idempotency-Key`` request header: printable ASCII without spaces (``check_key``).
 IDEMPOTENCY_KEY = {"type": "string", "pattern": f"^[\\x21-\\x7E]{{1,{MAX_KEY_LENGTH}}}$",
                    "minLength": 1, "maxLength": MAX_KEY_LENGTH}
 
 #: Admin operations of ``entrypoints.ops.admin``.
-ADMIN_OPS = ["audit", "rebuild-timelines", "job", "replay", "reconcile-celebrities"]
 
 # Error answers: status -> (description, the codes it carries).
 _ERRORS: dict[int, tuple[str, tuple[str, ...]]] = {
@@ -277,7 +278,7 @@ def _schemas(max_post_length: int) -> dict[str, Any]:
         },
         "MetricsSnapshot": {
             "type": "object",
-            "description": "what the dashboard and `homefeed status` show (entrypoints/metrics.py"
+            "description": "what the dashboard and `homefeed status` show (entrypoints/metrics/,"
                            " `snapshot`): request rates and latency percentiles over the last 1 and"
                            " 5 minutes, consumer lag, cache hit ratios, backend sizes",
             "required": ["schema", "time", "pid", "role", "profile", "uptime_s", "in_flight",
@@ -303,10 +304,10 @@ def _schemas(max_post_length: int) -> dict[str, Any]:
             "properties": {
                 "parts": {"type": "array", "items": {"enum": list(AUDIT_PARTS)}},
                 "sample": {"type": "integer", "minimum": 1},
-                "settle_timeout": {"type": "number", "minimum": 0, "maximum": 600},
+                "settle_timeout": {"type": "number", "minimum": 0, "maximum": MAX_SETTLE_TIMEOUT},
                 "seed": {"type": "integer"},
                 "id": {"type": "string", "description": "job: the `job` of a rebuild-timelines answer"},
-                "consumer": {"enum": ["fanout", "indexer"]},
+                "consumer": {"enum": [FANOUT, INDEXER]},
                 "from": {"type": "integer", "minimum": 0, "description": "replay: the first event id"},
             },
         },
@@ -330,7 +331,7 @@ def _components(max_post_length: int) -> dict[str, Any]:
         "parameters": {
             "X-Request-Id": {
                 "name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"},
-                "description": f"kept (and echoed) if 1-{_MAX_REQUEST_ID_LENGTH} characters of"
+                "description": f"kept (and echoed) if 1-{MAX_REQUEST_ID_LENGTH} characters of"
                                f" {_REQUEST_ID_WORDS}; otherwise a fresh id is made",
             },
             IDEMPOTENCY_HEADER: {
@@ -395,7 +396,7 @@ def _ops_paths() -> dict[str, Any]:
             _responses({"200": _json(_ref("AdminResult"), "the operation's answer")},
                        400, 401, 404, 413, 422, 503),
             parameters=[{"name": "op", "in": "path", "required": True,
-                         "schema": {"type": "string", "enum": ADMIN_OPS},
+                         "schema": {"type": "string", "enum": list(ADMIN_OPS)},
                          "description": "anything else answers 404"}],
             security=[{"admin": []}],
             requestBody=_json_body(_ref("AdminRequest")))},
