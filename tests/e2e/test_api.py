@@ -133,6 +133,30 @@ class TestPagesForPeople:
         assert "^[A-Za-z0-9_]{1,30}$" in page
         assert "1-100" in page
 
+    def test_pages_run_under_a_csp_without_unsafe_inline_and_the_dashboard_files_are_cached(self, api: Api):
+        import base64
+        import hashlib
+        import re
+
+        for path in ("/", "/docs", "/dashboard"):
+            r = api.get(path)
+            policy = r.headers.get("content-security-policy", "")
+            assert "default-src 'none'" in policy and "unsafe-inline" not in policy, (path, policy)
+            assert "style=" not in r.text, f"{path}: a style attribute needs 'unsafe-inline'"
+            assert not re.search(r"<script(?![^>]*\bsrc=)", r.text), f"{path}: an inline script"
+            for style in re.findall(r"<style>(.*?)</style>", r.text, flags=re.S):  # allowed by digest
+                digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+                assert f"'sha256-{digest}'" in policy, path
+        page = api.get("/dashboard").text
+        for name, media in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
+            link = re.search(rf'(?:src|href)="({re.escape(name)}\?v=[0-9a-f]+)"', page)
+            assert link, name
+            r = api.get("/" + link.group(1))
+            assert r.status_code == 200 and r.headers["content-type"].startswith(media), name
+            assert "max-age=" in r.headers["cache-control"] and r.headers["etag"], name
+            again = api.request("GET", "/" + name, headers={"If-None-Match": r.headers["etag"]})
+            assert again.status_code == 304, name
+
     def test_wrong_method_is_a_json_4xx(self, api: Api):
         r = api.request("PUT", "/v1/posts", json={"text": "x"})
         assert_error(r, {404, 405})

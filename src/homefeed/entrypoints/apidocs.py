@@ -10,14 +10,23 @@ data); each page is rendered once per process and settings, then served from mem
 from __future__ import annotations
 
 import html
+import re
 from functools import lru_cache
 from importlib.resources import files
 from string import Template
 from typing import Any
 
 from homefeed import __version__
+from homefeed.entrypoints.dashboard import csp
 
 _METHODS = ("get", "post", "put", "patch", "delete")
+
+
+@lru_cache(maxsize=8)
+def page_csp(page: str) -> str:
+    """The Content-Security-Policy of a page of ours: its ``<style>`` element allowed by
+    its digest, no script, nothing from elsewhere (``dashboard.csp``)."""
+    return csp(re.findall(r"<style>(.*?)</style>", page, flags=re.S))
 
 
 def _template(name: str) -> Template:

@@ -22,6 +22,7 @@ from homefeed.config import Settings
 from homefeed.domain.ids import MAX_ID
 from homefeed.domain.text import HANDLE_RE, MAX_DISPLAY_NAME_LENGTH, MAX_HANDLE_LENGTH, MAX_QUERY_CHARS
 from homefeed.entrypoints.admin import ADMIN_OPS, MAX_SETTLE_TIMEOUT
+from homefeed.entrypoints.dashboard import ASSETS as DASHBOARD_ASSETS
 from homefeed.logging_setup import MAX_REQUEST_ID_LENGTH, REQUEST_ID_CHARS
 from homefeed.ports import BACKEND_NAMES
 from homefeed.service_layer.audit import PARTS as AUDIT_PARTS
@@ -386,6 +387,12 @@ def _ops_paths() -> dict[str, Any]:
             _responses({"200": _json(_ref("MetricsSnapshot"), "a snapshot")}))},
         "/dashboard": {"get": _op(
             "dashboard", "a live page over /metrics.json", _responses(_html("the page")))},
+        **{f"/{name}": {"get": _op(
+            name.replace(".", "_"), f"the dashboard's {name.rsplit('.', 1)[1].upper()} (cached for a day)",
+            _responses({"200": {"description": name, "headers": _headers(),
+                                "content": {media.split(";")[0]: {"schema": {"type": "string"}}}},
+                        "304": {"description": "not modified (If-None-Match)", "headers": _headers()}}))}
+           for name, media in DASHBOARD_ASSETS.items()},
         "/openapi.json": {"get": _op(
             "openapi", "this document",
             _responses({"200": _json({"type": "object", "required": ["openapi", "paths"]},

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from homefeed.entrypoints.apidocs import docs_page, index_page
+from homefeed.entrypoints.apidocs import docs_page, index_page, page_csp
 from homefeed.entrypoints.openapi import openapi_document
 from homefeed.entrypoints.routes._request import json_response, service
 
@@ -18,7 +18,8 @@ _DOCS_HTML: dict[int, str] = {}
 
 
 async def index(request: Request) -> Response:
-    return HTMLResponse(index_page())
+    page = index_page()
+    return HTMLResponse(page, headers={"Content-Security-Policy": page_csp(page)})
 
 
 async def docs(request: Request) -> Response:
@@ -26,7 +27,7 @@ async def docs(request: Request) -> Response:
     page = _DOCS_HTML.get(settings.max_post_length)
     if page is None:
         page = _DOCS_HTML[settings.max_post_length] = docs_page(openapi_document(settings))
-    return HTMLResponse(page)
+    return HTMLResponse(page, headers={"Content-Security-Policy": page_csp(page)})
 
 
 async def openapi(request: Request) -> Response:

@@ -9,7 +9,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from homefeed.entrypoints import metrics as obs
-from homefeed.entrypoints.dashboard import DASHBOARD_HTML
+from homefeed.entrypoints import dashboard as dashboard_page
 from homefeed.entrypoints.routes._request import JSON, HomefeedApp, json_response, service
 
 def _sampler(request: Request) -> obs.Sampler:
@@ -46,7 +46,18 @@ async def metrics_json(request: Request) -> Response:
 
 
 async def dashboard(request: Request) -> Response:
-    return HTMLResponse(DASHBOARD_HTML, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(dashboard_page.page(), headers={
+        "Cache-Control": "no-store", "Content-Security-Policy": dashboard_page.PAGE_CSP})
+
+
+async def dashboard_asset(request: Request) -> Response:
+    """``/dashboard.css``, ``/dashboard.js``: the page's own files, from the package."""
+    name = request.url.path.lstrip("/")
+    content, etag = dashboard_page.asset(name)
+    headers = {"Cache-Control": dashboard_page.ASSET_CACHE_CONTROL, "ETag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(content, media_type=dashboard_page.ASSETS[name], headers=headers)
 
 
 routes = [
@@ -55,4 +66,5 @@ routes = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/metrics.json", metrics_json, methods=["GET"]),
     Route("/dashboard", dashboard, methods=["GET"]),
+    *(Route(f"/{name}", dashboard_asset, methods=["GET"]) for name in dashboard_page.ASSETS),
 ]
