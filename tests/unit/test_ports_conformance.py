@@ -139,7 +139,7 @@ def test_every_adapter_module_is_listed() -> None:
     import homefeed.adapters
 
     helpers = {
-        "sqlite_db", "pg_db", "outage", "dead_letter_rows", "outbox_base",
+        "sqlite_db", "pg_db", "pg_schema", "pg_leader", "outage", "dead_letter_rows", "outbox_base",
         # the Redis connection helpers and the Lua scripts, and the modules the JetStream
         # adapter class is assembled from (one job each: see jetstream.py)
         "redis_cache", "redis_lua",

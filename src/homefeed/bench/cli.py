@@ -127,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _mix(text: str | None) -> dict[str, float]:
-    from homefeed.bench.loadgen import DEFAULT_MIX, _parse_mix
+    from homefeed.bench.loadgen import DEFAULT_MIX
+    from homefeed.bench.loadgen_cli import _parse_mix
 
     return dict(DEFAULT_MIX) if not text else _parse_mix(text)
 

@@ -28,31 +28,31 @@ time (``duration_s`` + ``drain_timeout_s``) and in count (the schedule; ``max_re
 and it stops by itself. It runs in its own process(es), never inside the server: use
 ``run_load_processes`` (or several ``python -m homefeed.bench.loadgen`` processes and
 ``merge_results``) to drive more load than one Python process can generate.
+
+One job per module: this one (the spec, the schedule, the run, in one or more processes),
+``loadgen_http`` (the HTTP/1.1 client), ``loadgen_results`` (what a run measured, merged
+across processes) and ``loadgen_cli`` (the command line). Their names are importable from
+here too.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import heapq
 import ipaddress
-import json
 import math
 import multiprocessing
 import random
 import socket
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
-import httptools
-import orjson
-
-from homefeed.bench.hdr import LatencyReport, Recorder, format_table
+from homefeed.bench.hdr import LatencyReport, Recorder
+from homefeed.bench.loadgen_http import Connection, Pool, RequestFactory
+from homefeed.bench.loadgen_results import LoadResult, merge_results
 
 __all__ = [
     "DEFAULT_MIX",
@@ -60,6 +60,7 @@ __all__ = [
     "LoadResult",
     "LoadSpec",
     "User",
+    "build_arg_parser",
     "check_loopback",
     "load_users",
     "main",
@@ -68,6 +69,7 @@ __all__ = [
     "run_load_processes",
     "run_load_sync",
     "schedule",
+    "spec_from_args",
 ]
 
 #: The request types the generator knows, named for the homefeed endpoints they hit.
@@ -231,264 +233,6 @@ def schedule(
         yield item
 
 
-# --------------------------------------------------------------------------------------------
-# Requests
-# --------------------------------------------------------------------------------------------
-
-
-class _RequestFactory:
-    """Builds the raw HTTP/1.1 bytes of each request type, acting as a random user.
-
-    Every request carries the acting user's bearer token (a logged-in app sends it on every
-    call; endpoints that do not need it ignore it). Content is seeded, so runs repeat.
-    """
-
-    def __init__(self, spec: LoadSpec, users: Sequence[User], host: str, port: int, seed: str):
-        if not users:
-            raise ValueError("the generator needs at least one (handle, token) user")
-        self.users = list(users)
-        self.rng = random.Random(seed)
-        self.limit = spec.timeline_limit
-        host_header = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-        self.common = f"Host: {host_header}\r\nUser-Agent: homefeed-bench\r\n".encode()
-        # The home-timeline read, by far the most frequent, is prebuilt per user.
-        self.home = [
-            self._get(f"/v1/timelines/home?limit={self.limit}", u.token) for u in self.users
-        ]
-
-    def _get(self, path: str, token: str) -> bytes:
-        return (
-            f"GET {path} HTTP/1.1\r\n".encode()
-            + self.common
-            + f"Authorization: Bearer {token}\r\n\r\n".encode()
-        )
-
-    def build(self, kind: str) -> bytes:
-        rng = self.rng
-        i = rng.randrange(len(self.users))
-        if kind == "home_timeline":
-            return self.home[i]
-        user = self.users[i]
-        if kind == "post":
-            words = rng.choices(WORDS, k=rng.randint(3, 12))
-            body = orjson.dumps({"text": " ".join(words)})
-            return (
-                b"POST /v1/posts HTTP/1.1\r\n"
-                + self.common
-                + f"Authorization: Bearer {user.token}\r\n".encode()
-                + b"Content-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-        if kind == "user_timeline":
-            target = self.users[rng.randrange(len(self.users))].handle
-            return self._get(
-                f"/v1/users/{quote(target, safe='')}/posts?limit={self.limit}", user.token
-            )
-        if kind == "search":
-            return self._get(f"/v1/search/posts?q={quote(rng.choice(WORDS))}", user.token)
-        raise ValueError(f"unknown request type {kind!r}")
-
-
-class _Response:
-    """httptools callbacks for one response: its status, whether the connection may be
-    reused, and when it is complete. (``should_keep_alive`` must be read inside the callback:
-    once the message is complete the parser resets and always answers False.)"""
-
-    __slots__ = ("parser", "status", "keep_alive", "complete")
-
-    def __init__(self) -> None:
-        self.parser: httptools.HttpResponseParser | None = None
-        self.status = 0
-        self.keep_alive = False
-        self.complete = False
-
-    def on_headers_complete(self) -> None:
-        assert self.parser is not None
-        self.status = self.parser.get_status_code()
-
-    def on_message_complete(self) -> None:
-        assert self.parser is not None
-        self.keep_alive = self.parser.should_keep_alive()
-        self.complete = True
-
-
-class _Connection:
-    __slots__ = ("reader", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    def close(self) -> None:
-        try:
-            self.writer.close()
-        except Exception:  # already broken: nothing to release
-            pass
-
-    async def exchange(self, request: bytes) -> tuple[int, bool]:
-        """Send one request and read its whole response; ``(status, keep_alive)``."""
-        self.writer.write(request)
-        cb = _Response()
-        parser = cb.parser = httptools.HttpResponseParser(cb)
-        read = self.reader.read
-        while not cb.complete:
-            data = await read(65536)
-            if not data:
-                raise ConnectionError("server closed the connection mid-response")
-            parser.feed_data(data)
-        return cb.status, cb.keep_alive
-
-
-class _Pool:
-    """Keep-alive connections, opened lazily up to ``limit``; excess requests wait in line."""
-
-    def __init__(self, host: str, port: int, limit: int) -> None:
-        self.host, self.port = host, port
-        self.idle: list[_Connection] = []
-        #: One permit per connection that may exist; a request holds one while it runs.
-        self._sem = asyncio.Semaphore(limit)
-
-    async def acquire(self) -> _Connection:
-        await self._sem.acquire()
-        if self.idle:
-            return self.idle.pop()
-        try:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-        except BaseException:
-            self._sem.release()
-            raise
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return _Connection(reader, writer)
-
-    def release(self, conn: _Connection | None, reusable: bool) -> None:
-        """Give back a connection; a broken or unreusable one is closed (``conn`` may be None
-        when the slot was acquired but connecting failed)."""
-        if conn is not None:
-            if reusable:
-                self.idle.append(conn)
-            else:
-                conn.close()
-        self._sem.release()
-
-    def close(self) -> None:
-        for c in self.idle:
-            c.close()
-        self.idle.clear()
-
-
-# --------------------------------------------------------------------------------------------
-# Results
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LoadResult:
-    """What a run measured. Mergeable across processes (``merge_results``) and JSON-safe
-    (``to_dict`` / ``from_dict``), so separately started generators can be combined.
-
-    ``scheduled`` requests were due; ``sent`` were written to a connection (the rest failed
-    to get one, e.g. connection refused, or timed out waiting); ``corrected`` and
-    ``service`` hold latencies (see the module doc). ``lag`` is how late the generator
-    itself dispatched requests: if its tail is more than a few ms the generator was
-    overloaded (add processes) and the corrected latencies are pessimistic by that much.
-    """
-
-    spec: dict[str, Any]
-    processes: int = 1
-    scheduled: int = 0
-    sent: int = 0
-    corrected: LatencyReport = field(default_factory=LatencyReport)
-    service: LatencyReport = field(default_factory=LatencyReport)
-    lag: Recorder = field(default_factory=Recorder)
-    #: Wall-clock seconds from the first due time to the last response (or give-up).
-    elapsed_s: float = 0.0
-
-    def summary(self) -> dict[str, Any]:
-        """Percentile tables (ms) for both latencies, plus counts and generator health."""
-        return {
-            "rate_asked": self.spec.get("rate"),
-            "duration_s": self.corrected.duration_s,
-            "processes": self.processes,
-            "scheduled": self.scheduled,
-            "sent": self.sent,
-            "elapsed_s": self.elapsed_s,
-            "corrected": self.corrected.summary(),
-            "service": self.service.summary(),
-            "generator_lag": {
-                k: v for k, v in self.lag.summary(self.corrected.duration_s).items()
-                if k.endswith("_ms")
-            },
-        }
-
-    def format(self) -> str:
-        """Human-readable report: the corrected table first, the naive one for comparison."""
-        s = self.summary()
-        lag = s["generator_lag"]
-        lines = [
-            f"rate asked {s['rate_asked']}/s for {s['duration_s']:.1f}s over "
-            f"{self.processes} process(es): {self.scheduled} due, {self.sent} sent, "
-            f"elapsed {self.elapsed_s:.1f}s",
-            "",
-            "latency from when each request was due (coordinated omission corrected):",
-            format_table(s["corrected"]),
-            "",
-            "service time from send (what a closed-loop tool would report):",
-            format_table(s["service"]),
-            "",
-            f"generator lag: p99 {lag.get('p99_ms', 0):.2f} ms, max {lag.get('max_ms', 0):.2f} ms"
-            + ("  <- generator overloaded: add processes" if lag.get("p99_ms", 0) > 10 else ""),
-        ]
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "spec": self.spec,
-            "processes": self.processes,
-            "scheduled": self.scheduled,
-            "sent": self.sent,
-            "elapsed_s": self.elapsed_s,
-            "corrected": self.corrected.to_dict(),
-            "service": self.service.to_dict(),
-            "lag": self.lag.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LoadResult":
-        return cls(
-            spec=dict(data.get("spec", {})),
-            processes=int(data.get("processes", 1)),
-            scheduled=int(data.get("scheduled", 0)),
-            sent=int(data.get("sent", 0)),
-            elapsed_s=float(data.get("elapsed_s", 0.0)),
-            corrected=LatencyReport.from_dict(data.get("corrected", {})),
-            service=LatencyReport.from_dict(data.get("service", {})),
-            lag=Recorder.from_dict(data.get("lag", {})),
-        )
-
-
-def merge_results(results: Sequence[LoadResult]) -> LoadResult:
-    """Combine the results of generator processes that ran *at the same time* against the
-    same target: counts and histograms add; durations and elapsed take the longest."""
-    if not results:
-        raise ValueError("nothing to merge")
-    spec = dict(results[0].spec)
-    spec.pop("process_index", None)
-    # Each result's spec holds the rate that process applied, so the total is the sum.
-    spec["rate"] = sum(float(r.spec.get("rate", 0.0)) for r in results)
-    out = LoadResult(spec=spec, processes=sum(r.processes for r in results))
-    out.corrected = LatencyReport.merge(r.corrected for r in results)
-    out.service = LatencyReport.merge(r.service for r in results)
-    for r in results:
-        out.scheduled += r.scheduled
-        out.sent += r.sent
-        out.lag.add(r.lag)
-        out.elapsed_s = max(out.elapsed_s, r.elapsed_s)
-    return out
-
-
 def _spec_dict(spec: LoadSpec) -> dict[str, Any]:
     d = asdict(spec)
     d["mix"] = dict(spec.mix)
@@ -520,10 +264,10 @@ async def run_load(
     """
     spec.validate()
     host, port = check_loopback(spec.url)
-    factory = _RequestFactory(
+    factory = RequestFactory(
         spec, users, host, port, seed=f"{spec.seed}/{process_index}/content"
     )
-    pool = _Pool(host, port, spec.max_connections)
+    pool = Pool(host, port, spec.max_connections)
     corrected, service = LatencyReport(), LatencyReport()
     lag = Recorder()
     # The spec recorded is this process's share, so merged results add up to the whole.
@@ -542,7 +286,7 @@ async def run_load(
     pending: dict[asyncio.Task[None], tuple[float, str]] = {}
 
     async def one(due: float, kind: str, request: bytes) -> None:
-        conn: _Connection | None = None
+        conn: Connection | None = None
         reusable = False
         sent_at: float | None = None
         error: str | None = None
@@ -679,112 +423,24 @@ def run_load_processes(
     return merge_results([LoadResult.from_dict(d) for d in dicts])
 
 
-# --------------------------------------------------------------------------------------------
-# Users file and command line
-# --------------------------------------------------------------------------------------------
-
-
-def load_users(path: str | Path) -> list[User]:
-    """Read the users to act as: a JSON list of ``{"handle": ..., "token": ...}`` objects,
-    or text with one ``handle token`` pair a line (``#`` comments and blank lines skipped)."""
-    text = Path(path).read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        return [User(str(d["handle"]), str(d["token"])) for d in json.loads(text)]
-    users = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split()
-        if len(fields) != 2:
-            raise ValueError(f"{path}: line {n}: expected 'handle token', got {line!r}")
-        users.append(User(fields[0], fields[1]))
-    return users
-
-
-def _parse_mix(text: str) -> dict[str, float]:
-    """``home_timeline=65,post=1`` -> dict."""
-    mix: dict[str, float] = {}
-    for part in text.split(","):
-        if part.strip():
-            k, _, v = part.partition("=")
-            mix[k.strip()] = float(v)
-    return mix
-
-
-def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """The generator's flags, on ``parser`` if given (so a ``homefeed bench load`` subcommand
-    can reuse them) or on a new parser."""
-    p = parser or argparse.ArgumentParser(
-        prog="python -m homefeed.bench.loadgen",
-        description="Open-loop, coordinated-omission-corrected load against a local homefeed.",
-    )
-    d = LoadSpec()
-    p.add_argument("--url", default=d.url, help="loopback base URL (default %(default)s)")
-    p.add_argument("--users", required=True, help="users file: JSON list or 'handle token' lines")
-    p.add_argument("--rate", type=float, default=d.rate, help="total requests/s")
-    p.add_argument("--duration", type=float, default=d.duration_s, help="seconds of load")
-    p.add_argument("--mix", type=_parse_mix, default=None,
-                   help="weights, e.g. home_timeline=65,post=1,user_timeline=10,search=3")
-    p.add_argument("--arrival", choices=("poisson", "constant"), default=d.arrival)
-    p.add_argument("--max-requests", type=int, default=None)
-    p.add_argument("--connections", type=int, default=d.max_connections,
-                   help="max open connections per process")
-    p.add_argument("--timeout", type=float, default=d.request_timeout_s,
-                   help="seconds after its due time a request fails")
-    p.add_argument("--processes", type=int, default=1, help="generator processes")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", default=None, help="write the result (with histograms) as JSON here")
-    return p
-
-
-def spec_from_args(args: argparse.Namespace) -> LoadSpec:
-    return LoadSpec(
-        url=args.url,
-        rate=args.rate,
-        duration_s=args.duration,
-        mix=args.mix if args.mix is not None else dict(DEFAULT_MIX),
-        arrival=args.arrival,
-        max_requests=args.max_requests,
-        max_connections=args.connections,
-        request_timeout_s=args.timeout,
-        drain_timeout_s=args.timeout + 5.0,
-        seed=args.seed,
-    )
+# The command line lives in loadgen_cli, which imports this module: its names are found there
+# on first use (importing them here at the top would be a cycle).
+_CLI_NAMES = ("_parse_mix", "build_arg_parser", "load_users", "spec_from_args")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``run`` (the default) applies load; ``merge`` combines result files of
-    generators started separately (e.g. on several cores by a script)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "merge":
-        mp = argparse.ArgumentParser(prog="python -m homefeed.bench.loadgen merge")
-        mp.add_argument("results", nargs="+")
-        mp.add_argument("--out", default=None)
-        margs = mp.parse_args(argv[1:])
-        merged = merge_results(
-            [LoadResult.from_dict(json.loads(Path(f).read_text())) for f in margs.results]
-        )
-        _emit(merged, margs.out)
-        return 0
-    if argv and argv[0] == "run":
-        argv = argv[1:]
-    args = build_arg_parser().parse_args(argv)
-    spec = spec_from_args(args)
-    try:
-        spec.validate()
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    result = run_load_processes(spec, load_users(args.users), processes=args.processes)
-    _emit(result, args.out)
-    return 0
+    """``python -m homefeed.bench.loadgen``: see ``loadgen_cli.main``."""
+    from homefeed.bench import loadgen_cli
+
+    return loadgen_cli.main(argv)
 
 
-def _emit(result: LoadResult, out: str | None) -> None:
-    print(result.format())
-    if out:
-        Path(out).write_text(json.dumps(result.to_dict(), indent=1))
+def __getattr__(name: str) -> Any:
+    if name in _CLI_NAMES:
+        from homefeed.bench import loadgen_cli
+
+        return getattr(loadgen_cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":  # pragma: no cover
