@@ -25,6 +25,7 @@ from typing import Any, Callable, ClassVar, Iterable, Protocol, Sequence, TypedD
 
 from homefeed.domain.errors import Conflict
 from homefeed.domain.model import Event, Post, User
+from homefeed.domain.oauth import AccessToken, AuthCode, OAuthApp
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +154,48 @@ class RecordStore(Resource, Protocol):
     async def fix_counters(self, user_ids: Sequence[int]) -> int:
         """Set the users' counters from the records, in one transaction that no concurrent
         follow/unfollow/post/delete of theirs can interleave with. Returns how many changed."""
+
+    # -- accounts and OAuth 2 (service_layer.accounts / .oauth) -----------------------------
+    # Secrets arrive hashed (SHA-256 for tokens, codes and client secrets; argon2id for
+    # passwords): the store never sees one in clear.
+    async def create_account(
+        self, handle: str, display_name: str, email: str, password_hash: str, token: AccessToken,
+    ) -> User:
+        """A user who logs in with an email and a password (``POST /api/v1/accounts``), and
+        its first access token (``token.user_id`` is ignored: the new user's), in one
+        transaction with its ``user_registered`` event. Conflict if the handle or the email
+        is taken (both ignoring case)."""
+    async def login_of(self, login: str) -> tuple[int, str | None] | None:
+        """(user id, password hash or None) of the user whose handle or email is ``login``,
+        ignoring case; None when there is none."""
+    async def set_password(self, user_id: int, password_hash: str, email: str | None = None) -> bool:
+        """Set a user's password (and email, when given: Conflict if taken); False if no such
+        user."""
+    async def update_profile(
+        self, user_id: int, display_name: str | None, note: str | None
+    ) -> User | None:
+        """Change what is not None; the user after, or None if there is no such user."""
+    async def create_app(
+        self, name: str, website: str | None, redirect_uris: Sequence[str],
+        scopes: frozenset[str], client_id: str, secret_hash: bytes,
+    ) -> OAuthApp: ...
+    async def app_by_client_id(self, client_id: str) -> OAuthApp | None: ...
+    async def create_code(self, code: AuthCode) -> None: ...
+    async def take_code(self, code_hash: bytes) -> AuthCode | None:
+        """The code, deleted in the same statement: a code is used at most once, even by two
+        concurrent requests. None if unknown or already used (expiry is the caller's check)."""
+    async def create_token(self, token: AccessToken) -> None: ...
+    async def access_token(self, token_hash: bytes) -> AccessToken | None:
+        """The token with this hash, revoked ones included (``revoked`` says so)."""
+    async def rotate_token(
+        self, refresh_hash: bytes, app_id: int, new_hash: bytes, new_refresh_hash: bytes, now: float,
+    ) -> AccessToken | None:
+        """The refresh grant: revoke the live token of ``app_id`` with this refresh token
+        and issue its successor (same user and scopes) in one transaction; the new token,
+        or None if there is no such live token (used, revoked or another app's)."""
+    async def revoke_token(self, token_hash: bytes, app_id: int) -> bytes | None:
+        """Revoke the app's token whose access or refresh hash is ``token_hash``; the
+        revoked token's access hash (to announce), or None if nothing was live."""
 
     # The deployment id (stored by ``migrate``, naming the stream and consumers of this
     # deployment) joins this port as ``async def deployment_id(self) -> str`` once both
@@ -394,6 +437,26 @@ class PostCache(Closable, Protocol):
 
 
 # -- rate limiting: asked by the HTTP layer before a request reaches the service -------------
+
+
+class TokenRevocations(Closable, Protocol):
+    """Tells every API process that an access token was revoked, so that each drops it
+    from its in-process token cache at once (``Homefeed.caller`` reads no SQL for a token
+    it knows). Redis pub/sub or a NATS core subject in the scale-out profile; nothing to
+    tell in the embedded one (one process)."""
+
+    #: "local", "redis", "nats".
+    backend: ClassVar[str]
+
+    async def announce(self, token_hash: bytes) -> None:
+        """Publish the revocation (best effort: the caller has already dropped its entry)."""
+    async def listen(
+        self, on_revoked: Callable[[bytes], None], on_reset: Callable[[], None]
+    ) -> None:
+        """Run until cancelled: call ``on_revoked`` for each announced hash, and
+        ``on_reset`` whenever the channel (re)connects (announcements may have been missed
+        while it was down: the whole cache must go). Returns at once where nothing is ever
+        announced (one process)."""
 
 
 class RateLimiter(Closable, Protocol):
