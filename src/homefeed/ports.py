@@ -451,11 +451,12 @@ class TokenRevocations(Closable, Protocol):
     async def announce(self, token_hash: bytes) -> None:
         """Publish the revocation (best effort: the caller has already dropped its entry)."""
     async def listen(
-        self, on_revoked: Callable[[bytes], None], on_reset: Callable[[], None]
+        self, on_revoked: Callable[[bytes], None], on_reset: Callable[[bool], None]
     ) -> None:
-        """Run until cancelled: call ``on_revoked`` for each announced hash, and
-        ``on_reset`` whenever the channel (re)connects (announcements may have been missed
-        while it was down: the whole cache must go). Returns at once where nothing is ever
+        """Run until cancelled: call ``on_revoked`` for each announced hash;
+        ``on_reset(False)`` when the channel goes down (announcements may be missed: stop
+        trusting cached tokens) and ``on_reset(True)`` once it is (re)subscribed (drop
+        everything cached, and cache again). Returns at once where nothing is ever
         announced (one process)."""
 
 

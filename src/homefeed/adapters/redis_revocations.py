@@ -2,10 +2,11 @@
 (CACHE_URL; the process plan refuses several API processes without one), so a revocation is
 published there and every API process drops the token from its in-process cache.
 
-Pub/sub delivers only to connected subscribers: a process whose subscription was down may
-have missed announcements, so each (re)subscription clears that process's whole token
-cache (``on_reset``), once Redis has confirmed the subscription (a token read after the
-confirmation sees the revocation in the record store, or gets its announcement)."""
+Pub/sub delivers only to connected subscribers: while a process's subscription is down it
+may miss announcements, so it caches no token then (each request reads the record store),
+and each (re)subscription clears its whole token cache once Redis has confirmed the
+subscription (a token read after the confirmation sees the revocation in the record store,
+or gets its announcement)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class RedisTokenRevocations:
         await self._client.publish(await self._name(), token_hash)
 
     async def listen(
-        self, on_revoked: Callable[[bytes], None], on_reset: Callable[[], None]
+        self, on_revoked: Callable[[bytes], None], on_reset: Callable[[bool], None]
     ) -> None:
         channel = await self._name()
         while True:
@@ -51,14 +52,14 @@ class RedisTokenRevocations:
                 async for message in pubsub.listen():
                     kind = message.get("type")
                     if kind == "subscribe":
-                        on_reset()
+                        on_reset(True)
                     elif kind == "message":
                         on_revoked(bytes(message["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("token revocation channel down (%s); reconnecting", exc)
-                on_reset()  # while down, nothing cached can be trusted to be current
+                on_reset(False)  # while down, every token is read from the record store
                 await asyncio.sleep(0.5)
             finally:
                 try:

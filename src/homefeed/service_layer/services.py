@@ -131,6 +131,9 @@ class Homefeed:
         #: Announces revocations to the other API processes (None: one process).
         self.revocations = revocations
         self._revocations_task: asyncio.Task[None] | None = None
+        #: Whether tokens may be cached: always with one process; with several, only while
+        #: the revocation channel is subscribed (else an announcement could be missed).
+        self._cache_tokens = revocations is None
         self._handles: dict[int, str] = {}  # user id -> handle (immutable), see _handle_of
         #: Writes sent with an ``Idempotency-Key``: run once, answered alike ever after.
         self.idempotency = IdempotentWrites(store, settings.idempotency_hours * 3600)
@@ -304,7 +307,7 @@ class Homefeed:
             recheck = now + TOKEN_RECHECK_SECONDS
             if record.expires_at is not None:
                 recheck = min(recheck, record.expires_at)
-        if epoch == self._token_epoch:
+        if epoch == self._token_epoch and self._cache_tokens:
             if len(self._callers) > 100_000:
                 self._callers.clear()
             self._callers[h] = (found, recheck)
@@ -315,10 +318,12 @@ class Homefeed:
         self._token_epoch += 1
         self._callers.pop(token_hash, None)
 
-    def forget_all_tokens(self) -> None:
-        """The revocation channel (re)connected: announcements may have been missed."""
+    def forget_all_tokens(self, subscribed: bool = True) -> None:
+        """The revocation channel went down (``subscribed`` False: cache no token until it
+        is back) or was (re)subscribed (announcements may have been missed meanwhile)."""
         self._token_epoch += 1
         self._callers.clear()
+        self._cache_tokens = subscribed
 
     async def token_revoked(self, token_hash: bytes) -> None:
         """Drop the token here, then tell the other processes (best effort: each also
