@@ -373,3 +373,19 @@ class TestAuthorizationCode:
             session = r.cookies.get("homefeed_session") or browser.cookies.get("homefeed_session")
             assert session
             assert me(http, session).status_code == 401
+
+
+def test_password_grant_off_and_registrations_closed(server_factory):
+    s = server_factory.start("oauth-closed", oauth_password_grant="0", registrations="closed")
+    with httpx.Client(base_url=s.base_url, timeout=30.0) as http:
+        m = http.get("/.well-known/oauth-authorization-server").json()
+        assert "password" not in m["grant_types_supported"]
+        assert m["token_endpoint"] == s.base_url + "/oauth/token"
+        app = make_app(http)
+        r = http.post("/api/v1/accounts", headers={"Authorization": "Bearer " + app_token(http, app)},
+                      data={"username": "closedx", "email": "c@example.org", "password": "long enough pw",
+                            "agreement": "1"})
+        assert r.status_code == 403 and isinstance(r.json()["error"], str)
+        assert http.get("/v1/users/closedx").status_code == 404
+        r = password_grant(http, app, "anyone", "whatever pw")
+        assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type"
