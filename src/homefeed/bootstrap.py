@@ -223,7 +223,8 @@ def build_login_limiter(settings: Settings) -> RateLimiter:
         from homefeed.adapters.redis_ratelimit import RedisRateLimiter
 
         _pending_in_redis_ratelimit(RedisRateLimiter)
-        return RedisRateLimiter(settings.cache_url)
+        limiter: RateLimiter = RedisRateLimiter(settings.cache_url)  # as build_rate_limiter
+        return limiter
     from homefeed.adapters.memory_ratelimit import MemoryRateLimiter
 
     return MemoryRateLimiter()

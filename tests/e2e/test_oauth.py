@@ -389,3 +389,46 @@ def test_password_grant_off_and_registrations_closed(server_factory):
         assert http.get("/v1/users/closedx").status_code == 404
         r = password_grant(http, app, "anyone", "whatever pw")
         assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type"
+
+
+def test_the_flows_on_postgresql(server_factory, tmp_path):
+    """The scale-out system of record (one API process on PostgreSQL): registration, both
+    log-ins, the authorization-code flow with PKCE, refresh and revocation."""
+    import subprocess
+    import sys
+
+    from tests.backends import scratch_pg_database
+
+    from tests.e2e.scaleout import pg_url
+
+    with scratch_pg_database() as conninfo:
+        dsn = pg_url(conninfo)
+        env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("HOMEFEED_")}
+        env["HOMEFEED_DATABASE_URL"] = dsn
+        subprocess.run([sys.executable, "-m", "homefeed", "migrate"], env=env, check=True, capture_output=True)
+        s = server_factory.start("oauth-pg", database_url=dsn)
+        with httpx.Client(base_url=s.base_url, timeout=30.0) as http:
+            app = make_app(http, json=True)
+            acct = sign_up(http, app)
+            assert me(http, acct["token"]["access_token"]).status_code == 200
+            tok = password_grant(http, app, acct["email"], acct["password"]).json()
+            assert tok["scope"] == SCOPES
+            verifier, challenge = pkce_pair()
+            flow = TestAuthorizationCode()
+            r, _ = flow.login_and_consent(s, app, acct, query={
+                "client_id": app["client_id"], "redirect_uri": OOB, "response_type": "code", "scope": "read",
+                "code_challenge": challenge, "code_challenge_method": "S256"})
+            code = parse_qs(urlsplit(r.headers["location"]).query)["code"][0]
+            creds = {"client_id": app["client_id"], "client_secret": app["client_secret"]}
+            ok = http.post("/oauth/token", data={"grant_type": "authorization_code", "code": code,
+                                                 "redirect_uri": OOB, "code_verifier": verifier, **creds})
+            assert ok.status_code == 200 and ok.json()["scope"] == "read"
+            again = http.post("/oauth/token", data={"grant_type": "authorization_code", "code": code,
+                                                    "redirect_uri": OOB, "code_verifier": verifier, **creds})
+            assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+            new = http.post("/oauth/token", data={"grant_type": "refresh_token",
+                                                  "refresh_token": tok["refresh_token"], **creds}).json()
+            assert me(http, tok["access_token"]).status_code == 401
+            assert me(http, new["access_token"]).status_code == 200
+            assert http.post("/oauth/revoke", data={"token": new["access_token"], **creds}).status_code == 200
+            assert me(http, new["access_token"]).status_code == 401

@@ -287,12 +287,12 @@ class Homefeed:
         now = time.time()
         hit = self._callers.get(h)
         if hit is not None:
-            cached, recheck = hit
-            if recheck is None or recheck > now:
+            cached, until = hit
+            if until is None or until > now:
                 return cached
             del self._callers[h]
         epoch = self._token_epoch
-        recheck: float | None = None
+        recheck = None
         uid = await self.store.user_id_by_token_hash(h)
         if uid is not None:
             found = Caller(user_id=uid, app_id=None, scopes=FULL_SCOPES)

@@ -57,7 +57,7 @@ _AUTHORIZE_QUERY = [
               "code_challenge_method")
 ]
 _HTML = {"200": _answer("the log-in or consent page", _STR, "text/html")}
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def oauth_paths() -> dict[str, Any]:
