@@ -16,6 +16,8 @@ MASTODON_ERROR: dict[str, Any] = {
 }
 _FORM = "application/x-www-form-urlencoded"
 _STR = {"type": "string"}
+#: An absolute URI (or ``urn:ietf:wg:oauth:2.0:oob``), without a fragment; newlines separate several.
+_URI = {"type": "string", "format": "uri"}
 
 
 def _answer(description: str, schema: dict[str, Any] | None = None, media: str = "application/json") -> dict[str, Any]:
@@ -84,7 +86,7 @@ def oauth_paths() -> dict[str, Any]:
         "/api/v1/apps": {"post": _op(
             "createApp", "register an OAuth app (its client_secret is shown this once)",
             {"200": _answer("the CredentialApplication", APP)}, (400, 415, 422),
-            requestBody=_body({"client_name": _STR, "redirect_uris": {"oneOf": [_STR, {"type": "array", "items": _STR}]},
+            requestBody=_body({"client_name": _STR, "redirect_uris": {"oneOf": [_URI, {"type": "array", "items": _URI}]},
                                "scopes": _STR, "website": _STR}, ["client_name", "redirect_uris"]))},
         "/oauth/authorize": authorize,
         "/oauth/authorize/": {m: {**op, "operationId": op["operationId"] + "Slash"} for m, op in authorize.items()},
