@@ -78,6 +78,9 @@ class Settings:
     #: Failed log-ins allowed per account and per address before each further try waits:
     #: ``"5/min burst 10"`` (the rate-limit syntax). Always on: a guess must never be cheap.
     login_limit: str = "10/min burst 10"
+    #: Sign-ups (``POST /api/v1/accounts``) per client address, applied when a rate limit is
+    #: configured (``rate_limit_per_address`` or ``rate_limit_per_token``).
+    signup_limit: str = "20/hour burst 20"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

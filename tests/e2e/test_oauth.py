@@ -145,7 +145,9 @@ class TestPasswordGrant:
     def test_failed_logins_are_throttled_per_account(self, http):
         app = make_app(http)
         acct = sign_up(http, app)
-        statuses = [password_grant(http, app, acct["username"], "wrong password!").status_code for _ in range(14)]
+        # username and email share the account's allowance
+        statuses = [password_grant(http, app, acct["username"] if i % 2 else acct["email"], "wrong password!").status_code
+                    for i in range(14)]
         assert statuses[0] == 400 and 429 in statuses
         # now even the right password waits: a guess is never cheap
         r = password_grant(http, app, acct["username"], acct["password"])
@@ -432,3 +434,18 @@ def test_the_flows_on_postgresql(server_factory, tmp_path):
             assert me(http, new["access_token"]).status_code == 200
             assert http.post("/oauth/revoke", data={"token": new["access_token"], **creds}).status_code == 200
             assert me(http, new["access_token"]).status_code == 401
+
+
+def test_sign_ups_per_address_are_limited_when_a_limiter_is_configured(server_factory):
+    s = server_factory.start("oauth-signup-limit", rate_limit_per_address="1000/s", signup_limit="2/hour burst 2")
+    with httpx.Client(base_url=s.base_url, timeout=30.0) as http:
+        app = make_app(http)
+        token = app_token(http, app)
+        statuses = []
+        for i in range(3):
+            name = unique_handle("s")
+            statuses.append(http.post("/api/v1/accounts", headers={"Authorization": "Bearer " + token},
+                                      data={"username": name, "email": f"{name}@example.org",
+                                            "password": "long enough pw", "agreement": "1"}).status_code)
+        assert statuses == [200, 200, 429]
+        assert http.get(f"/v1/users/{name}").status_code == 404

@@ -94,21 +94,23 @@ class LoginGuard:
         #: key -> monotonic time until which log-ins there are refused (this process).
         self._blocked: dict[str, float] = {}
 
-    def _keys(self, login: str, address: str | None) -> list[tuple[str, float, int]]:
-        keys = [(f"login:account:{login.lower()}", *self.account)]
+    def _keys(self, account: str, address: str | None) -> list[tuple[str, float, int]]:
+        keys = [(f"login:account:{account}", *self.account)]
         if address:
             keys.append((f"login:address:{address}", *self.address))
         return keys
 
-    def check(self, login: str, address: str | None) -> None:
+    def check(self, account: str, address: str | None) -> None:
+        """``account``: the user id when the login names a user (so its username and its
+        email share one allowance), else the login as typed, lowercased."""
         now = time.monotonic()
-        waits = [self._blocked.get(k, 0.0) - now for k, _, _ in self._keys(login, address)]
+        waits = [self._blocked.get(k, 0.0) - now for k, _, _ in self._keys(account, address)]
         wait = max(waits)
         if wait > 0:
             raise TooManyAttempts(wait)
 
-    async def failed(self, login: str, address: str | None) -> None:
-        keys = self._keys(login, address)
+    async def failed(self, account: str, address: str | None) -> None:
+        keys = self._keys(account, address)
         waits = await self.limiter.hit_many(keys)
         now = time.monotonic()
         if len(self._blocked) > 100_000:
@@ -159,11 +161,12 @@ class Accounts:
         None (as ``InvalidInput``) otherwise. Refused (429) while failures pile up."""
         if not isinstance(login, str) or not login or len(login) > 320 or not isinstance(password, str):
             raise InvalidInput("username and password are required")
-        self.guard.check(login, address)
         found = await self.hf.store.login_of(login)
+        account = f"user:{found[0]}" if found else "name:" + login.lower()
+        self.guard.check(account, address)
         ok = await check_password(found[1] if found else None, password[:MAX_PASSWORD])
         if not ok or found is None:
-            await self.guard.failed(login, address)
+            await self.guard.failed(account, address)
             raise InvalidInput("Invalid username/email or password")
         return found[0]
 

@@ -48,7 +48,10 @@ async def register(request: Request) -> Response:
     p: Params = await params(request)
     svc = oauth_service(request)
     address = client_address(request)
-    limit = hf.settings.address_limit
+    from homefeed.config import parse_rate_limit
+
+    configured = hf.settings.address_limit is not None or hf.settings.token_limit is not None
+    limit = parse_rate_limit(hf.settings.signup_limit) if configured else None
     if limit is not None and address:
         wait = await svc.accounts.guard.limiter.hit(f"signup:address:{address}", limit.rate, limit.burst)
         if wait > 0:
