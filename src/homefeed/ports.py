@@ -189,10 +189,11 @@ class RecordStore(Resource, Protocol):
         """The token with this hash, revoked ones included (``revoked`` says so)."""
     async def rotate_token(
         self, refresh_hash: bytes, app_id: int, new_hash: bytes, new_refresh_hash: bytes, now: float,
-    ) -> AccessToken | None:
+    ) -> tuple[AccessToken, bytes] | None:
         """The refresh grant: revoke the live token of ``app_id`` with this refresh token
-        and issue its successor (same user and scopes) in one transaction; the new token,
-        or None if there is no such live token (used, revoked or another app's)."""
+        and issue its successor (same user and scopes) in one transaction; (the new token,
+        the revoked token's access hash, to announce), or None if there is no such live
+        token (used, revoked or another app's)."""
     async def revoke_token(self, token_hash: bytes, app_id: int) -> bytes | None:
         """Revoke the app's token whose access or refresh hash is ``token_hash``; the
         revoked token's access hash (to announce), or None if nothing was live."""

@@ -131,8 +131,10 @@ def test_tokens_rotate_and_revoke(records):
             assert await r.store.access_token(t.token_hash) == t
             assert await r.store.rotate_token(t.refresh_hash, other.id, h(), h(), time.time()) is None
             new_hash, new_refresh = h(), h()
-            new = await r.store.rotate_token(t.refresh_hash, app.id, new_hash, new_refresh, time.time())
-            assert new is not None and new.token_hash == new_hash and new.user_id == u.id
+            rotated = await r.store.rotate_token(t.refresh_hash, app.id, new_hash, new_refresh, time.time())
+            assert rotated is not None and rotated[1] == t.token_hash
+            new = rotated[0]
+            assert new.token_hash == new_hash and new.user_id == u.id
             assert new.scopes == t.scopes and new.refresh_hash == new_refresh
             assert (await r.store.access_token(t.token_hash)).revoked
             assert await r.store.rotate_token(t.refresh_hash, app.id, h(), h(), time.time()) is None

@@ -245,6 +245,7 @@ class TestRefreshAndRevoke:
         app = make_app(http)
         acct = sign_up(http, app)
         tok = password_grant(http, app, acct["username"], acct["password"]).json()
+        assert me(http, tok["access_token"]).status_code == 200  # cached by the server now
         creds = {"client_id": app["client_id"], "client_secret": app["client_secret"]}
         r = http.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": tok["refresh_token"], **creds})
         assert r.status_code == 200, r.text

@@ -52,6 +52,16 @@ def test_revocation_reaches_every_process_at_once(tmp_path):
             assert _me(other, token) == 401
             assert _home(revoker, token) == 401
 
+        # a refresh revokes the old access token: everywhere, at once
+        r = a.post("/oauth/token", data={"grant_type": "password", "username": "scaleuser",
+                                         "password": "a long password", "scope": SCOPES, **creds})
+        token, refresh = r.json()["access_token"], r.json()["refresh_token"]
+        assert _me(a, token) == 200 and _me(b, token) == 200
+        r = a.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": refresh, **creds})
+        assert r.status_code == 200
+        assert _me(b, token) == 401 and _me(a, token) == 401
+        assert _me(b, r.json()["access_token"]) == 200
+
         # the channel goes down and comes back: nothing stale survives
         token = login()
         assert _me(a, token) == 200 and _me(b, token) == 200

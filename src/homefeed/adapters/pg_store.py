@@ -171,13 +171,13 @@ _ROTATE_TOKEN = f"""
 WITH old AS (
     UPDATE oauth_tokens SET revoked_at = %(now)s
     WHERE refresh_hash = %(rh)s AND app_id = %(app)s AND revoked_at IS NULL
-    RETURNING app_id, user_id, scopes
+    RETURNING token_hash AS old_hash, app_id, user_id, scopes
 ), new AS (
     INSERT INTO oauth_tokens (token_hash, refresh_hash, app_id, user_id, scopes, created_at)
     SELECT %(th)s, %(nrh)s, app_id, user_id, scopes, %(now)s FROM old
     RETURNING {_TOKEN_COLS}
 )
-SELECT {_TOKEN_COLS} FROM new
+SELECT {_TOKEN_COLS}, (SELECT old_hash FROM old) FROM new
 """
 
 
@@ -696,11 +696,11 @@ class PgRecordStore:
 
     async def rotate_token(
         self, refresh_hash: bytes, app_id: int, new_hash: bytes, new_refresh_hash: bytes, now: float,
-    ) -> AccessToken | None:
+    ) -> tuple[AccessToken, bytes] | None:
         rows = await self.db.write(_ROTATE_TOKEN, {
             "now": now, "rh": refresh_hash, "app": app_id, "th": new_hash, "nrh": new_refresh_hash,
         }, outbox=False)
-        return _token(rows[0]) if rows else None
+        return (_token(rows[0][:8]), bytes(rows[0][8])) if rows else None
 
     async def revoke_token(self, token_hash: bytes, app_id: int) -> bytes | None:
         rows = await self.db.write(

@@ -531,8 +531,8 @@ class SqliteRecordStore:
 
     async def rotate_token(
         self, refresh_hash: bytes, app_id: int, new_hash: bytes, new_refresh_hash: bytes, now: float,
-    ) -> AccessToken | None:
-        def tx(conn: sqlite3.Connection) -> AccessToken | None:
+    ) -> tuple[AccessToken, bytes] | None:
+        def tx(conn: sqlite3.Connection) -> tuple[AccessToken, bytes] | None:
             row = conn.execute(
                 "UPDATE oauth_tokens SET revoked_at = ? WHERE refresh_hash = ? AND app_id = ?"
                 f" AND revoked_at IS NULL RETURNING {_TOKEN_COLS}",
@@ -543,7 +543,7 @@ class SqliteRecordStore:
             old = _token(row)
             new = AccessToken(new_hash, old.app_id, old.user_id, old.scopes, now, None, new_refresh_hash)
             _insert_token(conn, new, old.user_id)
-            return new
+            return new, old.token_hash
 
         return await self.db.write(tx)
 

@@ -199,7 +199,9 @@ class OAuth:
             )
             if rotated is None:
                 raise OAuthError("invalid_grant")
-            return token_entity(access, rotated.scopes, int(rotated.created_at), refresh_token=new_refresh)
+            new, old_hash = rotated
+            await self.hf.token_revoked(old_hash)  # the old access token is gone everywhere
+            return token_entity(access, new.scopes, int(new.created_at), refresh_token=new_refresh)
         # password
         scopes = self._scopes(scope, app)
         try:
