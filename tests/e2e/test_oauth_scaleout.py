@@ -41,6 +41,11 @@ def test_revocation_reaches_every_process_at_once(tmp_path):
             assert r.status_code == 200, r.text
             return r.json()["access_token"]
 
+        # a failed log-in counts in the shared (Redis) limiter
+        r = b.post("/oauth/token", data={"grant_type": "password", "username": "scaleuser",
+                                         "password": "wrong password", "scope": SCOPES, **creds})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+
         for rounds in range(3):
             token = login()
             for c in (a, b, a, b):  # both processes have it cached now
@@ -74,3 +79,9 @@ def test_revocation_reaches_every_process_at_once(tmp_path):
             time.sleep(0.2)
         assert a.post("/oauth/revoke", data={"token": token, **creds}).status_code == 200
         assert _me(b, token) == 401 and _me(a, token) == 401
+
+        # failed log-ins count against one allowance shared by every process
+        statuses = [(a, b)[i % 2].post("/oauth/token", data={
+            "grant_type": "password", "username": "scaleuser", "password": "wrong password",
+            "scope": SCOPES, **creds}).status_code for i in range(12)]
+        assert 429 in statuses, statuses
