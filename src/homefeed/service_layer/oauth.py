@@ -21,7 +21,7 @@ from homefeed.domain.errors import HomefeedError, InvalidInput
 from homefeed.domain.mastodon import pkce
 from homefeed.domain.mastodon.entities import OAUTH_ERRORS, token_entity
 from homefeed.domain.mastodon.errors import MastodonInputError
-from homefeed.domain.mastodon.scopes import DEFAULT_SCOPES, format_scopes, parse_scopes, requested_within
+from homefeed.domain.mastodon.scopes import DEFAULT_SCOPES, parse_scopes, requested_within
 from homefeed.domain.oauth import AccessToken, AuthCode, OAuthApp
 from homefeed.service_layer.accounts import Accounts
 from homefeed.service_layer.services import hash_token
@@ -137,7 +137,7 @@ class OAuth:
         if value is not None and not isinstance(value, str):
             raise OAuthError("invalid_scope")
         try:
-            scopes = parse_scopes(value, app.scopes if value is None else DEFAULT_SCOPES)
+            scopes = parse_scopes(value, DEFAULT_SCOPES)  # none asked: "read", as Doorkeeper
         except MastodonInputError:
             raise OAuthError("invalid_scope") from None
         if not requested_within(scopes, app.scopes):
@@ -237,6 +237,3 @@ class OAuth:
         revoked = await self.hf.store.revoke_token(hash_token(token), app.id)
         if revoked is not None:
             await self.hf.token_revoked(revoked)
-
-    def scope_names(self) -> str:
-        return format_scopes(DEFAULT_SCOPES)

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from homefeed.domain.errors import HomefeedError, InvalidInput, Unauthorized
+from homefeed.domain.errors import HomefeedError, InvalidInput
 from homefeed.domain.mastodon.entities import (
     API_ERRORS,
     AppView,
