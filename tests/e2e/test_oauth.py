@@ -357,6 +357,31 @@ class TestAuthorizationCode:
                                                "username": acct["username"], "password": acct["password"]})
             assert r.status_code == 403
 
+    def test_cross_site_origin_is_refused(self, http, server):
+        app = make_app(http)
+        acct = sign_up(http, app)
+        with httpx.Client(base_url=server.base_url, timeout=30.0) as browser:
+            r = browser.get("/oauth/authorize", params={"client_id": app["client_id"], "redirect_uri": OOB,
+                                                        "response_type": "code", "scope": "read"})
+            r = browser.post(str(r.url), headers={"Origin": "https://evil.example"},
+                             data={"csrf": hidden(r.text, "csrf"), "step": "login",
+                                   "username": acct["username"], "password": acct["password"]})
+            assert r.status_code == 403
+
+    def test_page_logins_are_throttled_too(self, http, server):
+        app = make_app(http)
+        acct = sign_up(http, app)
+        with httpx.Client(base_url=server.base_url, timeout=30.0) as browser:
+            r = browser.get("/oauth/authorize", params={"client_id": app["client_id"], "redirect_uri": OOB,
+                                                        "response_type": "code", "scope": "read"})
+            url, csrf = str(r.url), hidden(r.text, "csrf")
+            statuses = [browser.post(url, data={"csrf": csrf, "step": "login", "username": acct["username"],
+                                                "password": "not the password"}).status_code for _ in range(12)]
+            assert statuses[0] == 401 and statuses[-1] == 429
+            r = browser.post(url, data={"csrf": csrf, "step": "login", "username": acct["username"],
+                                        "password": acct["password"]})
+            assert r.status_code == 429 and "homefeed_session" not in r.headers.get("set-cookie", "")
+
     def test_unknown_client_or_redirect_shows_an_error(self, http):
         app = make_app(http)
         r = http.get("/oauth/authorize", params={"client_id": "nope", "redirect_uri": OOB, "response_type": "code"})
