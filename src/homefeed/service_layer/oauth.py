@@ -161,7 +161,10 @@ class OAuth:
         await self.hf.store.create_token(AccessToken(
             hash_token(access), app.id, user_id, scopes, now, None, hash_token(refresh),
         ))
-        return token_entity(access, scope_text if scope_text else scopes, int(now), refresh_token=refresh)
+        # the scope as the client wrote it (Mastodon.py compares it with what it asked for),
+        # unless written in a way a client would not split back (``read+write``)
+        echo = scope_text if scope_text and frozenset(scope_text.split()) == scopes else scopes
+        return token_entity(access, echo, int(now), refresh_token=refresh)
 
     def new_token(self, app: OAuthApp, scopes: frozenset[str]) -> tuple[str, str, AccessToken]:
         """A token to create with a new account (``POST /api/v1/accounts``)."""
