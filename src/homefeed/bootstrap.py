@@ -26,6 +26,7 @@ from homefeed.ports import (
     RateLimiter,
     RecordStore,
     RelayParts,
+    TokenRevocations,
     SearchIndex,
     TimelineCache,
 )
@@ -172,6 +173,15 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         relay_parts["source"] = outbox
         relay_parts["sink"] = jetstream
 
+    # Revoked OAuth tokens: every API process caches tokens, so with several of them (which
+    # needs CACHE_URL) a revocation is announced on Redis; one process has nobody to tell.
+    revocations: TokenRevocations | None = None
+    if settings.cache_url:
+        from homefeed.adapters.redis_revocations import RedisTokenRevocations
+
+        revocations = RedisTokenRevocations(settings.cache_url, store.deployment)
+        resources.append(revocations)
+
     return Homefeed(
         settings,
         store=store,
@@ -181,6 +191,7 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         search_index=search_index,
         resources=resources,
         relay_parts=relay_parts,
+        revocations=revocations,
     )
 
 
@@ -196,6 +207,20 @@ def build_rate_limiter(settings: Settings) -> RateLimiter | None:
         from homefeed.adapters.redis_ratelimit import RedisRateLimiter
 
         limiter: RateLimiter = RedisRateLimiter(settings.cache_url)
+        return limiter
+    from homefeed.adapters.memory_ratelimit import MemoryRateLimiter
+
+    return MemoryRateLimiter()
+
+
+def build_login_limiter(settings: Settings) -> RateLimiter:
+    """The limiter that slows repeated failed log-ins, always on (a password guess must
+    never be cheap): shared in Redis when CACHE_URL is set, else in this process."""
+    if settings.cache_url:
+        from homefeed.adapters.redis_ratelimit import RedisRateLimiter
+
+        _pending_in_redis_ratelimit(RedisRateLimiter)
+        limiter: RateLimiter = RedisRateLimiter(settings.cache_url)  # as build_rate_limiter
         return limiter
     from homefeed.adapters.memory_ratelimit import MemoryRateLimiter
 

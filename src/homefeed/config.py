@@ -70,6 +70,17 @@ class Settings:
     #: Proxies whose ``X-Forwarded-For`` gives the client address (comma-separated IPs or
     #: networks, ``*`` for any): uvicorn's ``forwarded_allow_ips``, with its default.
     forwarded_allow_ips: str = "127.0.0.1,::1"
+    #: ``open``: anyone may sign up through ``POST /api/v1/accounts``; ``closed``: nobody
+    #: (``POST /v1/users`` is the operator's own door and stays open).
+    registrations: str = "open"
+    #: The OAuth ``password`` grant (Mastodon.py's and toot's log-in); ``0`` turns it off.
+    oauth_password_grant: bool = True
+    #: Failed log-ins allowed per account and per address before each further try waits:
+    #: ``"5/min burst 10"`` (the rate-limit syntax). Always on: a guess must never be cheap.
+    login_limit: str = "10/min burst 10"
+    #: Sign-ups (``POST /api/v1/accounts``) per client address, applied when a rate limit is
+    #: configured (``rate_limit_per_address`` or ``rate_limit_per_token``).
+    signup_limit: str = "20/hour burst 20"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -115,6 +126,8 @@ class Settings:
         for name in ("max_body_bytes", "cache_max_timelines", "cache_max_posts", "group_commit_max"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
+        if self.registrations not in ("open", "closed"):
+            problems.append("registrations must be open or closed")
         if self.feed_strategy not in ("hybrid", "push", "pull"):
             problems.append("feed_strategy must be hybrid, push or pull")
         if self.sqlite_synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
@@ -122,6 +135,11 @@ class Settings:
         problems += _rate_limit_problems(self)
         if problems:
             raise ValueError("invalid configuration: " + "; ".join(problems))
+
+    @property
+    def login_rate(self) -> "RateLimit":
+        limit = parse_rate_limit(self.login_limit)
+        return limit if limit is not None else RateLimit(10, 60, 10, "10/min")
 
     @property
     def token_limit(self) -> "RateLimit | None":
@@ -135,6 +153,8 @@ class Settings:
 def _coerce(name: str, type_: Any, raw: str) -> Any:
     t = str(type_)
     try:
+        if t == "bool":
+            return raw.strip().lower() not in ("0", "false", "no", "off")
         if "int" in t and "float" not in t:
             return int(raw)
         if "float" in t:

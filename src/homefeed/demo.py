@@ -15,6 +15,7 @@ from homefeed.bench.graph import FollowGraph
 from homefeed.bench.world import WorldSpec, load_world
 from homefeed.bootstrap import build
 from homefeed.config import Settings
+from homefeed.service_layer.services import Homefeed
 
 ADJECTIVES = "amber brave calm dusty eager fuzzy gentle happy icy jolly keen lucky mellow noble odd proud quiet rapid shy tidy witty young zesty bold".split()
 NOUNS = "fox owl lynx otter heron badger finch koala panda raven seal tiger whale yak zebra moth crane bison gecko lemur".split()
@@ -64,15 +65,33 @@ async def _load(settings: Settings, n_users: int, n_posts: int, reset: bool) -> 
         world = await load_world(hf, spec, handle_of=_handle,
                                  display_of=lambda h: h.replace("_", " ").title(), extra_follows=_demo_follows,
                                  tokens_path=tokens_path)
-        token = tokens_path.read_text().splitlines()[0].split("\t")[1]
+        handle, token = tokens_path.read_text().splitlines()[0].split("\t")
+        await _give_passwords(hf)
         print(
             f"demo world: {world.users} users, {world.follows} follows, {world.posts} posts; "
             f"{world.celebrities} celebrities (>= {settings.celebrity_threshold} followers); "
             f"tokens of every user in {tokens_path}"
         )
+        print(f"Mastodon apps: log in as any demo user (e.g. {handle}) with the password {DEMO_PASSWORD!r}")
         return _curl(token)
     finally:
         await hf.close()
+
+
+#: Every demo user's password (a demo world is public test data, never a real server's).
+DEMO_PASSWORD = "homefeed-demo"
+
+
+async def _give_passwords(hf: Homefeed) -> None:
+    """One argon2id hash of ``DEMO_PASSWORD`` (hashing costs ~0.1 s: once, not per user),
+    set on every user, many writes at a time (the writer commits them in groups)."""
+    from homefeed.service_layer.accounts import hash_password
+
+    pw_hash = await hash_password(DEMO_PASSWORD)
+    after = 0
+    while ids := await hf.store.user_ids_after(after, 1000):
+        await asyncio.gather(*(hf.store.set_password(uid, pw_hash) for uid in ids))
+        after = ids[-1]
 
 
 def _curl(token: str) -> str:

@@ -43,6 +43,7 @@ ADAPTERS: dict[type, list[str]] = {
         "homefeed.adapters.memory_cache:MemoryPostCache",
         "homefeed.adapters.redis_post_cache:RedisPostCache",
     ],
+    ports.TokenRevocations: ["homefeed.adapters.redis_revocations:RedisTokenRevocations"],
     ports.RateLimiter: [
         "homefeed.adapters.memory_ratelimit:MemoryRateLimiter",
         "homefeed.adapters.redis_ratelimit:RedisRateLimiter",

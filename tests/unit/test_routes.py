@@ -26,7 +26,7 @@ class StubService:
         self.settings = SimpleNamespace(max_body_bytes=64)
         self.calls: list[tuple[Any, ...]] = []
 
-    async def authenticate(self, token: str) -> int:
+    async def authenticate(self, token: str, scope: str | None = None) -> int:
         if token != "good":
             raise Unauthorized("bad token")
         return 7

@@ -125,6 +125,47 @@ MIGRATIONS: list[str] = [
     VALUES (substr(replace(gen_random_uuid()::text, '-', ''), 1, 12),
             pg_sequence_last_value(pg_get_serial_sequence('outbox', 'seq')::regclass) IS NOT NULL);
     """,
+    # 7: accounts and OAuth 2: a user's email, password (argon2id) and bio; registered
+    # apps, one-use authorization codes and access tokens. Every secret is stored hashed.
+    """
+    ALTER TABLE users ADD COLUMN note text NOT NULL DEFAULT '';
+    ALTER TABLE users ADD COLUMN email text;
+    ALTER TABLE users ADD COLUMN email_key text;          -- lower(email): unique ignoring case
+    ALTER TABLE users ADD COLUMN password_hash text;      -- argon2id, PHC string
+    CREATE UNIQUE INDEX users_by_email ON users (email_key) WHERE email_key IS NOT NULL;
+
+    CREATE TABLE oauth_apps (
+        id            bigint PRIMARY KEY,
+        name          text NOT NULL,
+        website       text,
+        redirect_uris text NOT NULL,                    -- newline-separated
+        scopes        text NOT NULL,                    -- space-separated
+        client_id     text NOT NULL UNIQUE,
+        secret_hash   bytea NOT NULL,                   -- sha256(client_secret)
+        created_at    double precision NOT NULL                     -- unix seconds
+    );
+    CREATE TABLE oauth_codes (
+        code_hash        bytea PRIMARY KEY,             -- sha256(code)
+        app_id           bigint NOT NULL,
+        user_id          bigint NOT NULL,
+        scopes           text NOT NULL,
+        redirect_uri     text NOT NULL,
+        challenge        text,                          -- PKCE
+        challenge_method text,
+        expires_at       double precision NOT NULL
+    );
+    CREATE TABLE oauth_tokens (
+        token_hash   bytea PRIMARY KEY,                 -- sha256(access token)
+        refresh_hash bytea UNIQUE,                      -- sha256(refresh token)
+        app_id       bigint NOT NULL,
+        user_id      bigint,                            -- NULL: the app's own token
+        scopes       text NOT NULL,
+        created_at   double precision NOT NULL,
+        expires_at   double precision,
+        revoked_at   double precision
+    );
+    CREATE INDEX oauth_tokens_by_user ON oauth_tokens (user_id);
+    """,
 ]
 
 

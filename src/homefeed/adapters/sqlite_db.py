@@ -116,6 +116,47 @@ MIGRATIONS: list[str] = [
     VALUES (1, lower(hex(randomblob(6))),
             EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox' AND seq > 0));
     """,
+    # 6: accounts and OAuth 2: a user's email, password (argon2id) and bio; registered
+    # apps, one-use authorization codes and access tokens. Every secret is stored hashed.
+    """
+    ALTER TABLE users ADD COLUMN note TEXT NOT NULL DEFAULT '';
+    ALTER TABLE users ADD COLUMN email TEXT;
+    ALTER TABLE users ADD COLUMN email_key TEXT;          -- lower(email): unique ignoring case
+    ALTER TABLE users ADD COLUMN password_hash TEXT;      -- argon2id, PHC string
+    CREATE UNIQUE INDEX users_by_email ON users (email_key) WHERE email_key IS NOT NULL;
+
+    CREATE TABLE oauth_apps (
+        id            INTEGER PRIMARY KEY,
+        name          TEXT NOT NULL,
+        website       TEXT,
+        redirect_uris TEXT NOT NULL,                    -- newline-separated
+        scopes        TEXT NOT NULL,                    -- space-separated
+        client_id     TEXT NOT NULL UNIQUE,
+        secret_hash   BLOB NOT NULL,                   -- sha256(client_secret)
+        created_at    REAL NOT NULL                     -- unix seconds
+    );
+    CREATE TABLE oauth_codes (
+        code_hash        BLOB PRIMARY KEY,             -- sha256(code)
+        app_id           INTEGER NOT NULL,
+        user_id          INTEGER NOT NULL,
+        scopes           TEXT NOT NULL,
+        redirect_uri     TEXT NOT NULL,
+        challenge        TEXT,                          -- PKCE
+        challenge_method TEXT,
+        expires_at       REAL NOT NULL
+    );
+    CREATE TABLE oauth_tokens (
+        token_hash   BLOB PRIMARY KEY,                 -- sha256(access token)
+        refresh_hash BLOB UNIQUE,                      -- sha256(refresh token)
+        app_id       INTEGER NOT NULL,
+        user_id      INTEGER,                            -- NULL: the app's own token
+        scopes       TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        expires_at   REAL,
+        revoked_at   REAL
+    );
+    CREATE INDEX oauth_tokens_by_user ON oauth_tokens (user_id);
+    """,
 ]
 
 

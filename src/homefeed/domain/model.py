@@ -16,6 +16,10 @@ class User:
     followers_count: int = 0
     following_count: int = 0
     posts_count: int = 0
+    #: The profile's bio as the user wrote it (plain text; the Mastodon API renders it).
+    #: ``created_at`` is the id's time (ids are time-ordered), as for posts. The email and
+    #: the password hash are never on this record: only the log-in reads them.
+    note: str = ""
 
     def public(self) -> dict[str, Any]:
         return {"id": str(self.id), "handle": self.handle, "display_name": self.display_name}

@@ -107,10 +107,13 @@ def _properties_table(schema: dict[str, Any]) -> str:
 
 def _body_schema(doc: dict[str, Any], body: dict[str, Any]) -> str:
     """A request body: a link to a named schema, or its fields inline."""
-    schema = body["content"]["application/json"]["schema"]
+    content = body["content"]
+    media = "application/json" if "application/json" in content else next(iter(content))
+    kind = "JSON body" if media == "application/json" else f"Body ({media})"
+    schema = content[media]["schema"]
     if "$ref" in schema:
-        return f"<p>JSON body: {schema_text(schema)}</p>"
-    return "<p>JSON body:</p>" + _properties_table(schema)
+        return f"<p>{kind}: {schema_text(schema)}</p>"
+    return f"<p>{kind}:</p>" + _properties_table(schema)
 
 
 def _operation(doc: dict[str, Any], path: str, method: str, op: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ from homefeed.bootstrap import Plan, plan
 from homefeed.domain.errors import HomefeedError
 from homefeed.entrypoints import metrics as obs
 from homefeed.entrypoints.observe import Observe
+from homefeed.entrypoints.mastodon import accounts_auth, oauth as mastodon_oauth
 from homefeed.entrypoints.routes import about, admin, operations, posts, search, timelines, users
 from homefeed.entrypoints.routes._request import HomefeedApp, error_response, json_response
 from homefeed.service_layer.services import Homefeed
@@ -52,6 +53,7 @@ ROUTES: list[BaseRoute] = [
     *posts.routes,
     *search.routes,
     *admin.routes,
+    *mastodon_oauth.routes, *accounts_auth.routes,
 ]
 
 #: Codes of the errors Starlette raises itself (routing, malformed requests).

@@ -496,6 +496,9 @@ def _post_paths(max_post_length: int) -> dict[str, Any]:
     }
 
 
+from homefeed.entrypoints.mastodon.openapi_oauth import oauth_paths  # noqa: E402
+
+
 @lru_cache(maxsize=8)
 def _document(max_post_length: int) -> dict[str, Any]:
     return {
@@ -507,7 +510,7 @@ def _document(max_post_length: int) -> dict[str, Any]:
                            " Every error is {\"error\": {\"code\", \"message\"}} and changes nothing.",
         },
         "components": _components(max_post_length),
-        "paths": {**_ops_paths(), **_user_paths(), **_post_paths(max_post_length)},
+        "paths": {**_ops_paths(), **_user_paths(), **_post_paths(max_post_length), **oauth_paths()},
     }
 
 

@@ -32,6 +32,7 @@ from homefeed.ports import (
     RelayParts,
     SearchIndex,
     TimelineCache,
+    TokenRevocations,
 )
 from homefeed.service_layer.consumers import Consumers
 from homefeed.service_layer.feed import FeedManager
@@ -47,6 +48,11 @@ DEFAULT_LIMIT = 20
 #: What a ``/v1`` registration token may do: everything its user may (no admin scopes:
 #: being a user is not being an operator).
 FULL_SCOPES: frozenset[str] = frozenset({"read", "write", "follow", "push", "profile"})
+
+#: How long a process trusts its cached answer for an OAuth token before reading the record
+#: again: revocations are announced to every process (``TokenRevocations``) and applied at
+#: once; this bounds the damage should an announcement ever be lost.
+TOKEN_RECHECK_SECONDS = 300.0
 
 
 def require_scope(caller: Caller, *alternatives: str) -> int:
@@ -90,6 +96,7 @@ class Homefeed:
         search_index: SearchIndex,
         resources: Sequence[Closable] = (),
         relay_parts: RelayParts | None = None,
+        revocations: TokenRevocations | None = None,
     ) -> None:
         self.settings = settings
         #: Connections closed before the event stream and the record store (caches, rate
@@ -115,7 +122,18 @@ class Homefeed:
             strategy=settings.feed_strategy,
         )
         self.consumers = Consumers(self.feed, stream, search_index)
-        self._tokens: dict[bytes, int] = {}
+        #: token hash -> (who it acts for, when to read its record again (None: never, a
+        #: /v1 token, which cannot be revoked)). The hot path: a known token costs no SQL.
+        self._callers: dict[bytes, tuple[Caller, float | None]] = {}
+        #: Bumped by every revocation and reset: a token read from the store while it
+        #: changed is not cached (the revocation may have landed between read and insert).
+        self._token_epoch = 0
+        #: Announces revocations to the other API processes (None: one process).
+        self.revocations = revocations
+        self._revocations_task: asyncio.Task[None] | None = None
+        #: Whether tokens may be cached: always with one process; with several, only while
+        #: the revocation channel is subscribed (else an announcement could be missed).
+        self._cache_tokens = revocations is None
         self._handles: dict[int, str] = {}  # user id -> handle (immutable), see _handle_of
         #: Writes sent with an ``Idempotency-Key``: run once, answered alike ever after.
         self.idempotency = IdempotentWrites(store, settings.idempotency_hours * 3600)
@@ -159,6 +177,11 @@ class Homefeed:
         if relay:
             self._start_relay()
         self._purge_task = asyncio.create_task(self.idempotency.purge_forever(), name="idempotency-purge")
+        if self.revocations is not None:
+            self._revocations_task = asyncio.create_task(
+                self.revocations.listen(self.forget_token, self.forget_all_tokens),
+                name="token-revocations",
+            )
 
     def _start_relay(self) -> None:
         from homefeed.service_layer.relay import OutboxRelay
@@ -171,6 +194,13 @@ class Homefeed:
         self._relay_task = asyncio.create_task(relay.run(self._relay_stop), name="relay")
 
     async def close(self) -> None:
+        if self._revocations_task is not None:
+            self._revocations_task.cancel()
+            try:
+                await self._revocations_task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._revocations_task = None
         if self._purge_task is not None:
             self._purge_task.cancel()
             try:
@@ -234,25 +264,78 @@ class Homefeed:
         user = await self.store.create_user(handle, display_name, hash_token(token), idempotency=record)
         return answer(user)
 
-    async def authenticate(self, token: str | None) -> int:
-        if not token:
-            raise Unauthorized("missing bearer token")
-        h = hash_token(token)
-        uid = self._tokens.get(h)
-        if uid is None:
-            uid = await self.store.user_id_by_token_hash(h)
-            if uid is None:
-                raise Unauthorized("invalid bearer token")
-            if len(self._tokens) > 100_000:
-                self._tokens.clear()
-            self._tokens[h] = uid
-        return uid
+    async def authenticate(self, token: str | None, scope: str | None = None) -> int:
+        """The user a ``/v1`` request acts for. A token from either API works; an OAuth
+        token must hold ``scope`` (when given) and belong to a user."""
+        caller = await self.caller(token)
+        if scope is not None and caller.app_id is not None:
+            return require_scope(caller, scope)
+        if caller.user_id is None:
+            raise Forbidden("this action needs a user's token, not an app's")
+        return caller.user_id
 
     async def caller(self, token: str | None) -> Caller:
         """Who ``token`` acts for, with its scopes; Unauthorized (401) when it is missing,
-        unknown or revoked. A ``/v1`` registration token is the user's own key: every scope."""
-        uid = await self.authenticate(token)
-        return Caller(user_id=uid, app_id=None, scopes=FULL_SCOPES)
+        unknown, expired or revoked. A ``/v1`` registration token is the user's own key:
+        every scope. An OAuth access token carries its app and the scopes it was granted.
+
+        Known tokens are answered from this process's memory (no SQL on the hot path); a
+        revocation drops the entry here and on every other process (``TokenRevocations``)."""
+        if not token:
+            raise Unauthorized("missing bearer token")
+        h = hash_token(token)
+        now = time.time()
+        hit = self._callers.get(h)
+        if hit is not None:
+            cached, until = hit
+            if until is None or until > now:
+                return cached
+            del self._callers[h]
+        epoch = self._token_epoch
+        recheck = None
+        uid = await self.store.user_id_by_token_hash(h)
+        if uid is not None:
+            found = Caller(user_id=uid, app_id=None, scopes=FULL_SCOPES)
+        else:
+            record = await self.store.access_token(h)
+            # app 0 owns the authorize page's log-in sessions: a cookie, never a bearer token
+            if record is None or record.revoked or record.app_id == 0:
+                raise Unauthorized("invalid bearer token")
+            if record.expires_at is not None and record.expires_at <= now:
+                raise Unauthorized("the access token has expired")
+            found = Caller(user_id=record.user_id, app_id=record.app_id, scopes=record.scopes)
+            recheck = now + TOKEN_RECHECK_SECONDS
+            if record.expires_at is not None:
+                recheck = min(recheck, record.expires_at)
+        if epoch == self._token_epoch and self._cache_tokens:
+            if len(self._callers) > 100_000:
+                self._callers.clear()
+            self._callers[h] = (found, recheck)
+        return found
+
+    def forget_token(self, token_hash: bytes) -> None:
+        """A token was revoked (here or on another process): never answer from memory."""
+        self._token_epoch += 1
+        self._callers.pop(token_hash, None)
+
+    def forget_all_tokens(self, subscribed: bool = True) -> None:
+        """The revocation channel went down (``subscribed`` False: cache no token until it
+        is back) or was (re)subscribed (announcements may have been missed meanwhile)."""
+        self._token_epoch += 1
+        self._callers.clear()
+        self._cache_tokens = subscribed
+
+    async def token_revoked(self, token_hash: bytes) -> None:
+        """Drop the token here, then tell the other processes (best effort: each also
+        rereads its cached tokens every ``TOKEN_RECHECK_SECONDS``)."""
+        self.forget_token(token_hash)
+        if self.revocations is not None:
+            try:
+                await self.revocations.announce(token_hash)
+            except Exception:  # the revocation is committed; the announcement is best effort
+                import logging
+
+                logging.getLogger("homefeed.oauth").exception("could not announce a token revocation")
 
     async def user(self, handle: str) -> User:
         if not isinstance(handle, str) or not handle:

@@ -127,7 +127,18 @@ async def caller(request: Request) -> int:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send 'Authorization: Bearer <token>' (the token from POST /v1/users)")
-    return await service(request).authenticate(token.strip())
+    return await service(request).authenticate(token.strip(), _v1_scope(request))
+
+
+def _v1_scope(request: Request) -> str:
+    """The OAuth scope a ``/v1`` request needs when it carries an OAuth token (a ``/v1``
+    token holds every scope): reads ``read``, follows ``write:follows``, other writes
+    ``write:statuses``."""
+    if request.method in ("GET", "HEAD"):
+        return "read"
+    if request.url.path.endswith("/follow"):
+        return "write:follows"
+    return "write:statuses"
 
 
 def list_params(request: Request) -> tuple[int | None, int | None]:
