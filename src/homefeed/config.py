@@ -70,6 +70,11 @@ class Settings:
     #: Proxies whose ``X-Forwarded-For`` gives the client address (comma-separated IPs or
     #: networks, ``*`` for any): uvicorn's ``forwarded_allow_ips``, with its default.
     forwarded_allow_ips: str = "127.0.0.1,::1"
+    #: Origins allowed to call ``/api/*``, ``/oauth/token`` and ``/oauth/revoke`` from a
+    #: browser (CORS): ``*`` (any, as Mastodon) or a comma-separated list of origins.
+    cors_origins: str = "*"
+    #: ``open`` or ``closed``: whether the Mastodon API lets people sign up (instance info).
+    registrations: str = "open"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -190,6 +190,12 @@ MIGRATIONS: list[str] = [
     VALUES (substr(replace(gen_random_uuid()::text, '-', ''), 1, 12),
             pg_sequence_last_value(pg_get_serial_sequence('outbox', 'seq')::regclass) IS NOT NULL);
     """,
+    # posts.visibility: "public" (every post so far) or "unlisted" (not on the public and
+    # tag timelines); the partial index rebuilds the public timeline's cache without a scan.
+    """
+    ALTER TABLE posts ADD COLUMN visibility text NOT NULL DEFAULT 'public';
+    CREATE INDEX posts_public ON posts(id DESC) WHERE visibility = 'public';
+    """,
 ]
 
 

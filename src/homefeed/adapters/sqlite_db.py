@@ -116,6 +116,12 @@ MIGRATIONS: list[str] = [
     VALUES (1, lower(hex(randomblob(6))),
             EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox' AND seq > 0));
     """,
+    # posts.visibility: "public" (every post so far) or "unlisted" (not on the public and
+    # tag timelines); the index rebuilds the public timeline's cache without a scan.
+    """
+    ALTER TABLE posts ADD COLUMN visibility TEXT NOT NULL DEFAULT 'public';
+    CREATE INDEX posts_public ON posts(id) WHERE visibility = 'public';
+    """,
 ]
 
 
