@@ -1,0 +1,108 @@
+"""What every Mastodon handler does alike: the service, the caller (bearer header or
+``access_token`` parameter) with the route's scope, the merged parameters (query + form or
+JSON body), paging and the ``Link`` header, and answers as JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from homefeed.domain.errors import Unauthorized
+from homefeed.domain.mastodon.entities import Urls
+from homefeed.domain.mastodon.pagination import Page, link_header, parse_page
+from homefeed.domain.mastodon.params import Params
+from homefeed.domain.model import Caller, Post
+from homefeed.entrypoints.routes._request import read_body, service
+from homefeed.service_layer.mastodon import MastodonApi
+from homefeed.service_layer.services import Homefeed, require_scope
+
+JSON = "application/json; charset=utf-8"
+
+
+def api(request: Request) -> MastodonApi:
+    hf = service(request)
+    got = getattr(hf, "_mastodon", None)
+    if got is None:
+        got = hf._mastodon = MastodonApi(hf)  # type: ignore[attr-defined]
+    return got
+
+
+def hf_of(request: Request) -> Homefeed:
+    return service(request)
+
+
+def urls(request: Request) -> Urls:
+    """URLs from the scheme, host and port the client used."""
+    return Urls(f"{request.url.scheme}://{request.headers.get('host') or request.url.netloc}")
+
+
+def _token(request: Request, params: Params | None) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("The access token is invalid")
+        return token.strip()
+    token = request.query_params.get("access_token")
+    if not token and params is not None:
+        raw = params.raw("access_token")
+        token = raw if isinstance(raw, str) else None
+    return token or None
+
+
+async def caller(request: Request, params: Params | None = None) -> Caller | None:
+    token = _token(request, params)
+    if token is None:
+        return None
+    return await service(request).caller(token)
+
+
+async def user(request: Request, *scopes: str, params: Params | None = None) -> int:
+    """The acting user's id; 401 without a valid token, 403 outside ``scopes``."""
+    who = await caller(request, params)
+    if who is None:
+        raise Unauthorized("The access token is invalid")
+    return require_scope(who, *scopes)
+
+
+async def optional_user(request: Request, *scopes: str) -> int | None:
+    """For reads Mastodon allows anonymously: the user when a token is sent."""
+    who = await caller(request)
+    if who is None:
+        return None
+    return require_scope(who, *scopes)
+
+
+def query(request: Request) -> Params:
+    return Params.from_pairs(request.query_params.multi_items())
+
+
+async def params(request: Request) -> tuple[Params, bytes]:
+    """Query merged with the body (form-encoded or JSON), and the raw body."""
+    raw = await read_body(request)
+    body = Params.from_body(request.headers.get("content-type"), raw) if raw else Params()
+    return query(request).merged(body), raw
+
+
+def page(request: Request) -> Page:
+    return parse_page(query(request).as_dict())
+
+
+def answer(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = data if isinstance(data, bytes) else orjson.dumps(data)
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+def linked(request: Request, body: bytes | Any, ids: list[int]) -> Response:
+    """A list answer with Mastodon's ``Link`` header (next first, then prev)."""
+    keep = [(k, v) for k, v in request.query_params.multi_items() if k != "access_token"]
+    base = f"{urls(request).base}{request.url.path}"
+    link = link_header(base, ids, keep)
+    return answer(body, headers={"Link": link} if link else None)
+
+
+def ids_of(posts: list[Post]) -> list[int]:
+    return [p.id for p in posts]
