@@ -23,6 +23,7 @@ from homefeed.entrypoints.http import create_app
 from homefeed.domain.errors import InvalidInput
 from homefeed.domain.text import MAX_QUERY_CHARS, validate_display_name, validate_handle
 from homefeed.entrypoints import openapi as openapi_module
+from homefeed.entrypoints.mastodon.openapi_client import MASTODON_ERROR
 from homefeed.entrypoints.openapi import openapi_document
 from homefeed.logging_setup import clean_request_id
 from homefeed.service_layer.idempotency import InvalidIdempotencyKey, check_key
@@ -106,7 +107,9 @@ def test_every_answer_has_a_request_id_and_every_error_the_error_shape(doc):
         for status, response in op["responses"].items():
             response = resolve(doc, response)
             assert "X-Request-Id" in response.get("headers", {}), f"{method} {path} {status}"
-            if int(status) >= 400 and not (path == "/readyz" and status == "503"):
+            if int(status) >= 400 and path.startswith("/api/"):
+                assert response["content"]["application/json"]["schema"] == MASTODON_ERROR
+            elif int(status) >= 400 and not (path == "/readyz" and status == "503"):
                 assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
 
 

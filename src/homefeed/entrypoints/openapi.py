@@ -21,6 +21,7 @@ from homefeed import __version__
 from homefeed.config import Settings
 from homefeed.domain.ids import MAX_ID
 from homefeed.domain.text import HANDLE_RE, MAX_DISPLAY_NAME_LENGTH, MAX_HANDLE_LENGTH, MAX_QUERY_CHARS
+from homefeed.entrypoints.mastodon.openapi_client import mastodon_paths
 from homefeed.entrypoints.routes.operations import BACKEND_KINDS
 from homefeed.logging_setup import _ALLOWED as _REQUEST_ID_CHARS, _MAX_ID_LEN as _MAX_REQUEST_ID_LENGTH
 from homefeed.service_layer.audit import PARTS as AUDIT_PARTS
@@ -499,7 +500,7 @@ def _document(max_post_length: int) -> dict[str, Any]:
                            " Every error is {\"error\": {\"code\", \"message\"}} and changes nothing.",
         },
         "components": _components(max_post_length),
-        "paths": {**_ops_paths(), **_user_paths(), **_post_paths(max_post_length)},
+        "paths": {**_ops_paths(), **_user_paths(), **_post_paths(max_post_length), **mastodon_paths()},
     }
 
 
