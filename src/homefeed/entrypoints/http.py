@@ -37,6 +37,7 @@ from homefeed.domain.errors import HomefeedError
 from homefeed.domain.mastodon.entities import API_ERRORS
 from homefeed.entrypoints import metrics as obs
 from homefeed.entrypoints.observe import Observe
+from homefeed.entrypoints.mastodon import timelines as mastodon_timelines
 from homefeed.entrypoints.mastodon.routes import ROUTES as MASTODON_ROUTES
 from homefeed.entrypoints.routes import about, admin, operations, posts, search, timelines, users
 from homefeed.entrypoints.routes._request import HomefeedApp, error_response, json_response
@@ -47,12 +48,14 @@ __all__ = ["ROUTES", "Observe", "create_app", "error_response", "json_response"]
 log = logging.getLogger("homefeed.http")
 
 #: Every route of the app, one module per resource (see ``entrypoints/routes/``); no two
-#: overlap, so the order is only the order of reading.
+#: overlap, so the order is only the order of reading, and of matching: Starlette tries
+#: routes in turn, so the hot reads (both home timelines) come early.
 ROUTES: list[BaseRoute] = [
     *about.routes,
     *operations.routes,
     *users.routes,
     *timelines.routes,
+    *mastodon_timelines.routes,
     *posts.routes,
     *search.routes,
     *admin.routes,

@@ -64,6 +64,9 @@ class MastodonApi:
         self._bases: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         # (base url, user id) -> (expiry, Account JSON bytes, Account dict)
         self._accounts: dict[tuple[str, int], tuple[float, bytes, dict[str, Any]]] = {}
+        # base url -> post id -> (expiry of its account part, Status bytes with the viewer
+        # flags, without): a warm timeline is one dict lookup per status.
+        self._full: dict[str, dict[int, tuple[float, bytes, bytes]]] = {}
 
     # -- accounts -------------------------------------------------------------------------
     async def user_by_id(self, user_id: int) -> User:
@@ -116,7 +119,8 @@ class MastodonApi:
             await self.hf.follow(user_id, target.handle)
         else:
             await self.hf.unfollow(user_id, target.handle)
-        # the cached account counts of both are now stale
+        # the cached account counts of both are now stale (statuses embedding them expire
+        # with ACCOUNT_TTL)
         for key in [k for k in self._accounts if k[1] in (user_id, target_id)]:
             self._accounts.pop(key, None)
         return (await self.relationships(user_id, [target_id]))[0]
@@ -152,14 +156,33 @@ class MastodonApi:
         return raw
 
     async def status_bytes(self, urls: E.Urls, post: Post, viewer: bool) -> bytes:
-        account, _ = await self.account_bytes(urls, post.author_id)
-        base = await self._base(urls, post)
-        if viewer:
-            return b'{"account":' + account + b"," + base + b"," + _VIEWER + b"}"
-        return b'{"account":' + account + b"," + base + b"}"
+        return (await self.statuses_bytes(urls, [post], viewer))[1:-1]
 
     async def statuses_bytes(self, urls: E.Urls, posts: list[Post], viewer: bool) -> bytes:
-        return b"[" + b",".join([await self.status_bytes(urls, p, viewer) for p in posts]) + b"]"
+        full = self._full.get(urls.base)
+        if full is None:
+            full = self._full[urls.base] = {}
+        now = time.monotonic()
+        which = 1 if viewer else 2
+        parts: list[bytes] = []
+        for p in posts:
+            got = full.get(p.id)
+            if got is None or got[0] <= now:
+                got = await self._assemble(urls, p, full)
+            parts.append(got[which])
+        return b"[" + b",".join(parts) + b"]"
+
+    async def _assemble(self, urls: E.Urls, post: Post,
+                        full: dict[int, tuple[float, bytes, bytes]]) -> tuple[float, bytes, bytes]:
+        await self.account_bytes(urls, post.author_id)
+        expiry, account, _ = self._accounts[(urls.base, post.author_id)]
+        base = await self._base(urls, post)
+        head = b'{"account":' + account + b"," + base
+        got = (expiry, head + b"," + _VIEWER + b"}", head + b"}")
+        if len(full) > _MAX_CACHED:
+            full.clear()
+        full[post.id] = got
+        return got
 
     async def status(self, urls: E.Urls, post: Post, viewer: bool, with_text: bool = False) -> dict[str, Any]:
         out = orjson.loads(await self.status_bytes(urls, post, viewer))
@@ -205,6 +228,7 @@ class MastodonApi:
         except Forbidden:
             raise NotFound("Record not found") from None
         self._accounts.pop((urls.base, user_id), None)
+        self._full.get(urls.base, {}).pop(post_id, None)
         return answer
 
     # -- timelines ------------------------------------------------------------------------

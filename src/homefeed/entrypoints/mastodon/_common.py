@@ -4,6 +4,7 @@ JSON body), paging and the ``Link`` header, and answers as JSON."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from starlette.responses import Response
 
 from homefeed.domain.errors import Unauthorized
 from homefeed.domain.mastodon.entities import Urls
-from homefeed.domain.mastodon.pagination import Page, link_header, parse_page
+from homefeed.domain.mastodon.pagination import PAGE_PARAMS, Page, link_header, parse_limit, parse_page
 from homefeed.domain.mastodon.params import Params
 from homefeed.domain.model import Caller, Post
 from homefeed.entrypoints.routes._request import read_body, service
@@ -34,9 +35,23 @@ def hf_of(request: Request) -> Homefeed:
     return service(request)
 
 
+_URLS: dict[tuple[str, str], Urls] = {}
+
+
 def urls(request: Request) -> Urls:
-    """URLs from the scheme, host and port the client used."""
-    return Urls(f"{request.url.scheme}://{request.headers.get('host') or request.url.netloc}")
+    """URLs from the scheme, host and port the client used (one ``Urls`` per host, kept)."""
+    scope = request.scope
+    host = request.headers.get("host")
+    if not host:
+        server = scope.get("server") or ("localhost", 80)
+        host = f"{server[0]}:{server[1]}"
+    key = (scope.get("scheme", "http"), host)
+    got = _URLS.get(key)
+    if got is None:
+        if len(_URLS) > 1000:
+            _URLS.clear()
+        got = _URLS[key] = Urls(f"{key[0]}://{host}")
+    return got
 
 
 def _token(request: Request, params: Params | None) -> str | None:
@@ -65,7 +80,19 @@ async def user(request: Request, *scopes: str, params: Params | None = None) -> 
     who = await caller(request, params)
     if who is None:
         raise Unauthorized("The access token is invalid")
-    return require_scope(who, *scopes)
+    key = (who.scopes, scopes)
+    if who.user_id is not None and _GRANTED.get(key):
+        return who.user_id
+    uid = require_scope(who, *scopes)  # raises outside the scopes
+    if len(_GRANTED) > 10_000:
+        _GRANTED.clear()
+    _GRANTED[key] = True
+    return uid
+
+
+#: (granted scopes, alternatives) already found to cover: the check costs microseconds
+#: that the home timeline's hot path does not need to pay on every read.
+_GRANTED: dict[tuple[frozenset[str], tuple[str, ...]], bool] = {}
 
 
 async def optional_user(request: Request, *scopes: str) -> int | None:
@@ -87,7 +114,18 @@ async def params(request: Request) -> tuple[Params, bytes]:
     return query(request).merged(body), raw
 
 
+_LIMIT_ONLY = re.compile(rb"limit=([0-9]{1,3})")
+_SAFE = re.compile(r"[A-Za-z0-9_.~\-\[\]]*")
+
+
 def page(request: Request) -> Page:
+    """The paging parameters; the common ``?limit=N`` (or nothing) without parsing a query."""
+    raw = request.scope.get("query_string", b"")
+    if not raw:
+        return Page()
+    m = _LIMIT_ONLY.fullmatch(raw)
+    if m is not None:
+        return Page(limit=parse_limit(m.group(1).decode()))
     return parse_page(query(request).as_dict())
 
 
@@ -97,10 +135,25 @@ def answer(data: Any, status: int = 200, headers: dict[str, str] | None = None) 
 
 
 def linked(request: Request, body: bytes | Any, ids: list[int]) -> Response:
-    """A list answer with Mastodon's ``Link`` header (next first, then prev)."""
-    keep = [(k, v) for k, v in request.query_params.multi_items() if k != "access_token"]
-    base = f"{urls(request).base}{request.url.path}"
-    link = link_header(base, ids, keep)
+    """A list answer with Mastodon's ``Link`` header (next first, then prev): exactly what
+    ``pagination.link_header`` writes, built directly when no parameter needs escaping."""
+    raw = request.scope.get("query_string", b"")
+    if not raw:
+        keep: list[tuple[str, str]] = []
+    elif _LIMIT_ONLY.fullmatch(raw):
+        keep = [("limit", raw[6:].decode())]
+    else:
+        keep = [(k, v) for k, v in request.query_params.multi_items()
+                if k != "access_token" and k not in PAGE_PARAMS]
+    base = f"{urls(request).base}{request.scope['path']}"
+    if not ids:
+        return answer(body)
+    if all(_SAFE.fullmatch(k) and _SAFE.fullmatch(v) for k, v in keep):
+        prefix = "".join(f"{k}={v}&" for k, v in keep)
+        link = (f'<{base}?{prefix}max_id={ids[-1]}>; rel="next", '
+                f'<{base}?{prefix}min_id={ids[0]}>; rel="prev"')
+    else:
+        link = link_header(base, ids, keep)
     return answer(body, headers={"Link": link} if link else None)
 
 
