@@ -16,7 +16,7 @@ MASTODON_ERROR: dict[str, Any] = {
 _HEADERS = {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}}
 _REQUEST_ID = {"$ref": "#/components/parameters/X-Request-Id"}
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
-_OPTIONAL: list[dict[str, list[str]]] = [{}, {"bearer": []}]
+_OPTIONAL: list[dict[str, list[str]]] = [{"bearer": []}, {}]  # a token optional
 _TEXT = {400: "bad request", 401: "The access token is invalid",
          403: "This action is outside the authorized scopes", 404: "Record not found",
          413: "body too large", 422: "Validation failed", 429: "Too many requests",
