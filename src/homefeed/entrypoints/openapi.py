@@ -500,7 +500,7 @@ def _document(max_post_length: int) -> dict[str, Any]:
                            " Every error is {\"error\": {\"code\", \"message\"}} and changes nothing.",
         },
         "components": _components(max_post_length),
-        "paths": {**_ops_paths(), **_user_paths(), **_post_paths(max_post_length), **mastodon_paths()},
+        "paths": {**_ops_paths(), **_user_paths(), **_post_paths(max_post_length), **mastodon_paths(max_post_length)},
     }
 
 

@@ -37,7 +37,7 @@ def _ok(entity: str, array: bool = False, link: bool = False) -> dict[str, Any]:
 
 def _op(op_id: str, summary: str, ok: dict[str, Any], errors: tuple[int, ...], *,
         params: list[dict[str, Any]] | None = None, auth: list | None = None,
-        body: bool = False) -> dict[str, Any]:
+        body: bool | dict[str, Any] = False) -> dict[str, Any]:
     responses = dict(ok)
     for status in (*errors, 503, 500):
         responses[str(status)] = {"description": _TEXT[status], "headers": dict(_HEADERS),
@@ -47,7 +47,7 @@ def _op(op_id: str, summary: str, ok: dict[str, Any], errors: tuple[int, ...], *
     if auth is not None:
         out["security"] = auth
     if body:
-        props = {"type": "object", "additionalProperties": True}
+        props = body if isinstance(body, dict) else {"type": "object", "additionalProperties": True}
         out["requestBody"] = {"required": False, "content": {
             "application/json": {"schema": props},
             "application/x-www-form-urlencoded": {"schema": props}}}
@@ -67,7 +67,7 @@ _PAGE = [_q("limit", {"type": "integer", "default": DEFAULT_LIMIT, "maximum": MA
 _ID = [_path("id")]
 
 
-def mastodon_paths() -> dict[str, Any]:
+def mastodon_paths(max_post_length: int) -> dict[str, Any]:
     stubs = {
         "/api/v1/custom_emojis": ("customEmojis", "CustomEmoji", True, None),
         "/api/v1/trends/tags": ("trendingTags", "Tag", True, None),
@@ -110,7 +110,14 @@ def mastodon_paths() -> dict[str, Any]:
     paths["/api/v1/statuses"] = {"post": _op(
         "createStatus", "post a status (public or unlisted); Idempotency-Key honoured",
         _ok("Status"), (400, 401, 403, 413, 422),
-        params=[{"$ref": "#/components/parameters/Idempotency-Key"}], auth=_BEARER, body=True)}
+        params=[{"$ref": "#/components/parameters/Idempotency-Key"}], auth=_BEARER, body={
+            "type": "object", "required": ["status"], "additionalProperties": True,
+            "properties": {
+                "status": {"type": "string", "minLength": 1, "maxLength": max_post_length,
+                           "description": f"1-{max_post_length} code points with a visible character;"
+                                          " control characters refused (422)"},
+                "visibility": {"enum": ["public", "unlisted", "private", "direct"],
+                               "description": "public (default) or unlisted; private and direct: 422"}}})}
     paths["/api/v1/statuses/{id}"] = {
         "get": _op("getStatus", "one status", _ok("Status"), (401, 403, 404), params=_ID, auth=_OPTIONAL),
         "delete": _op("deleteStatus", "delete your status; answers it with its text", _ok("Status"),
