@@ -304,6 +304,8 @@ def test_unlisted_reaches_followers_and_profile_not_public_or_tag(m, drain):
     assert ids(m.ok("GET", f"/api/v1/timelines/tag/{tag}")) == [pub["id"]]
     assert ids(m.ok("GET", f"/api/v1/timelines/tag/{tag.upper()}?local=true")) == [pub["id"]]
     assert ids(m.ok("GET", "/api/v1/timelines/public?local=1&limit=1")) == [pub["id"]]
+    assert m.ok("GET", "/api/v1/timelines/public?remote=true") == []
+    assert m.ok("GET", "/api/v1/timelines/public?only_media=1") == []
 
 
 def test_public_timeline_pages_past_the_cap_and_drops_deleted(m, drain):

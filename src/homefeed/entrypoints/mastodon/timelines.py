@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from homefeed.entrypoints.mastodon._common import api, ids_of, linked, optional_user, page, urls, user
+from homefeed.entrypoints.mastodon._common import api, ids_of, linked, optional_user, page, query, urls, user
 
 
 async def home(request: Request) -> Response:
@@ -22,7 +22,11 @@ async def public(request: Request) -> Response:
     cached public list, never a scan."""
     viewer = await optional_user(request, "read:statuses")
     m = api(request)
-    posts = await m.public(page(request))
+    q = query(request) if request.scope.get("query_string") else None
+    if q is not None and (q.get_bool("remote") or q.get_bool("only_media")):
+        posts = []  # no remote accounts, no media
+    else:
+        posts = await m.public(page(request))
     return linked(request, await m.statuses_bytes(urls(request), posts, viewer is not None), ids_of(posts))
 
 
