@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import orjson
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,6 +22,23 @@ from homefeed.service_layer.mastodon import MastodonApi
 from homefeed.service_layer.services import Homefeed, require_scope
 
 JSON = "application/json; charset=utf-8"
+
+
+class _Digits(Convertor):
+    """``{id:digits}``: a path segment of decimal digits, kept as a string. Ids are digits,
+    so ``/api/v1/accounts/verify_credentials`` (the accounts work) never matches
+    ``/api/v1/accounts/{id}``, whatever the order of the routes."""
+
+    regex = "[0-9]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("digits", _Digits())
 
 
 def api(request: Request) -> MastodonApi:

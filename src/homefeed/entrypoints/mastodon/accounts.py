@@ -83,10 +83,10 @@ async def relationships(request: Request) -> Response:
 routes = [
     Route("/api/v1/accounts/lookup", lookup, methods=["GET"]),
     Route("/api/v1/accounts/relationships", relationships, methods=["GET"]),
-    Route("/api/v1/accounts/{id}", get, methods=["GET"]),
-    Route("/api/v1/accounts/{id}/statuses", statuses, methods=["GET"]),
-    Route("/api/v1/accounts/{id}/followers", followers, methods=["GET"]),
-    Route("/api/v1/accounts/{id}/following", following, methods=["GET"]),
-    Route("/api/v1/accounts/{id}/follow", follow, methods=["POST"]),
-    Route("/api/v1/accounts/{id}/unfollow", unfollow, methods=["POST"]),
+    Route("/api/v1/accounts/{id:digits}", get, methods=["GET"]),
+    Route("/api/v1/accounts/{id:digits}/statuses", statuses, methods=["GET"]),
+    Route("/api/v1/accounts/{id:digits}/followers", followers, methods=["GET"]),
+    Route("/api/v1/accounts/{id:digits}/following", following, methods=["GET"]),
+    Route("/api/v1/accounts/{id:digits}/follow", follow, methods=["POST"]),
+    Route("/api/v1/accounts/{id:digits}/unfollow", unfollow, methods=["POST"]),
 ]

@@ -57,5 +57,5 @@ async def item(request: Request) -> Response:
 
 routes = [
     Route("/api/v1/statuses", create, methods=["POST"]),
-    Route("/api/v1/statuses/{id}", item, methods=["GET", "DELETE"]),
+    Route("/api/v1/statuses/{id:digits}", item, methods=["GET", "DELETE"]),
 ]
