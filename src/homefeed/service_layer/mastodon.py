@@ -163,13 +163,12 @@ class MastodonApi:
         if full is None:
             full = self._full[urls.base] = {}
         now = time.monotonic()
-        which = 1 if viewer else 2
         parts: list[bytes] = []
         for p in posts:
             got = full.get(p.id)
             if got is None or got[0] <= now:
                 got = await self._assemble(urls, p, full)
-            parts.append(got[which])
+            parts.append(got[1] if viewer else got[2])
         return b"[" + b",".join(parts) + b"]"
 
     async def _assemble(self, urls: E.Urls, post: Post,

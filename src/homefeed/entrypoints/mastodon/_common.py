@@ -75,11 +75,11 @@ def urls(request: Request) -> Urls:
 def _token(request: Request, params: Params | None) -> str | None:
     header = request.headers.get("authorization")
     if header:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        scheme, _, bearer = header.partition(" ")
+        if scheme.lower() != "bearer" or not bearer.strip():
             raise Unauthorized("The access token is invalid")
-        return token.strip()
-    token = request.query_params.get("access_token")
+        return bearer.strip()
+    token: str | None = request.query_params.get("access_token")
     if not token and params is not None:
         raw = params.raw("access_token")
         token = raw if isinstance(raw, str) else None
@@ -171,7 +171,7 @@ def linked(request: Request, body: bytes | Any, ids: list[int]) -> Response:
         link = (f'<{base}?{prefix}max_id={ids[-1]}>; rel="next", '
                 f'<{base}?{prefix}min_id={ids[0]}>; rel="prev"')
     else:
-        link = link_header(base, ids, keep)
+        link = link_header(base, ids, keep) or ""
     return answer(body, headers={"Link": link} if link else None)
 
 

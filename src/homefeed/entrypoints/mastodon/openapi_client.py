@@ -27,7 +27,7 @@ def _ok(entity: str, array: bool = False, link: bool = False) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "description": f"Mastodon {entity} entity"}
     if array:
         schema = {"type": "array", "items": schema}
-    headers = dict(_HEADERS)
+    headers: dict[str, Any] = dict(_HEADERS)
     if link:
         headers["Link"] = {"description": '<URL?max_id=ID>; rel="next", <URL?min_id=ID>; rel="prev"',
                            "schema": {"type": "string"}}
