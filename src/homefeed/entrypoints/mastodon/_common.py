@@ -116,7 +116,7 @@ _GRANTED: dict[tuple[frozenset[str], tuple[str, ...]], bool] = {}
 async def optional_user(request: Request, *scopes: str) -> int | None:
     """For reads Mastodon allows anonymously: the user when a token is sent."""
     who = await caller(request)
-    if who is None:
+    if who is None or who.user_id is None:  # no token, or an app's own: an anonymous read
         return None
     return require_scope(who, *scopes)
 
