@@ -219,7 +219,6 @@ def build_login_limiter(settings: Settings) -> RateLimiter:
     if settings.cache_url:
         from homefeed.adapters.redis_ratelimit import RedisRateLimiter
 
-        _pending_in_redis_ratelimit(RedisRateLimiter)
         limiter: RateLimiter = RedisRateLimiter(settings.cache_url)  # as build_rate_limiter
         return limiter
     from homefeed.adapters.memory_ratelimit import MemoryRateLimiter

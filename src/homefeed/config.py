@@ -81,6 +81,9 @@ class Settings:
     #: Sign-ups (``POST /api/v1/accounts``) per client address, applied when a rate limit is
     #: configured (``rate_limit_per_address`` or ``rate_limit_per_token``).
     signup_limit: str = "20/hour burst 20"
+    #: Origins allowed to call ``/api/*``, ``/oauth/token`` and ``/oauth/revoke`` from a
+    #: browser (CORS): ``*`` (any, as Mastodon) or a comma-separated list of origins.
+    cors_origins: str = "*"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

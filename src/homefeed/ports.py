@@ -97,7 +97,7 @@ class RecordStore(Resource, Protocol):
     async def unfollow(self, follower_id: int, followee_id: int) -> tuple[bool, int]: ...
     async def create_post(
         self, author_id: int, author_handle: str, text: str,
-        *, idempotency: IdempotencyRecord | None = None,
+        *, idempotency: IdempotencyRecord | None = None, visibility: str = "public",
     ) -> Post: ...
     async def delete_post(self, post_id: int, by_user_id: int) -> Post:
         """Raises NotFound (no such post) or Forbidden (not the author's)."""
@@ -119,6 +119,10 @@ class RecordStore(Resource, Protocol):
     async def celebrity_ids(self, threshold: int) -> list[int]: ...
     async def posts_by_ids(self, ids: Sequence[int]) -> list[Post]: ...
     async def author_post_ids(self, author_id: int, before: int | None, limit: int) -> list[int]: ...
+    async def public_post_ids(self, before: int | None, limit: int) -> list[int]:
+        """Ids of public posts below ``before``, newest first (rebuilds the public
+        timeline's cached list; reads are served from the cache)."""
+        ...
     async def home_post_ids(self, user_id: int, before: int | None, limit: int) -> list[int]:
         """Newest ids of posts by the user and everyone they follow, id < before: the
         home timeline computed straight from the records (pull, approach 1)."""

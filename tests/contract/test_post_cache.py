@@ -119,3 +119,14 @@ def test_stats_count_hits_and_misses_and_peek_many_leaves_no_trace(post_cache):
             assert await c.stats() == after
 
     run(main())
+
+
+def test_visibility_round_trips(post_cache):
+    async def main():
+        async with post_cache() as c:
+            posts = [Post(1, 7, "a", "public one"), Post(2, 7, "a", "unlisted one", "unlisted")]
+            await c.put_many(posts)
+            got = await c.get_many([1, 2])
+            assert [got[i].visibility for i in (1, 2)] == ["public", "unlisted"]
+
+    run(main())

@@ -934,3 +934,23 @@ def test_concurrent_duplicate_registrations_all_get_the_first_answer(records):
             assert await s.user_id_by_token_hash(bytes.fromhex(orjson.loads(replies[0].body)["token"])) == twin.id
 
     run(main())
+
+
+def test_visibility_is_stored_and_only_public_posts_are_public_ids(records):
+    async def main():
+        async with records() as r:
+            u = await r.store.create_user("Vis", "Vis", token())
+            pub = await r.store.create_post(u.id, "Vis", "seen everywhere")
+            unl = await r.store.create_post(u.id, "Vis", "followers and profile", visibility="unlisted")
+            assert (pub.visibility, unl.visibility) == ("public", "unlisted")
+            got = {p.id: p.visibility for p in await r.store.posts_by_ids([pub.id, unl.id])}
+            assert got == {pub.id: "public", unl.id: "unlisted"}
+            assert [p.visibility for p in await r.store.user_posts(u.id, None, 10)] == ["unlisted", "public"]
+            public = await r.store.public_post_ids(None, 100)
+            assert pub.id in public and unl.id not in public
+            assert await r.store.public_post_ids(pub.id, 100) == [i for i in public if i < pub.id]
+            assert await r.store.author_post_ids(u.id, None, 10) == [unl.id, pub.id]
+            gone = await r.store.delete_post(unl.id, u.id)
+            assert gone.visibility == "unlisted"
+
+    run(main())

@@ -347,3 +347,22 @@ async def _peek(c, key: int, building: set[int]) -> set[int]:
         return set()
     s = await c.slice(HOME, key, None, 1000)
     return set() if s is None else set(s.ids)
+
+
+def test_the_public_list_is_one_more_kind(timeline_cache):
+    """The public timeline's list (kind "public", key 0): absent until installed, pushed,
+    trimmed to the cap, removed from, apart from the home and author lists."""
+    async def main():
+        async with timeline_cache(cap=3) as c:
+            assert await c.slice("public", 0, None, 10) is None
+            assert await c.push("public", [0], 5) == 0
+            await c.begin("public", 0)
+            await c.install("public", 0, [3, 2, 1], 0)
+            for i in (4, 5, 5):
+                await c.push("public", [0], i)
+            await c.remove("public", [0], [4])
+            s = await c.slice("public", 0, None, 10)
+            assert s is not None and s.ids[0] == 5 and 4 not in s.ids and len(s.ids) <= 3
+            assert await c.slice(HOME, 0, None, 10) is None
+
+    run(main())

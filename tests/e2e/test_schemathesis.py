@@ -64,6 +64,7 @@ class World:
     tokens: list[str]
     post_ids: list[str]
     words: list[str] = field(default_factory=list)
+    user_ids: list[str] = field(default_factory=list)
 
 
 def _make_world(api: Api) -> World:
@@ -76,7 +77,7 @@ def _make_world(api: Api) -> World:
     words = ["lanterne", "Ωμέγα", "#fuzz", "@" + handles[0]]
     post_ids = [api.new_post(tokens[i % 4], f"post {i} {words[i % 4]} zebra")["id"] for i in range(24)]
     api.drain()
-    return World(handles, tokens, post_ids, words)
+    return World(handles, tokens, post_ids, words, [u["id"] for u in users])
 
 
 def _strategy(operation: Any, world: World) -> st.SearchStrategy:
@@ -98,6 +99,14 @@ def _strategy(operation: Any, world: World) -> st.SearchStrategy:
                 kwargs["path_parameters"] = {"handle": world.handles[0]}
             if "post_id" in path_names:  # the user's own post (DELETE: 204), or another's (403)
                 kwargs["path_parameters"] = {"post_id": world.post_ids[owner if owner is not None else user or 0]}
+            if "id" in path_names:  # Mastodon routes: a status (own or another's) or an account
+                if operation.path.startswith("/api/v1/statuses/"):  # not the ones /v1 deletes
+                    by = owner if owner is not None else user or 0
+                    kwargs["path_parameters"] = {"id": world.post_ids[4 + by]}
+                else:
+                    kwargs["path_parameters"] = {"id": world.user_ids[owner if owner is not None else 0]}
+            if "acct" in query_names:
+                kwargs["query"] = {"acct": world.handles[0]}
             if "before" in query_names:
                 kwargs["query"] = {"before": world.post_ids[len(world.post_ids) // 2]}
             if "q" in query_names:

@@ -40,3 +40,49 @@ def test_warm_home_read_runs_no_sql(tmp_path: Path) -> None:
             await hf.close()
 
     asyncio.run(main())
+
+
+def test_warm_mastodon_home_and_public_reads_run_no_sql(tmp_path: Path) -> None:
+    """The Mastodon home timeline (statuses with their accounts, spliced from cached parts)
+    and the public timeline (a cached list, not a scan) touch no SQL once warm."""
+    from homefeed.domain.mastodon.entities import Urls
+    from homefeed.domain.mastodon.pagination import Page
+    from homefeed.service_layer.mastodon import MastodonApi
+
+    async def main() -> None:
+        hf = await open_homefeed(Settings(data_dir=tmp_path, celebrity_threshold=2, timeline_cap=50))
+        try:
+            users = [await hf.register(f"u{i}") for i in range(4)]
+            ids = [int(u["id"]) for u in users]
+            for h in ("u1", "u2", "u3"):
+                await hf.follow(ids[0], h)
+            await hf.follow(ids[2], "u1")
+            await hf.follow(ids[3], "u1")
+            api = MastodonApi(hf)
+            urls = Urls("http://h:1")
+            for uid in ids:
+                await hf.write_post(uid, f"hello #tag from @u0 {uid}")
+            await hf.write_post(ids[1], "an unlisted one", "unlisted")
+            await hf.drain()
+
+            async def read() -> tuple[bytes, list[int]]:
+                home = await api.home(ids[0], Page(limit=20))
+                public = await api.public(Page(limit=20))
+                return (await api.statuses_bytes(urls, home, True)
+                        + await api.statuses_bytes(urls, public, False)), [p.id for p in public]
+
+            await read()  # warm: caches the lists, the statuses' parts and the accounts
+            statements: list[str] = []
+            reader = hf.store.db.reader  # type: ignore[attr-defined]
+            reader.set_trace_callback(statements.append)
+            try:
+                body, public_ids = await read()
+            finally:
+                reader.set_trace_callback(None)
+            assert statements == [], statements
+            assert body.count(b'"visibility":"unlisted"') == 1  # in u0's home, not in public
+            assert len(public_ids) == 4
+        finally:
+            await hf.close()
+
+    asyncio.run(main())

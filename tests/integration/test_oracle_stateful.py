@@ -135,6 +135,7 @@ class HomefeedMachine(RuleBasedStateMachine):
         self.follows: set[tuple[int, int]] = set()  # (follower, followee)
         self.posts: dict[int, tuple[int, str, int]] = {}  # id -> (author, text, creation seq)
         self.deleted: set[int] = set()
+        self.unlisted: set[int] = set()  # posts kept off the public timeline
         self.seq = 0
         self.last_id = 0
         self.restarts = 0
@@ -297,6 +298,36 @@ class HomefeedMachine(RuleBasedStateMachine):
             following = self.run(self.hf.following(handle, 100))["users"]
             assert {int(u["id"]) for u in following} == {b for a, b in self.follows if a == uid}
 
+        # The Mastodon client API over the same service: its home timeline (max_id paging)
+        # equals the oracle; its public timeline (the cached public list) holds every live
+        # public post, newest first.
+        from homefeed.domain.mastodon.pagination import Page
+        from homefeed.service_layer.mastodon import MastodonApi
+
+        masto = MastodonApi(self.hf)
+        for uid, handle in self.users:
+            got_m: list[int] = []
+            max_id = None
+            for n in range(400):
+                page = self.run(masto.home(uid, Page(limit=limits[n % len(limits)], max_id=max_id)))
+                if not page:
+                    break
+                got_m.extend(p.id for p in page)
+                max_id = page[-1].id
+            assert got_m == self.oracle_home(uid), f"Mastodon home of {handle}: {got_m}"
+        got_pub: list[int] = []
+        max_id = None
+        for n in range(1000):
+            page = self.run(masto.public(Page(limit=limits[n % len(limits)], max_id=max_id)))
+            if not page:
+                break
+            got_pub.extend(p.id for p in page)
+            max_id = page[-1].id
+        want_pub = [pid for pid in self.live() if pid not in self.unlisted]
+        assert got_pub == want_pub, f"public timeline: {got_pub} != {want_pub}"
+        if self.unlisted - self.deleted:
+            event("an unlisted post exists at a check")
+
         for q in QUERIES:
             want = self.oracle_search(q)
             got = self.walk(f"search {q!r}",
@@ -424,13 +455,19 @@ class HomefeedMachine(RuleBasedStateMachine):
             min_size=1, max_size=3),
         read_your_write=st.booleans(),
     )
-    def post(self, a: int, texts: list[list[tuple[str, str]]], read_your_write: bool) -> None:
+    def post(self, a: int, texts: list[list[tuple[str, str]]], read_your_write: bool,
+             unlisted: bool = False) -> None:
         uid, handle = self.user(a)
         for parts in texts:
             text = "".join(w + s for w, s in parts).strip() or parts[0][0]
             assert set(index_terms(text)) == model_index_terms(text), text  # the model is right
-            got = self.run(self.hf.create_post(uid, text))
+            if unlisted:
+                got = self.run(self.hf.write_post(uid, text, "unlisted")).public()
+            else:
+                got = self.run(self.hf.create_post(uid, text))
             pid = int(got["id"])
+            if unlisted:
+                self.unlisted.add(pid)
             assert got["text"] == text and got["author"] == {"id": str(uid), "handle": handle}
             assert pid not in self.posts, f"post id {pid} reused"
             assert pid > self.last_id, f"post id {pid} not above the previous id {self.last_id}"
@@ -443,6 +480,12 @@ class HomefeedMachine(RuleBasedStateMachine):
                 page = self.run(self.hf.home_timeline(uid, 1))
                 assert page["posts"] and page["posts"][0]["id"] == str(pid), (
                     f"read-your-writes: {handle}'s home starts with {page['posts'][:1]}, not {pid}")
+
+    @rule(a=st.integers(0, MAX_USERS - 1), text=st.sampled_from(VOCAB), read_your_write=st.booleans())
+    def post_unlisted(self, a: int, text: str, read_your_write: bool) -> None:
+        """An unlisted post (the Mastodon API's visibility): in homes and on the profile like
+        any post, never on the public timeline."""
+        self.post(a, [[(text, "")]], read_your_write, unlisted=True)
 
     @rule(a=st.integers(0, 1), text=st.sampled_from(VOCAB), n=st.integers(1, 4),
           read_your_write=st.booleans())

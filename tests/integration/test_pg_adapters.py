@@ -343,7 +343,8 @@ def test_posts_delete_and_reads(pg_url: str) -> None:
 
             events = [(t, d) for _, t, d in await outbox_rows(store)]
             created = [d for t, d in events if t == model.POST_CREATED]
-            assert created[0] == {"post_id": pa[0].id, "author_id": a.id, "author_handle": "pa", "text": "a0"}
+            assert created[0] == {"post_id": pa[0].id, "author_id": a.id, "author_handle": "pa", "text": "a0",
+                                  "visibility": "public"}
             deleted = [d for t, d in events if t == model.POST_DELETED]
             assert deleted == [
                 {"post_id": pa[0].id, "author_id": a.id},

@@ -22,7 +22,7 @@ from typing import ClassVar, Sequence
 from homefeed.domain.model import Post
 from homefeed.ports import IdSlice
 
-KINDS = ("home", "author")
+KINDS = ("home", "author", "public")  # "public": one list, key 0 (the public timeline)
 
 
 class _IdList:

@@ -166,6 +166,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX oauth_tokens_by_user ON oauth_tokens (user_id);
     """,
+    # 8: posts.visibility: "public" (every post so far) or "unlisted" (not on the public and
+    # tag timelines); the partial index rebuilds the public timeline's cache without a scan.
+    """
+    ALTER TABLE posts ADD COLUMN visibility text NOT NULL DEFAULT 'public';
+    CREATE INDEX posts_public ON posts(id DESC) WHERE visibility = 'public';
+    """,
 ]
 
 

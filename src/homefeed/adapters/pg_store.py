@@ -35,7 +35,7 @@ from homefeed.ports import IdempotencyRecord
 
 _MAX = (1 << 63) - 1
 _USER_COLS = "u.id, u.handle, u.display_name, u.followers_count, u.following_count, u.posts_count, u.note"
-_POST_COLS = "p.id, p.author_id, u.handle, p.text"
+_POST_COLS = "p.id, p.author_id, u.handle, p.text, p.visibility"
 # A primary-key collision means an id was issued twice (see report on IdGenerator floors):
 # take a fresh id and try again, a bounded number of times.
 _ID_RETRIES = 5
@@ -114,13 +114,15 @@ SELECT EXISTS (SELECT FROM f),
 
 _CREATE_POST_TEMPLATE = f"""
 WITH p AS (
-    INSERT INTO posts (id, author_id, text) VALUES (%(id)s, %(author)s, %(text)s)
+    INSERT INTO posts (id, author_id, text, visibility)
+    VALUES (%(id)s, %(author)s, %(text)s, %(visibility)s)
 ), c AS (
     UPDATE users SET posts_count = posts_count + 1 WHERE id = %(author)s
 ){{key}}
 INSERT INTO outbox (type, data) VALUES ('{model.POST_CREATED}', jsonb_build_object(
     'post_id', %(id)s, 'author_id', %(author)s,
-    'author_handle', %(handle)s::text, 'text', %(text)s::text)
+    'author_handle', %(handle)s::text, 'text', %(text)s::text,
+    'visibility', %(visibility)s::text)
     || jsonb_strip_nulls(jsonb_build_object('request_id', %(rid)s::text)))
 """
 _CREATE_POST, _CREATE_POST_KEYED = _with_key(_CREATE_POST_TEMPLATE, None)
@@ -132,7 +134,7 @@ WITH p AS (
     SELECT author_id FROM posts WHERE id = %(id)s
 ), d AS (
     DELETE FROM posts WHERE id = %(id)s AND author_id = %(by)s
-    RETURNING id, author_id, text
+    RETURNING id, author_id, text, visibility
 ), c AS (
     UPDATE users SET posts_count = posts_count - 1 WHERE id = (SELECT author_id FROM d)
     RETURNING handle
@@ -142,7 +144,7 @@ WITH p AS (
     FROM d
 )
 SELECT (SELECT author_id FROM p), (SELECT text FROM d), (SELECT handle FROM c),
-       EXISTS (SELECT FROM d)
+       EXISTS (SELECT FROM d), (SELECT visibility FROM d)
 """
 
 _CREATE_ACCOUNT = f"""
@@ -349,13 +351,14 @@ class PgRecordStore:
 
     async def create_post(
         self, author_id: int, author_handle: str, text: str,
-        *, idempotency: IdempotencyRecord | None = None,
+        *, idempotency: IdempotencyRecord | None = None, visibility: str = "public",
     ) -> Post:
         for attempt in range(_ID_RETRIES):
             pid = self._next_id()
-            post = Post(pid, author_id, author_handle, text)
+            post = Post(pid, author_id, author_handle, text, visibility)
             sql, params = _keyed(_CREATE_POST, _CREATE_POST_KEYED, {
                 "id": pid, "author": author_id, "handle": author_handle, "text": text,
+                "visibility": visibility,
                 "rid": current_request_id(),
             }, idempotency, post)
             try:
@@ -371,10 +374,10 @@ class PgRecordStore:
 
     async def delete_post(self, post_id: int, by_user_id: int) -> Post:
         rows = await self.db.write(_DELETE_POST, {"id": post_id, "by": by_user_id}, outbox=False)
-        author_id, text, handle, deleted = rows[0]
+        author_id, text, handle, deleted, visibility = rows[0]
         if deleted:
             self.db.outbox_committed()
-            return Post(post_id, by_user_id, handle or "", text)
+            return Post(post_id, by_user_id, handle or "", text, visibility or "public")
         if author_id is not None and author_id != by_user_id:
             raise Forbidden("you can delete only your own posts")
         raise NotFound("no such post")
@@ -443,6 +446,13 @@ class PgRecordStore:
         rows = await self.db.fetch(
             "SELECT id FROM posts WHERE author_id = %s AND id < %s ORDER BY id DESC LIMIT %s",
             (author_id, _before(before), limit),
+        )
+        return [r[0] for r in rows]
+
+    async def public_post_ids(self, before: int | None, limit: int) -> list[int]:
+        rows = await self.db.fetch(
+            "SELECT id FROM posts WHERE visibility = 'public' AND id < %s ORDER BY id DESC LIMIT %s",
+            (_before(before), limit),
         )
         return [r[0] for r in rows]
 

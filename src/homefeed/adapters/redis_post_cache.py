@@ -51,19 +51,22 @@ class RedisPostCache:
 
     @staticmethod
     def encode(p: Post) -> bytes:
-        return orjson.dumps([str(p.author_id), p.author_handle, p.text, p.created_at])
+        if p.visibility == "public":
+            return orjson.dumps([str(p.author_id), p.author_handle, p.text, p.created_at])
+        return orjson.dumps([str(p.author_id), p.author_handle, p.text, p.created_at, p.visibility])
 
     @staticmethod
     def decode(id_: int, raw: bytes) -> Post | None:
         try:
-            author, handle, text, created_at = orjson.loads(raw)
+            author, handle, text, created_at, *rest = orjson.loads(raw)
+            visibility = rest[0] if rest else "public"
             public = {
                 "id": str(id_),
                 "author": {"id": author, "handle": handle},
                 "text": text,
                 "created_at": created_at,
             }
-            return Post(id_, int(author), handle, text, public)
+            return Post(id_, int(author), handle, text, visibility, public)
         except (ValueError, TypeError):  # a tombstone, or a format this version doesn't know
             return None
 

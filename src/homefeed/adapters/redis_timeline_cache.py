@@ -25,7 +25,7 @@ from homefeed.adapters.redis_lua import LuaScript
 from homefeed.domain.ids import MAX_ID
 from homefeed.ports import IdSlice
 
-KINDS = ("home", "author")
+KINDS = ("home", "author", "public")  # "public": one list, key 0 (the public timeline)
 
 
 def _m(id_: int) -> bytes:
@@ -69,6 +69,7 @@ class RedisTimelineCache:
         self._ttl = {
             "home": ms(inactive_seconds),
             "author": ms(author_seconds),
+            "public": ms(author_seconds),
         }
         self._graph_ms = ms(graph_seconds)
         self._build_ms = ms(build_seconds)

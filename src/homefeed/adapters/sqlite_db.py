@@ -157,6 +157,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX oauth_tokens_by_user ON oauth_tokens (user_id);
     """,
+    # 7: posts.visibility: "public" (every post so far) or "unlisted" (not on the public and
+    # tag timelines); the index rebuilds the public timeline's cache without a scan.
+    """
+    ALTER TABLE posts ADD COLUMN visibility TEXT NOT NULL DEFAULT 'public';
+    CREATE INDEX posts_public ON posts(id) WHERE visibility = 'public';
+    """,
 ]
 
 

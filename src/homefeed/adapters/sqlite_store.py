@@ -162,7 +162,7 @@ class SqliteRecordStore:
 
     async def create_post(
         self, author_id: int, author_handle: str, text: str,
-        *, idempotency: IdempotencyRecord | None = None,
+        *, idempotency: IdempotencyRecord | None = None, visibility: str = "public",
     ) -> Post:
         ids = self.ids
         assert ids is not None
@@ -171,7 +171,8 @@ class SqliteRecordStore:
         def tx(conn: sqlite3.Connection) -> Post:
             pid = ids.next_id()
             conn.execute(
-                "INSERT INTO posts(id, author_id, text) VALUES (?, ?, ?)", (pid, author_id, text)
+                "INSERT INTO posts(id, author_id, text, visibility) VALUES (?, ?, ?, ?)",
+                (pid, author_id, text, visibility),
             )
             conn.execute(
                 "UPDATE users SET posts_count = posts_count + 1 WHERE id = ?", (author_id,)
@@ -179,9 +180,10 @@ class SqliteRecordStore:
             append_event(
                 conn,
                 model.POST_CREATED,
-                {"post_id": pid, "author_id": author_id, "author_handle": author_handle, "text": text, **trace},
+                {"post_id": pid, "author_id": author_id, "author_handle": author_handle, "text": text,
+                 "visibility": visibility, **trace},
             )
-            post = Post(pid, author_id, author_handle, text)
+            post = Post(pid, author_id, author_handle, text, visibility)
             remember(conn, idempotency, post)
             return post
 
@@ -190,7 +192,7 @@ class SqliteRecordStore:
     async def delete_post(self, post_id: int, by_user_id: int) -> Post:
         def tx(conn: sqlite3.Connection) -> Post:
             row = conn.execute(
-                "SELECT p.id, p.author_id, u.handle, p.text FROM posts p"
+                "SELECT p.id, p.author_id, u.handle, p.text, p.visibility FROM posts p"
                 " JOIN users u ON u.id = p.author_id WHERE p.id = ?",
                 (post_id,),
             ).fetchone()
@@ -270,7 +272,7 @@ class SqliteRecordStore:
             out.extend(
                 Post(*r)
                 for r in self.db.query(
-                    "SELECT p.id, p.author_id, u.handle, p.text FROM posts p"
+                    "SELECT p.id, p.author_id, u.handle, p.text, p.visibility FROM posts p"
                     f" JOIN users u ON u.id = p.author_id WHERE p.id IN ({marks})",
                     chunk,
                 )
@@ -283,6 +285,15 @@ class SqliteRecordStore:
             for r in self.db.query(
                 "SELECT id FROM posts WHERE author_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
                 (author_id, before if before is not None else _MAX, limit),
+            )
+        ]
+
+    async def public_post_ids(self, before: int | None, limit: int) -> list[int]:
+        return [
+            r[0]
+            for r in self.db.query(
+                "SELECT id FROM posts WHERE visibility = 'public' AND id < ? ORDER BY id DESC LIMIT ?",
+                (before if before is not None else _MAX, limit),
             )
         ]
 
@@ -301,7 +312,7 @@ class SqliteRecordStore:
         return [
             Post(*r)
             for r in self.db.query(
-                "SELECT p.id, p.author_id, u.handle, p.text FROM posts p"
+                "SELECT p.id, p.author_id, u.handle, p.text, p.visibility FROM posts p"
                 " JOIN users u ON u.id = p.author_id"
                 " WHERE p.author_id = ? AND p.id < ? ORDER BY p.id DESC LIMIT ?",
                 (author_id, before if before is not None else _MAX, limit),
@@ -313,7 +324,7 @@ class SqliteRecordStore:
         return [
             Post(*r)
             for r in self.db.query(
-                "SELECT p.id, p.author_id, u.handle, p.text FROM posts p"
+                "SELECT p.id, p.author_id, u.handle, p.text, p.visibility FROM posts p"
                 " JOIN users u ON u.id = p.author_id WHERE p.id > ? ORDER BY p.id LIMIT ?",
                 (after_id, limit),
             )

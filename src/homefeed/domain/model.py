@@ -40,6 +40,9 @@ class Post:
     author_id: int
     author_handle: str
     text: str
+    #: Who may see the post where (Mastodon's words): "public" posts also reach the public
+    #: and tag timelines; "unlisted" ones reach followers' homes and the author's profile only.
+    visibility: str = "public"
     # The JSON-ready form, built once per cached post: hydration is the hot path of every
     # timeline read, and formatting ids and timestamps dominated it. Treat it as read-only.
     _public: dict[str, Any] | None = field(default=None, compare=False, repr=False)
@@ -59,6 +62,10 @@ class Post:
             }
             object.__setattr__(self, "_public", d)
         return d
+
+
+#: The visibilities a post may have (Mastodon's ``private`` and ``direct`` are not offered).
+VISIBILITIES = ("public", "unlisted")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import AsyncIterator
+from typing import AsyncIterator, Mapping
+
+import orjson
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -32,11 +34,15 @@ from starlette.routing import BaseRoute
 
 from homefeed.bootstrap import Plan, plan
 from homefeed.domain.errors import HomefeedError
+from homefeed.domain.mastodon.entities import API_ERRORS
 from homefeed.entrypoints import metrics as obs
 from homefeed.entrypoints.observe import Observe
 from homefeed.entrypoints.mastodon import accounts_auth, oauth as mastodon_oauth
+from homefeed.entrypoints.mastodon import timelines as mastodon_timelines
+from homefeed.entrypoints.mastodon.routes import ROUTES as MASTODON_ROUTES
 from homefeed.entrypoints.routes import about, admin, operations, posts, search, timelines, users
 from homefeed.entrypoints.routes._request import HomefeedApp, error_response, json_response
+from homefeed.service_layer.mastodon import MastodonApi
 from homefeed.service_layer.services import Homefeed
 
 __all__ = ["ROUTES", "Observe", "create_app", "error_response", "json_response"]
@@ -44,16 +50,19 @@ __all__ = ["ROUTES", "Observe", "create_app", "error_response", "json_response"]
 log = logging.getLogger("homefeed.http")
 
 #: Every route of the app, one module per resource (see ``entrypoints/routes/``); no two
-#: overlap, so the order is only the order of reading.
+#: overlap, so the order is only the order of reading, and of matching: Starlette tries
+#: routes in turn, so the hot reads (both home timelines) come early.
 ROUTES: list[BaseRoute] = [
     *about.routes,
     *operations.routes,
     *users.routes,
     *timelines.routes,
+    *mastodon_timelines.routes,
     *posts.routes,
     *search.routes,
     *admin.routes,
     *mastodon_oauth.routes, *accounts_auth.routes,
+    *MASTODON_ROUTES,
 ]
 
 #: Codes of the errors Starlette raises itself (routing, malformed requests).
@@ -66,10 +75,30 @@ _HTTP_CODES = {
 }
 
 
+def _mastodon_path(request: Request) -> bool:
+    """Routes whose errors use Mastodon's shape, ``{"error": "..."}`` (its clients read it)."""
+    path = request.url.path
+    return path.startswith("/api/") or path.startswith("/oauth/")
+
+
+def mastodon_error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    """Mastodon's wording for 401, 403, 404; ``Validation failed: ...`` for a 422."""
+    if status in (401, 403, 404) or (status >= 500 and status in API_ERRORS):
+        text = API_ERRORS[status]
+    elif status == 422 and not message.startswith("Validation failed"):
+        text = f"Validation failed: {message}"
+    else:
+        text = message
+    return Response(orjson.dumps({"error": text}), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
 async def on_domain_error(request: Request, exc: Exception) -> Response:
     """A refused request: its code and status; a 503 says when to retry."""
     assert isinstance(exc, HomefeedError)
     headers = {"Retry-After": "1"} if exc.status == 503 else None
+    if _mastodon_path(request):
+        return mastodon_error(exc.status, exc.message, headers)
     return error_response(exc.status, exc.code, exc.message, headers)
 
 
@@ -77,11 +106,15 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own errors (404 unmatched, 405 wrong method...) in the one error shape."""
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
+    if _mastodon_path(request):
+        return mastodon_error(exc.status_code, str(exc.detail), exc.headers)
     return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
+    if _mastodon_path(request):
+        return mastodon_error(500, "internal error")
     return error_response(500, "internal", "internal error")
 
 
@@ -90,7 +123,10 @@ def _middleware(hf: Homefeed, observe: bool) -> list[Middleware]:
     limits, only when one is configured (off, they cost nothing)."""
     from homefeed.bootstrap import build_rate_limiter
 
+    from homefeed.entrypoints.mastodon.cors import Cors
+
     stack = [Middleware(Observe)] if observe else []
+    stack.append(Middleware(Cors, origins=hf.settings.cors_origins))
     limiter = build_rate_limiter(hf.settings)
     if limiter is not None:
         from homefeed.entrypoints.ratelimit import RateLimits
@@ -141,6 +177,7 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
     )
     app.homefeed = hf
     app.sampler = sampler
+    app.mastodon = MastodonApi(hf)
     app.state.homefeed = hf  # as before, for whoever looks there
     app.state.sampler = sampler
     return app

@@ -25,6 +25,7 @@ from homefeed.entrypoints.admin import ADMIN_OPS, MAX_SETTLE_TIMEOUT
 from homefeed.entrypoints.dashboard import ASSETS as DASHBOARD_ASSETS
 from homefeed.logging_setup import MAX_REQUEST_ID_LENGTH, REQUEST_ID_CHARS
 from homefeed.ports import BACKEND_NAMES
+from homefeed.entrypoints.mastodon.openapi_client import mastodon_paths
 from homefeed.service_layer.audit import PARTS as AUDIT_PARTS
 from homefeed.service_layer.consumers import FANOUT, INDEXER
 from homefeed.service_layer.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -510,7 +511,8 @@ def _document(max_post_length: int) -> dict[str, Any]:
                            " Every error is {\"error\": {\"code\", \"message\"}} and changes nothing.",
         },
         "components": _components(max_post_length),
-        "paths": {**_ops_paths(), **_user_paths(), **_post_paths(max_post_length), **oauth_paths()},
+        "paths": {**_ops_paths(), **_user_paths(), **_post_paths(max_post_length), **oauth_paths(),
+                  **mastodon_paths(max_post_length)},
     }
 
 

@@ -73,7 +73,8 @@ class Consumers:
             d = e.data
             if e.type == model.POST_CREATED:
                 await feed.fan_out_post(
-                    Post(d["post_id"], d["author_id"], d.get("author_handle", ""), d.get("text", ""))
+                    Post(d["post_id"], d["author_id"], d.get("author_handle", ""), d.get("text", ""),
+                         d.get("visibility", "public"))
                 )
                 created[d["post_id"]] = d["author_id"]
             elif e.type == model.POST_DELETED:
@@ -113,7 +114,8 @@ class Consumers:
         for e in events:
             if e.type == model.POST_CREATED:
                 d = e.data
-                pending.append(Post(d["post_id"], d["author_id"], d.get("author_handle", ""), d["text"]))
+                pending.append(Post(d["post_id"], d["author_id"], d.get("author_handle", ""), d["text"],
+                                    d.get("visibility", "public")))
             elif e.type == model.POST_DELETED:
                 if pending:
                     await self.index.index(pending)

@@ -12,6 +12,9 @@
   raises the list's *floor*: the list holds every id it should above its floor.
 - **rebuild**: a missing list is recomputed from the record store (the system of record).
 - **hydrate**: ids become posts through the post cache, then the record store.
+- **public**: one more cached list (kind ``public``, key 0) holds the ids of public posts
+  (not unlisted ones), pushed by the fan-out consumer, trimmed to the cap, rebuilt from the
+  record store when absent, removed on delete; the public timeline reads it like a home.
 
 Reading merges the home timeline with the pulled author lists, filters by who the reader
 follows *now* (so a late push after an unfollow never shows) and drops deleted posts. Below
@@ -40,6 +43,9 @@ log = logging.getLogger("homefeed.feed")
 
 HOME = "home"
 AUTHOR = "author"
+PUBLIC = "public"
+#: The public timeline is one list: its key.
+PUBLIC_KEY = 0
 # Extra ids fetched per source beyond the page size, so that a few deleted or filtered
 # entries do not force a second round.
 SLACK = 8
@@ -147,11 +153,20 @@ class FeedManager:
         await _cache(self.cache.install(AUTHOR, author_id, ids, floor))
         self.counters["author_rebuilds"] += 1
 
+    async def rebuild_public(self) -> None:
+        await _cache(self.cache.begin(PUBLIC, PUBLIC_KEY))
+        ids = await self.store.public_post_ids(None, self.cap)
+        floor = ids[-1] - 1 if len(ids) >= self.cap else 0
+        await _cache(self.cache.install(PUBLIC, PUBLIC_KEY, ids, floor))
+        self.counters["public_rebuilds"] = self.counters.get("public_rebuilds", 0) + 1
+
     async def _slice(self, kind: str, key: int, before: int | None, n: int) -> IdSlice:
         got = await _cache(self.cache.slice(kind, key, before, n))
         if got is None:
             if kind == HOME:
                 await self.rebuild_home(key)
+            elif kind == PUBLIC:
+                await self.rebuild_public()
             else:
                 await self.rebuild_author(key)
             got = await _cache(self.cache.slice(kind, key, before, n))
@@ -159,6 +174,8 @@ class FeedManager:
                 ids = await (
                     self.store.home_post_ids(key, before, n)
                     if kind == HOME
+                    else self.store.public_post_ids(before, n)
+                    if kind == PUBLIC
                     else self.store.author_post_ids(key, before, n)
                 )
                 return IdSlice(ids, 0 if len(ids) < n else ids[-1] - 1)
@@ -273,6 +290,70 @@ class FeedManager:
                     return out, ids[-1]
                 start = ids[-1]
 
+    async def read_public(self, before: int | None, limit: int) -> tuple[list[Post], int | None]:
+        """One page of the public timeline (public posts of everyone, newest first) and the
+        cursor of the next: from the cached ``public`` list, then, below its floor, from the
+        record store; with the cache down, from the record store."""
+        try:
+            return await self._read_list_cached(PUBLIC, PUBLIC_KEY, before, limit, self.store.public_post_ids)
+        except CacheUnavailable:
+            self.counters["cache_fallbacks"] += 1
+            return await self._read_store_ids(self.store.public_post_ids, before, limit)
+
+    async def read_author(self, author_id: int, before: int | None, limit: int) -> tuple[list[Post], int | None]:
+        """One page of an author's posts (public and unlisted), from their cached list."""
+        async def store_ids(b: int | None, n: int) -> list[int]:
+            return await self.store.author_post_ids(author_id, b, n)
+        try:
+            return await self._read_list_cached(AUTHOR, author_id, before, limit, store_ids)
+        except CacheUnavailable:
+            self.counters["cache_fallbacks"] += 1
+            return await self._read_store_ids(store_ids, before, limit)
+
+    async def _read_list_cached(self, kind: str, key: int, before: int | None, limit: int,
+                                store_ids) -> tuple[list[Post], int | None]:
+        out: list[Post] = []
+        cursor = before
+        while True:
+            n = limit - len(out) + SLACK
+            s = await self._slice(kind, key, cursor, n)
+            posts = await self.hydrate(s.ids)
+            for i in s.ids:
+                p = posts.get(i)
+                if p is None or (kind == PUBLIC and p.visibility != "public"):
+                    continue
+                out.append(p)
+                if len(out) == limit:
+                    return out, p.id
+            if len(s.ids) >= n:
+                cursor = s.ids[-1]
+                continue
+            if s.floor == 0:
+                return out, None
+            # Past the cache's floor: continue from the system of record.
+            self.counters["db_pages"] += 1
+            start = s.floor + 1 if cursor is None else min(cursor, s.floor + 1)
+            rest, nxt = await self._read_store_ids(store_ids, start, limit - len(out))
+            out.extend(rest)
+            return out, nxt
+
+    async def _read_store_ids(self, store_ids, before: int | None,
+                              limit: int) -> tuple[list[Post], int | None]:
+        out: list[Post] = []
+        start = before
+        while True:  # a post deleted since its id was read is skipped: read on
+            need = limit - len(out)
+            if need <= 0:
+                return out, out[-1].id if out else None
+            ids = await store_ids(start, need)
+            posts = await self.hydrate(ids)
+            out.extend(posts[i] for i in ids if i in posts)
+            if len(ids) < need:
+                return out, None
+            if len(out) == limit:
+                return out, ids[-1]
+            start = ids[-1]
+
     async def _read_home_pulled(
         self, user_id: int, before: int | None, limit: int
     ) -> tuple[list[Post], int | None]:
@@ -291,6 +372,8 @@ class FeedManager:
         try:
             await self.posts.put_many([post])
             await self.cache.push(AUTHOR, [post.author_id], post.id)
+            if post.visibility == "public":
+                await self.cache.push(PUBLIC, [PUBLIC_KEY], post.id)
         except Unavailable as exc:
             self._update_skipped("post", exc)
 
@@ -298,6 +381,7 @@ class FeedManager:
         try:
             await self.posts.delete([post_id])
             await self.cache.remove(AUTHOR, [author_id], [post_id])
+            await self.cache.remove(PUBLIC, [PUBLIC_KEY], [post_id])
         except Unavailable as exc:
             self._update_skipped("delete", exc)
 
@@ -315,7 +399,10 @@ class FeedManager:
     # -- fan-out (the consumer of post and follow events) ----------------------------------
     async def fan_out_post(self, post: Post) -> int:
         """Push a new post into its followers' cached timelines, unless its author is a
-        celebrity. Idempotent: pushing an id twice leaves one entry."""
+        celebrity; a public post also goes into the public timeline's list. Idempotent:
+        pushing an id twice leaves one entry."""
+        if post.visibility == "public":
+            await self.cache.push(PUBLIC, [PUBLIC_KEY], post.id)
         if self.strategy == "pull":
             return 0
         await self.cache.push(AUTHOR, [post.author_id], post.id)
@@ -329,6 +416,7 @@ class FeedManager:
     async def fan_out_delete(self, post_id: int, author_id: int) -> None:
         await self.posts.delete([post_id])
         await self.cache.remove(AUTHOR, [author_id], [post_id])
+        await self.cache.remove(PUBLIC, [PUBLIC_KEY], [post_id])
         followers = await self.store.follower_ids(author_id)
         # The author's own home list too: a rebuild fills it with their own posts.
         await self.cache.remove(HOME, [*followers, author_id], [post_id])

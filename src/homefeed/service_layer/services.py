@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 from homefeed.config import Settings
 from homefeed.domain.errors import Forbidden, InvalidInput, NotFound, Unauthorized, Unavailable
 from homefeed.domain.mastodon.scopes import covers
-from homefeed.domain.model import Caller, Post, User
+from homefeed.domain.model import VISIBILITIES, Caller, Post, User
 from homefeed.domain.text import (
     query_terms,
     validate_display_name,
@@ -386,13 +386,23 @@ class Homefeed:
     async def create_post(
         self, user_id: int, text: Any, *, once: IdempotentRequest | None = None
     ) -> dict[str, Any]:
+        return (await self.write_post(user_id, text, once=once)).public()
+
+    async def write_post(
+        self, user_id: int, text: Any, visibility: str = "public", *,
+        once: IdempotentRequest | None = None, answer: Callable[[Post], dict[str, Any]] = Post.public,
+    ) -> Post:
+        """Validate and store a post (``visibility`` "public" or "unlisted"); ``answer`` is
+        what a keyed write stores as its reply (the entrypoint's shape of the post)."""
         text = validate_post_text(text, self.settings.max_post_length)
+        if visibility not in VISIBILITIES:
+            raise InvalidInput(f"visibility must be one of {', '.join(VISIBILITIES)}")
         post = await self.store.create_post(
             user_id, await self._handle_of(user_id), text,
-            idempotency=once.record(Post.public) if once else None,
+            idempotency=once.record(answer) if once else None, visibility=visibility,
         )
         await self.feed.posted(post)
-        return post.public()
+        return post
 
     async def _handle_of(self, user_id: int) -> str:
         """The author's handle, which every post carries. Handles never change, so it is

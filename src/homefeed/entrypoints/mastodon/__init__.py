@@ -1,1 +1,2 @@
-"""The Mastodon client API: one module per area (routes), over the same service layer."""
+"""The Mastodon client API (``/api/v1``, ``/api/v2``, discovery), one module per resource,
+like ``entrypoints/routes``; ``ROUTES`` gathers them for ``entrypoints/http.py``."""

@@ -26,16 +26,12 @@ from homefeed.entrypoints.mastodon.oauth import (
 )
 from homefeed.entrypoints.routes._request import service
 from homefeed.service_layer.accounts import TooManyAttempts
+from homefeed.service_layer.mastodon import account_view
 from homefeed.service_layer.services import require_scope
 
 
 def credential_account(request: Request, user: User) -> dict:
-    view = AccountView(
-        id=user.id, username=user.handle, display_name=user.display_name,
-        created_at=id_time(user.id), note=user.note, followers_count=user.followers_count,
-        following_count=user.following_count, statuses_count=user.posts_count,
-    )
-    return account_entity(view, base_urls(request), AccountSource(note=user.note))
+    return account_entity(account_view(user), base_urls(request), AccountSource(note=user.note))
 
 
 @mastodon_route

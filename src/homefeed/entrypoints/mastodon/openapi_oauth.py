@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from homefeed.entrypoints.mastodon.openapi_client import MASTODON_ERROR  # one definition
+
 _RID = {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}}
 _RID_PARAM = {"$ref": "#/components/parameters/X-Request-Id"}
-MASTODON_ERROR: dict[str, Any] = {
-    "type": "object", "required": ["error"],
-    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
-}
 _FORM = "application/x-www-form-urlencoded"
 _STR = {"type": "string"}
 #: An absolute URI (or ``urn:ietf:wg:oauth:2.0:oob``), without a fragment; newlines separate several.

@@ -28,6 +28,7 @@ from homefeed.service_layer.services import MAX_LIMIT, Homefeed
 
 if TYPE_CHECKING:
     from homefeed.entrypoints.metrics import Sampler
+    from homefeed.service_layer.mastodon import MastodonApi
 
 JSON = "application/json"
 #: Longest ``limit`` value read as a number: more digits cannot be in range (and a huge
@@ -43,6 +44,8 @@ class HomefeedApp(Starlette):
     homefeed: Homefeed
     #: The metrics sampler of this process (``/metrics``, ``/metrics.json``).
     sampler: Sampler
+    #: The Mastodon API's views (statuses and accounts cached as JSON bytes).
+    mastodon: MastodonApi
 
 
 def service(request: Request) -> Homefeed:
