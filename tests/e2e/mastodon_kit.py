@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any, Callable, Iterator
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import httpx
 import jsonschema_rs
@@ -418,7 +418,11 @@ class Browser:
     def close(self) -> None:
         self.http.close()
 
-    def go(self, method: str, url: str, **kw: Any) -> httpx.Response:
+    def go(self, method: str, url: str, data: list[tuple[str, str]] | None = None,
+           **kw: Any) -> httpx.Response:
+        if data is not None:  # a form, in the browser's order, repeated names kept
+            kw["content"] = urlencode(data).encode()
+            kw["headers"] = {**kw.get("headers", {}), "Content-Type": "application/x-www-form-urlencoded"}
         r = self.http.request(method, url, **kw)
         self.history.append(f"{method} {url} -> {r.status_code}")
         hops = 0

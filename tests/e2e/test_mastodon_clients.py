@@ -352,8 +352,11 @@ def test_search_v2_finds_statuses_accounts_and_hashtags(target, check):
     st = u.m.status_post(f"hello {word} and #{tag}")
     target.drain()
 
-    res = kit.wait_until("search finds the new status",
-                         lambda: reader.m.search_v2(word, result_type="statuses"))
+    def found() -> object:
+        r = reader.m.search_v2(word, result_type="statuses")
+        return r if r.statuses else None
+
+    res = kit.wait_until("search finds the new status", found)
     assert [str(s.id) for s in res.statuses] == [str(st.id)], res
     res = reader.m.search_v2(f"#{tag}")
     assert str(st.id) in [str(s.id) for s in res.statuses] and tag in [t.name for t in res.hashtags], res

@@ -144,6 +144,7 @@ def test_toot_logs_in_posts_follows_pages_searches_deletes(target, tmp_path):
     following = json.loads(me.run("following", "--json").stdout)  # Link-paged, toot's regex
     kit.check_entity("account[]", following)
     assert sorted(a["id"] for a in following) == sorted(ids.values())
+    target.drain()
     whois = me.json("whois", authors["celeb"][1].username)
     kit.check_entity("account", whois)
     assert whois["followers_count"] == kit.CELEBRITY_THRESHOLD + 1
