@@ -22,7 +22,7 @@ async def _info(request: Request) -> E.InstanceInfo:
     if got is None or got[0] < time.monotonic():
         got = (time.monotonic() + 60, await hf.store.count_users())
         _COUNTS[id(hf)] = got
-    registrations = getattr(hf.settings, "registrations", "open")
+    registrations = hf.settings.registrations
     return E.InstanceInfo(
         homefeed_version=homefeed.__version__,
         max_characters=hf.settings.max_post_length,
