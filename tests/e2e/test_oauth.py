@@ -204,10 +204,19 @@ class TestRegistration:
     def test_update_credentials(self, http):
         app = make_app(http)
         token = sign_up(http, app)["token"]["access_token"]
-        r = http.patch("/api/v1/accounts/update_credentials", headers={"Authorization": "Bearer " + token},
+        h = {"Authorization": "Bearer " + token}
+        uid = me(http, token).json()["id"]
+        # read once before the change, so that the account and a status embedding it are cached
+        st = http.post("/api/v1/statuses", headers=h, data={"status": "before the rename"}).json()
+        assert http.get(f"/api/v1/accounts/{uid}").json()["display_name"] != "Ada"
+        assert http.get(f"/api/v1/statuses/{st['id']}", headers=h).json()["account"]["display_name"] != "Ada"
+        r = http.patch("/api/v1/accounts/update_credentials", headers=h,
                        data={"display_name": "Ada", "note": "hello #world"})
         assert r.status_code == 200, r.text
         assert r.json()["display_name"] == "Ada" and r.json()["source"]["note"] == "hello #world"
+        # answered at once by the same process: the account and the statuses that embed it
+        assert http.get(f"/api/v1/accounts/{uid}").json()["display_name"] == "Ada"
+        assert http.get(f"/api/v1/statuses/{st['id']}", headers=h).json()["account"]["display_name"] == "Ada"
 
 
 class TestScopes:

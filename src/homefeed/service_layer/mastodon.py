@@ -66,7 +66,8 @@ class MastodonApi:
         self._accounts: dict[tuple[str, int], tuple[float, bytes, dict[str, Any]]] = {}
         # base url -> post id -> (expiry of its account part, Status bytes with the viewer
         # flags, without): a warm timeline is one dict lookup per status.
-        self._full: dict[str, dict[int, tuple[float, bytes, bytes]]] = {}
+        # (and the author's id, to forget them when the author's profile changes).
+        self._full: dict[str, dict[int, tuple[float, bytes, bytes, int]]] = {}
 
     # -- accounts -------------------------------------------------------------------------
     async def user_by_id(self, user_id: int) -> User:
@@ -91,6 +92,16 @@ class MastodonApi:
 
     async def account(self, urls: E.Urls, user_id: int) -> dict[str, Any]:
         return (await self.account_bytes(urls, user_id))[1]
+
+    def forget_account(self, user_id: int) -> None:
+        """The user's profile changed: drop its cached Account entity and the cached
+        statuses that embed it (on every base URL), so that this process answers the new
+        profile at once. (Other processes catch up within ``ACCOUNT_TTL``.)"""
+        for key in [k for k in self._accounts if k[1] == user_id]:
+            self._accounts.pop(key, None)
+        for full in self._full.values():
+            for post_id in [i for i, got in full.items() if got[3] == user_id]:
+                full.pop(post_id, None)
 
     def account_of(self, urls: E.Urls, user: User) -> dict[str, Any]:
         return self._account_from_user(urls, user)[1]
@@ -172,12 +183,12 @@ class MastodonApi:
         return b"[" + b",".join(parts) + b"]"
 
     async def _assemble(self, urls: E.Urls, post: Post,
-                        full: dict[int, tuple[float, bytes, bytes]]) -> tuple[float, bytes, bytes]:
+                        full: dict[int, tuple[float, bytes, bytes, int]]) -> tuple[float, bytes, bytes, int]:
         await self.account_bytes(urls, post.author_id)
         expiry, account, _ = self._accounts[(urls.base, post.author_id)]
         base = await self._base(urls, post)
         head = b'{"account":' + account + b"," + base
-        got = (expiry, head + b"," + _VIEWER + b"}", head + b"}")
+        got = (expiry, head + b"," + _VIEWER + b"}", head + b"}", post.author_id)
         if len(full) > _MAX_CACHED:
             full.clear()
         full[post.id] = got

@@ -15,6 +15,7 @@ from homefeed.domain.mastodon.entities import AccountSource, AccountView, accoun
 from homefeed.domain.mastodon.params import Params
 from homefeed.domain.mastodon.scopes import covers
 from homefeed.domain.model import User
+from homefeed.entrypoints.mastodon._common import api
 from homefeed.entrypoints.mastodon.oauth import (
     base_urls,
     bearer,
@@ -79,6 +80,7 @@ async def update_credentials(request: Request) -> Response:
     uid = require_scope(await hf.caller(bearer(request)), "write:accounts")
     p = await params(request)
     user = await oauth_service(request).accounts.update_profile(uid, p.raw("display_name"), p.raw("note"))
+    api(request).forget_account(uid)
     return json_answer(credential_account(request, user))
 
 
