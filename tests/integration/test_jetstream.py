@@ -197,7 +197,7 @@ def test_order_preserved_relay_to_stream_to_consumers(names: Names, tmp_path: Pa
                     assert await js.lag(consumer) == 0
                 # the payload round-trips
                 created = next(e for e in got if e.type == "post_created")
-                assert set(created.data) == {"post_id", "author_id", "author_handle", "text"}
+                assert set(created.data) == {"post_id", "author_id", "author_handle", "text", "visibility"}
                 # nothing more, and an empty fetch respects its timeout
                 t0 = time.monotonic()
                 assert await js.fetch("fanout", 10, timeout=0.3) == []
