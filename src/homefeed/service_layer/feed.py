@@ -32,7 +32,7 @@ which wait for the cache to return, apply the same updates from the events.
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Sequence, TypeVar
+from typing import Awaitable, Callable, Sequence, TypeVar
 
 from homefeed.domain.errors import CacheUnavailable, Unavailable
 from homefeed.domain.feed_rules import is_celebrity
@@ -279,16 +279,13 @@ class FeedManager:
             # Past the cache's floor: continue from the system of record.
             self.counters["db_pages"] += 1
             start = bound + 1 if cursor is None else min(cursor, bound + 1)
-            while True:  # a post deleted since its id was read is skipped: read on
-                need = limit - len(out)
-                ids = await self.store.home_post_ids(user_id, start, need)
-                posts = await self.hydrate(ids)
-                out.extend(posts[i] for i in ids if i in posts)
-                if len(ids) < need:
-                    return out, None
-                if len(out) == limit:
-                    return out, ids[-1]
-                start = ids[-1]
+
+            async def home_ids(before: int | None, n: int) -> list[int]:
+                return await self.store.home_post_ids(user_id, before, n)
+
+            rest, nxt = await self._read_store_ids(home_ids, start, limit - len(out))
+            out.extend(rest)
+            return out, nxt
 
     async def read_public(self, before: int | None, limit: int) -> tuple[list[Post], int | None]:
         """One page of the public timeline (public posts of everyone, newest first) and the
@@ -337,8 +334,11 @@ class FeedManager:
             out.extend(rest)
             return out, nxt
 
-    async def _read_store_ids(self, store_ids, before: int | None,
-                              limit: int) -> tuple[list[Post], int | None]:
+    async def _read_store_ids(self, store_ids: Callable[[int | None, int], Awaitable[list[int]]],
+                              before: int | None, limit: int) -> tuple[list[Post], int | None]:
+        """A page continued from the system of record, past a cached list's floor (home,
+        public): ``store_ids(before, n)`` gives ids newest first; posts deleted since their
+        id was read are skipped and the read goes on, so a page is short only at the end."""
         out: list[Post] = []
         start = before
         while True:  # a post deleted since its id was read is skipped: read on
