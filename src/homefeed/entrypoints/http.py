@@ -42,7 +42,9 @@ from homefeed.entrypoints.mastodon import timelines as mastodon_timelines
 from homefeed.entrypoints.mastodon.routes import ROUTES as MASTODON_ROUTES
 from homefeed.entrypoints.routes import about, admin, operations, posts, search, timelines, users
 from homefeed.entrypoints.routes._request import HomefeedApp, error_response, json_response
+from homefeed.service_layer.accounts import TooManyAttempts
 from homefeed.service_layer.mastodon import MastodonApi
+from homefeed.service_layer.oauth import OAuthError
 from homefeed.service_layer.services import Homefeed
 
 __all__ = ["ROUTES", "Observe", "create_app", "error_response", "json_response"]
@@ -93,12 +95,25 @@ def mastodon_error(status: int, message: str, headers: Mapping[str, str] | None 
                     media_type="application/json", headers=headers)
 
 
+def mastodon_refusal(exc: HomefeedError) -> Response:
+    """A refused request on a Mastodon route: an OAuth error keeps its RFC 6749 code
+    (``{"error", "error_description"}``), a throttled log-in says when to retry, and a taken
+    username or email is 422, as Mastodon answers it; the rest as ``mastodon_error``."""
+    if isinstance(exc, OAuthError):
+        return Response(orjson.dumps({"error": exc.code, "error_description": exc.message}),
+                        status_code=exc.status, media_type="application/json")
+    if isinstance(exc, TooManyAttempts):
+        return mastodon_error(429, exc.message, {"Retry-After": str(exc.retry_after)})
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    return mastodon_error(422 if exc.status == 409 else exc.status, exc.message, headers)
+
+
 async def on_domain_error(request: Request, exc: Exception) -> Response:
     """A refused request: its code and status; a 503 says when to retry."""
     assert isinstance(exc, HomefeedError)
-    headers = {"Retry-After": "1"} if exc.status == 503 else None
     if _mastodon_path(request):
-        return mastodon_error(exc.status, exc.message, headers)
+        return mastodon_refusal(exc)
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
     return error_response(exc.status, exc.code, exc.message, headers)
 
 

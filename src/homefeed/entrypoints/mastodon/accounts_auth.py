@@ -10,8 +10,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from homefeed.domain.errors import Forbidden
-from homefeed.domain.ids import id_time
-from homefeed.domain.mastodon.entities import AccountSource, AccountView, account_entity, token_entity
+from homefeed.domain.mastodon.entities import AccountSource, account_entity, token_entity
 from homefeed.domain.mastodon.params import Params
 from homefeed.domain.mastodon.scopes import covers
 from homefeed.domain.model import User
@@ -21,7 +20,6 @@ from homefeed.entrypoints.mastodon.oauth import (
     bearer,
     client_address,
     json_answer,
-    mastodon_route,
     oauth_service,
     params,
 )
@@ -35,7 +33,6 @@ def credential_account(request: Request, user: User) -> dict:
     return account_entity(account_view(user), base_urls(request), AccountSource(note=user.note))
 
 
-@mastodon_route
 async def register(request: Request) -> Response:
     """``POST /api/v1/accounts``: needs an app's token with ``write:accounts``."""
     hf = service(request)
@@ -64,7 +61,6 @@ async def register(request: Request) -> Response:
     return json_answer(token_entity(access, caller.scopes, int(token.created_at), refresh_token=refresh))
 
 
-@mastodon_route
 async def verify_credentials(request: Request) -> Response:
     hf = service(request)
     uid = require_scope(await hf.caller(bearer(request)), "read:accounts", "profile")
@@ -74,7 +70,6 @@ async def verify_credentials(request: Request) -> Response:
     return json_answer(credential_account(request, user))
 
 
-@mastodon_route
 async def update_credentials(request: Request) -> Response:
     hf = service(request)
     uid = require_scope(await hf.caller(bearer(request)), "write:accounts")

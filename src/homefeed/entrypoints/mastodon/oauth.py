@@ -36,7 +36,6 @@ from starlette.routing import BaseRoute, Route
 
 from homefeed.domain.errors import HomefeedError, InvalidInput
 from homefeed.domain.mastodon.entities import (
-    API_ERRORS,
     AppView,
     Urls,
     application_entity,
@@ -80,30 +79,6 @@ def oauth_service(request: Request) -> OAuth:
 # -- answers ----------------------------------------------------------------------------------
 def json_answer(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type=JSON, headers=headers)
-
-
-def mastodon_error(exc: HomefeedError) -> Response:
-    """``{"error": text}`` with the error's status (Mastodon's wording for 401/403/404...)."""
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else None
-    if isinstance(exc, OAuthError):
-        return json_answer({"error": exc.code, "error_description": exc.message}, exc.status, headers)
-    if isinstance(exc, MastodonInputError) or exc.status in (409, 422, 400):
-        return json_answer({"error": exc.message}, exc.status if exc.status != 409 else 422, headers)
-    return json_answer({"error": API_ERRORS.get(exc.status, exc.message)}, exc.status, headers)
-
-
-def mastodon_route(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """Answer every refusal in Mastodon's shape (whatever the app's own handlers do)."""
-
-    async def handler(request: Request) -> Response:
-        try:
-            return await fn(request)
-        except HomefeedError as exc:
-            return mastodon_error(exc)
-
-    handler.__name__ = fn.__name__
-    handler.__doc__ = fn.__doc__
-    return handler
 
 
 def oauth_route(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -168,7 +143,6 @@ def base_urls(request: Request) -> Urls:
 
 
 # -- apps -------------------------------------------------------------------------------------
-@mastodon_route
 async def create_app(request: Request) -> Response:
     """``POST /api/v1/apps``: register an app; its secret is shown this once."""
     p = await params(request)
