@@ -66,7 +66,7 @@ class RedisPostCache:
                 "text": text,
                 "created_at": created_at,
             }
-            return Post(id_, int(author), handle, text, visibility, public)
+            return Post(id_, int(author), handle, text, visibility, _public=public)
         except (ValueError, TypeError):  # a tombstone, or a format this version doesn't know
             return None
 

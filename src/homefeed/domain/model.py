@@ -43,6 +43,13 @@ class Post:
     #: Who may see the post where (Mastodon's words): "public" posts also reach the public
     #: and tag timelines; "unlisted" ones reach followers' homes and the author's profile only.
     visibility: str = "public"
+    #: A reply: the post replied to and its author (the home rule needs the author, and the
+    #: post replied to may be deleted later; the reply keeps both ids). None: not a reply.
+    in_reply_to_id: int | None = None
+    in_reply_to_account_id: int | None = None
+    #: A boost (Mastodon's "reblog"): the original post's id. A boost is a post of the
+    #: booster's, with empty text, that fans out by the booster's followers. None: not a boost.
+    reblog_of_id: int | None = None
     # The JSON-ready form, built once per cached post: hydration is the hot path of every
     # timeline read, and formatting ids and timestamps dominated it. Treat it as read-only.
     _public: dict[str, Any] | None = field(default=None, compare=False, repr=False)
@@ -88,6 +95,48 @@ FOLLOWED = "followed"
 UNFOLLOWED = "unfollowed"
 POST_CREATED = "post_created"
 POST_DELETED = "post_deleted"
+FAVOURITED = "favourited"
+UNFAVOURITED = "unfavourited"
+
+#: Notification types (Mastodon's names), the order the API lists them in.
+NOTIFICATION_TYPES = ("mention", "follow", "favourite", "reblog")
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One notification of ``user_id`` (the recipient). Derived from a *cause* in the records
+    and keyed by it: ``id`` is the cause's time-ordered id (the follow's, the favourite's, the
+    boost's, the mentioning post's), so a redelivered event or a rebuild writes the same row.
+    ``post_id`` is the status the notification is about: the mentioning post, the favourited
+    post, the boosted ORIGINAL (as Mastodon shows a reblog notification); None for a follow."""
+
+    id: int
+    user_id: int
+    type: str
+    from_user_id: int
+    post_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PostStats:
+    """A status's counters and what the viewer did to it (Mastodon's ``favourited`` and
+    ``reblogged``): the only parts of a Status that change after it is written."""
+
+    replies_count: int = 0
+    reblogs_count: int = 0
+    favourites_count: int = 0
+    favourited: bool = False
+    reblogged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """A reader's saved position in a timeline (``home`` or ``notifications``)."""
+
+    timeline: str
+    last_read_id: str
+    version: int
+    updated_at: float
 
 
 @dataclass(frozen=True, slots=True)
