@@ -12,7 +12,9 @@ NotFound), the favourites row is inserted or deleted (its unique key serialises 
 concurrent calls) and the counter is incremented in place (``UPDATE ... SET n = n + 1``
 waits for a concurrent one and re-reads the row), so the count stays exact. The writes
 that touch several posts (a delete with its boosts, a boost, an unboost) and the
-notification writes are one explicit transaction each, run again on a deadlock.
+notification writes are one explicit transaction each, run again on a deadlock. Writes
+change post counters before users' counters (their statements list them in that order),
+which keeps the deadlocks they could have with each other rare.
 
 Notifications. ``sync_notifications`` locks the causes it reads (``FOR KEY SHARE``: the
 write that undoes one waits until the sync commits, and its own event brings a later sync),
@@ -93,10 +95,10 @@ WITH b AS (
     VALUES (%(id)s, %(u)s, '', %(vis)s, %(o)s)
     ON CONFLICT (reblog_of_id, author_id) WHERE reblog_of_id IS NOT NULL DO NOTHING
     RETURNING id
-), c AS (
-    UPDATE users SET posts_count = posts_count + 1 WHERE id = %(u)s AND EXISTS (SELECT FROM b)
 ), r AS (
     UPDATE posts SET reblogs_count = reblogs_count + 1 WHERE id = %(o)s AND EXISTS (SELECT FROM b)
+), c AS (
+    UPDATE users SET posts_count = posts_count + 1 WHERE id = %(u)s AND EXISTS (SELECT FROM b)
 ), e AS (
     INSERT INTO outbox (type, data)
     SELECT '{model.POST_CREATED}', jsonb_build_object(
@@ -133,14 +135,14 @@ SELECT count(*) FROM d
 _DELETE_ONE = f"""
 WITH d AS (
     DELETE FROM posts WHERE id = %(id)s RETURNING id
-), c AS (
-    UPDATE users SET posts_count = posts_count - 1 WHERE id = %(author)s AND EXISTS (SELECT FROM d)
 ), r AS (
     UPDATE posts SET replies_count = replies_count - 1
     WHERE id = %(reply)s::bigint AND EXISTS (SELECT FROM d)
 ), b AS (
     UPDATE posts SET reblogs_count = reblogs_count - 1
     WHERE id = %(orig)s::bigint AND EXISTS (SELECT FROM d)
+), c AS (
+    UPDATE users SET posts_count = posts_count - 1 WHERE id = %(author)s AND EXISTS (SELECT FROM d)
 )
 INSERT INTO outbox (type, data)
 SELECT '{model.POST_DELETED}', jsonb_build_object(
