@@ -469,6 +469,41 @@ def test_dismissed_and_cleared_notifications_never_come_back(records):
     run(main())
 
 
+def test_dismissals_racing_syncs_are_never_undone(records):
+    async def main():
+        async with records() as r:
+            s = r.store
+            a = await new_user(s)
+            fans = [await new_user(s) for _ in range(10)]
+            posts = [await s.create_post(a.id, a.handle, f"p{i}") for i in range(3)]
+            causes = [(f.id, p.id) for f in fans for p in posts]
+            for f, p in causes:
+                await s.favourite(f, p)
+            await s.sync_notifications(favourites=causes)
+            shown = await s.notifications_page(a.id, limit=100)
+            assert len(shown) == len(causes)
+            rng = random.Random(3)
+            gone = rng.sample(shown, 12)
+            calls = [s.dismiss_notification(a.id, n.id) for n in gone]
+            calls += [s.sync_notifications(favourites=rng.sample(causes, 10)) for _ in range(12)]
+            rng.shuffle(calls)
+            await asyncio.gather(*calls)
+            await s.sync_notifications(favourites=causes)
+            left = await s.notifications_page(a.id, limit=100)
+            assert {n.id for n in left} == {n.id for n in shown} - {n.id for n in gone}
+            assert await s.notification_diff([a.id]) == {}
+            # a dismissed row written back behind the store's back: the next sync of its
+            # cause takes it away again
+            n = gone[0]
+            await corrupt(s, "INSERT INTO notifications (user_id, id, type, from_user_id, post_id)"
+                             " VALUES (?, ?, ?, ?, ?)", (a.id, n.id, n.type, n.from_user_id, n.post_id))
+            assert await s.notification_diff([a.id]) == {a.id: (0, 1)}
+            await s.sync_notifications(favourites=[(n.from_user_id, n.post_id)])
+            assert await s.notification_diff([a.id]) == {}
+
+    run(main())
+
+
 # The hypothesis oracle: random records (follows, posts with mentions and replies, boosts,
 # favourites, deletes) and reader actions (dismiss, clear), with the notifier's syncs
 # interleaved at random, late, duplicated and out of order. After a final sync of every cause

@@ -226,8 +226,9 @@ async def _lock_recipients(conn: psycopg.AsyncConnection, users: Collection[int]
 async def _write_notifications(
     conn: psycopg.AsyncConnection, delete: set[tuple[int, int]], insert: list[tuple]
 ) -> list[Notification]:
-    """Delete the (user_id, id) rows ``delete`` and insert the visible ones of ``insert``,
-    under the recipients' shared advisory locks."""
+    """Delete the (user_id, id) rows ``delete``, and make the rows ``insert`` (what the
+    causes say) present if visible, absent if dismissed or cleared, under the recipients'
+    shared advisory locks."""
     await _lock_recipients(conn, {u for u, _ in delete} | {r[0] for r in insert}, shared=True)
     if delete:
         users, ids = zip(*sorted(delete))
@@ -239,8 +240,16 @@ async def _write_notifications(
         )
     if not insert:
         return []
-    cols = list(zip(*insert))
-    rows = await _rows(conn, _INSERT_VISIBLE, [list(c) for c in cols])
+    cols = [list(c) for c in zip(*insert)]
+    # rows of these causes that are there although dismissed or cleared go too
+    await _rows(
+        conn,
+        "DELETE FROM notifications n USING unnest(%s::bigint[], %s::bigint[]) AS x(u, i), users u"
+        " WHERE n.user_id = x.u AND n.id = x.i AND u.id = x.u AND (n.id <= u.notifications_cleared_id"
+        " OR EXISTS (SELECT FROM notification_dismissals d WHERE d.user_id = x.u AND d.id = x.i))",
+        cols[:2],
+    )
+    rows = await _rows(conn, _INSERT_VISIBLE, cols)
     return sorted((_notification(r) for r in rows), key=lambda n: (n.user_id, n.id))
 
 
