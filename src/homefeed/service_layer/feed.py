@@ -64,6 +64,13 @@ SLACK = 8
 T = TypeVar("T")
 
 
+def post_fields(p: Post) -> tuple:
+    """What a cached post must agree on with the record store: what reads show and what
+    the home rules decide by."""
+    return (p.author_id, p.author_handle, p.text, p.visibility, p.in_reply_to_id,
+            p.in_reply_to_account_id, p.reblog_of_id)
+
+
 async def _cache(call: Awaitable[T]) -> T:
     """Await a timeline-cache call; its ``Unavailable`` becomes ``CacheUnavailable`` so
     that a read can tell a cache outage (fall back to the store) from a store outage (503)."""
@@ -226,20 +233,23 @@ class FeedManager:
         the record store past their floor; ``pull`` and the cache-down fallback read the
         record store alone."""
         if self.strategy == "pull":
-            return await self._read_home_from_store(user_id, before, limit)
+            return await self.read_home_from_store(user_id, before, limit)
         try:
             return await self._read_home_cached(user_id, before, limit)
         except CacheUnavailable:
             self.counters["cache_fallbacks"] += 1
-            return await self._read_home_from_store(user_id, before, limit)
+            return await self.read_home_from_store(user_id, before, limit)
 
-    async def _read_home_from_store(
+    async def read_home_from_store(
         self, user_id: int, before: int | None, limit: int
     ) -> tuple[list[Post], int | None]:
-        """The page from the record store alone (approach 1, or the cache is down): the
-        newest posts of the user and of whom they follow, below ``before``."""
+        """The page from the record store alone (approach 1, the cache down, and what the
+        audit compares the cached read with): the newest posts of the user and of whom
+        they follow, below ``before``, through the same home rules."""
         following = frozenset(await self.store.following_ids(user_id))
         return await self._home_page(user_id, following, _StoreHomeIds(self.store, user_id, before), limit)
+
+    _read_home_from_store = read_home_from_store  # the name older tests use
 
     async def _pulled_authors(self, user_id: int, following: frozenset[int]) -> list[int]:
         """The authors whose cached author lists a home read merges in: the celebrities the
