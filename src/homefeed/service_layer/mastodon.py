@@ -258,13 +258,8 @@ class MastodonApi:
             base = status_base_of(post, urls, mentioned, account=entity)
             return E.with_viewer(base, E.ViewerState())
 
-        try:
-            post = await self.hf.write_post(user_id, text, visibility, once=once, answer=answer,
-                                            in_reply_to_id=in_reply_to_id, mentions=mentions)
-        except NotFound:
-            if in_reply_to_id is None:
-                raise
-            raise NotFound(REPLY_NOT_FOUND) from None
+        post = await self.hf.write_post(user_id, text, visibility, once=once, answer=answer,
+                                        in_reply_to_id=in_reply_to_id, mentions=mentions)
         return answer(post)
 
     async def delete(self, urls: E.Urls, user_id: int, post_id: int) -> dict[str, Any]:
@@ -335,9 +330,6 @@ class MastodonApi:
             statuses = [orjson.loads(p) for p in parts if p is not None]
         return E.search_entity(accounts, statuses, hashtags)
 
-
-#: Mastodon's answer to a reply to a status that does not exist (statuses.errors.in_reply_not_found).
-REPLY_NOT_FOUND = "The post you are trying to reply to does not appear to exist."
 
 _AUTHOR_PLACEHOLDER = E.AccountView(id=0, username="_", display_name="", created_at=id_time(1 << 22))
 

@@ -17,7 +17,6 @@ from homefeed.entrypoints.mastodon._common import (
     answer, api, linked, optional_user, params, query, urls, user,
 )
 from homefeed.entrypoints.routes._request import idempotency_key, once
-from homefeed.service_layer.mastodon import REPLY_NOT_FOUND
 
 #: The visibilities homefeed has; the others are refused with a sentence saying so.
 OFFERED = ("public", "unlisted")
@@ -36,12 +35,13 @@ def _visibility(value: str | None) -> str:
 
 def _reply_to(value: Any) -> int | None:
     """``in_reply_to_id``: absent or empty, not a reply; anything that names no status is
-    404, as Mastodon answers a reply to a status it cannot find."""
+    404, as Mastodon answers a reply to a status it cannot find (with "Record not found":
+    every Mastodon 404 here has that wording, ``entrypoints/http.py``)."""
     if value is None or value == "":
         return None
     got = parse_id(str(value)) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
     if got is None:
-        raise NotFound(REPLY_NOT_FOUND)
+        raise NotFound("Record not found")
     return got
 
 
