@@ -200,7 +200,7 @@ class TestMetricsEndpoint:
             assert home["p50"] <= home["p95"] <= home["p99"] <= home["p999"]
         assert d["windows"]["1m"]["api"]["rps"] > 0
         assert len(d["series"]["t"]) == len(d["series"]["rps"]) >= 1
-        assert set(d["consumers"]) == {"fanout", "indexer"}
+        assert set(d["consumers"]) == {"fanout", "indexer", "notifier"}
 
 
 class TestReadiness:

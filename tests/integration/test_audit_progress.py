@@ -16,7 +16,7 @@ async def _world(tmp: Path):  # type: ignore[no-untyped-def]
     from homefeed.bootstrap import build
 
     hf = build(Settings(data_dir=tmp, celebrity_threshold=3, timeline_cap=5, sqlite_synchronous="NORMAL"), node=0)
-    await hf.start(consumers=("fanout", "indexer"), relay=False, exclusive=False)
+    await hf.start(consumers=("fanout", "indexer", "notifier"), relay=False, exclusive=False)
     ids = [int((await hf.register(f"u{i}"))["id"]) for i in range(8)]
     for i in range(1, 8):
         await hf.follow(ids[i], "u0")
@@ -38,9 +38,11 @@ def test_progress_names_each_phase_and_ends_at_its_total(tmp_path: Path) -> None
             await hf.close()
         assert report.exit_code() == 0, report.lines()
         phases = [p for p, _, _ in seen]
-        for phase in ("users", "timelines", "authors", "counters", "search"):
+        for phase in ("users", "timelines", "authors", "counters", "post counters", "notifications", "search"):
             assert phase in phases, phases
         last = {p: (d, t) for p, d, t in seen}
+        assert last["post counters"] == (8 * 3, None)
+        assert last["notifications"] == (len(ids), len(ids))
         assert last["timelines"] == (len(ids), len(ids))
         assert last["authors"] == (len(ids), len(ids))
         assert last["search"][0] == 8 * 3 and last["search"][1] is None

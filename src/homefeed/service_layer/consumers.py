@@ -162,7 +162,7 @@ class Consumers:
                 follows[(d["follower_id"], d["followee_id"])] = None
         if not (post_ids or favourites or follows):
             return
-        inserted = await self.feed.store.sync_notifications(  # type: ignore[attr-defined]  # store11 adds it
+        inserted = await self.feed.store.sync_notifications(
             post_ids=list(post_ids), favourites=list(favourites), follows=list(follows))
         if inserted and self.on_notified is not None:
             self.on_notified(inserted)

@@ -64,6 +64,13 @@ SLACK = 8
 T = TypeVar("T")
 
 
+def post_fields(p: Post) -> tuple:
+    """What a cached post must agree on with the record store: what reads show and what
+    the home rules decide by."""
+    return (p.author_id, p.author_handle, p.text, p.visibility, p.in_reply_to_id,
+            p.in_reply_to_account_id, p.reblog_of_id)
+
+
 async def _cache(call: Awaitable[T]) -> T:
     """Await a timeline-cache call; its ``Unavailable`` becomes ``CacheUnavailable`` so
     that a read can tell a cache outage (fall back to the store) from a store outage (503)."""
@@ -226,20 +233,23 @@ class FeedManager:
         the record store past their floor; ``pull`` and the cache-down fallback read the
         record store alone."""
         if self.strategy == "pull":
-            return await self._read_home_from_store(user_id, before, limit)
+            return await self.read_home_from_store(user_id, before, limit)
         try:
             return await self._read_home_cached(user_id, before, limit)
         except CacheUnavailable:
             self.counters["cache_fallbacks"] += 1
-            return await self._read_home_from_store(user_id, before, limit)
+            return await self.read_home_from_store(user_id, before, limit)
 
-    async def _read_home_from_store(
+    async def read_home_from_store(
         self, user_id: int, before: int | None, limit: int
     ) -> tuple[list[Post], int | None]:
-        """The page from the record store alone (approach 1, or the cache is down): the
-        newest posts of the user and of whom they follow, below ``before``."""
+        """The page from the record store alone (approach 1, the cache down, and what the
+        audit compares the cached read with): the newest posts of the user and of whom
+        they follow, below ``before``, through the same home rules."""
         following = frozenset(await self.store.following_ids(user_id))
         return await self._home_page(user_id, following, _StoreHomeIds(self.store, user_id, before), limit)
+
+    _read_home_from_store = read_home_from_store  # the name older tests use
 
     async def _pulled_authors(self, user_id: int, following: frozenset[int]) -> list[int]:
         """The authors whose cached author lists a home read merges in: the celebrities the
@@ -270,21 +280,31 @@ class FeedManager:
         a page that starts at the cursor of the previous one continues the same sequence
         (no repeat, no skip) whatever the limit."""
         stream = _Entries(self, user_id, following, source)
+        entries, boosts = stream.entries, stream.boosts
         out: list[Post] = []
-        i = 0
-        while len(out) < limit:
-            if not await stream.reach(i, limit - len(out) + SLACK):
-                return out, None
-            p = stream.entries[i]
-            if p.reblog_of_id is not None:
-                await stream.reach(i + BOOST_WINDOW, BOOST_WINDOW + SLACK)
-                older = stream.entries[i + 1 : i + 1 + BOOST_WINDOW]
-                if boost_hidden(p, stream.originals.get(p.reblog_of_id), user_id, older):
-                    i += 1
-                    continue
-            out.append(p)
+        i = b = 0  # the next entry, the next boost in ``boosts``
+        while True:
+            need = limit - len(out)
+            if not need:
+                return out, out[-1].id
+            if i >= len(entries):
+                await stream.reach(i + need - 1, need + SLACK)
+                if i >= len(entries):
+                    return out, None
+            # A run of entries that are not boosts: shown as they are.
+            while b < len(boosts) and boosts[b] < i:
+                b += 1
+            j = min(len(entries), i + need, boosts[b] if b < len(boosts) else i + need)
+            if j > i:
+                out.extend(entries[i:j])
+                i = j
+                continue
+            p = entries[i]  # a boost
+            await stream.reach(i + BOOST_WINDOW, BOOST_WINDOW + SLACK)
+            older = entries[i + 1 : i + 1 + BOOST_WINDOW]
+            if not boost_hidden(p, await stream.original(i), user_id, older):
+                out.append(p)
             i += 1
-        return out, out[-1].id
 
     async def home_shows(self, user_id: int, post: Post) -> bool:
         """Would ``post`` appear in ``user_id``'s home as of now (the streaming hub asks,
@@ -540,30 +560,63 @@ class _CachedHomeIds:
 
 class _Entries:
     """The entries of one home read (posts that exist and pass the author and reply rules),
-    read from ``source`` as far as asked, with the originals of the boosts among them
-    (hydrated through the post cache)."""
+    read from ``source`` only as far as asked: each batch of ids is hydrated at once, but
+    filtered into ``entries`` lazily, so a page costs the posts it shows. The originals
+    of boosts are hydrated (through the post cache) when a boost is decided."""
 
     def __init__(self, feed: "FeedManager", user_id: int, following: frozenset[int], source: _IdSource) -> None:
         self.feed, self.user_id, self.following, self.source = feed, user_id, following, source
         self.entries: list[Post] = []
+        #: The indexes in ``entries`` of the boosts, ascending.
+        self.boosts: list[int] = []
         self.originals: dict[int, Post] = {}
         self._asked: set[int] = set()
+        self._ids: list[int] = []  # the batch being filtered, and where
+        self._at = 0
+        self._posts: dict[int, Post] = {}
 
-    async def reach(self, index: int, n: int) -> bool:
-        """Read on until entry ``index`` exists (batches of ``n`` ids per source); False
-        if the stream ends before it."""
-        entries, source = self.entries, self.source
-        while len(entries) <= index and not source.done:
-            ids = await source.next(n)
-            if not ids:
+    async def reach(self, upto: int, n: int) -> None:
+        """Read on until entry ``upto`` exists or the stream ends (batches of ``n`` ids per
+        source)."""
+        entries = self.entries
+        reader, following = self.user_id, self.following
+        while len(entries) <= upto:
+            ids, at = self._ids, self._at
+            if at >= len(ids):
+                if self.source.done:
+                    return
+                ids = await self.source.next(n)
+                self._ids, self._at = ids, 0
+                self._posts = await self.feed.hydrate(ids) if ids else {}
                 continue
-            posts = await self.feed.hydrate(ids)
-            new = [p for i in ids if (p := posts.get(i)) is not None
-                   and is_home_entry(p, self.user_id, self.following)]
-            want = [p.reblog_of_id for p in new
-                    if p.reblog_of_id is not None and p.reblog_of_id not in self._asked]
-            if want:
-                self._asked.update(want)
-                self.originals.update(await self.feed.hydrate(sorted(set(want))))
-            entries.extend(new)
-        return len(entries) > index
+            posts, add = self._posts, entries.append
+            end, room = len(ids), upto + 1 - len(entries)
+            while at < end and room:
+                p = posts.get(ids[at])
+                at += 1
+                if p is None:
+                    continue
+                # The author and reply rules (feed_rules.is_home_entry), the common case
+                # (not a reply to someone else) spelled out: this runs for every post read.
+                to = p.in_reply_to_account_id
+                if to is None or to == p.author_id:
+                    if not (p.author_id == reader or p.author_id in following):
+                        continue
+                elif not is_home_entry(p, reader, following):
+                    continue
+                if p.reblog_of_id is not None:
+                    self.boosts.append(len(entries))
+                add(p)
+                room -= 1
+            self._at = at
+
+    async def original(self, index: int) -> Post | None:
+        """The original of the boost ``entries[index]`` (None: gone). Hydrates those of
+        every boost read so far at once (one post-cache round trip)."""
+        o = self.entries[index].reblog_of_id
+        if o not in self._asked:
+            want = {p.reblog_of_id for p in self.entries[index:]
+                    if p.reblog_of_id is not None and p.reblog_of_id not in self._asked}
+            self._asked.update(want)
+            self.originals.update(await self.feed.hydrate(sorted(want)))
+        return self.originals.get(o)  # type: ignore[arg-type]
