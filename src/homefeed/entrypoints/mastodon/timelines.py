@@ -10,11 +10,12 @@ from homefeed.entrypoints.mastodon._common import api, ids_of, linked, optional_
 
 
 async def home(request: Request) -> Response:
-    """The hot path: cached statuses spliced as bytes; a warm read runs no SQL."""
+    """The hot path: cached statuses spliced as bytes; a warm read runs one statement, the
+    page's counters and the reader's flags (``post_stats``)."""
     uid = await user(request, "read:statuses")
     m = api(request)
     posts = await m.home(uid, page(request))
-    return linked(request, await m.statuses_bytes(urls(request), posts, True), ids_of(posts))
+    return linked(request, await m.statuses_bytes(urls(request), posts, uid), ids_of(posts))
 
 
 async def public(request: Request) -> Response:
@@ -27,14 +28,14 @@ async def public(request: Request) -> Response:
         posts = []  # no remote accounts, no media
     else:
         posts = await m.public(page(request))
-    return linked(request, await m.statuses_bytes(urls(request), posts, viewer is not None), ids_of(posts))
+    return linked(request, await m.statuses_bytes(urls(request), posts, viewer), ids_of(posts))
 
 
 async def tag(request: Request) -> Response:
     viewer = await optional_user(request, "read:statuses")
     m = api(request)
     posts = await m.tag(request.path_params["hashtag"], page(request))
-    return linked(request, await m.statuses_bytes(urls(request), posts, viewer is not None), ids_of(posts))
+    return linked(request, await m.statuses_bytes(urls(request), posts, viewer), ids_of(posts))
 
 
 routes = [
