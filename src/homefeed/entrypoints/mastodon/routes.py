@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from homefeed.entrypoints.mastodon import accounts, instance, search, statuses, stubs
+from homefeed.entrypoints.mastodon import accounts, instance, search, statuses, streaming, stubs
 
 ROUTES: list[BaseRoute] = [
     *instance.routes,
@@ -13,4 +13,5 @@ ROUTES: list[BaseRoute] = [
     *statuses.routes,
     *search.routes,
     *stubs.routes,
+    *streaming.routes,
 ]
