@@ -139,7 +139,7 @@ def register(subparsers: Any) -> list[argparse.ArgumentParser]:
                     + PROFILES)
     _data_dir(p)
     _url_flag(p)
-    p.add_argument("--consumer", required=True, help="fanout or indexer")
+    p.add_argument("--consumer", required=True, help="fanout, indexer or notifier")
     p.add_argument("--from", dest="from_event", type=int, default=None, metavar="EVENT_ID")
     p.add_argument("--from-time", default=None, metavar="ISO8601",
                    help="JetStream only: every event stored since this time (e.g. 2025-01-31T12:00:00Z)")
