@@ -66,19 +66,8 @@ REVOKED = "the access token was revoked"
 
 
 async def home_shows(feed: FeedManager, reader: int, post: Post) -> bool:
-    """``FeedManager.home_shows`` (the home rules, docs/conversations.md) where the feed has
-    it; until then the author rule and the reply rule: the reader's own posts, and posts by
-    accounts they follow that are not replies to someone else they do not follow."""
-    real = getattr(feed, "home_shows", None)
-    if real is not None:
-        return bool(await real(reader, post))
-    if post.author_id == reader:
-        return True
-    following = await feed.following_of(reader)
-    if post.author_id not in following:
-        return False
-    to = post.in_reply_to_account_id
-    return to is None or to in (post.author_id, reader) or to in following
+    """The home rules (docs/conversations.md), in their one place: ``FeedManager``."""
+    return await feed.home_shows(reader, post)
 
 
 def public_shows(post: Post) -> bool:
