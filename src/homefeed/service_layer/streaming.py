@@ -206,9 +206,14 @@ class StreamHub:
             except asyncio.TimeoutError:
                 log.warning("streaming: the live bus is not subscribed; answering the stream anyway")
 
-    async def stop(self) -> None:
+    def close_all(self, reason: str = "the server is shutting down") -> None:
+        """End every open stream (a draining server: their responses then complete, and
+        the drain does not wait for them)."""
         for stream in list(self.streams):
-            stream.close("the server is shutting down")
+            stream.close(reason)
+
+    async def stop(self) -> None:
+        self.close_all()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
