@@ -324,14 +324,14 @@ def test_websocket_subscribe_and_unsubscribe(srv, users):
 
 
 @pytest.mark.parametrize("profile", kit.PROFILES)
-def test_mastodon_py_stream_user_receives_update_and_delete(profile, tmp_path_factory):
+def test_mastodon_py_stream_user_receives_update_delete_and_notification(profile, tmp_path_factory):
     from mastodon import Mastodon, StreamListener
 
     with kit.running(profile, tmp_path_factory, STREAM_SETTINGS) as t:
         writer, reader = Users(t.url(0)), Users(t.url(1))
         try:
             author_id, _, author = writer.new("mp")
-            _, _, token = reader.new("mr")
+            reader_id, _, token = reader.new("mr")
             reader.follow(token, author_id)
             got: queue.Queue[tuple[str, Any]] = queue.Queue()
 
@@ -359,6 +359,10 @@ def test_mastodon_py_stream_user_receives_update_and_delete(profile, tmp_path_fa
                 writer.delete(author, status["id"])
                 kind, payload = got.get(timeout=WAIT)
                 assert (kind, str(payload)) == ("delete", status["id"])
+                writer.follow(author, reader_id)  # the notifier writes a follow notification
+                kind, payload = got.get(timeout=WAIT)
+                assert kind == "notification", (kind, payload)
+                assert payload.type == "follow" and str(payload.account.id) == author_id
             finally:
                 handle.close()
         finally:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import orjson
 
-from homefeed.domain.ids import id_time_iso
+from homefeed.domain.errors import NotFound
 from homefeed.domain.mastodon.entities import Urls
 from homefeed.domain.model import Post
 from homefeed.ports import LiveBus
@@ -60,6 +60,9 @@ CONCURRENCY = 64
 
 #: A subscription: (stream name, tag or None).
 Sub = tuple[str, str | None]
+
+#: A viewer id no account has: a Status with the viewer's flags, all false.
+NOBODY = 0
 
 TOO_SLOW = "too far behind: the client does not read its stream fast enough"
 REVOKED = "the access token was revoked"
@@ -335,22 +338,39 @@ class StreamHub:
         if not targets:
             return
         self.counters["updates"] += 1
-        bodies: dict[str, bytes] = {}
-        frames: dict[tuple[bool, str, Sub | None], bytes] = {}
+        bodies: dict[tuple[str, int | None], bytes | None] = {}
+        frames: dict[tuple[bool, str, int | None, Sub | None], bytes] = {}
         for s, sub in targets:
             base = s.urls.base
-            body = bodies.get(base)
+            viewer = self._viewer(s, sub, post)
+            key = (base, viewer)
+            if key not in bodies:
+                bodies[key] = await self._status(s.urls, post, viewer)
+            body = bodies[key]
             if body is None:
-                body = bodies[base] = await self._status(s.urls, post)
-            key = (s.websocket, base, sub if s.websocket else None)
-            frame = frames.get(key)
+                continue
+            fkey = (s.websocket, base, viewer, sub if s.websocket else None)
+            frame = frames.get(fkey)
             if frame is None:
-                frame = frames[key] = ws_frame(sub, "update", body) if s.websocket else sse_frame("update", body)
+                frame = frames[fkey] = ws_frame(sub, "update", body) if s.websocket else sse_frame("update", body)
             s.deliver(frame)
 
-    async def _status(self, urls: Urls, post: Post) -> bytes:
+    @staticmethod
+    def _viewer(s: Stream, sub: Sub, post: Post) -> int | None:
+        """Whose flags (``favourited``, ``reblogged``...) the Status carries. Public streams:
+        nobody's (as an anonymous read). A user stream: the reader's, which for a new post
+        are all false for everyone (one rendering, shared: ``NOBODY``); a boost's original
+        may carry the reader's own flags, so a boost is rendered per reader."""
+        if sub[0] != USER:
+            return None
+        return s.user_id if post.reblog_of_id is not None else NOBODY
+
+    async def _status(self, urls: Urls, post: Post, viewer: int | None) -> bytes | None:
         assert self.api is not None, "the entrypoint sets StreamHub.api before opening a stream"
-        return await self.api.status_bytes(urls, post, True)
+        try:
+            return await self.api.status_bytes(urls, post, viewer)
+        except NotFound:  # a boost whose original is gone meanwhile is gone
+            return None
 
     async def _delete(self, post_id: int, author_id: int | None) -> None:
         payload = str(post_id).encode()
@@ -374,33 +394,22 @@ class StreamHub:
         if not streams:
             return
         self.counters["notifications"] += 1
-        bodies: dict[str, bytes] = {}
+        bodies: dict[str, bytes | None] = {}
         for s in streams:
             base = s.urls.base
-            body = bodies.get(base)
+            if base not in bodies:
+                bodies[base] = await self._notification_entity(s.urls, message)
+            body = bodies[base]
             if body is None:
-                body = bodies[base] = await self._notification_entity(s.urls, message)
+                continue
             for sub in s.subs & {(USER, None), (NOTIFICATIONS, None)}:
                 s.deliver(ws_frame(sub, "notification", body) if s.websocket else sse_frame("notification", body))
 
-    async def _notification_entity(self, urls: Urls, message: dict[str, Any]) -> bytes:
-        """Mastodon's Notification entity (the API's renderer where it has one)."""
-        api = self.api
-        assert api is not None
-        render = getattr(api, "notification_bytes", None)
-        if render is not None:
-            from homefeed.domain.model import Notification
-
-            note = Notification(int(message["id"]), int(message["user_id"]), message["type"],
-                                int(message["from_user_id"]), message.get("post_id"))
-            return bytes(await render(urls, note))
-        account = await api.account(urls, int(message["from_user_id"]))
-        status: Any = None
-        post_id = message.get("post_id")
-        if post_id is not None:
-            got = await self.hf.feed.hydrate([int(post_id)])
-            if int(post_id) in got:
-                status = orjson.Fragment(await api.status_bytes(urls, got[int(post_id)], True))
-        return orjson.dumps({"id": str(message["id"]), "type": message["type"],
-                             "created_at": id_time_iso(int(message["id"])), "account": account,
-                             "status": status})
+    async def _notification_entity(self, urls: Urls, message: dict[str, Any]) -> bytes | None:
+        """Mastodon's Notification entity, as ``GET /api/v1/notifications/:id`` answers it;
+        None if it is gone already (dismissed, or its cause undone)."""
+        assert self.api is not None
+        try:
+            return await self.api.conversations.notification(urls, int(message["user_id"]), int(message["id"]))
+        except NotFound:
+            return None
