@@ -205,6 +205,27 @@ def test_celebrity_posts_arrive_though_never_pushed(srv, users):
         s.close()
 
 
+def test_boosts_arrive_and_replies_to_strangers_do_not(srv, users):
+    """The user stream shows what the home shows: a boost by a followee (the wrapper, with
+    the original inside), not a followee's reply to someone the reader does not follow."""
+    booster_id, _, booster = users.new("b")
+    _, _, stranger = users.new("st")
+    _, _, reader = users.new("rd")
+    users.follow(reader, booster_id)
+    s = SSE(srv.url(), "/api/v1/streaming/user", reader)
+    try:
+        original = users.post(stranger, "worth a boost")
+        r = users.http.post(f"/api/v1/statuses/{original['id']}/reblog", headers=auth(booster))
+        assert r.status_code == 200, r.text
+        got = s.next_update()
+        assert got["id"] == r.json()["id"] and got["reblog"]["id"] == original["id"]
+        users.post(booster, "to a stranger", in_reply_to_id=original["id"])  # hidden: a reply to a stranger
+        marker = users.post(booster, "plain")
+        assert s.next_update()["id"] == marker["id"]
+    finally:
+        s.close()
+
+
 def test_public_and_hashtag_streams(srv, users):
     _, _, author = users.new("p")
     tag = kit.unique_word("tag")
