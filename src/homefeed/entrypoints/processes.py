@@ -189,6 +189,9 @@ def _serve_until_drained(app: object, sock: socket.socket, settings: Settings, *
             for listener in getattr(self, "servers", []):
                 listener.close()  # refuse new connections from now on
             await asyncio.sleep(DRAIN_SETTLE_S)  # read what reached us before the signal
+            hf = getattr(app, "homefeed", None)
+            if hf is not None:
+                hf.streams.close_all()  # open streams never end by themselves: end them now
             await super().shutdown(sockets)
 
     server = DrainingServer(uvicorn.Config(watch, **config))
