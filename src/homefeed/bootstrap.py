@@ -30,11 +30,11 @@ from homefeed.ports import (
     SearchIndex,
     TimelineCache,
 )
-from homefeed.service_layer.consumers import FANOUT, INDEXER
+from homefeed.service_layer.consumers import CONSUMERS, FANOUT
 from homefeed.service_layer.services import Homefeed
 
 RELAY = "relay"
-ROLES = (FANOUT, INDEXER, RELAY)
+ROLES = (*CONSUMERS, RELAY)
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,10 @@ def plan(settings: Settings, role: str = "api", processes: int = 1, worker_roles
             )
         if not cache_url:
             # The cache lives in this process, so the fan-out must run here too.
-            return Plan(consumers=(FANOUT, INDEXER), relay=bool(bus_url), exclusive=not bus_url)
+            return Plan(consumers=CONSUMERS, relay=bool(bus_url), exclusive=not bus_url)
         if not db_url and not bus_url:
             # SQLite + Redis: one machine; the outbox is read here.
-            return Plan(consumers=(FANOUT, INDEXER), exclusive=True)
+            return Plan(consumers=CONSUMERS, exclusive=True)
         return Plan(notes=["consumers run in `homefeed worker` processes: start at least one"])
 
     if role == "worker":
@@ -93,7 +93,7 @@ def plan(settings: Settings, role: str = "api", processes: int = 1, worker_roles
                 "HOMEFEED_DATABASE_URL=postgresql://... (the embedded profile runs its "
                 "consumers inside `homefeed serve`)"
             )
-        consumers = tuple(r for r in worker_roles if r in (FANOUT, INDEXER))
+        consumers = tuple(r for r in worker_roles if r in CONSUMERS)
         relay = RELAY in worker_roles and bool(bus_url)
         return Plan(consumers=consumers, relay=relay, exclusive=not bus_url)
     raise ProfileError(f"unknown role {role!r}")

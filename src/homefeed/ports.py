@@ -21,11 +21,11 @@ import asyncio
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, ClassVar, Iterable, Protocol, Sequence, TypedDict
+from typing import Any, Callable, ClassVar, Collection, Iterable, Protocol, Sequence, TypedDict
 
 from homefeed.domain.deployment import Deployment
 from homefeed.domain.errors import IdempotencyKeyTaken  # noqa: F401  (raised by idempotent_reply; its old home)
-from homefeed.domain.model import Event, Post, User
+from homefeed.domain.model import Event, Marker, Notification, Post, PostStats, User
 from homefeed.domain.oauth import AccessToken, AuthCode, OAuthApp
 
 #: The names an adapter's ``backend`` takes, for each part ``Homefeed.backends()`` names:
@@ -98,9 +98,108 @@ class RecordStore(Resource, Protocol):
     async def create_post(
         self, author_id: int, author_handle: str, text: str,
         *, idempotency: IdempotencyRecord | None = None, visibility: str = "public",
-    ) -> Post: ...
+        in_reply_to_id: int | None = None, mention_ids: Sequence[int] = (),
+    ) -> Post:
+        """A reply names its parent (``in_reply_to_id``; NotFound if there is no such post:
+        nothing is written); the post takes ``in_reply_to_account_id`` from the parent, whose
+        ``replies_count`` goes up in the same transaction. ``mention_ids``: the accounts the
+        text mentions; rows are stored for existing users other than the author, once each.
+        The ``post_created`` event carries ``in_reply_to_id``, ``in_reply_to_account_id``,
+        ``reblog_of_id`` (None) and ``mention_ids`` (those stored, ascending)."""
     async def delete_post(self, post_id: int, by_user_id: int) -> Post:
-        """Raises NotFound (no such post) or Forbidden (not the author's)."""
+        """Raises NotFound (no such post) or Forbidden (not the author's). Also: the
+        parent's ``replies_count`` goes down (a reply), the original's ``reblogs_count``
+        goes down (a boost); deleting an original deletes its boosts (each with its own
+        ``post_deleted`` event, the booster's ``posts_count`` down by one), its favourites
+        and its mentions. Replies stay, pointing at the gone post. ``post_deleted`` carries
+        ``reblog_of_id``, ``in_reply_to_id`` and ``visibility``."""
+
+    # -- conversations: boosts, favourites (each one transaction with its event) ----------
+    async def reblog(
+        self, user_id: int, user_handle: str, post_id: int, *, visibility: str = "public"
+    ) -> tuple[Post, Post, bool]:
+        """(the boost, the original, created). Boosting a boost boosts its original. A user
+        has at most one boost of an original: boosting again returns it (created=False, no
+        event). A boost is a post of the booster's (text "", ``reblog_of_id``): the
+        booster's ``posts_count`` and the original's ``reblogs_count`` go up, one
+        ``post_created`` event. NotFound if ``post_id`` names no post."""
+    async def unreblog(self, user_id: int, post_id: int) -> tuple[Post | None, Post]:
+        """``post_id``: the original or a boost of it. Deletes the user's boost of that
+        original as ``delete_post`` does (its event included); returns (the deleted boost,
+        or None if there was none, the original). NotFound if ``post_id`` names no post."""
+    async def favourite(self, user_id: int, post_id: int) -> tuple[bool, Post]:
+        """(changed, the post favourited). A boost's id favourites its original (as
+        Mastodon). ``favourited`` event {favourite_id, user_id, post_id, author_id} when
+        changed; the counter changes in the same transaction, so it stays exact under
+        concurrency. NotFound if there is no such post."""
+    async def unfavourite(self, user_id: int, post_id: int) -> tuple[bool, Post]:
+        """The reverse of ``favourite`` (``unfavourited`` event when changed)."""
+
+    # -- conversations: reads ---------------------------------------------------------------
+    async def post_stats(self, post_ids: Sequence[int], viewer_id: int | None) -> dict[int, PostStats]:
+        """Counters of the existing posts among ``post_ids`` and whether ``viewer_id``
+        favourited / boosted each (False without a viewer). One query."""
+    async def reply_ids(self, post_ids: Sequence[int]) -> dict[int, list[int]]:
+        """For each of ``post_ids``: the ids of its direct replies, ascending (every id
+        asked is a key, with [] when it has none)."""
+    async def mention_ids(self, post_ids: Sequence[int]) -> dict[int, list[int]]:
+        """For each of ``post_ids``: the user ids it mentions, ascending (every id asked
+        is a key)."""
+    async def favourites_page(
+        self, user_id: int, max_id: int | None, min_id: int | None, limit: int,
+        oldest_first: bool = False,
+    ) -> list[tuple[int, int]]:
+        """(favourite id, post id) of the user's favourites with min_id < id < max_id,
+        newest first (oldest first if ``oldest_first``)."""
+    async def favourited_by(self, post_id: int, max_id: int | None, limit: int) -> list[tuple[int, User]]:
+        """(favourite id, user) newest first, favourite id < max_id."""
+    async def reblogged_by(self, post_id: int, max_id: int | None, limit: int) -> list[tuple[int, User]]:
+        """(boost id, booster) newest first, boost id < max_id."""
+
+    # -- notifications: a function of the records (docs/conversations.md) -------------------
+    async def sync_notifications(
+        self, *, post_ids: Sequence[int] = (), favourites: Sequence[tuple[int, int]] = (),
+        follows: Sequence[tuple[int, int]] = (),
+    ) -> list[Notification]:
+        """Make the notifications derived from these causes equal what the records say now,
+        in one transaction: a post (its mentions; the reblog notification of a boost; if
+        gone, every notification with its id or about it), a favourite ``(user_id,
+        post_id)``, a follow ``(follower_id, followee_id)``. Never one of someone's own
+        action, a dismissed one, or one with id <= the recipient's cleared id. Idempotent,
+        whatever the order of the calls. Returns the rows it inserted (new ones only)."""
+    async def notifications_page(
+        self, user_id: int, *, types: Collection[str] | None = None,
+        exclude_types: Collection[str] = (), from_user_id: int | None = None,
+        max_id: int | None = None, min_id: int | None = None, limit: int = 40,
+        oldest_first: bool = False,
+    ) -> list[Notification]:
+        """The user's notifications with min_id < id < max_id, newest first (oldest first
+        if ``oldest_first``); ``types`` None: every type (an empty collection: none)."""
+    async def notification(self, user_id: int, notification_id: int) -> Notification | None: ...
+    async def dismiss_notification(self, user_id: int, notification_id: int) -> bool:
+        """Delete it and remember the dismissal (no sync or rebuild brings it back); False
+        (nothing recorded) if the user has no such notification."""
+    async def clear_notifications(self, user_id: int) -> int:
+        """Delete all of the user's notifications (returns how many) and raise the user's
+        ``notifications_cleared_id`` to the largest id deleted."""
+    async def notification_diff(self, user_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """The audit: user -> (missing, extra) rows of the table against the function of
+        the records, read in one snapshot; users with no difference are left out."""
+    async def rebuild_notifications(self, user_ids: Sequence[int]) -> int:
+        """Make the users' notifications equal the function of the records; rows changed."""
+    async def post_counters(
+        self, post_ids: Sequence[int]
+    ) -> dict[int, tuple[tuple[int, int, int], tuple[int, int, int]]]:
+        """For each existing post: (stored, recomputed) ``(replies, reblogs, favourites)``."""
+    async def fix_post_counters(self, post_ids: Sequence[int]) -> int:
+        """Set the posts' counters from the records; returns how many posts changed."""
+
+    # -- markers ----------------------------------------------------------------------------
+    async def markers(self, user_id: int, timelines: Sequence[str]) -> dict[str, Marker]:
+        """The user's saved markers among ``timelines`` (absent ones are left out)."""
+    async def set_marker(self, user_id: int, timeline: str, last_read_id: str) -> Marker:
+        """Save the read position: ``version`` goes up by one (1 for a new marker),
+        ``updated_at`` is now (unix seconds)."""
 
     # -- reads ----------------------------------------------------------------------------
     async def user_by_id(self, user_id: int) -> User | None: ...
@@ -120,12 +219,14 @@ class RecordStore(Resource, Protocol):
     async def posts_by_ids(self, ids: Sequence[int]) -> list[Post]: ...
     async def author_post_ids(self, author_id: int, before: int | None, limit: int) -> list[int]: ...
     async def public_post_ids(self, before: int | None, limit: int) -> list[int]:
-        """Ids of public posts below ``before``, newest first (rebuilds the public
-        timeline's cached list; reads are served from the cache)."""
+        """Ids of public posts below ``before``, newest first, boosts and replies to others
+        left out (self-replies kept): rebuilds the public timeline's cached list; reads are
+        served from the cache."""
         ...
     async def home_post_ids(self, user_id: int, before: int | None, limit: int) -> list[int]:
-        """Newest ids of posts by the user and everyone they follow, id < before: the
-        home timeline computed straight from the records (pull, approach 1)."""
+        """Newest ids of posts by the user and everyone they follow, id < before, replies
+        and boosts included (``FeedManager`` applies the home rules on read): the home
+        timeline computed straight from the records (pull, approach 1)."""
     async def user_posts(self, author_id: int, before: int | None, limit: int) -> list[Post]: ...
     async def posts_after(self, after_id: int, limit: int) -> list[Post]:
         """Posts in ascending id order, id > after_id: how batch jobs walk every post."""

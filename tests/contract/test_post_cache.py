@@ -130,3 +130,34 @@ def test_visibility_round_trips(post_cache):
             assert [got[i].visibility for i in (1, 2)] == ["public", "unlisted"]
 
     run(main())
+
+
+def test_reply_and_boost_links_round_trip(post_cache):
+    async def main():
+        async with post_cache() as c:
+            big = (1 << 63) - 1
+            posts = [
+                Post(11, 7, "a", "a reply", "public", 10, 8),
+                Post(12, 7, "a", "", "unlisted", reblog_of_id=big),
+                Post(13, 7, "a", "self reply", "unlisted", 11, 7),
+                Post(14, 7, "a", "plain"),
+            ]
+            await c.put_many(posts)
+            got = await c.get_many([p.id for p in posts])
+            for p in posts:
+                assert got[p.id] == p
+                assert (got[p.id].in_reply_to_id, got[p.id].in_reply_to_account_id,
+                        got[p.id].reblog_of_id) == (p.in_reply_to_id, p.in_reply_to_account_id, p.reblog_of_id)
+
+    run(main())
+
+
+def test_redis_entries_written_before_the_links_still_decode():
+    from homefeed.adapters.redis_post_cache import RedisPostCache
+
+    old = RedisPostCache.decode(5, b'["7","a","hi","2024-01-01T00:00:00.000Z"]')
+    assert old is not None and (old.visibility, old.in_reply_to_id, old.reblog_of_id) == ("public", None, None)
+    unlisted = RedisPostCache.decode(5, b'["7","a","hi","2024-01-01T00:00:00.000Z","unlisted"]')
+    assert unlisted is not None and unlisted.visibility == "unlisted" and unlisted.in_reply_to_account_id is None
+    p = Post(9, 7, "a", "x", "public", 3, 4, None)
+    assert RedisPostCache.decode(9, RedisPostCache.encode(p)) == p

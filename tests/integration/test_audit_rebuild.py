@@ -74,7 +74,7 @@ class Profile:
 
     async def open(self, consumers: bool = True) -> Homefeed:
         hf = self.build(self.settings)
-        await hf.start(consumers=("fanout", "indexer") if consumers else (), relay=self.relay,
+        await hf.start(consumers=("fanout", "indexer", "notifier") if consumers else (), relay=self.relay,
                        exclusive=self.consumers_exclusive)
         return hf
 
@@ -373,6 +373,49 @@ def test_audit_names_each_corruption_and_rebuild_makes_it_clean(profile: Profile
 
 
 @profiles("embedded", "scaleout")
+def test_post_counters_and_notifications_are_audited_and_rebuilt(profile: Profile) -> None:
+    """Replies, boosts, favourites and mentions: after the drain the audit is clean (post
+    counters and notifications included); a wrong counter and a lost or bogus notification
+    are named, and ``rebuild counters`` / ``rebuild notifications`` make it clean again."""
+    async def body() -> None:
+        hf = await profile.open()
+        try:
+            ids = [int((await hf.register(f"c{i}"))["id"]) for i in range(4)]
+            a, b, c, d = ids
+            handles = {u: f"c{i}" for i, u in enumerate(ids)}
+            await hf.follow(b, "c0")
+            await hf.follow(c, "c0")
+            p = await hf.store.create_post(a, "c0", "a post")
+            await hf.store.create_post(b, "c1", "a reply @c0", in_reply_to_id=p.id, mention_ids=(a,))
+            await hf.store.reblog(c, handles[c], p.id, visibility="public")
+            await hf.store.favourite(d, p.id)
+            await hf.store.favourite(b, p.id)
+            await hf.drain()
+            report = await audit(hf, settle_timeout=10)
+            assert report.exit_code() == 0, "\n".join(report.lines())
+            assert report.checked["post_counters"] >= 3 and report.checked["notification_lists"] >= 4
+            assert len(await hf.store.notifications_page(a, limit=100)) == 6  # 2 follows, mention, boost, 2 favs
+
+            await profile.sql(hf, "UPDATE posts SET favourites_count = 7 WHERE id = ?", (p.id,))
+            await profile.sql(hf, "DELETE FROM notifications WHERE user_id = ? AND type = ?", (a, "reblog"))
+            report = await audit(hf, settle_timeout=5)
+            text = "\n".join(report.lines())
+            assert report.exit_code() == 1, text
+            assert named(report, "counters", f"post {p.id}", "favourites_count is 7, the records count 2"), text
+            assert named(report, "notifications", "@c0", "lacks 1"), text
+
+            assert await batch.rebuild_post_counters(hf) == 1
+            assert await batch.rebuild_notifications(hf) == 1
+            report = await audit(hf, settle_timeout=5)
+            assert report.exit_code() == 0, "\n".join(report.lines())
+            assert len(await hf.store.notifications_page(a, limit=100)) == 6
+        finally:
+            await hf.close()
+
+    run(body())
+
+
+@profiles("embedded", "scaleout")
 def test_a_stale_post_cache_entry_is_named_and_rebuilt(profile: Profile) -> None:
     async def body() -> None:
         hf = await profile.open()
@@ -525,7 +568,7 @@ def test_differences_of_events_in_flight_are_not_reported(profile: Profile, capl
                     await handler(events)
 
                 hf.consumers.handlers[name] = slow
-            hf.consumers.start(("fanout", "indexer"),
+            hf.consumers.start(("fanout", "indexer", "notifier"),
                                leader=hf.relay_parts.get("consumer_leader") if profile.consumers_exclusive else None)
             for k in range(3):
                 await hf.create_post(w["u1"], f"in flight {k}")
@@ -652,7 +695,7 @@ def test_replay_reapplies_events_without_changing_the_result(profile: Profile) -
         hf = await profile.open(consumers=False)
         try:
             seen = _counting(hf)
-            hf.consumers.start(("fanout", "indexer"),
+            hf.consumers.start(("fanout", "indexer", "notifier"),
                                leader=hf.relay_parts.get("consumer_leader") if profile.consumers_exclusive else None)
             if profile.relay:
                 hf._start_relay()
@@ -830,6 +873,8 @@ def test_cli_on_the_embedded_file_with_no_server(tmp_path: Path) -> None:
         assert code == 0 and "1 changed" in out, out
         code, out = await cli(profile, "rebuild", "timelines", "--no-progress", settings=settings)
         assert code == 0 and "nothing to rebuild" in out, out
+        code, out = await cli(profile, "rebuild", "notifications", "--no-progress", settings=settings)
+        assert code == 0 and "notifications recomputed for every user: 0 changed" in out, out
         code, out = await cli(profile, "audit", "--sample", "3", settings=settings)
         assert code == 0 and "audit: clean" in out, out
         code, out = await cli(profile, "audit", "--json", settings=settings)

@@ -148,7 +148,7 @@ def test_every_adapter_module_is_listed() -> None:
         "jetstream_dead_letters", "jetstream_consume", "jetstream_admin",
         # the mixins the record store classes inherit (one job each: see sqlite_store.py
         # and pg_store.py)
-        "sqlite_accounts", "pg_accounts", "pg_admin",
+        "sqlite_accounts", "pg_accounts", "pg_admin", "sqlite_conversations", "pg_conversations",
     }
     listed = {spec.split(":")[0].rsplit(".", 1)[1] for specs in ADAPTERS.values() for spec in specs}
     modules = {m.name for m in pkgutil.iter_modules(homefeed.adapters.__path__)}

@@ -33,6 +33,7 @@ from homefeed.adapters.pg_accounts import (
     _is_pkey_violation,
 )
 from homefeed.adapters.pg_admin import PgAdminStore
+from homefeed.adapters.pg_conversations import PgConversationsStore
 from homefeed.adapters.pg_db import PgDatabase
 from homefeed.domain import model
 from homefeed.domain.deployment import Deployment
@@ -203,7 +204,7 @@ def _keyed(sql: str, keyed_sql: str, params: dict[str, Any], record: Idempotency
     }
 
 
-class PgRecordStore(PgAccountsStore, PgAdminStore):
+class PgRecordStore(PgAccountsStore, PgAdminStore, PgConversationsStore):
     backend: ClassVar[str] = "postgresql"
     def __init__(self, db: PgDatabase, node: int | None = 0) -> None:
         """``node=None`` claims a node id from the database, so that any number of API
@@ -296,7 +297,10 @@ class PgRecordStore(PgAccountsStore, PgAdminStore):
     async def create_post(
         self, author_id: int, author_handle: str, text: str,
         *, idempotency: IdempotencyRecord | None = None, visibility: str = "public",
+        in_reply_to_id: int | None = None, mention_ids: Sequence[int] = (),
     ) -> Post:
+        if in_reply_to_id is not None or mention_ids:
+            raise NotImplementedError("replies and mentions on PostgreSQL: not written yet")
         for attempt in range(_ID_RETRIES):
             pid = self._next_id()
             post = Post(pid, author_id, author_handle, text, visibility)

@@ -1,6 +1,8 @@
 """Post cache on Redis (scale-out profile): post id -> post, shared by every process.
 
-``<prefix>:p:<id>``: a string, the orjson array ``[author id, handle, text, created_at]`` with
+``<prefix>:p:<id>``: a string, the orjson array ``[author id, handle, text, created_at]``, then
+``visibility`` when not public, then ``in_reply_to_id, in_reply_to_account_id, reblog_of_id``
+when any is set (entries written before a field existed decode with its default), with
 TTL ``ttl_seconds`` (default a day). Reading one builds the post with its JSON-ready form
 already made (``Post._public``), so a hit costs no id or date formatting. Posts are immutable,
 so ``put_many`` writes with NX, and ``delete`` leaves a tombstone for ``tombstone_seconds``: a
@@ -51,22 +53,28 @@ class RedisPostCache:
 
     @staticmethod
     def encode(p: Post) -> bytes:
-        if p.visibility == "public":
-            return orjson.dumps([str(p.author_id), p.author_handle, p.text, p.created_at])
-        return orjson.dumps([str(p.author_id), p.author_handle, p.text, p.created_at, p.visibility])
+        out: list = [str(p.author_id), p.author_handle, p.text, p.created_at]
+        links = (p.in_reply_to_id, p.in_reply_to_account_id, p.reblog_of_id)
+        if p.visibility != "public" or links != (None, None, None):
+            out.append(p.visibility)
+        if links != (None, None, None):
+            out.extend(links)
+        return orjson.dumps(out)
 
     @staticmethod
     def decode(id_: int, raw: bytes) -> Post | None:
         try:
             author, handle, text, created_at, *rest = orjson.loads(raw)
             visibility = rest[0] if rest else "public"
+            reply_to, reply_to_account, reblog_of = rest[1:4] if len(rest) >= 4 else (None, None, None)
             public = {
                 "id": str(id_),
                 "author": {"id": author, "handle": handle},
                 "text": text,
                 "created_at": created_at,
             }
-            return Post(id_, int(author), handle, text, visibility, _public=public)
+            return Post(id_, int(author), handle, text, visibility, reply_to, reply_to_account, reblog_of,
+                        _public=public)
         except (ValueError, TypeError):  # a tombstone, or a format this version doesn't know
             return None
 

@@ -163,6 +163,68 @@ MIGRATIONS: list[str] = [
     ALTER TABLE posts ADD COLUMN visibility TEXT NOT NULL DEFAULT 'public';
     CREATE INDEX posts_public ON posts(id) WHERE visibility = 'public';
     """,
+    # 8: conversations (docs/conversations.md): replies, boosts and their counters on posts;
+    # mentions, favourites, notifications (derived, kept by the notifier), what readers
+    # dismissed or cleared, and read markers. Old posts get NULL links and zero counters.
+    # The public timeline leaves out boosts and replies to others: its index says so.
+    """
+    ALTER TABLE posts ADD COLUMN in_reply_to_id INTEGER;
+    ALTER TABLE posts ADD COLUMN in_reply_to_account_id INTEGER;
+    ALTER TABLE posts ADD COLUMN reblog_of_id INTEGER;
+    ALTER TABLE posts ADD COLUMN replies_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE posts ADD COLUMN reblogs_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE posts ADD COLUMN favourites_count INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX posts_replies ON posts(in_reply_to_id, id) WHERE in_reply_to_id IS NOT NULL;
+    -- one boost per (original, booster); reblogged_by walks it newest first
+    CREATE UNIQUE INDEX posts_boosts ON posts(reblog_of_id, author_id) WHERE reblog_of_id IS NOT NULL;
+    CREATE INDEX posts_boosts_by_id ON posts(reblog_of_id, id) WHERE reblog_of_id IS NOT NULL;
+    DROP INDEX posts_public;
+    CREATE INDEX posts_public ON posts(id) WHERE visibility = 'public' AND reblog_of_id IS NULL
+        AND (in_reply_to_account_id IS NULL OR in_reply_to_account_id = author_id);
+
+    CREATE TABLE mentions (
+        post_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        PRIMARY KEY (post_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX mentions_by_user ON mentions(user_id, post_id);
+
+    CREATE TABLE favourites (
+        id      INTEGER PRIMARY KEY,            -- time-ordered: the cursor of /favourites
+        user_id INTEGER NOT NULL,
+        post_id INTEGER NOT NULL,
+        UNIQUE (user_id, post_id)
+    );
+    CREATE INDEX favourites_by_user ON favourites(user_id, id);
+    CREATE INDEX favourites_by_post ON favourites(post_id, id);
+
+    CREATE TABLE notifications (
+        user_id      INTEGER NOT NULL,          -- the recipient
+        id           INTEGER NOT NULL,          -- the cause's id (follow, favourite, post)
+        type         TEXT NOT NULL,
+        from_user_id INTEGER NOT NULL,
+        post_id      INTEGER,
+        PRIMARY KEY (user_id, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX notifications_by_id ON notifications(id);
+    CREATE INDEX notifications_by_post ON notifications(post_id) WHERE post_id IS NOT NULL;
+    CREATE INDEX notifications_by_from ON notifications(user_id, from_user_id, id);
+    CREATE TABLE notification_dismissals (
+        user_id INTEGER NOT NULL,
+        id      INTEGER NOT NULL,
+        PRIMARY KEY (user_id, id)
+    ) WITHOUT ROWID;
+    ALTER TABLE users ADD COLUMN notifications_cleared_id INTEGER NOT NULL DEFAULT 0;
+
+    CREATE TABLE markers (
+        user_id      INTEGER NOT NULL,
+        timeline     TEXT NOT NULL,             -- "home", "notifications"
+        last_read_id TEXT NOT NULL,
+        version      INTEGER NOT NULL,
+        updated_at   REAL NOT NULL,             -- unix seconds
+        PRIMARY KEY (user_id, timeline)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

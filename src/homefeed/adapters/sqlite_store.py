@@ -2,7 +2,8 @@
 
 Every write function below runs on the writer thread inside one transaction that also
 appends the event describing it to the ``outbox`` table. The accounts and OAuth 2 methods
-are in ``sqlite_accounts`` (``SqliteAccountsStore``, which this class inherits).
+are in ``sqlite_accounts`` (``SqliteAccountsStore``), boosts, favourites, notifications and
+markers in ``sqlite_conversations`` (``SqliteConversationsStore``): this class inherits both.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ import time
 from typing import ClassVar, Iterable, Sequence
 
 from homefeed.adapters.sqlite_accounts import _USER_COLS, SqliteAccountsStore, _user, append_event
+from homefeed.adapters.sqlite_conversations import (
+    POST_COLS,
+    SqliteConversationsStore,
+    delete_post_row,
+    post_row,
+)
 from homefeed.adapters.sqlite_db import SqliteDatabase
 from homefeed.domain import model
 from homefeed.domain.deployment import Deployment
@@ -40,7 +47,7 @@ def remember(conn: sqlite3.Connection, record: IdempotencyRecord | None, created
         raise IdempotencyKeyTaken("this Idempotency-Key is already used") from None
 
 
-class SqliteRecordStore(SqliteAccountsStore):
+class SqliteRecordStore(SqliteAccountsStore, SqliteConversationsStore):
     backend: ClassVar[str] = "sqlite"
 
     def __init__(self, db: SqliteDatabase, node: int = 0) -> None:
@@ -52,7 +59,7 @@ class SqliteRecordStore(SqliteAccountsStore):
         self.db.open()
         floor = self.db.query_value(
             "SELECT max(m) FROM (SELECT max(id) AS m FROM posts UNION ALL SELECT max(id) FROM users"
-            " UNION ALL SELECT max(id) FROM follows)"
+            " UNION ALL SELECT max(id) FROM follows UNION ALL SELECT max(id) FROM favourites)"
         )
         self.ids = IdGenerator(node=self._node, floor=floor or 0)
 
@@ -153,27 +160,49 @@ class SqliteRecordStore(SqliteAccountsStore):
     async def create_post(
         self, author_id: int, author_handle: str, text: str,
         *, idempotency: IdempotencyRecord | None = None, visibility: str = "public",
+        in_reply_to_id: int | None = None, mention_ids: Sequence[int] = (),
     ) -> Post:
         ids = self.ids
         assert ids is not None
         trace = {"request_id": rid} if (rid := current_request_id()) else {}
+        wanted = sorted({m for m in mention_ids if m != author_id})
 
         def tx(conn: sqlite3.Connection) -> Post:
+            reply_to_account = None
+            if in_reply_to_id is not None:
+                parent = conn.execute("SELECT author_id FROM posts WHERE id = ?", (in_reply_to_id,)).fetchone()
+                if parent is None:
+                    raise NotFound("Record not found")
+                reply_to_account = parent[0]
+                conn.execute(
+                    "UPDATE posts SET replies_count = replies_count + 1 WHERE id = ?", (in_reply_to_id,)
+                )
             pid = ids.next_id()
             conn.execute(
-                "INSERT INTO posts(id, author_id, text, visibility) VALUES (?, ?, ?, ?)",
-                (pid, author_id, text, visibility),
+                "INSERT INTO posts(id, author_id, text, visibility, in_reply_to_id, in_reply_to_account_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (pid, author_id, text, visibility, in_reply_to_id, reply_to_account),
             )
             conn.execute(
                 "UPDATE users SET posts_count = posts_count + 1 WHERE id = ?", (author_id,)
             )
+            mentioned: list[int] = []
+            if wanted:
+                mentioned = [r[0] for r in conn.execute(
+                    f"SELECT id FROM users WHERE id IN ({','.join('?' * len(wanted))}) ORDER BY id", wanted
+                )]
+                conn.executemany(
+                    "INSERT INTO mentions(post_id, user_id) VALUES (?, ?)", ((pid, m) for m in mentioned)
+                )
             append_event(
                 conn,
                 model.POST_CREATED,
                 {"post_id": pid, "author_id": author_id, "author_handle": author_handle, "text": text,
-                 "visibility": visibility, **trace},
+                 "visibility": visibility, "in_reply_to_id": in_reply_to_id,
+                 "in_reply_to_account_id": reply_to_account, "reblog_of_id": None,
+                 "mention_ids": mentioned, **trace},
             )
-            post = Post(pid, author_id, author_handle, text, visibility)
+            post = Post(pid, author_id, author_handle, text, visibility, in_reply_to_id, reply_to_account)
             remember(conn, idempotency, post)
             return post
 
@@ -181,20 +210,12 @@ class SqliteRecordStore(SqliteAccountsStore):
 
     async def delete_post(self, post_id: int, by_user_id: int) -> Post:
         def tx(conn: sqlite3.Connection) -> Post:
-            row = conn.execute(
-                "SELECT p.id, p.author_id, u.handle, p.text, p.visibility FROM posts p"
-                " JOIN users u ON u.id = p.author_id WHERE p.id = ?",
-                (post_id,),
-            ).fetchone()
+            row = post_row(conn, post_id)
             if row is None:
                 raise NotFound("no such post")
             if row[1] != by_user_id:
                 raise Forbidden("you can delete only your own posts")
-            conn.execute("DELETE FROM posts WHERE id = ?", (post_id,))
-            conn.execute(
-                "UPDATE users SET posts_count = posts_count - 1 WHERE id = ?", (by_user_id,)
-            )
-            append_event(conn, model.POST_DELETED, {"post_id": post_id, "author_id": row[1]})
+            delete_post_row(conn, row)
             return Post(*row)
 
         return await self.db.write(tx)
@@ -262,7 +283,7 @@ class SqliteRecordStore(SqliteAccountsStore):
             out.extend(
                 Post(*r)
                 for r in self.db.query(
-                    "SELECT p.id, p.author_id, u.handle, p.text, p.visibility FROM posts p"
+                    f"SELECT {POST_COLS} FROM posts p"
                     f" JOIN users u ON u.id = p.author_id WHERE p.id IN ({marks})",
                     chunk,
                 )
@@ -282,7 +303,9 @@ class SqliteRecordStore(SqliteAccountsStore):
         return [
             r[0]
             for r in self.db.query(
-                "SELECT id FROM posts WHERE visibility = 'public' AND id < ? ORDER BY id DESC LIMIT ?",
+                "SELECT id FROM posts WHERE visibility = 'public' AND reblog_of_id IS NULL"
+                " AND (in_reply_to_account_id IS NULL OR in_reply_to_account_id = author_id)"
+                " AND id < ? ORDER BY id DESC LIMIT ?",
                 (before if before is not None else _MAX, limit),
             )
         ]
@@ -302,7 +325,7 @@ class SqliteRecordStore(SqliteAccountsStore):
         return [
             Post(*r)
             for r in self.db.query(
-                "SELECT p.id, p.author_id, u.handle, p.text, p.visibility FROM posts p"
+                f"SELECT {POST_COLS} FROM posts p"
                 " JOIN users u ON u.id = p.author_id"
                 " WHERE p.author_id = ? AND p.id < ? ORDER BY p.id DESC LIMIT ?",
                 (author_id, before if before is not None else _MAX, limit),
@@ -314,7 +337,7 @@ class SqliteRecordStore(SqliteAccountsStore):
         return [
             Post(*r)
             for r in self.db.query(
-                "SELECT p.id, p.author_id, u.handle, p.text, p.visibility FROM posts p"
+                f"SELECT {POST_COLS} FROM posts p"
                 " JOIN users u ON u.id = p.author_id WHERE p.id > ? ORDER BY p.id LIMIT ?",
                 (after_id, limit),
             )

@@ -87,12 +87,12 @@ def parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser(
         "worker", help="scale-out profile: run the event consumers and the outbox relay",
-        description="Scale-out profile only: run the fan-out and indexer consumers and the outbox relay"
+        description="Scale-out profile only: run the fan-out, indexer and notifier consumers and the outbox relay"
                     " (needs HOMEFEED_DATABASE_URL, and HOMEFEED_CACHE_URL for fan-out). The embedded"
                     " profile runs its consumers inside `homefeed serve` and needs no worker.")
     _feed_flags(worker)
     worker.add_argument("--role", default="all",
-                        help="fanout, indexer, relay, or all (comma-separated for several)")
+                        help="fanout, indexer, notifier, relay, or all (comma-separated for several)")
     worker.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                         help="serve /metrics and /metrics.json on this port (workers serve no API)")
     _debug_flag(worker)

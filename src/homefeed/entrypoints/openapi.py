@@ -27,7 +27,7 @@ from homefeed.logging_setup import MAX_REQUEST_ID_LENGTH, REQUEST_ID_CHARS
 from homefeed.ports import BACKEND_NAMES
 from homefeed.entrypoints.mastodon.openapi_client import mastodon_paths
 from homefeed.service_layer.audit import PARTS as AUDIT_PARTS
-from homefeed.service_layer.consumers import FANOUT, INDEXER
+from homefeed.service_layer.consumers import CONSUMERS
 from homefeed.service_layer.idempotency import HEADER as IDEMPOTENCY_HEADER
 from homefeed.service_layer.idempotency import MAX_KEY_LENGTH, REPLAYED_HEADER
 from homefeed.service_layer.services import DEFAULT_LIMIT, MAX_LIMIT
@@ -309,7 +309,7 @@ def _schemas(max_post_length: int) -> dict[str, Any]:
                 "settle_timeout": {"type": "number", "minimum": 0, "maximum": MAX_SETTLE_TIMEOUT},
                 "seed": {"type": "integer"},
                 "id": {"type": "string", "description": "job: the `job` of a rebuild-timelines answer"},
-                "consumer": {"enum": [FANOUT, INDEXER]},
+                "consumer": {"enum": list(CONSUMERS)},
                 "from": {"type": "integer", "minimum": 0, "description": "replay: the first event id"},
             },
         },

@@ -23,7 +23,8 @@ SQLite file exists before building anything (``cli.require_database``).
 - ``audit``: timeline parts of the embedded profile in the serving process (if none
   answers, the in-process cache does not exist: nothing to audit there); the rest here.
 - ``rebuild timelines``: Redis here; the in-process cache in the serving process, as a
-  job whose progress this command shows. ``rebuild search|counters``: here. Counters feed
+  job whose progress this command shows. ``rebuild search|counters|notifications``: here
+  (the notifications are in the system of record). Counters feed
   the celebrity set, so ``rebuild counters`` then reconciles it (in the serving process
   for the in-process cache).
 - ``replay``: JetStream: the durable consumer is recreated at the event (here). SQLite
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
     from homefeed.service_layer.services import Homefeed
 
 COMMANDS = ("audit", "rebuild", "replay", "dead-letters")
-REBUILDS = ("timelines", "search", "counters")
+REBUILDS = ("timelines", "search", "counters", "notifications")
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,7 +105,8 @@ def register(subparsers: Any) -> list[argparse.ArgumentParser]:
     a = subparsers.add_parser(
         "audit", help="compare every derived store with the system of record; exit 1 on a difference",
         description="Recompute from the system of record what the derived stores should hold (home"
-                    " timelines, user timelines, search index, counters), print each difference."
+                    " timelines, user timelines, search index, user and post counters, notifications),"
+                    " print each difference."
                     " Exit 0: clean; 1: differences; 3: only differences that reads hide (stale ids,"
                     " index entries of deleted posts); 2: could not run. Read-only, safe while serving."
                     + PROFILES)
@@ -115,7 +117,8 @@ def register(subparsers: Any) -> list[argparse.ArgumentParser]:
                    help="audit N users (half of them among those with a cached timeline) and N*10 posts"
                         " instead of everything")
     a.add_argument("--only", default=None, metavar="PARTS",
-                   help="comma-separated: timelines, authors (user timelines), search, counters")
+                   help="comma-separated: timelines, authors (user timelines), search, counters,"
+                        " notifications")
     a.add_argument("--settle-timeout", type=float, default=30.0, metavar="S",
                    help="how long to wait for the events in flight before confirming a difference")
     a.add_argument("--seed", type=int, default=None, help="random seed of the sample")
@@ -124,7 +127,9 @@ def register(subparsers: Any) -> list[argparse.ArgumentParser]:
     r = subparsers.add_parser(
         "rebuild", help="recompute a derived store from the system of record, while serving",
         description="timelines: every cached home timeline and author list (and the celebrity set);"
-                    " search: the index, in place; counters: followers/following/posts counts."
+                    " search: the index, in place; counters: followers/following/posts counts and the"
+                    " posts' replies/reblogs/favourites counts; notifications: every user's"
+                    " notifications, from the follows, favourites, boosts and mentions."
                     + PROFILES)
     _data_dir(r)
     _feed(r)
@@ -139,7 +144,7 @@ def register(subparsers: Any) -> list[argparse.ArgumentParser]:
                     + PROFILES)
     _data_dir(p)
     _url_flag(p)
-    p.add_argument("--consumer", required=True, help="fanout or indexer")
+    p.add_argument("--consumer", required=True, help="fanout, indexer or notifier")
     p.add_argument("--from", dest="from_event", type=int, default=None, metavar="EVENT_ID")
     p.add_argument("--from-time", default=None, metavar="ISO8601",
                    help="JetStream only: every event stored since this time (e.g. 2025-01-31T12:00:00Z)")
@@ -275,7 +280,8 @@ async def _rebuild(hf: Homefeed, args: argparse.Namespace, settings: Settings, o
     from homefeed.service_layer import batch
 
     what = args.what
-    bar = tqdm(desc=f"rebuild {what}", unit={"search": "post", "counters": "user"}.get(what, "list"),
+    bar = tqdm(desc=f"rebuild {what}",
+               unit={"search": "post", "counters": "user", "notifications": "user"}.get(what, "list"),
                unit_scale=True, disable=args.no_progress, file=sys.stderr)
     try:
         if what == "search":
@@ -288,6 +294,8 @@ async def _rebuild(hf: Homefeed, args: argparse.Namespace, settings: Settings, o
             changed = await batch.rebuild_counters(hf, bar.update)
             bar.close()
             print(f"counters recomputed for every user: {changed} changed", file=out)
+            posts_changed = await batch.rebuild_post_counters(hf)
+            print(f"counters recomputed for every post: {posts_changed} changed", file=out)
             if _in_process_cache(settings):
                 got = await _admin_call(settings, _base_url(args, settings), "reconcile-celebrities", {})
                 if got is None:
@@ -298,6 +306,12 @@ async def _rebuild(hf: Homefeed, args: argparse.Namespace, settings: Settings, o
             else:
                 await hf.feed.reconcile_celebrities()
                 print("celebrity set reconciled with the counts", file=out)
+            return 0
+        if what == "notifications":  # in the system of record: here, in every profile
+            bar.total = await hf.store.count_users()
+            changed = await batch.rebuild_notifications(hf, bar.update)
+            bar.close()
+            print(f"notifications recomputed for every user: {changed} changed", file=out)
             return 0
         # timelines
         if not _in_process_cache(settings):

@@ -9,7 +9,12 @@ moment where readers see it empty, and loses nothing that the consumers apply me
   it: the second pass, which runs after the first, removes it again (checked against the
   record store at that moment, so a post created meanwhile is never removed).
 - ``rebuild_counters``: each batch of users is recounted in one transaction that no write
-  touching their counters can interleave with (``fix_counters``).
+  touching their counters can interleave with (``fix_counters``); ``rebuild_post_counters``
+  the same for the posts' replies, boosts and favourites (``fix_post_counters``).
+- ``rebuild_notifications``: each batch of users' notifications is made equal to the
+  function of the records (``RecordStore.rebuild_notifications``); dismissed and cleared
+  ones stay away.
+- ``rebuild_search`` indexes every post but boosts (no words of their own).
 - ``rebuild_timelines``: every cached home timeline and author list is dropped and rebuilt
   with the protocol of ``FeedManager.rebuild_home``: ``begin`` (from then on fan-out lands
   in it), read the record store, ``install``. A push between the drop and the ``begin`` is
@@ -28,8 +33,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, Sequence
 
+from homefeed.domain.feed_rules import is_indexed
 from homefeed.domain.model import Post
-from homefeed.service_layer.feed import AUTHOR, HOME
+from homefeed.service_layer.feed import AUTHOR, HOME, post_fields
 from homefeed.service_layer.services import Homefeed
 
 BATCH = 2_000
@@ -48,8 +54,12 @@ async def rebuild_search(hf: Homefeed, progress: Progress | None = None) -> int:
         posts = await hf.store.posts_after(after, BATCH)
         if not posts:
             break
-        await index.index(posts)
-        indexed += len(posts)
+        words = [p for p in posts if is_indexed(p)]
+        await index.index(words)
+        boosts = [p.id for p in posts if not is_indexed(p)]
+        if boosts:  # never indexed: an entry one has (an older version indexed it) goes
+            await index.remove(boosts)
+        indexed += len(words)
         after = posts[-1].id
         if progress:
             progress(len(posts))
@@ -79,7 +89,7 @@ async def remove_stale_entries(hf: Homefeed) -> int:
 async def rebuild_counters(hf: Homefeed, progress: Progress | None = None) -> int:
     """Recount every user's followers, following and posts from the records. Returns how
     many users' counters changed. Reconcile the celebrity set afterwards
-    (``rebuild_timelines`` does)."""
+    (``rebuild_timelines`` does). The posts' counters: ``rebuild_post_counters``."""
     store = hf.store
     after, changed = 0, 0
     while True:
@@ -90,6 +100,40 @@ async def rebuild_counters(hf: Homefeed, progress: Progress | None = None) -> in
         after = ids[-1]
         if progress:
             progress(len(ids))
+
+
+async def rebuild_post_counters(hf: Homefeed, progress: Progress | None = None) -> int:
+    """Recount every post's replies, boosts and favourites from the records, a batch of
+    posts per transaction (``fix_post_counters``). Returns how many posts changed."""
+    store = hf.store
+    after, changed = 0, 0
+    while True:
+        posts = await store.posts_after(after, BATCH)
+        if not posts:
+            return changed
+        changed += await store.fix_post_counters([p.id for p in posts])
+        after = posts[-1].id
+        if progress:
+            progress(len(posts))
+        await asyncio.sleep(0)
+
+
+async def rebuild_notifications(hf: Homefeed, progress: Progress | None = None) -> int:
+    """Make every user's notifications equal the function of the records
+    (docs/conversations.md): what the records say exists is inserted, what is gone is
+    deleted, dismissals and clears kept. Safe while the notifier runs: both write what the
+    records say. Returns how many notifications were inserted or deleted."""
+    store = hf.store
+    after, changed = 0, 0
+    while True:
+        ids = await store.user_ids_after(after, USER_BATCH)
+        if not ids:
+            return changed
+        changed += await store.rebuild_notifications(ids)
+        after = ids[-1]
+        if progress:
+            progress(len(ids))
+        await asyncio.sleep(0)
 
 
 async def cached_lists(hf: Homefeed, kinds: Sequence[str] = (AUTHOR, HOME)) -> list[tuple[str, int]]:
@@ -148,7 +192,7 @@ async def repair_post_cache(hf: Homefeed, ids: Sequence[int]) -> int:
 
 
 def _same(a: Post, b: Post | None) -> bool:
-    return b is not None and (a.author_id, a.author_handle, a.text) == (b.author_id, b.author_handle, b.text)
+    return b is not None and post_fields(a) == post_fields(b)
 
 
 async def rebuild_timelines(

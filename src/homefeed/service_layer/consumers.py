@@ -1,4 +1,5 @@
-"""The event consumers: fan-out (timeline cache) and indexer (search index).
+"""The event consumers: fan-out (timeline cache), indexer (search index) and notifier
+(notifications, in the system of record).
 
 Each consumer fetches a batch of outbox events in commit order, applies it with idempotent
 handlers, then acknowledges it. A crash between applying and acknowledging redelivers the
@@ -18,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from homefeed.domain import model
 from homefeed.domain.errors import Unavailable
-from homefeed.domain.model import Event, Post
+from homefeed.domain.feed_rules import is_indexed
+from homefeed.domain.model import Event, Notification, Post
 from homefeed.ports import ConsumerLeaderFactory, EventStream, SearchIndex
 from homefeed.service_layer.feed import FeedManager
 
@@ -30,11 +32,22 @@ log = logging.getLogger("homefeed.consumers")
 
 FANOUT = "fanout"
 INDEXER = "indexer"
+NOTIFIER = "notifier"
+#: Every consumer of the event stream, in the order they are started.
+CONSUMERS = (FANOUT, INDEXER, NOTIFIER)
 BATCH = 256
 #: Failures of one event before it goes to the dead letters (where the stream has them).
 MAX_ATTEMPTS = 5
 #: Backoff (first, cap) in seconds while a backend is unavailable.
 OUTAGE_BACKOFF = (0.1, 2.0)
+
+
+def post_of(d: dict[str, Any]) -> Post:
+    """The post a ``post_created`` event describes (replies and boosts included)."""
+    return Post(d["post_id"], d["author_id"], d.get("author_handle", ""), d.get("text", ""),
+                d.get("visibility", "public"), in_reply_to_id=d.get("in_reply_to_id"),
+                in_reply_to_account_id=d.get("in_reply_to_account_id"),
+                reblog_of_id=d.get("reblog_of_id"))
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -50,6 +63,7 @@ class Consumers:
         self.handlers: dict[str, Callable[[Sequence[Event]], Awaitable[None]]] = {
             FANOUT: self.fan_out,
             INDEXER: self.index_events,
+            NOTIFIER: self.notify,
         }
         self._tasks: list[asyncio.Task] = []
         self._stopping: asyncio.Event | None = None  # created on start (needs a loop)
@@ -59,6 +73,9 @@ class Consumers:
         self._busy: set[str] = set()  # consumers fetching or applying a batch right now
         #: Called with each fan-out event once applied (metrics hook, set by entrypoints).
         self.on_applied: Callable[[Event], None] | None = None
+        #: Called with the notifications the notifier inserted, after each batch is synced
+        #: (the live bus: the ``notification`` frames of the streams).
+        self.on_notified: Callable[[Sequence[Notification]], None] | None = None
         self._attempts: dict[tuple[str, int], int] = {}
         #: consumer -> monotonic time its current outage began (one warning per outage)
         self._outages: dict[str, float] = {}
@@ -72,10 +89,7 @@ class Consumers:
         for e in events:
             d = e.data
             if e.type == model.POST_CREATED:
-                await feed.fan_out_post(
-                    Post(d["post_id"], d["author_id"], d.get("author_handle", ""), d.get("text", ""),
-                         d.get("visibility", "public"))
-                )
+                await feed.fan_out_post(post_of(d))
                 created[d["post_id"]] = d["author_id"]
             elif e.type == model.POST_DELETED:
                 await feed.fan_out_delete(d["post_id"], d["author_id"])
@@ -114,8 +128,9 @@ class Consumers:
         for e in events:
             if e.type == model.POST_CREATED:
                 d = e.data
-                pending.append(Post(d["post_id"], d["author_id"], d.get("author_handle", ""), d["text"],
-                                    d.get("visibility", "public")))
+                post = post_of(d)
+                if is_indexed(post):  # not a boost: a boost has no words of its own
+                    pending.append(post)
             elif e.type == model.POST_DELETED:
                 if pending:
                     await self.index.index(pending)
@@ -127,6 +142,30 @@ class Consumers:
         gone = await self._gone([e.data["post_id"] for e in events if e.type == model.POST_CREATED])
         if gone:
             await self.index.remove(gone)
+
+    async def notify(self, events: Sequence[Event]) -> None:
+        """The notifier: notifications are a function of the records (docs/conversations.md),
+        so a batch only names the *causes* its events touch, and the record store makes the
+        notifications of those causes equal what the records say now (inserting what exists,
+        deleting what is gone). A redelivered, late or out-of-order event changes nothing
+        wrong: whatever order the events come in, the records have the last word."""
+        post_ids: dict[int, None] = {}
+        favourites: dict[tuple[int, int], None] = {}
+        follows: dict[tuple[int, int], None] = {}
+        for e in events:
+            d = e.data
+            if e.type in (model.POST_CREATED, model.POST_DELETED):
+                post_ids[d["post_id"]] = None
+            elif e.type in (model.FAVOURITED, model.UNFAVOURITED):
+                favourites[(d["user_id"], d["post_id"])] = None
+            elif e.type in (model.FOLLOWED, model.UNFOLLOWED):
+                follows[(d["follower_id"], d["followee_id"])] = None
+        if not (post_ids or favourites or follows):
+            return
+        inserted = await self.feed.store.sync_notifications(
+            post_ids=list(post_ids), favourites=list(favourites), follows=list(follows))
+        if inserted and self.on_notified is not None:
+            self.on_notified(inserted)
 
     # -- running --------------------------------------------------------------------------
     def start(self, names: Sequence[str] | None = None, leader: ConsumerLeaderFactory | None = None) -> None:

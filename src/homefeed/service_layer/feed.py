@@ -16,10 +16,21 @@
   (not unlisted ones), pushed by the fan-out consumer, trimmed to the cap, rebuilt from the
   record store when absent, removed on delete; the public timeline reads it like a home.
 
-Reading merges the home timeline with the pulled author lists, filters by who the reader
-follows *now* (so a late push after an unfollow never shows) and drops deleted posts. Below
-the highest floor among the merged lists, the page continues from the record store, so
-paging walks the whole history with nothing repeated or skipped.
+Reading merges the home timeline with the pulled author lists and drops deleted posts.
+Below the highest floor among the merged lists, the page continues from the record store,
+so paging walks the whole history with nothing repeated or skipped. Cached lists hold a
+superset (every post, reply and boost by the followees, and the reader's own); what a
+reader sees is decided on read, here, for every strategy (hybrid, push, pull, cache down),
+by the home rules of ``domain.feed_rules`` (docs/conversations.md):
+
+- **author**: the reader's own posts and those of whom the reader follows *now* (so a late
+  push after an unfollow never shows);
+- **reply**: a reply by A to B != A shows only if the reader is A or B or follows B;
+- **boost**: a boost of O is hidden if O's author is the reader, O is gone, or O or another
+  boost of O is among the 40 *entries* (posts passing the first two rules) older than it.
+  The entry stream is read ahead only when a boost near a page's end needs it.
+
+``home_shows`` answers the same question for one post (the streaming hub asks it).
 
 When the cache is down (its adapter raises ``Unavailable``) reads keep answering from the
 record store, the system of record, and write nothing to the cache: a home page is computed
@@ -32,10 +43,10 @@ which wait for the cache to return, apply the same updates from the events.
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable, Sequence, TypeVar
+from typing import Awaitable, Callable, Protocol, Sequence, TypeVar
 
 from homefeed.domain.errors import CacheUnavailable, Unavailable
-from homefeed.domain.feed_rules import is_celebrity
+from homefeed.domain.feed_rules import BOOST_WINDOW, boost_hidden, is_celebrity, is_home_entry, on_public_list
 from homefeed.domain.model import Post
 from homefeed.ports import IdSlice, PostCache, RecordStore, TimelineCache
 
@@ -51,6 +62,13 @@ PUBLIC_KEY = 0
 SLACK = 8
 
 T = TypeVar("T")
+
+
+def post_fields(p: Post) -> tuple:
+    """What a cached post must agree on with the record store: what reads show and what
+    the home rules decide by."""
+    return (p.author_id, p.author_handle, p.text, p.visibility, p.in_reply_to_id,
+            p.in_reply_to_account_id, p.reblog_of_id)
 
 
 async def _cache(call: Awaitable[T]) -> T:
@@ -208,84 +226,102 @@ class FeedManager:
     async def read_home(
         self, user_id: int, before: int | None, limit: int
     ) -> tuple[list[Post], int | None]:
-        """One page of the home timeline, newest first, and the cursor of the next page."""
+        """One page of the home timeline, newest first, and the cursor of the next page.
+
+        Every strategy gives the same entry stream to one rule engine (``_home_page``):
+        the hybrid reads the cached home list merged with the pulled author lists, then
+        the record store past their floor; ``pull`` and the cache-down fallback read the
+        record store alone."""
         if self.strategy == "pull":
-            return await self._read_home_pulled(user_id, before, limit)
+            return await self.read_home_from_store(user_id, before, limit)
         try:
             return await self._read_home_cached(user_id, before, limit)
         except CacheUnavailable:
             self.counters["cache_fallbacks"] += 1
-            return await self._read_home_from_store(user_id, before, limit)
+            return await self.read_home_from_store(user_id, before, limit)
 
-    async def _read_home_from_store(
+    async def read_home_from_store(
         self, user_id: int, before: int | None, limit: int
     ) -> tuple[list[Post], int | None]:
-        """The page from the record store alone (the cache is down): the newest posts of
-        the user and of whom they follow, below ``before``. A post deleted between the two
-        reads is skipped and the page read on, so it is full unless it is the last."""
-        out: list[Post] = []
-        start = before
-        while True:
-            need = limit - len(out)
-            ids = await self.store.home_post_ids(user_id, start, need)
-            found = {p.id: p for p in await self.store.posts_by_ids(ids)}
-            out.extend(found[i] for i in ids if i in found)
-            if len(ids) < need:
-                return out, None
-            if len(out) == limit:
-                return out, out[-1].id
-            start = ids[-1]
+        """The page from the record store alone (approach 1, the cache down, and what the
+        audit compares the cached read with): the newest posts of the user and of whom
+        they follow, below ``before``, through the same home rules."""
+        following = frozenset(await self.store.following_ids(user_id))
+        return await self._home_page(user_id, following, _StoreHomeIds(self.store, user_id, before), limit)
 
-    async def _read_home_cached(
-        self, user_id: int, before: int | None, limit: int
-    ) -> tuple[list[Post], int | None]:
-        following = await self.following_of(user_id)
+    _read_home_from_store = read_home_from_store  # the name older tests use
+
+    async def _pulled_authors(self, user_id: int, following: frozenset[int]) -> list[int]:
+        """The authors whose cached author lists a home read merges in: the celebrities the
+        reader follows, and the reader (read-your-writes)."""
         celebs = await self.celebrities()
         if len(celebs) <= len(following):
             pulled = [c for c in celebs if c in following]
         else:
             pulled = [f for f in following if f in celebs]
-        pulled.append(user_id)  # the reader's own posts: read-your-writes
+        pulled.append(user_id)
+        return pulled
 
+    async def _read_home_cached(
+        self, user_id: int, before: int | None, limit: int
+    ) -> tuple[list[Post], int | None]:
+        following = await self.following_of(user_id)
+        pulled = await self._pulled_authors(user_id, following)
+        return await self._home_page(user_id, following, _CachedHomeIds(self, user_id, pulled, before), limit)
+
+    async def _home_page(
+        self, user_id: int, following: frozenset[int], source: "_IdSource", limit: int
+    ) -> tuple[list[Post], int | None]:
+        """The home rules, in one place: the ids of ``source`` become *entries* (posts that
+        exist and pass the author and reply rules), and each entry is shown unless it is a
+        boost the boost rule hides. The boost rule looks at the ``BOOST_WINDOW`` entries
+        older than the boost, so the stream is read ahead only when a boost near the end of
+        the page needs it. An entry's fate depends on it and the entries older than it, so
+        a page that starts at the cursor of the previous one continues the same sequence
+        (no repeat, no skip) whatever the limit."""
+        stream = _Entries(self, user_id, following, source)
         out: list[Post] = []
-        cursor = before
-        while True:
-            n = limit - len(out) + SLACK
-            slices = [await self._slice(HOME, user_id, cursor, n)]
-            for author in pulled:
-                slices.append(await self._slice(AUTHOR, author, cursor, n))
-            floor_bound = 0
-            cut_bound = 0  # below this a source that returned n ids may hold more
-            for s in slices:
-                if s.floor > floor_bound:
-                    floor_bound = s.floor
-                if len(s.ids) >= n and s.ids[-1] - 1 > cut_bound:
-                    cut_bound = s.ids[-1] - 1
-            bound = max(floor_bound, cut_bound)
-            candidates = sorted({i for s in slices for i in s.ids if i > bound}, reverse=True)
-            posts = await self.hydrate(candidates)
-            for i in candidates:
-                p = posts.get(i)
-                if p is None or not (p.author_id == user_id or p.author_id in following):
-                    continue
-                out.append(p)
-                if len(out) == limit:
-                    return out, p.id
-            if cut_bound > floor_bound:
-                cursor = cut_bound + 1
-                continue
-            if bound == 0:
+        i = 0
+        while len(out) < limit:
+            if not await stream.reach(i, limit - len(out) + SLACK):
                 return out, None
-            # Past the cache's floor: continue from the system of record.
-            self.counters["db_pages"] += 1
-            start = bound + 1 if cursor is None else min(cursor, bound + 1)
+            p = stream.entries[i]
+            if p.reblog_of_id is not None:
+                await stream.reach(i + BOOST_WINDOW, BOOST_WINDOW + SLACK)
+                older = stream.entries[i + 1 : i + 1 + BOOST_WINDOW]
+                if boost_hidden(p, stream.originals.get(p.reblog_of_id), user_id, older):
+                    i += 1
+                    continue
+            out.append(p)
+            i += 1
+        return out, out[-1].id
 
-            async def home_ids(before: int | None, n: int) -> list[int]:
-                return await self.store.home_post_ids(user_id, before, n)
-
-            rest, nxt = await self._read_store_ids(home_ids, start, limit - len(out))
-            out.extend(rest)
-            return out, nxt
+    async def home_shows(self, user_id: int, post: Post) -> bool:
+        """Would ``post`` appear in ``user_id``'s home as of now (the streaming hub asks,
+        per connection and event)? For a post that is not a boost: the author and reply
+        rules against the reader's follows (one following-set lookup). For a boost, the
+        boost rule too: its original, and the entries of the home older than it."""
+        try:
+            following = await self.following_of(user_id)
+        except CacheUnavailable:
+            following = frozenset(await self.store.following_ids(user_id))
+        if not is_home_entry(post, user_id, following):
+            return False
+        if post.reblog_of_id is None:
+            return True
+        originals = await self.hydrate([post.reblog_of_id])
+        original = originals.get(post.reblog_of_id)
+        if original is None or original.author_id == user_id:
+            return False
+        try:
+            pulled = await self._pulled_authors(user_id, following)
+            source: _IdSource = _CachedHomeIds(self, user_id, pulled, post.id)
+            stream = _Entries(self, user_id, following, source)
+            await stream.reach(BOOST_WINDOW - 1, BOOST_WINDOW + SLACK)
+        except CacheUnavailable:
+            stream = _Entries(self, user_id, following, _StoreHomeIds(self.store, user_id, post.id))
+            await stream.reach(BOOST_WINDOW - 1, BOOST_WINDOW + SLACK)
+        return not boost_hidden(post, original, user_id, stream.entries[:BOOST_WINDOW])
 
     async def read_public(self, before: int | None, limit: int) -> tuple[list[Post], int | None]:
         """One page of the public timeline (public posts of everyone, newest first) and the
@@ -317,7 +353,7 @@ class FeedManager:
             posts = await self.hydrate(s.ids)
             for i in s.ids:
                 p = posts.get(i)
-                if p is None or (kind == PUBLIC and p.visibility != "public"):
+                if p is None or (kind == PUBLIC and not on_public_list(p)):
                     continue
                 out.append(p)
                 if len(out) == limit:
@@ -354,15 +390,6 @@ class FeedManager:
                 return out, ids[-1]
             start = ids[-1]
 
-    async def _read_home_pulled(
-        self, user_id: int, before: int | None, limit: int
-    ) -> tuple[list[Post], int | None]:
-        """Approach 1: merge the followees' posts in the record store at every read."""
-        ids = await self.store.home_post_ids(user_id, before, limit)
-        posts = await self.hydrate(ids)
-        out = [posts[i] for i in ids if i in posts]
-        return out, (ids[-1] if len(ids) == limit else None)
-
     # -- after a commit, in the API process (read-your-writes) -----------------------------
     # Best effort: the write is committed (with its event) before these run, so a backend
     # that fails here must not turn the answer into an error; the fan-out consumer applies
@@ -372,7 +399,7 @@ class FeedManager:
         try:
             await self.posts.put_many([post])
             await self.cache.push(AUTHOR, [post.author_id], post.id)
-            if post.visibility == "public":
+            if on_public_list(post):
                 await self.cache.push(PUBLIC, [PUBLIC_KEY], post.id)
         except Unavailable as exc:
             self._update_skipped("post", exc)
@@ -398,10 +425,13 @@ class FeedManager:
 
     # -- fan-out (the consumer of post and follow events) ----------------------------------
     async def fan_out_post(self, post: Post) -> int:
-        """Push a new post into its followers' cached timelines, unless its author is a
-        celebrity; a public post also goes into the public timeline's list. Idempotent:
-        pushing an id twice leaves one entry."""
-        if post.visibility == "public":
+        """Push a new post (a boost too: it fans out by the booster's followers) into its
+        followers' cached timelines, unless its author is a celebrity (then it is pulled
+        from the author list, which holds their boosts and replies too); a public post that
+        is neither a boost nor a reply to someone else also goes into the public timeline's
+        list. Replies to others are pushed like posts: the reply rule is applied on read.
+        Idempotent: pushing an id twice leaves one entry."""
+        if on_public_list(post):
             await self.cache.push(PUBLIC, [PUBLIC_KEY], post.id)
         if self.strategy == "pull":
             return 0
@@ -449,3 +479,101 @@ class FeedManager:
         followers = await self.cache.exists(HOME, await self.store.follower_ids(author_id))
         for f in followers:
             await self.cache.merge(HOME, f, recent.ids, recent.floor)
+
+
+# -- the entry stream of a home read ---------------------------------------------------------
+class _IdSource(Protocol):
+    """Where a home read takes its ids: batches, newest first, each batch complete in its
+    range and older than the one before; ``done`` once there is nothing older."""
+
+    done: bool
+
+    async def next(self, n: int) -> list[int]: ...
+
+
+class _StoreHomeIds:
+    """The home's ids straight from the record store (``pull``, the cache down)."""
+
+    def __init__(self, store: RecordStore, user_id: int, before: int | None) -> None:
+        self.store, self.user_id, self.start = store, user_id, before
+        self.done = False
+
+    async def next(self, n: int) -> list[int]:
+        ids = await self.store.home_post_ids(self.user_id, self.start, n)
+        if len(ids) < n:
+            self.done = True
+        else:
+            self.start = ids[-1]
+        return ids
+
+
+class _CachedHomeIds:
+    """The hybrid: the cached home list merged with the pulled author lists, then, below
+    the highest floor among them, the record store. Each round asks every list for ``n``
+    ids below the cursor; below the last id of a list that returned ``n`` (the *cut*) that
+    list may hold more, so the round yields only what is above the cut (or the floor)."""
+
+    def __init__(self, feed: "FeedManager", user_id: int, pulled: Sequence[int], before: int | None) -> None:
+        self.feed, self.user_id, self.pulled = feed, user_id, pulled
+        self.cursor = before
+        self.store_ids: _StoreHomeIds | None = None  # past the cache's floor
+        self.done = False
+
+    async def next(self, n: int) -> list[int]:
+        if self.store_ids is not None:
+            ids = await self.store_ids.next(n)
+            self.done = self.store_ids.done
+            return ids
+        feed, cursor = self.feed, self.cursor
+        slices = [await feed._slice(HOME, self.user_id, cursor, n)]
+        for author in self.pulled:
+            slices.append(await feed._slice(AUTHOR, author, cursor, n))
+        floor_bound = 0
+        cut_bound = 0  # below this a source that returned n ids may hold more
+        for s in slices:
+            if s.floor > floor_bound:
+                floor_bound = s.floor
+            if len(s.ids) >= n and s.ids[-1] - 1 > cut_bound:
+                cut_bound = s.ids[-1] - 1
+        bound = max(floor_bound, cut_bound)
+        candidates = sorted({i for s in slices for i in s.ids if i > bound}, reverse=True)
+        if cut_bound > floor_bound:
+            self.cursor = cut_bound + 1
+        elif bound == 0:
+            self.done = True
+        else:  # past the cache's floor: continue from the system of record
+            feed.counters["db_pages"] += 1
+            start = bound + 1 if cursor is None else min(cursor, bound + 1)
+            self.store_ids = _StoreHomeIds(feed.store, self.user_id, start)
+        return candidates
+
+
+class _Entries:
+    """The entries of one home read (posts that exist and pass the author and reply rules),
+    read from ``source`` as far as asked, with the originals of the boosts among them
+    (hydrated through the post cache)."""
+
+    def __init__(self, feed: "FeedManager", user_id: int, following: frozenset[int], source: _IdSource) -> None:
+        self.feed, self.user_id, self.following, self.source = feed, user_id, following, source
+        self.entries: list[Post] = []
+        self.originals: dict[int, Post] = {}
+        self._asked: set[int] = set()
+
+    async def reach(self, index: int, n: int) -> bool:
+        """Read on until entry ``index`` exists (batches of ``n`` ids per source); False
+        if the stream ends before it."""
+        entries, source = self.entries, self.source
+        while len(entries) <= index and not source.done:
+            ids = await source.next(n)
+            if not ids:
+                continue
+            posts = await self.feed.hydrate(ids)
+            new = [p for i in ids if (p := posts.get(i)) is not None
+                   and is_home_entry(p, self.user_id, self.following)]
+            want = [p.reblog_of_id for p in new
+                    if p.reblog_of_id is not None and p.reblog_of_id not in self._asked]
+            if want:
+                self._asked.update(want)
+                self.originals.update(await self.feed.hydrate(sorted(set(want))))
+            entries.extend(new)
+        return len(entries) > index

@@ -28,7 +28,7 @@ from homefeed.bootstrap import build
 from homefeed.config import Settings
 from homefeed.domain.model import Event
 from homefeed.ports import IdSlice
-from homefeed.service_layer.consumers import FANOUT
+from homefeed.service_layer.consumers import FANOUT, NOTIFIER
 from homefeed.service_layer.feed import AUTHOR, HOME, FeedManager
 from homefeed.service_layer.services import Homefeed
 
@@ -118,9 +118,10 @@ class World:
         self.ids: dict[str, int] = {}
         self.names: dict[int, str] = {}
         # Events a previous world left unapplied concern only its users: skip them.
-        stale = self.pending()
-        if stale:
-            self.run(self.hf.stream.ack(FANOUT, stale))
+        for consumer in (FANOUT, NOTIFIER):
+            stale = self.run(self.hf.stream.fetch(consumer, 100_000, timeout=0))
+            if stale:
+                self.run(self.hf.stream.ack(consumer, stale))
         #: Every event the fan-out consumer applied, in order (for redelivery).
         self.delivered: list[Event] = []
 
@@ -153,6 +154,46 @@ class World:
     def delete(self, author: int, post_id: int) -> None:
         self.run(self.hf.delete_post(author, post_id))
 
+    # The conversation writes go to the record store (one transaction: record + event),
+    # then to the API process's read-your-writes cache updates, as a use case does.
+    def handle(self, uid: int) -> str:
+        return self.prefix + self.names[uid]
+
+    def reply(self, author: int, parent: int, text: str | None = None, mentions: Sequence[int] = ()) -> int:
+        text = text or f"a reply by {self.names[author]}"
+        post = self.run(self.feed.store.create_post(author, self.handle(author), text,
+                                                    in_reply_to_id=parent, mention_ids=tuple(mentions)))
+        self.run(self.feed.posted(post))
+        return post.id
+
+    def mention(self, author: int, *mentioned: int) -> int:
+        """A post by ``author`` mentioning ``mentioned``."""
+        text = "hello " + " ".join(f"@{self.handle(m)}" for m in mentioned)
+        post = self.run(self.feed.store.create_post(author, self.handle(author), text,
+                                                    mention_ids=tuple(mentioned)))
+        self.run(self.feed.posted(post))
+        return post.id
+
+    def boost(self, booster: int, post_id: int) -> int:
+        """Boost ``post_id``; the boost's id (the same one when boosting again)."""
+        boost, _, created = self.run(self.feed.store.reblog(booster, self.handle(booster), post_id,
+                                                            visibility="public"))
+        if created:
+            self.run(self.feed.posted(boost))
+        return boost.id
+
+    def unboost(self, booster: int, post_id: int) -> int | None:
+        boost, _ = self.run(self.feed.store.unreblog(booster, post_id))
+        if boost is not None:
+            self.run(self.feed.deleted(boost.id, booster))
+        return None if boost is None else boost.id
+
+    def favourite(self, user: int, post_id: int) -> bool:
+        return self.run(self.feed.store.favourite(user, post_id))[0]
+
+    def unfavourite(self, user: int, post_id: int) -> bool:
+        return self.run(self.feed.store.unfavourite(user, post_id))[0]
+
     # -- the fan-out consumer ----------------------------------------------------------------
     def pending(self) -> list[Event]:
         """The events the fan-out consumer has not acknowledged yet (fetched, not applied)."""
@@ -179,6 +220,21 @@ class World:
             self.delivered.extend(events)
         return len(events)
 
+    # -- the notifier ---------------------------------------------------------------------
+    def notify(self, n: int = 100_000) -> list[Event]:
+        """Apply and acknowledge up to ``n`` pending events, as the notifier does; returns
+        them (for redelivery)."""
+        events = self.run(self.hf.stream.fetch(NOTIFIER, n, timeout=0))
+        if events:
+            self.run(self.hf.consumers.notify(events))
+            self.run(self.hf.stream.ack(NOTIFIER, events))
+        return events
+
+    def notifications(self, user: int) -> list[tuple[int, str, int, int | None]]:
+        """(id, type, from, post) of the user's notifications, newest first."""
+        got = self.run(self.feed.store.notifications_page(user, limit=10_000))
+        return [(n.id, n.type, n.from_user_id, n.post_id) for n in got]
+
     def redeliver(self, events: Sequence[Event]) -> None:
         """Apply ``events`` again, as after a lost acknowledgement or a crashed worker."""
         self.run(self.hf.consumers.fan_out(list(events)))
@@ -201,6 +257,11 @@ class World:
                 return out
             before = nxt
         raise AssertionError("paging did not end")
+
+    def shows(self, reader: int, post_id: int) -> bool:
+        """``FeedManager.home_shows``: would the reader's home show the post now?"""
+        post = self.run(self.feed.store.posts_by_ids([post_id]))[0]
+        return self.run(self.feed.home_shows(reader, post))
 
     def recomputed_home(self, reader: int) -> list[int]:
         """The home timeline computed straight from the record store (no cache at all)."""

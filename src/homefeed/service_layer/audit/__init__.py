@@ -18,8 +18,10 @@ What is checked
       with them, and hydration drops them from every read (the home read check and the
       post cache check see to that).
     - **home read**: the home timeline the user reads, computed by ``FeedManager.read_home``
-      itself over read-only views of the caches, must equal the newest posts of the user
-      and everyone they follow, read from the record store (first ``timeline_cap + 100``).
+      itself over read-only views of the caches, must equal the home computed from the
+      record store alone through the same home rules (``read_home_from_store``: the newest
+      posts of the user and everyone they follow, with the reply and boost rules; first
+      ``timeline_cap + 100``).
     - **following cache**: a cached following set equals the follows in the record store.
     - **celebrity set** (once): the cached set equals the users whose follower count is at
       least the threshold.
@@ -27,10 +29,15 @@ What is checked
 ``authors`` (user timelines: the cached author lists the home read pulls from)
     - above the floor: every post of the author; other ids are hidden extras.
 ``search``
-    - every post is indexed under exactly ``index.terms_of(post)``; no entry without a post
-      (such an entry is hidden: search drops ids that do not hydrate).
+    - every post but a boost is indexed under exactly ``index.terms_of(post)``; no entry
+      without a post, nor for a boost (such an entry is hidden: search drops ids that do
+      not hydrate, and a boost has no terms).
 ``counters``
-    - followers, following and posts counts equal the counts of the records.
+    - followers, following and posts counts equal the counts of the records;
+    - each post's replies, reblogs and favourites counts equal the counts of the records.
+``notifications``
+    - each user's notifications equal the function of the records (docs/conversations.md):
+      none missing, none extra (``RecordStore.notification_diff``).
 
 Safe while serving
 ------------------

@@ -8,7 +8,8 @@ import random
 from typing import Any, Iterable, Sequence
 
 from homefeed.service_layer.audit.context import AuditContext
-from homefeed.service_layer.audit.counters import check_counters
+from homefeed.service_layer.audit.counters import check_all_post_counters, check_counters, check_post_counters
+from homefeed.service_layer.audit.notifications import check_notifications
 from homefeed.service_layer.audit.pacing import Pacer, Progress
 from homefeed.service_layer.audit.plan import Plan, make_plan, replan
 from homefeed.service_layer.audit.report import PARTS, AuditReport, Difference
@@ -24,8 +25,8 @@ class Auditor:
     """One audit of ``hf``'s derived stores. ``sample``: that many users (half of them among
     those with a cached list, if the cache can list them) and ``sample * 10`` posts;
     None: everything. ``parts``: a subset of ``PARTS``. ``progress(phase, done, total)`` is
-    called as it goes (phases: users, timelines, authors, post cache, counters, search,
-    search windows, recheck); ``pacer`` decides how often it gives the event loop back."""
+    called as it goes (phases: users, timelines, authors, post cache, counters, post
+    counters, notifications, search, search windows, recheck); ``pacer`` decides how often it gives the event loop back."""
 
     def __init__(
         self,
@@ -101,6 +102,12 @@ class Auditor:
         out += await checks.orphan_lists(plan.lists)
         if plan.counters:
             out += await check_counters(ctx, sorted(plan.counters), report)
+        if plan.post_counters_full:
+            out += await check_all_post_counters(ctx, report)
+        elif plan.post_counters:
+            out += await check_post_counters(ctx, sorted(plan.post_counters), report)
+        if plan.notifications:
+            out += await check_notifications(ctx, sorted(plan.notifications), report)
         search = SearchChecks(ctx)
         if plan.search_full:
             out += await search.full(report)

@@ -109,3 +109,15 @@ class PacedRecordStore:
         got: dict[int, tuple[tuple[int, int, int], tuple[int, int, int]]] = await self._s.counters(user_ids)
         await self._tick()
         return got
+
+    async def post_counters(
+        self, post_ids: Sequence[int]
+    ) -> dict[int, tuple[tuple[int, int, int], tuple[int, int, int]]]:
+        got: dict[int, tuple[tuple[int, int, int], tuple[int, int, int]]] = await self._s.post_counters(post_ids)
+        await self._tick()
+        return got
+
+    async def notification_diff(self, user_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        got: dict[int, tuple[int, int]] = await self._s.notification_diff(user_ids)
+        await self._tick()
+        return got

@@ -18,6 +18,10 @@ class Plan:
     home: set[int] = field(default_factory=set)  # users whose timelines part is checked
     author: set[int] = field(default_factory=set)
     counters: set[int] = field(default_factory=set)
+    #: posts whose counters are checked; ``post_counters_full``: every post
+    post_counters: set[int] = field(default_factory=set)
+    post_counters_full: bool = False
+    notifications: set[int] = field(default_factory=set)  # users whose notifications are checked
     celebs: bool = False
     post_cache: set[int] = field(default_factory=set)
     search_full: bool = False
@@ -28,7 +32,7 @@ class Plan:
 
 async def make_plan(ctx: AuditContext, parts: Sequence[str], sample: int | None, rng: random.Random) -> Plan:
     plan = Plan()
-    want_users = any(p in parts for p in ("timelines", "authors", "counters"))
+    want_users = any(p in parts for p in ("timelines", "authors", "counters", "notifications"))
     cached: dict[str, list[int]] = {HOME: [], AUTHOR: []}
     if "timelines" in parts or "authors" in parts:
         for kind in (HOME, AUTHOR):
@@ -62,6 +66,13 @@ async def make_plan(ctx: AuditContext, parts: Sequence[str], sample: int | None,
         plan.author = set(plan.users)
     if "counters" in parts:
         plan.counters = set(plan.users)
+        if sample is None:
+            plan.post_counters_full = True
+        else:  # the newest posts of each sampled user
+            for uid in plan.users:
+                plan.post_counters.update(await ctx.store.author_post_ids(uid, None, POSTS_PER_SAMPLED_USER))
+    if "notifications" in parts:
+        plan.notifications = set(plan.users)
     if "search" in parts:
         if sample is None:
             plan.search_full = True
@@ -106,6 +117,10 @@ def replan(diffs: Sequence[Difference]) -> Plan:
             plan.search_ids.add(rest[0])
         elif kind == "counters":
             plan.counters.add(rest[0])
+        elif kind == "post_counters":
+            plan.post_counters.add(rest[0])
+        elif kind == "notifications":
+            plan.notifications.add(rest[0])
         elif kind == "list":
             plan.lists.add((rest[0], rest[1]))
     return plan

@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 #: The parts an audit can check, in report order.
-PARTS = ("timelines", "authors", "search", "counters")
+PARTS = ("timelines", "authors", "search", "counters", "notifications")
 
 
 @dataclass(frozen=True)
 class Difference:
-    #: timelines | authors | search | counters
+    #: timelines | authors | search | counters | notifications
     part: str
     #: which store: "home cache", "home read", "following cache", "celebrity set",
-    #: "post cache", "author cache", "search index", "counters", "stream"
+    #: "post cache", "author cache", "search index", "counters", "notifications", "stream"
     store: str
     #: what it is about: "@ana (123)", "post 456"
     subject: str
@@ -25,7 +25,8 @@ class Difference:
     #: True if reads hide it (the documented read-time filters): wrong data kept, not shown.
     hidden: bool = False
     #: What to check again to confirm it: ("home", uid) | ("author", uid) | ("celebs",) |
-    #: ("post", pid) | ("search", pid) | ("counters", uid) | ("list", kind, key)
+    #: ("post", pid) | ("search", pid) | ("counters", uid) | ("post_counters", pid) |
+    #: ("notifications", uid) | ("list", kind, key)
     recheck: tuple = ()
     #: Identity across the first look and the re-check.
     key: tuple = ()

@@ -1,10 +1,12 @@
-"""The ``search`` part: every post is indexed under exactly ``index.terms_of(post)``; no
-entry without a post (such an entry is hidden: search drops ids that do not hydrate)."""
+"""The ``search`` part: every post but a boost is indexed under exactly
+``index.terms_of(post)``; no entry without a post, nor for a boost (such entries are
+hidden: search drops ids that do not hydrate, and a boost has no terms)."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
+from homefeed.domain.feed_rules import is_indexed
 from homefeed.domain.model import Post
 from homefeed.service_layer.audit.context import BATCH, PAGE, AuditContext
 from homefeed.service_layer.audit.report import AuditReport, Difference, terms_text
@@ -58,6 +60,12 @@ class SearchChecks:
         for p in posts:
             want = index.terms_of(p)
             have = entries.pop(p.id, None)
+            if not is_indexed(p):  # a boost: no words of its own, never indexed
+                if have is not None:
+                    out.append(Difference("search", "search index", f"post {p.id}",
+                                          "is a boost, which is never indexed, but has an entry", hidden=True,
+                                          recheck=("search", p.id), key=("search", p.id, "boost")))
+                continue
             if have is None:
                 out.append(Difference("search", "search index", f"post {p.id}",
                                       "is not indexed: searches for its words miss it",

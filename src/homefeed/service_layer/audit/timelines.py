@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from homefeed.service_layer.audit.context import BATCH, PAGE, READ_BEYOND_CAP, AuditContext
 from homefeed.service_layer.audit.report import AuditReport, Difference, ids_text
-from homefeed.service_layer.feed import AUTHOR, HOME
+from homefeed.service_layer.feed import AUTHOR, HOME, post_fields
 
 
 class TimelineChecks:
@@ -146,7 +146,7 @@ class TimelineChecks:
                 before = nxt
         finally:
             ctx.timelines_view.forget()  # the home list rebuilt for this read lives as long as it
-        want = await ctx.store.home_post_ids(uid, None, depth)
+        want = await self._want_home(uid, depth)
         report.count("home_reads")
         bound = max(got[-1] if (got and not complete) else 0, want[-1] if len(want) >= depth else 0)
         g = [i for i in got if i >= bound]
@@ -165,6 +165,19 @@ class TimelineChecks:
             out.append(Difference("timelines", "home read", f"user {uid}",
                                   "posts out of order or repeated", recheck=("home", uid), key=("read", uid, "order")))
         return out
+
+    async def _want_home(self, uid: int, depth: int) -> list[int]:
+        """The first ``depth`` ids of the home computed from the record store alone,
+        through the same home rules (the audit checks the caches, not the rules)."""
+        want: list[int] = []
+        before: int | None = None
+        while len(want) < depth:
+            posts, nxt = await self.ctx.reader.read_home_from_store(uid, before, min(100, depth - len(want)))
+            want.extend(p.id for p in posts)
+            if nxt is None:
+                break
+            before = nxt
+        return want
 
     # -- one author's list -------------------------------------------------------------------
     async def author(self, uid: int, report: AuditReport, post_ids: set[int]) -> list[Difference]:
@@ -219,7 +232,7 @@ class TimelineChecks:
                 t = truth.get(pid)
                 if t is None:
                     problem = "holds a post that does not exist (deleted?): reads that meet its id show it"
-                elif (t.author_id, t.author_handle, t.text) != (p.author_id, p.author_handle, p.text):
+                elif post_fields(t) != post_fields(p):
                     problem = "holds a different version of the post"
                 else:
                     continue
