@@ -22,6 +22,7 @@ from homefeed.domain.errors import ProfileError
 from homefeed.ports import (
     Closable,
     EventStream,
+    LiveBus,
     PostCache,
     RateLimiter,
     RecordStore,
@@ -182,6 +183,19 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         revocations = RedisTokenRevocations(settings.cache_url, store.deployment)
         resources.append(revocations)
 
+    # Live updates (streaming): published where the consumers run, heard by every API
+    # process. Several processes share a Redis (CACHE_URL); one process needs no network.
+    live_bus: LiveBus
+    if settings.cache_url:
+        from homefeed.adapters.redis_live import RedisLiveBus
+
+        live_bus = RedisLiveBus(settings.cache_url, store.deployment)
+        resources.append(live_bus)
+    else:
+        from homefeed.adapters.local_live import LocalLiveBus
+
+        live_bus = LocalLiveBus()
+
     return Homefeed(
         settings,
         store=store,
@@ -192,6 +206,7 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         resources=resources,
         relay_parts=relay_parts,
         revocations=revocations,
+        live_bus=live_bus,
     )
 
 

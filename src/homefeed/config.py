@@ -84,6 +84,12 @@ class Settings:
     #: Origins allowed to call ``/api/*``, ``/oauth/token`` and ``/oauth/revoke`` from a
     #: browser (CORS): ``*`` (any, as Mastodon) or a comma-separated list of origins.
     cors_origins: str = "*"
+    #: Seconds between heartbeat comments (``:thump``) on an idle streaming connection (SSE);
+    #: Mastodon's clients expect one at least every 15 s.
+    stream_heartbeat_seconds: float = 10.0
+    #: Live events queued for one streaming connection before it counts as too far behind
+    #: and is disconnected (a slow client never slows the others, nor grows without limit).
+    stream_queue: int = 200
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -126,7 +132,10 @@ class Settings:
             problems.append("idempotency_hours must be a finite number > 0")
         if not 0 <= self.port <= 65535:
             problems.append("port must be in 0..65535")
-        for name in ("max_body_bytes", "cache_max_timelines", "cache_max_posts", "group_commit_max"):
+        if not 0 < self.stream_heartbeat_seconds <= 3600:
+            problems.append("stream_heartbeat_seconds must be a number of seconds in (0, 3600]")
+        for name in ("max_body_bytes", "cache_max_timelines", "cache_max_posts", "group_commit_max",
+                     "stream_queue"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
         if self.registrations not in ("open", "closed"):

@@ -574,6 +574,29 @@ class TokenRevocations(Closable, Protocol):
         announced (one process)."""
 
 
+class LiveBus(Closable, Protocol):
+    """Carries live updates (posts created and deleted, notifications written) from where the
+    consumers apply events to every API process, whose ``StreamHub`` routes them to its open
+    streams. In-process in the embedded profile (one process), Redis pub/sub in the
+    scale-out one, so that any API process can hold any reader's stream.
+
+    Best effort, like Mastodon's own streaming: a message published while a process is not
+    subscribed is not delivered to it (a client that reconnects re-reads its timeline with
+    ``since_id``); the records, the timelines and the notifications never depend on it."""
+
+    #: "local", "redis".
+    backend: ClassVar[str]
+
+    async def publish(self, message: bytes) -> None:
+        """Send ``message`` to every listener (this process's included)."""
+    async def listen(
+        self, on_message: Callable[[bytes], None], on_reset: Callable[[bool], None]
+    ) -> None:
+        """Run until cancelled: call ``on_message`` for each message published, in the order
+        published by one publisher; ``on_reset(False)`` when the channel goes down (messages
+        may be missed) and ``on_reset(True)`` once it is (re)subscribed."""
+
+
 class RateLimiter(Closable, Protocol):
     """GCRA (the generic cell rate algorithm): a token bucket kept as ONE number per key, its
     *theoretical arrival time* (TAT). A key allows ``burst`` requests at once, then one every

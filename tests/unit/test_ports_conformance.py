@@ -44,6 +44,10 @@ ADAPTERS: dict[type, list[str]] = {
         "homefeed.adapters.redis_post_cache:RedisPostCache",
     ],
     ports.TokenRevocations: ["homefeed.adapters.redis_revocations:RedisTokenRevocations"],
+    ports.LiveBus: [
+        "homefeed.adapters.local_live:LocalLiveBus",
+        "homefeed.adapters.redis_live:RedisLiveBus",
+    ],
     ports.RateLimiter: [
         "homefeed.adapters.memory_ratelimit:MemoryRateLimiter",
         "homefeed.adapters.redis_ratelimit:RedisRateLimiter",
@@ -172,6 +176,8 @@ def test_backend_names_are_what_the_backends_are_called() -> None:
         "homefeed.adapters.redis_post_cache:RedisPostCache": "redis",
         "homefeed.adapters.redis_ratelimit:RedisRateLimiter": "redis",
         "homefeed.adapters.jetstream:JetStreamEventStream": "jetstream",
+        "homefeed.adapters.local_live:LocalLiveBus": "local",
+        "homefeed.adapters.redis_live:RedisLiveBus": "redis",
     }
     for spec, name in expect.items():
         assert _load(spec).backend == name, spec

@@ -28,6 +28,7 @@ from homefeed.domain.text import (
 from homefeed.ports import (
     Closable,
     EventStream,
+    LiveBus,
     PostCache,
     RecordStore,
     RelayParts,
@@ -38,6 +39,8 @@ from homefeed.ports import (
 from homefeed.service_layer.consumers import Consumers
 from homefeed.service_layer.feed import FeedManager
 from homefeed.service_layer.idempotency import IdempotentRequest, IdempotentWrites
+from homefeed.service_layer.live import LivePublisher
+from homefeed.service_layer.streaming import StreamHub
 
 if TYPE_CHECKING:
     from homefeed.service_layer.relay import OutboxRelay
@@ -100,6 +103,7 @@ class Homefeed:
         resources: Sequence[Closable] = (),
         relay_parts: RelayParts | None = None,
         revocations: TokenRevocations | None = None,
+        live_bus: LiveBus | None = None,
     ) -> None:
         self.settings = settings
         #: Connections closed before the event stream and the record store (caches, rate
@@ -141,6 +145,11 @@ class Homefeed:
         #: Writes sent with an ``Idempotency-Key``: run once, answered alike ever after.
         self.idempotency = IdempotentWrites(store, settings.idempotency_hours * 3600)
         self._purge_task: asyncio.Task[None] | None = None
+        #: Live updates (Mastodon's streaming API): the consumers of this process publish
+        #: onto the bus (``live``), the open streams of this process listen (``streams``).
+        self.live_bus = live_bus
+        self.live = LivePublisher(live_bus) if live_bus is not None else None
+        self.streams = StreamHub(self, live_bus)
 
     def backends(self) -> dict[str, str]:
         """Which backend serves each part: ``{"store", "cache", "stream", "search"}`` ->
@@ -177,6 +186,9 @@ class Homefeed:
         if consumers:
             leader = self.relay_parts.get("consumer_leader") if exclusive else None
             self.consumers.start(consumers, leader=leader)
+            if self.live is not None:
+                self.live.attach(self.consumers)  # after the entrypoint's metrics hook: chained
+                self.live.start()
         if relay:
             self._start_relay()
         self._purge_task = asyncio.create_task(self.idempotency.purge_forever(), name="idempotency-purge")
@@ -211,7 +223,10 @@ class Homefeed:
             except (asyncio.CancelledError, Exception):
                 pass
             self._purge_task = None
+        await self.streams.stop()
         await self.consumers.stop()
+        if self.live is not None:
+            await self.live.stop()
         if self._relay_task is not None and self._relay_stop is not None:
             self._relay_stop.set()
             try:
@@ -320,6 +335,7 @@ class Homefeed:
         """A token was revoked (here or on another process): never answer from memory."""
         self._token_epoch += 1
         self._callers.pop(token_hash, None)
+        self.streams.token_revoked(token_hash)
 
     def forget_all_tokens(self, subscribed: bool = True) -> None:
         """The revocation channel went down (``subscribed`` False: cache no token until it
@@ -327,6 +343,8 @@ class Homefeed:
         self._token_epoch += 1
         self._callers.clear()
         self._cache_tokens = subscribed
+        if subscribed and self.streams.streams:  # announcements may have been missed
+            asyncio.get_running_loop().create_task(self.streams.recheck_tokens())
 
     async def token_revoked(self, token_hash: bytes) -> None:
         """Drop the token here, then tell the other processes (best effort: each also

@@ -140,6 +140,7 @@ def mastodon_paths(max_post_length: int) -> dict[str, Any]:
         "searchV2", "accounts, statuses and hashtags", _ok("Search"), (401, 403, 422),
         params=[_q("q"), _q("type", {"enum": ["accounts", "statuses", "hashtags"]}), _q("resolve"),
                 _q("limit", {"type": "integer"}), _q("offset", {"type": "integer"})], auth=_OPTIONAL)}
+    paths.update(_streaming_paths())
     # Discovery routes outside /api answer errors in homefeed's own shape.
     for path, item in paths.items():
         if not path.startswith("/api/"):
@@ -210,5 +211,51 @@ def _conversation_paths() -> dict[str, Any]:
         "post": _op("saveMarkers", "save read positions", _ok("Marker"), (400, 401, 403, 413, 422),
                     auth=_BEARER, body={"type": "object", "additionalProperties": True,
                                         "properties": {"home": marker, "notifications": marker}}),
+    }
+    return paths
+
+
+def _sse_ok(what: str) -> dict[str, Any]:
+    return {"200": {
+        "description": f"{what}: server-sent events (`event: update|delete|notification`, "
+                       "`data: PAYLOAD`), a `:thump` comment every few seconds; the stream stays open",
+        "headers": dict(_HEADERS),
+        "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+
+
+def _streaming_paths() -> dict[str, Any]:
+    """Mastodon's streaming API (``entrypoints/mastodon/streaming.py``)."""
+    tag = [{"name": "tag", "in": "query", "required": True, "schema": {"type": "string"}}]
+    token = [_q("access_token")]
+    paths: dict[str, Any] = {
+        "/api/v1/streaming/health": {"get": _op(
+            "streamingHealth", "the streaming API answers",
+            {"200": {"description": "OK", "headers": dict(_HEADERS),
+                     "content": {"text/plain": {"schema": {"type": "string", "const": "OK"}}}}}, ())},
+        "/api/v1/streaming/user": {"get": _op(
+            "streamUser", "the reader's home timeline and notifications, live", _sse_ok("user"),
+            (401, 403), params=token, auth=_BEARER)},
+        "/api/v1/streaming/user/notification": {"get": _op(
+            "streamNotifications", "the reader's notifications, live", _sse_ok("user:notification"),
+            (401, 403), params=token, auth=_BEARER)},
+        "/api/v1/streaming/public": {"get": _op(
+            "streamPublic", "public statuses, live", _sse_ok("public"), (401, 403),
+            params=token, auth=_OPTIONAL)},
+        "/api/v1/streaming/public/local": {"get": _op(
+            "streamPublicLocal", "public statuses of this server, live", _sse_ok("public:local"),
+            (401, 403), params=token, auth=_OPTIONAL)},
+        "/api/v1/streaming/hashtag": {"get": _op(
+            "streamHashtag", "public statuses with a hashtag, live", _sse_ok("hashtag"),
+            (400, 401, 403), params=[*tag, *token], auth=_OPTIONAL)},
+        "/api/v1/streaming/hashtag/local": {"get": _op(
+            "streamHashtagLocal", "public statuses of this server with a hashtag, live",
+            _sse_ok("hashtag:local"), (400, 401, 403), params=[*tag, *token], auth=_OPTIONAL)},
+        "/api/v1/streaming": {"get": _op(
+            "streamWebSocket",
+            "the same streams over one WebSocket (Upgrade: websocket; ?stream=NAME&tag=TAG; "
+            "messages {\"type\": \"subscribe\"|\"unsubscribe\", \"stream\", \"tag\"}; frames "
+            "{\"stream\": [...], \"event\", \"payload\": JSON string}); a request without the upgrade is 400",
+            {"101": {"description": "switching to the WebSocket protocol", "headers": dict(_HEADERS)}},
+            (400, 401, 403), params=[_q("stream"), _q("tag"), *token], auth=_OPTIONAL)},
     }
     return paths

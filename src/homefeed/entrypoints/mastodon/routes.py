@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from homefeed.entrypoints.mastodon import (
-    accounts, favourites, instance, markers, notifications, search, statuses, stubs,
+    accounts, favourites, instance, markers, notifications, search, statuses, streaming, stubs,
 )
 
 ROUTES: list[BaseRoute] = [
@@ -18,4 +18,5 @@ ROUTES: list[BaseRoute] = [
     *markers.routes,
     *search.routes,
     *stubs.routes,
+    *streaming.routes,
 ]
