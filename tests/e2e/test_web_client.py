@@ -84,9 +84,14 @@ class Tab:
         self.wait_ready()
 
     def wait_ready(self) -> None:
-        self.wait("the client to start and settle",
-                  "document.documentElement.dataset.ready === 'true'"
-                  " && (document.documentElement.dataset.busy || '0') === '0'")
+        try:
+            self.wait("the client to start and settle",
+                      "document.documentElement.dataset.ready === 'true'"
+                      " && (document.documentElement.dataset.busy || '0') === '0'")
+        except BaseException:
+            state = self.js("JSON.stringify([location.href, document.documentElement.dataset,"
+                            " document.querySelector('main')?.innerText.slice(0, 300)])")
+            raise AssertionError(f"the client did not settle: {state}\n" + "\n".join(self.browser.problems()))
 
     def settle(self) -> None:
         self.wait("the client's requests to finish", "(document.documentElement.dataset.busy || '0') === '0'")

@@ -223,4 +223,8 @@ async function boot() {
   document.documentElement.dataset.ready = 'true';
 }
 
+// Leaving the page closes the stream at once (a browser may otherwise keep the connection
+// until the server next writes, and it has six per server).
+window.addEventListener('pagehide', stopLive);
+
 boot();
