@@ -13,14 +13,20 @@ The steps share one server and two browser contexts (module fixtures) and run in
 order. Steps that need a colleague's branch (the conversation routes of ``api11``, the
 streaming API of ``stream11``) skip, naming it, while the server lacks the route.
 
-Screenshots: ``HOMEFEED_WEB_SCREENSHOTS=docs`` writes them to ``docs/`` (committed, shown
-in the README); otherwise to the test's temporary directory.
+The demo world (``test_the_demo_world``): ``homefeed demo`` as a self-hoster runs it; log in
+as the user it prints, see a Home of 20 posts, and a post by someone ``demo`` follows arrive
+live. It measures the first render of Home (Performance API, from navigation start) and the
+bytes of a cold load, and prints them: reported, never asserted. ``HOMEFEED_WEB_RECORD=1``
+also writes the screenshots to ``docs/`` (shown in the README) and the figures to
+``benchmarks/results/web_client.txt``; otherwise both go to the test's temporary directory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,7 +36,7 @@ import pytest
 
 from tests.backends import IN_CI
 
-from .conftest import BASE_SETTINGS, ROOT, _assert_clean_log, _start_server, _stop, unique_word
+from .conftest import BASE_SETTINGS, PYTHON, ROOT, STARTUP_TIMEOUT, _assert_clean_log, _free_port, _start_server, _stop, unique_word
 from .test_observability import CHROMIUM, Chromium, wait_until
 
 _NO_CHROMIUM = "chromium is not installed; on Debian: apt-get install -y chromium"
@@ -183,7 +189,7 @@ def world(tmp_path_factory) -> Iterator[World]:
     assert CHROMIUM is not None, _NO_CHROMIUM
     server = _start_server(tmp_path_factory, "webclient", dict(BASE_SETTINGS))
     browser = Browser(CHROMIUM)
-    shots = ROOT / "docs" if os.environ.get("HOMEFEED_WEB_SCREENSHOTS") == "docs" else tmp_path_factory.mktemp("shots")
+    shots = tmp_path_factory.mktemp("shots")
     try:
         yield World(server.base_url, browser, shots)
     finally:
@@ -409,3 +415,117 @@ def test_the_shell_and_assets_are_cached_and_load_nothing_from_elsewhere(world: 
         assert "http://" not in asset.text and "https://" not in asset.text, f"{link} names another origin"
     stale = re.sub(r"/web/[0-9a-f]+/", "/web/0000000000000000/", re.findall(r'src="(/web/[^"]+)"', r.text)[0])
     assert httpx.get(world.base + stale).status_code == 404
+
+
+# -- the demo world: what a self-hoster sees after `make demo` ----------------------------------
+
+RECORD = os.environ.get("HOMEFEED_WEB_RECORD") == "1"
+
+
+def log_in(tab: Tab, base: str, username: str, password: str) -> None:
+    """Through the server's OAuth pages, as a person: Log in, the form, Authorize."""
+    tab.goto(base + "/")
+    tab.click("button", "Log in")
+    tab.wait("the log-in page", "location.pathname === '/oauth/authorize'")
+    tab.fill("Username or email", username)
+    tab.fill("Password", password)
+    tab.click("button", "Log in")
+    tab.click("button", "Authorize")
+    tab.wait("back in the client", "location.pathname === '/' && document.documentElement.dataset.ready === 'true'")
+    tab.find("feed", "Home")
+    tab.settle()
+
+
+def test_the_demo_world(tmp_path):
+    """`homefeed demo` prints whom to log in as; that person sees 20 posts, then one live."""
+    assert CHROMIUM is not None, _NO_CHROMIUM
+    data, port = tmp_path / "demo-data", _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEFEED_")}
+    out_path = tmp_path / "demo.out"
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen([PYTHON, "-m", "homefeed", "demo", "--port", str(port), "--data-dir", str(data)],
+                                cwd=str(ROOT), env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    browser = Browser(CHROMIUM)
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, out_path.read_text()
+            try:
+                return httpx.get(base + "/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until("the demo to load and serve", up, timeout=120 + STARTUP_TIMEOUT, every=0.5)
+        printed = out_path.read_text()
+        m = re.search(r"open (\S+)/ , click Log in, and log in as '(\w+)' with the password '([^']+)'", printed)
+        assert m, f"the demo does not say whom to log in as:\n{printed}"
+        user, password = m.group(2), m.group(3)
+
+        tab = browser.person()
+        log_in(tab, base, user, password)
+        # a cold load: nothing cached, the token already held (a returning person)
+        tab.send("Network.clearBrowserCache")
+        tab.send("Network.setCacheDisabled", {"cacheDisabled": True})
+        tab.goto(base + "/")
+        tab.wait("20 posts in Home", "document.querySelectorAll('[role=feed][aria-label=Home] > article').length >= 20")
+        figures = tab.js("""(() => {
+            const nav = performance.getEntriesByType('navigation')[0];
+            const res = performance.getEntriesByType('resource');
+            const mark = performance.getEntriesByName('feed-rendered:Home')[0];
+            const files = res.filter((r) => r.name.includes('/web/'));
+            return {first_render_ms: mark ? mark.startTime : null,
+                    dom_content_loaded_ms: nav.domContentLoadedEventEnd,
+                    transferred_bytes: nav.transferSize + res.reduce((n, r) => n + r.transferSize, 0),
+                    client_files_bytes: nav.transferSize + files.reduce((n, r) => n + r.transferSize, 0),
+                    client_files_decoded_bytes: nav.decodedBodySize + files.reduce((n, r) => n + r.decodedBodySize, 0),
+                    requests: 1 + res.length,
+                    posts: document.querySelectorAll('[role=feed][aria-label=Home] > article').length};
+        })()""")
+        tab.send("Network.setCacheDisabled", {"cacheDisabled": False})
+        assert figures["posts"] >= 20 and figures["first_render_ms"] is not None, figures
+
+        # live on the demo world: someone the demo user follows posts
+        following = httpx.get(base + f"/api/v1/accounts/lookup?acct={user}").json()
+        followed = httpx.get(base + f"/api/v1/accounts/{following['id']}/following?limit=80").json()
+        tokens = dict(line.split("\t") for line in (data / "demo-tokens.tsv").read_text().splitlines())
+        author = next(a["username"] for a in followed if a["username"] in tokens)
+        tab.wait("the live stream", "document.documentElement.dataset.stream === 'open'")
+        text = f"hello from the demo {unique_word()}"
+        r = httpx.post(base + "/api/v1/statuses", json={"status": text},
+                       headers={"Authorization": f"Bearer {tokens[author]}"})
+        assert r.status_code == 200, r.text
+        tab.wait("the post live in demo's Home", f"!!{article_with(text)}", timeout=10)
+
+        shots = ROOT / "docs" if RECORD else tmp_path
+        for px in WIDTHS:
+            tab.width(px)
+            tab.goto(base + "/")
+            width, client = tab.overflow()
+            assert width <= client, f"the demo's Home at {px} px scrolls sideways: {width} > {client}"
+            tab.screenshot(shots / f"web-client-{px}.png")
+        tab.send("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        tab.width(360)
+        tab.goto(base + "/")
+        tab.screenshot(shots / "web-client-360-dark.png")
+        found = browser.problems()
+        assert not found, "the client logged errors:\n" + "\n".join(found)
+
+        report = (f"web client, demo world (10,000 users, 50,000 posts), logged in as {user}, cold load"
+                  f" (cache disabled) of Home over loopback, headless Chromium:\n"
+                  f"  first render of Home with {figures['posts']} posts: {figures['first_render_ms']:.0f} ms"
+                  f" after navigation start (DOMContentLoaded {figures['dom_content_loaded_ms']:.0f} ms)\n"
+                  f"  transferred: {figures['transferred_bytes']} bytes in {figures['requests']} requests"
+                  f" (the client's own files: {figures['client_files_bytes']} bytes gzip,"
+                  f" {figures['client_files_decoded_bytes']} bytes uncompressed)\n"
+                  "command: HOMEFEED_WEB_RECORD=1 .venv/bin/python -m pytest -q -s"
+                  " tests/e2e/test_web_client.py -k demo -p no:cacheprovider\n")
+        print(report)
+        (ROOT / "benchmarks" / "results" / "web_client.txt" if RECORD else tmp_path / "web_client.txt").write_text(report)
+    finally:
+        browser.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -200,6 +200,8 @@ export class Feed {
 
   async start() {
     await this.load(this.path, this.query);
+    // when the first page is drawn (the browser test reads it: the first render of Home)
+    performance.mark(`feed-rendered:${this.list.getAttribute('aria-label')}`);
   }
 
   async load(path, query) {
