@@ -496,6 +496,23 @@ def test_the_demo_world(tmp_path):
         assert r.status_code == 200, r.text
         tab.wait("the post live in demo's Home", f"!!{article_with(text)}", timeout=10)
 
+        # scrolled down: older posts load as the reader scrolls, and a new post waits behind a bar
+        count = "document.querySelectorAll('[role=feed][aria-label=Home] > article').length"
+        before = tab.js(count)
+        tab.js("window.scrollTo(0, document.documentElement.scrollHeight)")
+        tab.wait("older posts loaded on scroll", f"{count} > {before}")
+        tab.settle()
+        tab.js("window.scrollTo(0, 1500)")
+        later = f"a later post {unique_word()}"
+        r = httpx.post(base + "/api/v1/statuses", json={"status": later},
+                       headers={"Authorization": f"Bearer {tokens[author]}"})
+        assert r.status_code == 200, r.text
+        tab.find("button", "1 new post", timeout=10)
+        assert not tab.js(f"!!{article_with(later)}"), "the post moved the feed under the reader's eyes"
+        tab.click("button", "1 new post")
+        tab.wait("the new post at the top, focused", f"document.activeElement === {article_with(later)}")
+        assert tab.js("window.scrollY") < 100
+
         shots = ROOT / "docs" if RECORD else tmp_path
         for px in WIDTHS:
             tab.width(px)
