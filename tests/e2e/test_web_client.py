@@ -512,6 +512,12 @@ def test_the_demo_world(tmp_path):
         tab.click("button", "1 new post")
         tab.wait("the new post at the top, focused", f"document.activeElement === {article_with(later)}")
         assert tab.js("window.scrollY") < 100
+        # the feed pattern's keys: Page Down moves to the next article, Page Up back
+        for key, code, expected in (("PageDown", 34, 1), ("PageDown", 34, 2), ("PageUp", 33, 1)):
+            tab.send("Input.dispatchKeyEvent", {"type": "keyDown", "key": key, "code": key, "windowsVirtualKeyCode": code})
+            tab.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": key, "code": key, "windowsVirtualKeyCode": code})
+            assert tab.js("Array.from(document.querySelectorAll('[role=feed][aria-label=Home] > article'))"
+                          ".indexOf(document.activeElement)") == expected, key
 
         shots = ROOT / "docs" if RECORD else tmp_path
         for px in WIDTHS:
