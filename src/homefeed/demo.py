@@ -27,6 +27,11 @@ def _handle(i: int) -> str:
     return f"{ADJECTIVES[i % len(ADJECTIVES)]}_{NOUNS[(i // len(ADJECTIVES)) % len(NOUNS)]}_{i}"
 
 
+def demo_handle() -> str:
+    """The account a person logs in as to explore the demo (it follows the top accounts)."""
+    return _handle(0)
+
+
 def _demo_follows(graph: FollowGraph) -> list[tuple[int, int]]:
     """The demo user follows the 10 most followed accounts and 40 ordinary ones."""
     rng = random.Random(42)

@@ -100,17 +100,19 @@ class TestHealthAndOpenAPI:
 
 
 class TestPagesForPeople:
-    def test_root_says_what_this_is_and_links_onwards(self, api: Api):
+    def test_about_says_what_this_is_and_links_onwards(self, api: Api):
         from homefeed import __version__
 
-        r = api.get("/")
+        r = api.get("/about")
         assert r.status_code == 200, r.text
         assert r.headers["content-type"].startswith("text/html")
         assert "homefeed" in r.text and __version__ in r.text
-        for target in ("/docs", "/openapi.json", "/dashboard", "/healthz", "/readyz"):
+        for target in ("/", "/docs", "/openapi.json", "/dashboard", "/healthz", "/readyz"):
             assert f'href="{target}"' in r.text, target
-        for target in ("/docs", "/openapi.json", "/dashboard", "/healthz", "/readyz"):
+        for target in ("/", "/docs", "/openapi.json", "/dashboard", "/healthz", "/readyz"):
             assert api.get(target).status_code == 200, target
+        # the web client, at /, links here
+        assert "/about" in api.get("/web/" + api.get("/").text.split("/web/")[1].split("/")[0] + "/app.js").text
 
     def test_docs_render_every_operation_and_schema_with_no_script_or_cdn(self, api: Api):
         doc = api.get("/openapi.json").json()
@@ -138,7 +140,7 @@ class TestPagesForPeople:
         import hashlib
         import re
 
-        for path in ("/", "/docs", "/dashboard"):
+        for path in ("/", "/about", "/docs", "/dashboard"):
             r = api.get(path)
             policy = r.headers.get("content-security-policy", "")
             assert "default-src 'none'" in policy and "unsafe-inline" not in policy, (path, policy)

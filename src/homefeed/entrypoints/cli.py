@@ -267,7 +267,11 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     sock = bind(settings.host, settings.port)  # before loading: a port in use fails at once
     token_line = load_demo(settings, users=args.users, posts=args.posts, reset=args.reset)
     base = f"http://{url_host(settings.host)}:{sock.getsockname()[1]}"
-    print(f"\nhomefeed demo is at {base}\nTry:\n  {token_line.format(base=base)}\n", flush=True)
+    from homefeed.demo import DEMO_PASSWORD, demo_handle
+
+    print(f"\nhomefeed demo is at {base}\nIn a browser: open {base}/ , click Log in, and log in as"
+          f" {demo_handle()!r} with the password {DEMO_PASSWORD!r}\nTry:\n  {token_line.format(base=base)}\n",
+          flush=True)
     serve(settings, sock=sock)
     return 0
 

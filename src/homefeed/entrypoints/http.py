@@ -10,7 +10,8 @@ layer. Every error is ``{"error": {"code", "message"}}`` with a 4xx status (the 
 Operations: ``/healthz`` (cheap liveness, consumer lag), ``/readyz`` (200 only when every
 backend answers; 503 naming the ones that do not), ``/metrics`` (Prometheus text format),
 ``/metrics.json`` (the same figures and the last five minutes, for the dashboard and
-``homefeed status``) and ``/dashboard`` (a live page); for people, ``/`` and ``/docs``.
+``homefeed status``) and ``/dashboard`` (a live page); for people, the web client at ``/`` (``entrypoints/web``),
+``/about`` and ``/docs``.
 Every request goes through :class:`~homefeed.entrypoints.observe.Observe`: its latency is
 recorded by route template and status, and it gets a request id (``X-Request-Id``) that its
 log lines and the events it writes carry.
@@ -41,6 +42,7 @@ from homefeed.entrypoints.mastodon import accounts_auth, oauth as mastodon_oauth
 from homefeed.entrypoints.mastodon import timelines as mastodon_timelines
 from homefeed.entrypoints.mastodon.routes import ROUTES as MASTODON_ROUTES
 from homefeed.entrypoints.routes import about, admin, operations, posts, search, timelines, users
+from homefeed.entrypoints.web import routes as web_client
 from homefeed.entrypoints.routes._request import HomefeedApp, error_response, json_response
 from homefeed.service_layer.accounts import TooManyAttempts
 from homefeed.service_layer.mastodon import MastodonApi
@@ -65,6 +67,7 @@ ROUTES: list[BaseRoute] = [
     *admin.routes,
     *mastodon_oauth.routes, *accounts_auth.routes,
     *MASTODON_ROUTES,
+    *web_client.routes,  # the web client's pages last: people, not programs, read them
 ]
 
 #: Codes of the errors Starlette raises itself (routing, malformed requests).

@@ -372,8 +372,9 @@ def _ops_paths() -> dict[str, Any]:
     text_ok = {"200": {"description": "Prometheus text exposition format", "headers": _headers(),
                        "content": {"text/plain": {"schema": {"type": "string"}}}}}
     return {
-        "/": {"get": _op(
-            "index", "what this server is, with links to these docs, the dashboard and health",
+        "/about": {"get": _op(
+            "index", "what this server is, with links to the web client, these docs, the dashboard"
+                     " and health",
             _responses(_html("the page")))},
         "/docs": {"get": _op(
             "docs", "this document rendered for people (no script, no CDN)",
@@ -412,7 +413,38 @@ def _ops_paths() -> dict[str, Any]:
                          "description": "anything else answers 404"}],
             security=[{"admin": []}],
             requestBody=_json_body(_ref("AdminRequest")))},
+        **_web_paths(),
     }
+
+
+def _web_paths() -> dict[str, Any]:
+    """The web client (``entrypoints/web``): one HTML shell at every address it shows, and its
+    files under a versioned prefix."""
+    from homefeed.entrypoints.web.routes import CLIENT_PATHS
+
+    def shell(path: str) -> dict[str, Any]:
+        names = re.findall(r"{(\w+)(?::\w+)?}", path)
+        params = [{"name": n, "in": "path", "required": True,
+                   "schema": ID if n == "status_id" else {"type": "string"},
+                   "description": "read by the client; any value answers the page"} for n in names]
+        op_id = "webClient" + "".join(w.title() for w in re.findall(r"[a-z]+", path.replace(":digits", "")))
+        return {"get": _op(op_id, "the web client (the same page at every client address; the"
+                                  " client draws the address)",
+                           _responses({**_html("the web client's page"),
+                                       "304": {"description": "not modified (If-None-Match)",
+                                               "headers": _headers()}}, 404),
+                           parameters=params)}
+
+    web_asset = {"get": _op(
+        "webClientFile", "a module or the style sheet of the web client, cached for a year (its"
+                         " name changes with any file's content)",
+        _responses({"200": {"description": "the file", "headers": _headers(),
+                            "content": {"text/javascript": {"schema": {"type": "string"}},
+                                        "text/css": {"schema": {"type": "string"}}}},
+                    "304": {"description": "not modified (If-None-Match)", "headers": _headers()}}, 404),
+        parameters=[{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                    for n in ("version", "name")])}
+    return {**{re.sub(r":\w+}", "}", p): shell(p) for p in CLIENT_PATHS}, "/web/{version}/{name}": web_asset}
 
 
 def _user_paths() -> dict[str, Any]:

@@ -258,7 +258,7 @@ def _login_form(request: Request, req: AuthorizeRequest, csrf: str, error: str |
 <form method="post" action="{html.escape(request.url.path + ('?' + request.url.query if request.url.query else ''))}">
 <input type="hidden" name="csrf" value="{html.escape(csrf)}">
 <input type="hidden" name="step" value="login">
-<label for="username">Email or username</label>
+<label for="username">Username or email</label>
 <input type="text" id="username" name="username" autocomplete="username" required autofocus>
 <label for="password">Password</label>
 <input type="password" id="password" name="password" autocomplete="current-password" required>
@@ -285,6 +285,18 @@ def _redirect_with(uri: str, **fields: str | None) -> RedirectResponse:
     query = urlencode({k: v for k, v in fields.items() if v is not None})
     sep = "&" if urlsplit(uri).query else "?"
     return RedirectResponse(uri + sep + query, status_code=302)
+
+
+def _force_login(query: dict[str, str]) -> bool:
+    """Mastodon's ``force_login``: show the log-in form even to a logged-in session (the web
+    client asks for it, so that after a log-out the next person is not signed in as the last)."""
+    return query.get("force_login", "").lower() in ("true", "1")
+
+
+def _query_without_force_login(request: Request) -> str:
+    """Where a successful log-in goes back to: the same request, now to the consent form."""
+    kept = [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True) if k != "force_login"]
+    return "?" + urlencode(kept) if kept else ""
 
 
 async def authorize(request: Request) -> Response:
@@ -320,7 +332,7 @@ async def authorize(request: Request) -> Response:
             now = time.time()
             await hf.store.create_token(AccessToken(hash_token(session), SESSION_APP, uid, frozenset(), now,
                                                     now + SESSION_SECONDS))
-            back = RedirectResponse(request.url.path + ("?" + request.url.query if request.url.query else ""), status_code=303)
+            back = RedirectResponse(request.url.path + _query_without_force_login(request), status_code=303)
             back.set_cookie(SESSION_COOKIE, session, max_age=SESSION_SECONDS, httponly=True, samesite="lax",
                             path="/oauth", secure=_secure(request))
             return back
@@ -334,7 +346,7 @@ async def authorize(request: Request) -> Response:
         if req.redirect_uri == OOB:
             return RedirectResponse("/oauth/authorize/native?" + urlencode({"code": code}), status_code=303)
         return _redirect_with(req.redirect_uri, code=code, state=req.state)
-    if user_id is None:
+    if user_id is None or _force_login(query):
         return _with_csrf(request, page("Log in", _login_form(request, req, csrf)), csrf)
     user = await hf.store.user_by_id(user_id)
     if user is None:

@@ -1,5 +1,5 @@
-"""What this server is, for people and for tools: ``/`` (a page saying what this is, with
-links, until the web client of a later issue takes the path), ``/docs`` (the API for people)
+"""What this server is, for people and for tools: ``/about`` (a page saying what this is,
+with links; ``/`` is the web client, ``entrypoints/web``), ``/docs`` (the API for people)
 and ``/openapi.json`` (the API for tools). Both pages come from ``entrypoints/apidocs.py``
 and are rendered once, then served from memory."""
 
@@ -35,7 +35,7 @@ async def openapi(request: Request) -> Response:
 
 
 routes = [
-    Route("/", index, methods=["GET"]),
+    Route("/about", index, methods=["GET"]),
     Route("/docs", docs, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
 ]
