@@ -43,8 +43,8 @@ class StubService:
         self.calls.append(("search", q, limit, before))
         return {"posts": [], "next": None}
 
-    async def create_post(self, uid: int, text: Any) -> dict[str, Any]:
-        self.calls.append(("post", uid, text))
+    async def create_post(self, uid: int, text: Any, in_reply_to_id: int | None = None) -> dict[str, Any]:
+        self.calls.append(("post", uid, text) if in_reply_to_id is None else ("reply", uid, text, in_reply_to_id))
         return {"id": "1", "text": text}
 
     async def get_post(self, post_id: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from homefeed.domain.errors import Forbidden, Unauthorized
 from homefeed.domain.model import Caller
 from homefeed.domain.oauth import AccessToken
 from homefeed.service_layer.services import FULL_SCOPES, Homefeed, hash_token, require_scope
+from homefeed.service_layer.streaming import StreamHub
 
 
 def test_require_scope():
@@ -55,6 +56,7 @@ def make() -> tuple[Homefeed, StubStore]:
     hf._token_epoch = 0
     hf._cache_tokens = True
     hf.revocations = None
+    hf.streams = StreamHub(hf, None)  # a revocation also closes the token's open streams
     return hf, store
 
 
