@@ -36,6 +36,7 @@ except ImportError:
         raise
     pytest.skip("nats-py is not installed (pip install nats-py)", allow_module_level=True)
 
+from homefeed.service_layer.consumers import CONSUMERS
 from homefeed.adapters.jetstream import JetStreamEventStream
 from homefeed.adapters.outbox_stream import OutboxEventStream
 from homefeed.adapters.sqlite_db import SqliteDatabase
@@ -190,14 +191,16 @@ def test_order_preserved_relay_to_stream_to_consumers(names: Names, tmp_path: Pa
                 assert relay.stats.new == n and relay.stats.batches == -(-n // 64)
                 assert (await js.stream_state())["messages"] == n
                 assert await js.head() == expected[-1][0]
-                for consumer in ("fanout", "indexer"):
+                for consumer in CONSUMERS:
                     got = await consume(js, consumer, n, batch=100)
                     assert [(e.seq, e.type) for e in got] == expected
                     assert all(e.deliveries == 1 for e in got)
                     assert await js.lag(consumer) == 0
                 # the payload round-trips
                 created = next(e for e in got if e.type == "post_created")
-                assert set(created.data) == {"post_id", "author_id", "author_handle", "text", "visibility"}
+                assert set(created.data) == {"post_id", "author_id", "author_handle", "text", "visibility",
+                                             "in_reply_to_id", "in_reply_to_account_id", "reblog_of_id",
+                                             "mention_ids"}
                 # nothing more, and an empty fetch respects its timeout
                 t0 = time.monotonic()
                 assert await js.fetch("fanout", 10, timeout=0.3) == []

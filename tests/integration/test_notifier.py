@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Awaitable, Iterator, TypeVar
 
@@ -115,7 +116,15 @@ class Notified:
 
     # -- the notifier ---------------------------------------------------------------------------
     def pending(self) -> list[Event]:
-        return self.run(self.hf.stream.fetch(NOTIFIER, 100_000, timeout=0))
+        """Every event the notifier has not acknowledged. PostgreSQL's outbox delivers an
+        event once no older transaction in the cluster is still running (pg_outbox), so a
+        busy server may hold one back for a moment: read until all that lag counts is here."""
+        deadline = time.monotonic() + 30
+        while True:
+            lag = self.run(self.hf.stream.lag(NOTIFIER))
+            events = self.run(self.hf.stream.fetch(NOTIFIER, 100_000, timeout=0 if lag == 0 else 0.5))
+            if len(events) >= lag or time.monotonic() > deadline:
+                return events
 
     def notify(self, events: list[Event] | None = None) -> list[Event]:
         if events is None:
