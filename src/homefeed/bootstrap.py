@@ -31,6 +31,7 @@ from homefeed.ports import (
     TimelineCache,
 )
 from homefeed.service_layer.consumers import FANOUT, INDEXER
+from homefeed.service_layer.jobs.records import JobStore
 from homefeed.service_layer.services import Homefeed
 
 RELAY = "relay"
@@ -119,8 +120,11 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         from homefeed.adapters.pg_search import PgSearchIndex
         from homefeed.adapters.pg_store import PgRecordStore
 
+        from homefeed.adapters.pg_jobs import PgJobStore
+
         pg = PgDatabase(settings.database_url)
         store = PgRecordStore(pg, node=node)
+        job_store: JobStore = PgJobStore(pg)
         pg_outbox = PgOutboxEventStream(pg)
         outbox = pg_outbox
         search_index = PgSearchIndex(pg)
@@ -138,7 +142,10 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
             synchronous=settings.sqlite_synchronous.upper(),
             group_commit_max=settings.group_commit_max,
         )
+        from homefeed.adapters.sqlite_jobs import SqliteJobStore
+
         store = SqliteRecordStore(db, node=node or 0)
+        job_store = SqliteJobStore(db)
         outbox = OutboxEventStream(db)
         search_index = Fts5SearchIndex(db)
         relay_parts["leader"] = sqlite_relay_leader(settings.database_path)
@@ -182,7 +189,7 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         revocations = RedisTokenRevocations(settings.cache_url, store.deployment)
         resources.append(revocations)
 
-    return Homefeed(
+    hf = Homefeed(
         settings,
         store=store,
         stream=stream,
@@ -193,6 +200,8 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         relay_parts=relay_parts,
         revocations=revocations,
     )
+    hf.job_store = job_store
+    return hf
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter | None:

@@ -84,6 +84,9 @@ class Settings:
     #: Origins allowed to call ``/api/*``, ``/oauth/token`` and ``/oauth/revoke`` from a
     #: browser (CORS): ``*`` (any, as Mastodon) or a comma-separated list of origins.
     cors_origins: str = "*"
+    #: Run the scheduled jobs (trends, digest, audit, purge, load report) in this process;
+    #: ``0`` turns them off here (another process still runs each slot once).
+    scheduler: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
