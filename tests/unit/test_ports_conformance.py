@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from homefeed import ports
+from homefeed.service_layer.jobs.records import JobStore
 
 #: port -> the adapters of it, as "module:Class" (imported lazily: each backend's client
 #: library is imported only by its adapter).
@@ -44,6 +45,10 @@ ADAPTERS: dict[type, list[str]] = {
         "homefeed.adapters.redis_post_cache:RedisPostCache",
     ],
     ports.TokenRevocations: ["homefeed.adapters.redis_revocations:RedisTokenRevocations"],
+    JobStore: [  # the batch side's records (issue 12): its port is in service_layer.jobs.records
+        "homefeed.adapters.sqlite_jobs:SqliteJobStore",
+        "homefeed.adapters.pg_jobs:PgJobStore",
+    ],
     ports.RateLimiter: [
         "homefeed.adapters.memory_ratelimit:MemoryRateLimiter",
         "homefeed.adapters.redis_ratelimit:RedisRateLimiter",
