@@ -348,3 +348,27 @@ def test_report_png_writes_charts(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "recommended celebrity threshold" in capsys.readouterr().out
 
 
+
+
+def test_job_runs_are_in_metrics_and_metrics_json(tmp_path: Path) -> None:
+    from homefeed.entrypoints import metrics as obs
+
+    async def scenario() -> tuple[str, dict]:
+        async with instances(Settings(data_dir=tmp_path), 1) as (hf,):
+            from homefeed.service_layer.jobs.catalog import default_jobs
+
+            s = Scheduler(hf, default_jobs(hf), hf.job_store)
+            await s.run_now("trends")
+            await s.run_now("trends")
+            await s.run_now("audit")
+            sampler = obs.Sampler(hf, role="api")
+            text = await obs.prometheus_text(sampler)
+            return text, await obs.snapshot(sampler)
+
+    text, snap = asyncio.run(scenario())
+    assert 'homefeed_job_runs_total{job="trends",outcome="ok"} 2' in text
+    assert 'homefeed_job_last_success{job="audit"} 1' in text
+    assert 'homefeed_job_last_duration_seconds{job="trends"}' in text
+    assert "homefeed_audit_differences 0" in text
+    assert snap["jobs"]["jobs"]["trends"]["runs"] == {"ok": 2}
+    assert snap["jobs"]["jobs"]["digest"]["last_run"] is None
