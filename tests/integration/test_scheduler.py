@@ -372,3 +372,49 @@ def test_job_runs_are_in_metrics_and_metrics_json(tmp_path: Path) -> None:
     assert "homefeed_audit_differences 0" in text
     assert snap["jobs"]["jobs"]["trends"]["runs"] == {"ok": 2}
     assert snap["jobs"]["jobs"]["digest"]["last_run"] is None
+
+
+def test_digest_picks_inactive_accounts_with_an_email_once(tmp_path: Path) -> None:
+    """Who gets a digest and what it says, through the sender interface (the SMTP sender
+    is the mailer's); without a sender no email is attempted and nobody is marked."""
+    import hashlib
+    import time as _time
+
+    from homefeed.service_layer.jobs import digest
+
+    class Collect:
+        def __init__(self) -> None:
+            self.mails: list[digest.DigestMail] = []
+
+        async def send_mail(self, mail: digest.DigestMail) -> None:
+            self.mails.append(mail)
+
+    async def scenario() -> None:
+        async with instances(Settings(data_dir=tmp_path, inactive_days=14), 1) as (hf,):
+            u = {}
+            for h in ("away", "here", "noemail", "alice", "bob"):
+                u[h] = (await hf.store.create_user(h, h, hashlib.sha256(h.encode()).digest())).id
+            for h in ("away", "here", "alice", "bob"):
+                await hf.store.set_password(u[h], "x", email=f"{h}@example.org")
+            for reader in ("away", "here", "noemail"):
+                for author in ("alice", "bob"):
+                    await hf.store.follow(u[reader], u[author])
+            now = _time.time()
+            await hf.job_store.add_reads({}, {u["away"]: now - 20 * 86400, u["here"]: now - 3600})
+            await hf.write_post(u["alice"], "alice's news <b>bold</b>")
+            await hf.write_post(u["bob"], "bob's news")
+            await hf.write_post(u["bob"], "bob unlisted", visibility="unlisted")
+
+            assert "no email attempted" in await digest.run(hf, None)
+            sender = Collect()
+            assert (await digest.run(hf, sender)).startswith("1 digest(s) sent")
+            (mail,) = sender.mails
+            assert mail.to == "away@example.org"
+            assert "@alice: alice's news <b>bold</b>" in mail.text and "@bob: bob's news" in mail.text
+            assert "unlisted" not in mail.text
+            assert "&lt;b&gt;bold&lt;/b&gt;" in mail.html and "<b>bold</b>" not in mail.html
+            assert mail.message_id.startswith("<digest.") and mail.message_id.endswith(">")
+            # once: the next run has nobody to write to
+            assert (await digest.run(hf, sender)).startswith("0 digest(s) sent") and len(sender.mails) == 1
+
+    asyncio.run(scenario())
