@@ -17,8 +17,9 @@ For each threshold ``T`` (authors with at least ``T`` followers are celebrities)
 - extra read work: each home read pulls the recent posts of every celebrity the reader
   follows: ``sum(followers of celebrities) / accounts`` pulls per read, times reads/s.
 
-The recommendation minimises ``writes + PULL_COST * pulls`` per second, with ``PULL_COST``
-the cost of a pull relative to one timeline insert (an assumption the report states). The
+The recommendation minimises ``writes + PULL_COST * pulls`` per post, with ``PULL_COST``
+the cost of a pull relative to one timeline insert (an assumption the report states), among
+the thresholds that keep one post's fan-out under ``MAX_BURST`` timeline writes. The
 real workload's reads per post is used when both are recorded; otherwise Twitter's
 (300k reads/s for 4.6k posts/s, DDIA ch. 1), and the report says which.
 
@@ -54,6 +55,11 @@ TWITTER_READS_PER_POST = 300_000 / 4_600
 #: skiplist node) and the in-process cache (an int in a Python list).
 BYTES_PER_ENTRY = {"redis": 64, "memory": 36}
 TOP = 10
+#: The most timeline writes one post may cost (its fan-out burst): a post by an account
+#: above this is pulled whatever the averages say, so that one post never occupies the
+#: fan-out for long (10k Redis inserts, pipelined, take about 0.1 s). The service's default
+#: threshold is this value.
+MAX_BURST = 10_000
 
 
 def percentile(sorted_values: Sequence[int], p: float) -> int:
@@ -153,7 +159,9 @@ async def compute_from(
 
     # -- thresholds -----------------------------------------------------------------------
     max_f = report["followers"]["max"]
-    ts = sorted(set(thresholds or [t for t in THRESHOLDS if t <= max(10, max_f) * 10]) | {current_threshold})
+    # Up to the first threshold above the largest account: every higher one pulls nobody too.
+    above = next((t for t in THRESHOLDS if t > max_f), THRESHOLDS[-1])
+    ts = sorted(set(thresholds or [t for t in THRESHOLDS if t <= above]) | {current_threshold})
     rate_per_day = {a: n / window_days for a, n in by_author.items()}
     # Steady-state entries per timeline, per threshold: stream the follow edges once.
     entries = [0.0] * len(ts)
@@ -203,8 +211,10 @@ async def compute_from(
             "extra_pulls_per_s": round(pulls_per_read * reads_per_s, 4),
             "cost_per_post": round(cost_per_post, 3),
         })
-    # Ties (every threshold above the biggest account costs the same): the lowest of them.
-    best = min(rows, key=lambda r: (r["cost_per_post"], r["threshold"]))
+    # Within the burst limit; ties (every threshold above the largest account costs the
+    # same): the lowest of them.
+    allowed = [r for r in rows if r["threshold"] <= MAX_BURST] or rows[:1]
+    best = min(allowed, key=lambda r: (r["cost_per_post"], r["threshold"]))
     report["celebrity_thresholds"] = rows
     report["recommended_celebrity_threshold"] = best["threshold"]
     report["current_celebrity_threshold"] = current_threshold
@@ -218,6 +228,7 @@ async def compute_from(
         "timeline_cap": timeline_cap,
         "inactive_days": inactive_days,
         "posting_window": window,
+        "max_writes_per_post": MAX_BURST,
     }
     report["why"] = _why(rows, best, ratio, recorded_ratio is not None)
     return report
@@ -246,8 +257,15 @@ def _why(rows: list[dict[str, Any]], best: dict[str, Any], ratio: float, recorde
         lo = rows[i - 1]
         parts.append(f"Lowering it to {lo['threshold']} would cost {lo['cost_per_post']} (more pulls on"
                      " every read).")
-    if i + 1 < len(rows):
+    if best["celebrities"] == 0:
+        parts.append("No account has that many followers: every post is pushed, which is what this"
+                     " workload favours; the threshold only matters once an account grows past it.")
+    elif i + 1 < len(rows):
         hi = rows[i + 1]
-        parts.append(f"Raising it to {hi['threshold']} would cost {hi['cost_per_post']} (more writes per"
-                     f" post, {hi['memory_bytes']} bytes of timelines instead of {best['memory_bytes']}).")
+        if hi["threshold"] > MAX_BURST:
+            parts.append(f"A higher threshold would let one post cost more than {MAX_BURST} timeline writes"
+                         " (its fan-out burst), however cheap on average.")
+        else:
+            parts.append(f"Raising it to {hi['threshold']} would cost {hi['cost_per_post']} (more writes per"
+                         f" post, {hi['memory_bytes']} bytes of timelines instead of {best['memory_bytes']}).")
     return " ".join(parts)
