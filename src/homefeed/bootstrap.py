@@ -32,6 +32,7 @@ from homefeed.ports import (
     TimelineCache,
 )
 from homefeed.service_layer.consumers import CONSUMERS, FANOUT
+from homefeed.service_layer.jobs.records import JobStore
 from homefeed.service_layer.services import Homefeed
 
 RELAY = "relay"
@@ -120,8 +121,11 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         from homefeed.adapters.pg_search import PgSearchIndex
         from homefeed.adapters.pg_store import PgRecordStore
 
+        from homefeed.adapters.pg_jobs import PgJobStore
+
         pg = PgDatabase(settings.database_url)
         store = PgRecordStore(pg, node=node)
+        job_store: JobStore = PgJobStore(pg)
         pg_outbox = PgOutboxEventStream(pg)
         outbox = pg_outbox
         search_index = PgSearchIndex(pg)
@@ -139,7 +143,10 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
             synchronous=settings.sqlite_synchronous.upper(),
             group_commit_max=settings.group_commit_max,
         )
+        from homefeed.adapters.sqlite_jobs import SqliteJobStore
+
         store = SqliteRecordStore(db, node=node or 0)
+        job_store = SqliteJobStore(db)
         outbox = OutboxEventStream(db)
         search_index = Fts5SearchIndex(db)
         relay_parts["leader"] = sqlite_relay_leader(settings.database_path)
@@ -196,7 +203,7 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
 
         live_bus = LocalLiveBus()
 
-    return Homefeed(
+    hf = Homefeed(
         settings,
         store=store,
         stream=stream,
@@ -208,6 +215,8 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         revocations=revocations,
         live_bus=live_bus,
     )
+    hf.job_store = job_store
+    return hf
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter | None:

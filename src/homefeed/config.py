@@ -90,6 +90,9 @@ class Settings:
     #: Live events queued for one streaming connection before it counts as too far behind
     #: and is disconnected (a slow client never slows the others, nor grows without limit).
     stream_queue: int = 200
+    #: Run the scheduled jobs (trends, digest, audit, purge, load report) in this process;
+    #: ``0`` turns them off here (another process still runs each slot once).
+    scheduler: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from homefeed import ports
+from homefeed.service_layer.jobs.records import JobStore
 
 #: port -> the adapters of it, as "module:Class" (imported lazily: each backend's client
 #: library is imported only by its adapter).
@@ -47,6 +48,9 @@ ADAPTERS: dict[type, list[str]] = {
     ports.LiveBus: [
         "homefeed.adapters.local_live:LocalLiveBus",
         "homefeed.adapters.redis_live:RedisLiveBus",
+    JobStore: [  # the batch side's records (issue 12): its port is in service_layer.jobs.records
+        "homefeed.adapters.sqlite_jobs:SqliteJobStore",
+        "homefeed.adapters.pg_jobs:PgJobStore",
     ],
     ports.RateLimiter: [
         "homefeed.adapters.memory_ratelimit:MemoryRateLimiter",

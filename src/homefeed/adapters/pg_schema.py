@@ -235,6 +235,40 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (user_id, timeline)
     );
     """,
+    # 10 (issue 12): the scheduler's claims, one row per (job, slot): the unique key makes
+    # each slot run once across processes, and a run whose lease expired is taken over.
+    # job_results: what a job computed for readers (trends, the load report); home_reads
+    # and account_activity: the durable read counter the load report and the digest need.
+    """
+    CREATE TABLE job_runs (
+        job         text NOT NULL,
+        slot        bigint NOT NULL,           -- scheduled: its period's number; manual: -ms
+        owner       text NOT NULL,              -- host:pid:nonce of the process running it
+        attempt     bigint NOT NULL DEFAULT 1, -- 2+: taken over after a lease expired
+        started_at  double precision NOT NULL,
+        lease_until double precision NOT NULL,
+        finished_at double precision,
+        duration_s  double precision,
+        outcome     text NOT NULL,              -- running | ok | failed
+        detail      text NOT NULL DEFAULT '',
+        PRIMARY KEY (job, slot)
+    );
+    CREATE INDEX job_runs_by_start ON job_runs (job, started_at);
+    CREATE TABLE job_results (
+        name        text PRIMARY KEY,
+        data        bytea NOT NULL,              -- JSON
+        computed_at double precision NOT NULL
+    );
+    CREATE TABLE home_reads (
+        hour  bigint PRIMARY KEY,               -- unix seconds // 3600
+        reads bigint NOT NULL
+    );
+    CREATE TABLE account_activity (
+        user_id        bigint PRIMARY KEY,
+        last_read_at   double precision NOT NULL,           -- last home timeline read (minute precision)
+        digest_sent_at double precision
+    );
+    """,
 ]
 
 

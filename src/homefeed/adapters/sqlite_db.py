@@ -225,6 +225,40 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (user_id, timeline)
     ) WITHOUT ROWID;
     """,
+    # 9 (issue 12): the scheduler's claims, one row per (job, slot): the unique key makes
+    # each slot run once across processes, and a run whose lease expired is taken over.
+    # job_results: what a job computed for readers (trends, the load report); home_reads
+    # and account_activity: the durable read counter the load report and the digest need.
+    """
+    CREATE TABLE job_runs (
+        job         TEXT NOT NULL,
+        slot        INTEGER NOT NULL,           -- scheduled: its period's number; manual: -ms
+        owner       TEXT NOT NULL,              -- host:pid:nonce of the process running it
+        attempt     INTEGER NOT NULL DEFAULT 1, -- 2+: taken over after a lease expired
+        started_at  REAL NOT NULL,
+        lease_until REAL NOT NULL,
+        finished_at REAL,
+        duration_s  REAL,
+        outcome     TEXT NOT NULL,              -- running | ok | failed
+        detail      TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (job, slot)
+    );
+    CREATE INDEX job_runs_by_start ON job_runs(job, started_at);
+    CREATE TABLE job_results (
+        name        TEXT PRIMARY KEY,
+        data        BLOB NOT NULL,              -- JSON
+        computed_at REAL NOT NULL
+    );
+    CREATE TABLE home_reads (
+        hour  INTEGER PRIMARY KEY,              -- unix seconds // 3600
+        reads INTEGER NOT NULL
+    );
+    CREATE TABLE account_activity (
+        user_id        INTEGER PRIMARY KEY,
+        last_read_at   REAL NOT NULL,           -- last home timeline read (minute precision)
+        digest_sent_at REAL
+    );
+    """,
 ]
 
 

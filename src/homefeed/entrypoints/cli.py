@@ -22,7 +22,7 @@ from homefeed.entrypoints.explain import CliError
 from homefeed.entrypoints.processes import bind, run_migrate, run_worker, serve, url_host
 
 #: Commands that inspect or repair a deployment: they never create a data dir or a database.
-OPERATOR_COMMANDS = ("audit", "rebuild", "replay", "dead-letters", "status")
+OPERATOR_COMMANDS = ("audit", "rebuild", "replay", "dead-letters", "status", "jobs", "report")
 
 
 def version() -> str:
@@ -121,6 +121,11 @@ def parser() -> argparse.ArgumentParser:
     for op_parser in ops.register(sub):  # audit, rebuild, replay, dead-letters
         _debug_flag(op_parser)
 
+    from homefeed.entrypoints import jobs_cli
+
+    for jobs_parser in jobs_cli.register(sub):  # jobs list|run, report load
+        _debug_flag(jobs_parser)
+
     demo = sub.add_parser(
         "demo", help="load a demo world (10,000 users, 50,000 posts) and serve it",
         description="Load a demo world, then serve it as `homefeed serve` does. Embedded profile: into"
@@ -213,6 +218,11 @@ def _main(argv: list[str], command: str, debug: bool) -> int:
         if args.command in ops.COMMANDS:
             require_database(settings, args.command)
             return ops.run(args, settings)
+        from homefeed.entrypoints import jobs_cli
+
+        if args.command in jobs_cli.COMMANDS:
+            require_database(settings, args.command)
+            return jobs_cli.run(args, settings)
         if args.command == "serve":
             serve(settings, processes=args.workers)
             return 0

@@ -156,6 +156,12 @@
       var c = d.consumers[n];
       return [n, int(c.behind), c.running ? "yes" : "no", int(c.failures), int(c.dead_lettered)];
     }));
+    var jobs = (d.jobs && d.jobs.jobs) || {};
+    fillTable("#jobs", Object.keys(jobs).map(function (n) {
+      var j = jobs[n], runs = j.runs || {};
+      return [n, j.schedule, j.last_run || "never", j.duration_s == null ? "–" : j.duration_s + " s",
+              j.outcome || "–", int(runs.ok || 0) + " / " + int(runs.failed || 0), j.next_run];
+    }));
     var rows = [
       ["home timeline reads", int(d.timeline_cache.home_reads)],
       ["timeline rebuilds (home)", int(d.timeline_cache.rebuilds)],

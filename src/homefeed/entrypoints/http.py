@@ -172,6 +172,7 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
                 consumers=the_plan.consumers,
                 relay=the_plan.relay,
                 exclusive=the_plan.exclusive,
+                scheduler=True,
             )
         sampling = asyncio.create_task(sampler.run(), name="metrics-sampler")
         try:

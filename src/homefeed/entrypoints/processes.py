@@ -262,7 +262,7 @@ def run_worker(settings: Settings, role: str, metrics_port: int | None = None) -
         hf.consumers.on_applied = obs.observe_fanout_event
         try:
             await hf.start(consumers=process_plan.consumers, relay=process_plan.relay,
-                           exclusive=process_plan.exclusive)
+                           exclusive=process_plan.exclusive, scheduler=True)
         except asyncio.CancelledError:
             await asyncio.shield(hf.close())
             return

@@ -282,6 +282,7 @@ class MastodonApi:
 
     # -- timelines ------------------------------------------------------------------------
     async def home(self, user_id: int, page: Page) -> list[Post]:
+        self.hf.reads.home_read(user_id)  # the durable read counter (load report, digest)
         return await paged(lambda b, n: self.hf.feed.read_home(user_id, b, n), page)
 
     async def public(self, page: Page) -> list[Post]:

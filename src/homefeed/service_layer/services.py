@@ -42,8 +42,13 @@ from homefeed.service_layer.idempotency import IdempotentRequest, IdempotentWrit
 from homefeed.service_layer.live import LivePublisher
 from homefeed.service_layer.streaming import StreamHub
 
+from homefeed.service_layer.jobs.reads import ReadCounter
+
 if TYPE_CHECKING:
+    from homefeed.service_layer.jobs.digest import MailSender
+    from homefeed.service_layer.jobs.records import JobStore
     from homefeed.service_layer.relay import OutboxRelay
+    from homefeed.service_layer.scheduler import Scheduler
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
@@ -144,12 +149,23 @@ class Homefeed:
         self._handles: dict[int, str] = {}  # user id -> handle (immutable), see _handle_of
         #: Writes sent with an ``Idempotency-Key``: run once, answered alike ever after.
         self.idempotency = IdempotentWrites(store, settings.idempotency_hours * 3600)
-        self._purge_task: asyncio.Task[None] | None = None
         #: Live updates (Mastodon's streaming API): the consumers of this process publish
         #: onto the bus (``live``), the open streams of this process listen (``streams``).
         self.live_bus = live_bus
         self.live = LivePublisher(live_bus) if live_bus is not None else None
         self.streams = StreamHub(self, live_bus)
+        #: The batch side's records (job claims, results, the read counter): set by
+        #: ``bootstrap.build`` (None: no scheduler, no read counter).
+        self.job_store: JobStore | None = None
+        #: Sends the digest's emails (None: no SMTP configured, no email attempted).
+        self.mail_sender: MailSender | None = None
+        #: The scheduled jobs of this process, once ``start(scheduler=True)``.
+        self.scheduler: Scheduler | None = None
+        #: True in a process that serves or works (holds the in-process cache if any).
+        self.serving = False
+        #: Home reads, counted here and flushed to ``job_store`` every minute.
+        self.reads = ReadCounter()
+        self._batch_tasks: list[asyncio.Task[None]] = []
 
     def backends(self) -> dict[str, str]:
         """Which backend serves each part: ``{"store", "cache", "stream", "search"}`` ->
@@ -175,10 +191,13 @@ class Homefeed:
         consumers: Sequence[str] | None = None,
         relay: bool = False,
         exclusive: bool = False,
+        scheduler: bool = False,
     ) -> None:
         """Open every backend, then start ``consumers`` (default: all, if ``run_consumers``)
         and the outbox relay. ``exclusive``: each consumer runs under a leader lock, for
-        consumers reading the outbox directly from several processes."""
+        consumers reading the outbox directly from several processes. ``scheduler``: this
+        is a serving or worker process: run the scheduled jobs (one run per slot across
+        every process: see ``scheduler``) and record home reads durably."""
         await self.store.open()
         await self.stream.open()
         if consumers is None:
@@ -191,12 +210,25 @@ class Homefeed:
                 self.live.start()
         if relay:
             self._start_relay()
-        self._purge_task = asyncio.create_task(self.idempotency.purge_forever(), name="idempotency-purge")
+        if scheduler:
+            self._start_batch_side()
         if self.revocations is not None:
             self._revocations_task = asyncio.create_task(
                 self.revocations.listen(self.forget_token, self.forget_all_tokens),
                 name="token-revocations",
             )
+
+    def _start_batch_side(self) -> None:
+        from homefeed.service_layer.jobs.catalog import default_jobs
+        from homefeed.service_layer.scheduler import Scheduler
+
+        self.serving = True
+        if self.job_store is None:
+            return
+        self._batch_tasks.append(asyncio.create_task(self.reads.flush_forever(self.job_store), name="home-reads"))
+        if self.settings.scheduler:
+            self.scheduler = Scheduler(self, default_jobs(self), self.job_store)
+            self.scheduler.start()
 
     def _start_relay(self) -> None:
         from homefeed.service_layer.relay import OutboxRelay
@@ -216,13 +248,21 @@ class Homefeed:
             except (asyncio.CancelledError, Exception):
                 pass
             self._revocations_task = None
-        if self._purge_task is not None:
-            self._purge_task.cancel()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+            self.scheduler = None
+        for task in self._batch_tasks:
+            task.cancel()
             try:
-                await self._purge_task
+                await task
             except (asyncio.CancelledError, Exception):
                 pass
-            self._purge_task = None
+        self._batch_tasks.clear()
+        if self.job_store is not None and self.serving:
+            try:
+                await self.reads.flush(self.job_store)
+            except Exception:  # the store is going away: a minute of counts is lost
+                pass
         await self.streams.stop()
         await self.consumers.stop()
         if self.live is not None:
@@ -485,6 +525,7 @@ class Homefeed:
     async def home_timeline(self, user_id: int, limit: int | None = None, before: int | None = None) -> dict[str, Any]:
         limit = check_limit(limit)
         posts, next_id = await self.feed.read_home(user_id, before, limit)
+        self.reads.home_read(user_id)
         return page(posts, next_id)
 
     async def user_posts(self, handle: str, limit: int | None = None, before: int | None = None) -> dict[str, Any]:

@@ -191,6 +191,7 @@ async def snapshot(sampler: Sampler) -> dict[str, Any]:
         "relay": live["relay"],
         "stream": live["stream"],
         "sizes": live["sizes"],
+        "jobs": live.get("jobs"),
         "errors": live["errors"],
     }
 

@@ -156,6 +156,9 @@ def render_prometheus(recorder: Recorder, live: dict[str, Any], *, role: str = "
     o.head("homefeed_rate_limiter_errors_total", "counter",
            "Requests let through unchecked because the rate limiter did not answer (it fails open).")
     o.sample("homefeed_rate_limiter_errors_total", recorder.rate_limiter_errors)
+    from homefeed.entrypoints.metrics.jobs import render as render_jobs
+
+    render_jobs(o, live.get("jobs"))
     errors = live.get("errors") or {}
     o.head("homefeed_metrics_collect_errors", "gauge", "1 for each figure a backend did not give at this scrape.")
     for key in sorted(errors):

@@ -35,6 +35,7 @@ class Sampler:
         self._last_at = -1e9
         self._sizes: dict[str, int] = {}
         self._sizes_at = -1e9
+        self._jobs: dict[str, Any] | None = None
         self._lock: asyncio.Lock | None = None
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -92,6 +93,9 @@ class Sampler:
         if now - self._sizes_at >= self.sizes_every:
             self._sizes = await self._store_sizes(errors)
             self._sizes_at = now
+            from homefeed.entrypoints.metrics.jobs import job_figures
+
+            self._jobs = await self._call(errors, "jobs", job_figures(hf))
         return {
             "consumers": consumers,
             "outbox_unrelayed": unrelayed,
@@ -103,6 +107,7 @@ class Sampler:
             "stream": dict(stream_stats) if stream_stats else None,  # {}: counts nothing
             "relay": relay.stats.as_dict() if relay is not None else None,
             "sizes": dict(self._sizes),
+            "jobs": self._jobs,
             "errors": errors,
         }
 
