@@ -48,6 +48,7 @@ ADAPTERS: dict[type, list[str]] = {
     ports.LiveBus: [
         "homefeed.adapters.local_live:LocalLiveBus",
         "homefeed.adapters.redis_live:RedisLiveBus",
+    ],
     JobStore: [  # the batch side's records (issue 12): its port is in service_layer.jobs.records
         "homefeed.adapters.sqlite_jobs:SqliteJobStore",
         "homefeed.adapters.pg_jobs:PgJobStore",
