@@ -30,11 +30,16 @@ from homefeed.ports import (
     SearchIndex,
     TimelineCache,
 )
+from homefeed.ports import MailStore, WebhookStore
 from homefeed.service_layer.consumers import FANOUT, INDEXER
+from homefeed.service_layer.mailer import MAILER
 from homefeed.service_layer.services import Homefeed
+from homefeed.service_layer.webhooks import WEBHOOKS
 
 RELAY = "relay"
-ROLES = (FANOUT, INDEXER, RELAY)
+ROLES = (FANOUT, INDEXER, WEBHOOKS, MAILER, RELAY)
+#: The consumers of the event stream (every role but the relay).
+CONSUMERS = (FANOUT, INDEXER, WEBHOOKS, MAILER)
 
 
 @dataclass(frozen=True)
@@ -72,10 +77,10 @@ def plan(settings: Settings, role: str = "api", processes: int = 1, worker_roles
             )
         if not cache_url:
             # The cache lives in this process, so the fan-out must run here too.
-            return Plan(consumers=(FANOUT, INDEXER), relay=bool(bus_url), exclusive=not bus_url)
+            return Plan(consumers=CONSUMERS, relay=bool(bus_url), exclusive=not bus_url)
         if not db_url and not bus_url:
             # SQLite + Redis: one machine; the outbox is read here.
-            return Plan(consumers=(FANOUT, INDEXER), exclusive=True)
+            return Plan(consumers=CONSUMERS, exclusive=True)
         return Plan(notes=["consumers run in `homefeed worker` processes: start at least one"])
 
     if role == "worker":
@@ -93,7 +98,7 @@ def plan(settings: Settings, role: str = "api", processes: int = 1, worker_roles
                 "HOMEFEED_DATABASE_URL=postgresql://... (the embedded profile runs its "
                 "consumers inside `homefeed serve`)"
             )
-        consumers = tuple(r for r in worker_roles if r in (FANOUT, INDEXER))
+        consumers = tuple(r for r in worker_roles if r in CONSUMERS)
         relay = RELAY in worker_roles and bool(bus_url)
         return Plan(consumers=consumers, relay=relay, exclusive=not bus_url)
     raise ProfileError(f"unknown role {role!r}")
@@ -182,7 +187,7 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         revocations = RedisTokenRevocations(settings.cache_url, store.deployment)
         resources.append(revocations)
 
-    return Homefeed(
+    hf = Homefeed(
         settings,
         store=store,
         stream=stream,
@@ -193,6 +198,56 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         relay_parts=relay_parts,
         revocations=revocations,
     )
+    _install_outside_world(hf)
+    return hf
+
+
+def webhook_store(hf: Homefeed) -> WebhookStore:
+    """The webhook subscriptions and deliveries, in the record store's database."""
+    hooks: WebhookStore
+    if hf.store.backend == "postgresql":
+        from homefeed.adapters.pg_webhooks import PgWebhookStore
+
+        hooks = PgWebhookStore(hf.store.db)  # type: ignore[attr-defined]
+    else:
+        from homefeed.adapters.sqlite_webhooks import SqliteWebhookStore
+
+        hooks = SqliteWebhookStore(hf.store.db)  # type: ignore[attr-defined]
+    return hooks
+
+
+def mail_store(hf: Homefeed) -> MailStore:
+    """Notification mails and opt-outs, in the record store's database."""
+    mails: MailStore
+    if hf.store.backend == "postgresql":
+        from homefeed.adapters.pg_mail import PgMailStore
+
+        mails = PgMailStore(hf.store.db)  # type: ignore[attr-defined]
+    else:
+        from homefeed.adapters.sqlite_mail import SqliteMailStore
+
+        mails = SqliteMailStore(hf.store.db)  # type: ignore[attr-defined]
+    return mails
+
+
+def _install_outside_world(hf: Homefeed) -> None:
+    """Register the ``webhooks`` consumer (and its dispatcher) and the ``mailer`` consumer
+    (and its mail loop, when SMTP is configured) on ``hf.consumers``."""
+    from homefeed.service_layer.mailer import MailerConsumer, MailLoop, mail_configured
+
+    from homefeed.adapters.http_delivery import HttpSender
+    from homefeed.service_layer.webhooks import Dispatcher, WebhookConsumer, retry_schedule
+
+    settings = hf.settings
+    store = webhook_store(hf)
+    dispatcher = Dispatcher(store, HttpSender(allow_private=settings.webhooks_allow_private),
+                            retry_schedule(settings),
+                            # the embedded profile has one process: a lease left by a crash is stale
+                            release_leases=hf.store.backend == "sqlite")
+    hf.consumers.register(WEBHOOKS, WebhookConsumer(hf, store, dispatcher), companion=dispatcher.run)
+    mails = mail_store(hf)
+    loop = MailLoop(mails, settings, release_leases=hf.store.backend == "sqlite") if mail_configured(settings) else None
+    hf.consumers.register(MAILER, MailerConsumer(hf, mails, loop), companion=loop.run if loop else None)
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter | None:

@@ -144,7 +144,9 @@ WITH p AS (
     RETURNING handle
 ), o AS (
     INSERT INTO outbox (type, data)
-    SELECT '{model.POST_DELETED}', jsonb_build_object('post_id', id, 'author_id', author_id)
+    SELECT '{model.POST_DELETED}', jsonb_build_object('post_id', id, 'author_id', author_id,
+        -- the post as it was: webhooks send it (status.deleted) once it is gone
+        'author_handle', (SELECT handle FROM c), 'text', text, 'visibility', visibility)
     FROM d
 )
 SELECT (SELECT author_id FROM p), (SELECT text FROM d), (SELECT handle FROM c),

@@ -194,7 +194,10 @@ class SqliteRecordStore(SqliteAccountsStore):
             conn.execute(
                 "UPDATE users SET posts_count = posts_count - 1 WHERE id = ?", (by_user_id,)
             )
-            append_event(conn, model.POST_DELETED, {"post_id": post_id, "author_id": row[1]})
+            # the post as it was: webhooks send it (status.deleted) once it is gone
+            append_event(conn, model.POST_DELETED, {"post_id": post_id, "author_id": row[1],
+                                                    "author_handle": row[2], "text": row[3],
+                                                    "visibility": row[4]})
             return Post(*row)
 
         return await self.db.write(tx)

@@ -22,7 +22,7 @@ from homefeed.entrypoints.explain import CliError
 from homefeed.entrypoints.processes import bind, run_migrate, run_worker, serve, url_host
 
 #: Commands that inspect or repair a deployment: they never create a data dir or a database.
-OPERATOR_COMMANDS = ("audit", "rebuild", "replay", "dead-letters", "status")
+OPERATOR_COMMANDS = ("audit", "rebuild", "replay", "dead-letters", "status", "webhooks")
 
 
 def version() -> str:
@@ -120,6 +120,10 @@ def parser() -> argparse.ArgumentParser:
 
     for op_parser in ops.register(sub):  # audit, rebuild, replay, dead-letters
         _debug_flag(op_parser)
+    from homefeed.entrypoints import webhooks_cli
+
+    for op_parser in webhooks_cli.register(sub):
+        _debug_flag(op_parser)
 
     demo = sub.add_parser(
         "demo", help="load a demo world (10,000 users, 50,000 posts) and serve it",
@@ -213,6 +217,11 @@ def _main(argv: list[str], command: str, debug: bool) -> int:
         if args.command in ops.COMMANDS:
             require_database(settings, args.command)
             return ops.run(args, settings)
+        if args.command == "webhooks":
+            from homefeed.entrypoints import webhooks_cli
+
+            require_database(settings, args.command)
+            return webhooks_cli.run(args, settings)
         if args.command == "serve":
             serve(settings, processes=args.workers)
             return 0

@@ -40,7 +40,7 @@ from homefeed.entrypoints.observe import Observe
 from homefeed.entrypoints.mastodon import accounts_auth, oauth as mastodon_oauth
 from homefeed.entrypoints.mastodon import timelines as mastodon_timelines
 from homefeed.entrypoints.mastodon.routes import ROUTES as MASTODON_ROUTES
-from homefeed.entrypoints.routes import about, admin, operations, posts, search, timelines, users
+from homefeed.entrypoints.routes import about, admin, email, operations, posts, search, timelines, users
 from homefeed.entrypoints.routes._request import HomefeedApp, error_response, json_response
 from homefeed.service_layer.accounts import TooManyAttempts
 from homefeed.service_layer.mastodon import MastodonApi
@@ -63,6 +63,7 @@ ROUTES: list[BaseRoute] = [
     *posts.routes,
     *search.routes,
     *admin.routes,
+    *email.routes,
     *mastodon_oauth.routes, *accounts_auth.routes,
     *MASTODON_ROUTES,
 ]
