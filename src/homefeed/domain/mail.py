@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
+
+#: SMTP line endings, and headers folded only past 998 characters: a long unsubscribe URL
+#: must stay one plain header value (folding would encode it, and break it for clients).
+POLICY = policy.SMTP.clone(max_line_length=998)
 
 FOLLOW, MENTION = "follow", "mention"
 #: Characters of a mentioning post quoted in the mail.
@@ -60,7 +65,7 @@ def compose(
 ) -> EmailMessage:
     """The mail: multipart text and HTML, naming each actor's username, with a one-click
     unsubscribe (RFC 8058: ``List-Unsubscribe`` + ``List-Unsubscribe-Post``)."""
-    m = EmailMessage()
+    m = EmailMessage(policy=POLICY)
     m["From"] = sender
     m["To"] = to
     m["Subject"] = subject(notes)

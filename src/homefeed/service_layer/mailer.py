@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from homefeed.adapters.smtp_mail import MailError, PermanentMailError, SmtpMailer
 from homefeed.domain import model
-from homefeed.domain.mail import EXCERPT, FOLLOW, MENTION, MailNotification, compose
+from homefeed.domain.mail import EXCERPT, FOLLOW, MENTION, POLICY, MailNotification, compose
 from homefeed.domain.mastodon.content import extract_mentions
 from homefeed.domain.model import Event
 from homefeed.domain.webhooks import parse_retry_schedule, retry_delay
@@ -66,7 +66,7 @@ async def send_mail(
     Raises MailNotConfigured, PermanentMailError (5xx: do not retry) or MailError."""
     if not mail_configured(settings):
         raise MailNotConfigured("set HOMEFEED_SMTP_URL and HOMEFEED_MAIL_FROM to send email")
-    m = EmailMessage()
+    m = EmailMessage(policy=POLICY)
     m["From"] = settings.mail_from
     m["To"] = to
     m["Subject"] = subject
