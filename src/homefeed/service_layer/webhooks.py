@@ -13,9 +13,11 @@ subscription). A process that dies mid-attempt leaves a lease that ends by itsel
 delivery is sent again, with the same ``webhook-id`` (at least once).
 
 Isolation. Each endpoint (scheme, host, port) has at most ``per_endpoint`` attempts in
-flight and a circuit breaker: after ``BREAKER_FAILURES`` consecutive failures (no answer,
-5xx, 429) its deliveries are not claimed for a cool-down (doubling up to
-``BREAKER_MAX``), then one attempt probes it. Deliveries waiting for an open circuit keep
+flight and a circuit breaker: after ``BREAKER_FAILURES`` consecutive failures that cost
+time or say "overloaded" (no answer within the timeout, no connection, 429, 503; a quick
+500 only follows the retry schedule) its deliveries are not claimed for a cool-down
+(from the schedule's first delay, doubling up to ``BREAKER_MAX``), then one attempt
+probes it. Deliveries waiting for an open circuit keep
 their attempts and their place: the breaker delays, never drops. Other endpoints' claims
 exclude the blocked one, so a dead endpoint costs them nothing. The fan-out is a separate
 consumer and never waits for this one.
@@ -362,7 +364,9 @@ class Dispatcher:
                 return
             if status is not None:
                 error = f"HTTP {status}"
-                endpoint_failed = status >= 500 or status == 429
+                # an endpoint that answers at once costs nobody anything: only one that does
+                # not answer, or says it is overloaded, is kept waiting by its circuit
+                endpoint_failed = status in (429, 503)
             if endpoint_failed:
                 self._failed(ep, now, origin)
             else:
