@@ -236,7 +236,7 @@ def _install_outside_world(hf: Homefeed) -> None:
     from homefeed.service_layer.mailer import MailerConsumer, MailLoop, mail_configured
 
     from homefeed.adapters.http_delivery import HttpSender
-    from homefeed.service_layer.webhooks import Dispatcher, WebhookConsumer, retry_schedule
+    from homefeed.service_layer.webhooks import Dispatcher, WebhookConsumer, fanout_first, retry_schedule
 
     settings = hf.settings
     store = webhook_store(hf)
@@ -244,7 +244,9 @@ def _install_outside_world(hf: Homefeed) -> None:
                             retry_schedule(settings),
                             # the embedded profile has one process: a lease left by a crash is stale
                             release_leases=hf.store.backend == "sqlite")
-    hf.consumers.register(WEBHOOKS, WebhookConsumer(hf, store, dispatcher), companion=dispatcher.run)
+    consumer = WebhookConsumer(hf, store, dispatcher)
+    consumer.yield_to = dispatcher.yield_to = fanout_first(hf)  # webhooks never delay the fan-out
+    hf.consumers.register(WEBHOOKS, consumer, companion=dispatcher.run)
     mails = mail_store(hf)
     loop = MailLoop(mails, settings, release_leases=hf.store.backend == "sqlite") if mail_configured(settings) else None
     hf.consumers.register(MAILER, MailerConsumer(hf, mails, loop), companion=loop.run if loop else None)

@@ -539,7 +539,8 @@ class WebhookStore(Protocol):
         ``exclude``, at most ``per_subscription`` of each, oldest due first. A leased
         delivery is not claimed again until its lease ends (a process that died holding
         it: at-least-once)."""
-    async def delivered(self, delivery_id: int, now: float) -> None: ...
+    async def delivered(self, delivery_ids: Sequence[int], now: float) -> None:
+        """These deliveries got a 2xx (one write for many: the dispatcher batches them)."""
     async def attempt_failed(
         self, delivery_id: int, now: float, next_at: float | None, error: str, state: str,
     ) -> None:

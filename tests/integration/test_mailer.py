@@ -132,7 +132,9 @@ def test_follow_and_mention_mails_bundle_and_never_twice(profile: dict[str, Any]
     inbox, port = smtp
 
     async def go() -> None:
-        async with running(profile, port) as hf:
+        # a window long enough that the two notifications written right after the first
+        # mail surely fall in it, even on a loaded machine
+        async with running(profile, port, mail_bundle_seconds=4.0) as hf:
             alice = await person(hf, "alice", "alice@example.test")
             await person(hf, "bob", "bob@example.test")
             await person(hf, "carol", None)

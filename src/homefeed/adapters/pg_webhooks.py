@@ -97,10 +97,11 @@ class PgWebhookStore:
                                     s.url, tuple(s.secrets_in_force(now))))
         return out
 
-    async def delivered(self, delivery_id: int, now: float) -> None:
+    async def delivered(self, delivery_ids: Sequence[int], now: float) -> None:
         await self.db.write(
             "UPDATE webhook_deliveries SET state = %s, attempts = attempts + 1, lease_until = NULL,"
-            " last_error = NULL, updated_at = %s WHERE id = %s", (DELIVERED, now, delivery_id), outbox=False)
+            " last_error = NULL, updated_at = %s WHERE id = ANY(%s::bigint[])",
+            (DELIVERED, now, list(delivery_ids)), outbox=False)
 
     async def attempt_failed(
         self, delivery_id: int, now: float, next_at: float | None, error: str, state: str,

@@ -127,10 +127,11 @@ class SqliteWebhookStore:
                                 s.url, tuple(s.secrets_in_force(now))))
         return out
 
-    async def delivered(self, delivery_id: int, now: float) -> None:
-        await self.db.write(lambda conn: conn.execute(
+    async def delivered(self, delivery_ids: Sequence[int], now: float) -> None:
+        rows = [(DELIVERED, now, i) for i in delivery_ids]
+        await self.db.write(lambda conn: conn.executemany(
             "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, lease_until = NULL,"
-            " last_error = NULL, updated_at = ? WHERE id = ?", (DELIVERED, now, delivery_id)))
+            " last_error = NULL, updated_at = ? WHERE id = ?", rows))
 
     async def attempt_failed(
         self, delivery_id: int, now: float, next_at: float | None, error: str, state: str,

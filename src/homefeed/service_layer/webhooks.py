@@ -20,7 +20,10 @@ time or say "overloaded" (no answer within the timeout, no connection, 429, 503;
 probes it. Deliveries waiting for an open circuit keep
 their attempts and their place: the breaker delays, never drops. Other endpoints' claims
 exclude the blocked one, so a dead endpoint costs them nothing. The fan-out is a separate
-consumer and never waits for this one.
+consumer and never waits for this one; where both run in one process (the embedded
+profile, ``worker --role all``) they share its event loop, so this consumer and the
+dispatcher let the fan-out's backlog go first (``fanout_first``, bounded to
+``YIELD_MAX`` seconds at a time so that webhooks never starve).
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 import orjson
 
@@ -72,6 +76,11 @@ POLL_SECONDS = 1.0
 #: Seconds a stopping dispatcher waits for attempts in flight (the others' leases end and
 #: they are sent again: at least once).
 STOP_GRACE = 5.0
+#: Longest wait, at a time, for the fan-out of this process to catch up.
+YIELD_MAX = 2.0
+#: An endpoint is claimed for until it holds this many times its slots (queued + in flight):
+#: work in hand for the next few attempts, without claiming what it cannot send soon.
+QUEUE_ROUNDS = 4
 
 
 def public_base_url(settings: Settings) -> str:
@@ -84,6 +93,26 @@ def public_base_url(settings: Settings) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"http://{host}:{settings.port}"
+
+
+def fanout_first(hf: Homefeed) -> Callable[[], Awaitable[None]]:
+    """An awaitable gate: returns once the fan-out consumer of this process has no backlog
+    (at once if it does not run here), or after ``YIELD_MAX`` seconds."""
+    from homefeed.service_layer.consumers import FANOUT
+
+    async def gate() -> None:
+        if FANOUT not in hf.consumers.running:
+            return
+        deadline = time.monotonic() + YIELD_MAX
+        while time.monotonic() < deadline:
+            try:
+                if await hf.stream.lag(FANOUT) == 0:
+                    return
+            except Exception:  # the stream is away: nothing to wait for
+                return
+            await asyncio.sleep(0.005)
+
+    return gate
 
 
 def _now_iso() -> str:
@@ -195,11 +224,15 @@ class WebhookConsumer:
         self.store = store
         self.renderer = Renderer(hf)
         self.dispatcher = dispatcher
+        #: As ``Dispatcher.yield_to``: the fan-out of this process goes first.
+        self.yield_to: Callable[[], Awaitable[None]] | None = None
 
     async def __call__(self, events: Sequence[Event]) -> None:
         candidates = [e for e in events if Renderer.types_of(e)]
         if not candidates:
             return
+        if self.yield_to is not None:
+            await self.yield_to()
         subs = [s for s in await self.store.subscriptions() if s.enabled]
         if not subs:
             return
@@ -227,6 +260,8 @@ class _Endpoint:
     open_until: float = 0.0
     cooldown: float = BREAKER_FIRST
     subscriptions: set[int] = field(default_factory=set)
+    #: Claimed deliveries waiting for a free slot: (delivery, when claimed).
+    queue: deque[tuple[Delivery, float]] = field(default_factory=deque)
 
 
 class Dispatcher:
@@ -247,8 +282,13 @@ class Dispatcher:
         #: that long anyway), at most BREAKER_FIRST.
         self.breaker_first = min(BREAKER_FIRST, self.schedule[0]) if self.schedule else BREAKER_FIRST
         self._endpoints: dict[str, _Endpoint] = {}
-        self._origin_of: dict[int, str] = {}  # subscription id -> endpoint
+        #: Awaited before each claim: returns once work of higher priority in this process
+        #: (the fan-out's backlog) is done, or after a bound (set by bootstrap).
+        self.yield_to: Callable[[], Awaitable[None]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._done: list[int] = []  # successes waiting for their write
+        self._next: asyncio.Future[None] | None = None  # resolved once they are written
+        self._writer_active = False
         #: What this process did (metrics): delivered, failed, dead, gone, postponed.
         self.counts: dict[str, int] = {"delivered": 0, "failed": 0, "dead": 0, "gone": 0}
 
@@ -261,15 +301,62 @@ class Dispatcher:
             ep = self._endpoints[origin] = _Endpoint(cooldown=self.breaker_first)
         return ep
 
+    async def _delivered(self, delivery_id: int) -> None:
+        """Record a success. Successes that come while a write is under way share the next
+        write: one statement for many, each caller returning once its own row is written."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        fut = self._next
+        self._done.append(delivery_id)
+        if not self._writer_active:
+            self._writer_active = True
+            batch_fut: asyncio.Future[None] | None = None
+            try:
+                while self._done:
+                    batch, self._done = self._done, []
+                    batch_fut, self._next = self._next, None
+                    assert batch_fut is not None
+                    try:
+                        await self.store.delivered(batch, time.time())
+                        batch_fut.set_result(None)
+                    except Exception as exc:
+                        batch_fut.set_exception(exc)
+            finally:
+                self._writer_active = False
+                for f in (batch_fut, self._next):  # cancelled mid-write: nobody waits for ever
+                    if f is not None and not f.done():
+                        f.set_exception(RuntimeError("the write was cancelled"))
+                self._next = None if self._next is not None and self._next.done() else self._next
+        await fut
+
+    def _limit(self, ep: _Endpoint) -> int:
+        return 1 if ep.failures >= BREAKER_FAILURES else self.per_endpoint  # half-open: one probe
+
     def _blocked(self, now: float) -> list[int]:
-        """Subscriptions whose endpoint is full or whose circuit is open (or half-open with
-        its probe in flight): not claimed this round."""
+        """Subscriptions whose endpoint has enough claimed work in hand (a few rounds of its
+        slots) or whose circuit is open: not claimed this round."""
         out: list[int] = []
         for ep in self._endpoints.values():
-            limit = 1 if ep.failures >= BREAKER_FAILURES else self.per_endpoint
-            if ep.in_flight >= limit or ep.open_until > now:
+            if ep.in_flight + len(ep.queue) >= QUEUE_ROUNDS * self._limit(ep) or ep.open_until > now:
                 out.extend(ep.subscriptions)
         return out
+
+    def _pump(self, ep: _Endpoint, origin: str) -> int:
+        """Start queued deliveries of ``ep`` while it has free slots and a closed circuit. A
+        delivery whose lease would end before its attempt could is let go unattempted (its
+        lease ends; it is claimed again, attempts untouched)."""
+        started = 0
+        now = time.time()
+        while ep.queue and ep.in_flight < self._limit(ep) and ep.open_until <= now:
+            d, claimed_at = ep.queue.popleft()
+            if claimed_at + LEASE_SECONDS - ATTEMPT_TIMEOUT - 1 < now:
+                continue
+            ep.in_flight += 1
+            task = asyncio.create_task(self._attempt(d, origin, ep), name=f"webhook-{d.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started += 1
+        return started
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Until ``stopping`` is set; then waits (at most the attempt timeout) for the
@@ -302,36 +389,46 @@ class Dispatcher:
                 t.cancel()
 
     async def _round(self) -> int:
-        room = MAX_IN_FLIGHT - len(self._tasks)
+        """Claim what endpoints with room can take, queue it per endpoint, start what free
+        slots allow; how many deliveries were claimed."""
+        if self.yield_to is not None:
+            await self.yield_to()
+        in_hand = sum(ep.in_flight + len(ep.queue) for ep in self._endpoints.values())
+        room = MAX_IN_FLIGHT - in_hand
         if room <= 0:
             await asyncio.wait(list(self._tasks), return_when=asyncio.FIRST_COMPLETED)
             return 1
         now = time.time()
-        claimed = await self.store.claim_deliveries(now, min(room, 64), self.per_endpoint, self._blocked(now),
-                                                    LEASE_SECONDS)
-        started = 0
+        claimed = await self.store.claim_deliveries(now, min(room, 64), QUEUE_ROUNDS * self.per_endpoint,
+                                                    self._blocked(now), LEASE_SECONDS)
         for d in claimed:
             try:
                 origin = parse_target(d.url).origin
             except InvalidInput as exc:  # cannot happen for a URL that was accepted; no retry helps
                 await self.store.attempt_failed(d.id, now, None, str(exc), DEAD)
                 continue
-            self._origin_of[d.subscription_id] = origin
             ep = self._endpoint(origin)
             ep.subscriptions.add(d.subscription_id)
-            limit = 1 if ep.failures >= BREAKER_FAILURES else self.per_endpoint
-            if ep.in_flight >= limit or ep.open_until > now:
-                # another subscription of the same endpoint filled it: back, unattempted
-                await self.store.postpone(d.id, now)
-                continue
-            ep.in_flight += 1
-            task = asyncio.create_task(self._attempt(d, origin, ep), name=f"webhook-{d.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            started += 1
-        return started
+            ep.queue.append((d, now))
+        for origin, ep in self._endpoints.items():  # a circuit that closed meanwhile too
+            if ep.queue:
+                self._pump(ep, origin)
+        return len(claimed)
 
     async def _attempt(self, d: Delivery, origin: str, ep: _Endpoint) -> None:
+        released = False
+
+        def release() -> None:
+            """The endpoint's slot is free once it answered: the next attempt starts while
+            this one's outcome is written."""
+            nonlocal released
+            if not released:
+                released = True
+                ep.in_flight -= 1
+                self._pump(ep, origin)
+                if len(ep.queue) <= self._limit(ep) * QUEUE_ROUNDS // 2:
+                    self.wake()  # refill before the endpoint runs dry
+
         try:
             ts = int(time.time())
             headers = {"webhook-id": d.msg_id, "webhook-timestamp": str(ts),
@@ -351,11 +448,13 @@ class Dispatcher:
             now = time.time()
             if status is not None and 200 <= status < 300:
                 self._succeeded(ep)
-                await self.store.delivered(d.id, now)
+                release()
+                await self._delivered(d.id)
                 self.counts["delivered"] += 1
                 return
             if status == 410:
                 self._succeeded(ep)  # the endpoint answers; it just wants no more
+                release()
                 await self.store.attempt_failed(d.id, now, None, "410 Gone: subscription disabled", GONE)
                 await self.store.disable_subscription(
                     d.subscription_id, f"{d.url} answered 410 Gone at {_now_iso()}")
@@ -371,6 +470,7 @@ class Dispatcher:
                 self._failed(ep, now, origin)
             else:
                 self._succeeded(ep)
+            release()
             delay = retry_delay(self.schedule, d.attempts + 1, self.rng)
             if delay is None:
                 await self.store.attempt_failed(d.id, now, None, error, DEAD)
@@ -386,8 +486,7 @@ class Dispatcher:
         except Exception:  # the outcome could not be stored: the lease ends, it is sent again
             log.exception("webhooks: could not record the outcome of delivery %s", d.id)
         finally:
-            ep.in_flight -= 1
-            self.wake()
+            release()
 
     def _succeeded(self, ep: _Endpoint) -> None:
         ep.failures, ep.open_until, ep.cooldown = 0, 0.0, self.breaker_first
