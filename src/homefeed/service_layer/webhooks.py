@@ -29,6 +29,7 @@ dispatcher let the fan-out's backlog go first (``fanout_first``, bounded to
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -170,7 +171,11 @@ class Renderer:
                     for uid in await self._mentioned(d):
                         out.append((MENTION_CREATED, uid, {"account": await self._account(uid), "status": status}))
             elif t == model.POST_DELETED and STATUS_DELETED in wanted:
-                out.append((STATUS_DELETED, 0, await self._status(_post_of(d))))
+                gone = _post_of(d)
+                if not gone.author_handle:  # an event that does not carry the post as it was
+                    author = await self.hf.store.user_by_id(gone.author_id)
+                    gone = dataclasses.replace(gone, author_handle=author.handle if author else "")
+                out.append((STATUS_DELETED, 0, await self._status(gone)))
             elif t == model.USER_REGISTERED and ACCOUNT_CREATED in wanted:
                 out.append((ACCOUNT_CREATED, 0, await self._account(d["user_id"])))
             elif t in (model.FOLLOWED, model.UNFOLLOWED):
