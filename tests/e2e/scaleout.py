@@ -73,7 +73,8 @@ SUBJECT_PREFIX = "hfscale.events"
 #: JetStream redelivers what a killed worker held after this many seconds (default 30).
 ACK_WAIT = 4.0
 
-CONSUMERS = ("fanout", "indexer", "relay")
+#: What /healthz reports: every consumer of the event stream (bootstrap's), and the relay.
+CONSUMERS = (*__import__("homefeed.bootstrap", fromlist=["CONSUMERS"]).CONSUMERS, "relay")
 
 _INSTALL = {
     "redis-server": "apt-get install redis-server",

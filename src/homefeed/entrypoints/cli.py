@@ -92,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
                     " profile runs its consumers inside `homefeed serve` and needs no worker.")
     _feed_flags(worker)
     worker.add_argument("--role", default="all",
-                        help="fanout, indexer, relay, or all (comma-separated for several)")
+                        help="fanout, indexer, webhooks, mailer, relay, or all (comma-separated for several)")
     worker.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                         help="serve /metrics and /metrics.json on this port (workers serve no API)")
     _debug_flag(worker)
