@@ -244,3 +244,35 @@ def test_a_dead_endpoint_does_not_hold_back_another_and_loses_nothing(tmp_path: 
                     a.close()
 
         run(go())
+
+
+def test_the_admin_route_manages_subscriptions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from homefeed.bootstrap import Plan
+    from homefeed.entrypoints.http import create_app
+
+    monkeypatch.setenv("HOMEFEED_ADMIN_TOKEN", "s3cret")
+    auth = {"Authorization": "Bearer s3cret"}
+
+    async def go() -> None:
+        async with running({"data_dir": tmp_path}) as hf:
+            app = create_app(hf, Plan(), manage_lifecycle=False)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                assert (await c.post("/admin/webhooks-list", json={})).status_code == 401
+                r = await c.post("/admin/webhooks-add", json={"url": "http://127.0.0.1:9/x",
+                                                              "events": ["status.created"]}, headers=auth)
+                assert r.status_code == 200 and set(r.json()) == {"id", "url", "events", "secret"}
+                sid = r.json()["id"]
+                bad = await c.post("/admin/webhooks-add", json={"url": "http://127.0.0.1:9/x", "events": "nope"},
+                                   headers=auth)
+                assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"
+                rotated = (await c.post("/admin/webhooks-rotate-secret", json={"id": sid}, headers=auth)).json()
+                assert rotated["secret"] != r.json()["secret"] and rotated["previous_secret_until"] > 0
+                listed = (await c.post("/admin/webhooks-list", json={}, headers=auth)).json()["subscriptions"]
+                assert [s["id"] for s in listed] == [sid]
+                assert (await c.post("/admin/webhooks-remove", json={"id": sid}, headers=auth)).status_code == 200
+                assert (await c.post("/admin/webhooks-remove", json={"id": sid}, headers=auth)).status_code == 404
+                assert (await c.post("/admin/webhooks-list", json={}, headers=auth)).json() == {"subscriptions": []}
+
+    run(go())
