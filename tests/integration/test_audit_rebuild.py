@@ -32,7 +32,6 @@ from typing import Any, Awaitable, Iterator, TypeVar
 
 import pytest
 
-from homefeed.bootstrap import CONSUMERS
 from homefeed.config import Settings
 from homefeed.domain.model import Post
 from homefeed.entrypoints import ops
@@ -69,13 +68,13 @@ class Profile:
         )
 
     def build(self, settings: Settings) -> Homefeed:
-        from homefeed.bootstrap import CONSUMERS, build
+        from homefeed.bootstrap import build
 
         return build(settings, node=0)
 
     async def open(self, consumers: bool = True) -> Homefeed:
         hf = self.build(self.settings)
-        await hf.start(consumers=CONSUMERS if consumers else (), relay=self.relay,
+        await hf.start(consumers=tuple(hf.consumers.handlers) if consumers else (), relay=self.relay,
                        exclusive=self.consumers_exclusive)
         return hf
 
@@ -526,7 +525,7 @@ def test_differences_of_events_in_flight_are_not_reported(profile: Profile, capl
                     await handler(events)
 
                 hf.consumers.handlers[name] = slow
-            hf.consumers.start(CONSUMERS,
+            hf.consumers.start(tuple(hf.consumers.handlers),
                                leader=hf.relay_parts.get("consumer_leader") if profile.consumers_exclusive else None)
             for k in range(3):
                 await hf.create_post(w["u1"], f"in flight {k}")
@@ -653,7 +652,7 @@ def test_replay_reapplies_events_without_changing_the_result(profile: Profile) -
         hf = await profile.open(consumers=False)
         try:
             seen = _counting(hf)
-            hf.consumers.start(CONSUMERS,
+            hf.consumers.start(tuple(hf.consumers.handlers),
                                leader=hf.relay_parts.get("consumer_leader") if profile.consumers_exclusive else None)
             if profile.relay:
                 hf._start_relay()
