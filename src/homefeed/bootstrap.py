@@ -23,6 +23,7 @@ from homefeed.ports import (
     Closable,
     EventStream,
     LiveBus,
+    MailStore,
     PostCache,
     RateLimiter,
     RecordStore,
@@ -30,12 +31,14 @@ from homefeed.ports import (
     TokenRevocations,
     SearchIndex,
     TimelineCache,
+    WebhookStore,
 )
-from homefeed.service_layer.consumers import CONSUMERS, FANOUT
+from homefeed.service_layer.consumers import CONSUMERS, FANOUT, MAILER, WEBHOOKS
 from homefeed.service_layer.jobs.records import JobStore
 from homefeed.service_layer.services import Homefeed
 
 RELAY = "relay"
+#: Every process role: a consumer of the event stream (``CONSUMERS``) or the relay.
 ROLES = (*CONSUMERS, RELAY)
 
 
@@ -216,7 +219,58 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         live_bus=live_bus,
     )
     hf.job_store = job_store
+    _install_outside_world(hf)
     return hf
+
+
+def webhook_store(hf: Homefeed) -> WebhookStore:
+    """The webhook subscriptions and deliveries, in the record store's database."""
+    hooks: WebhookStore
+    if hf.store.backend == "postgresql":
+        from homefeed.adapters.pg_webhooks import PgWebhookStore
+
+        hooks = PgWebhookStore(hf.store.db)  # type: ignore[attr-defined]
+    else:
+        from homefeed.adapters.sqlite_webhooks import SqliteWebhookStore
+
+        hooks = SqliteWebhookStore(hf.store.db)  # type: ignore[attr-defined]
+    return hooks
+
+
+def mail_store(hf: Homefeed) -> MailStore:
+    """Notification mails and opt-outs, in the record store's database."""
+    mails: MailStore
+    if hf.store.backend == "postgresql":
+        from homefeed.adapters.pg_mail import PgMailStore
+
+        mails = PgMailStore(hf.store.db)  # type: ignore[attr-defined]
+    else:
+        from homefeed.adapters.sqlite_mail import SqliteMailStore
+
+        mails = SqliteMailStore(hf.store.db)  # type: ignore[attr-defined]
+    return mails
+
+
+def _install_outside_world(hf: Homefeed) -> None:
+    """Register the ``webhooks`` consumer (and its dispatcher) and the ``mailer`` consumer
+    (and its mail loop, when SMTP is configured) on ``hf.consumers``."""
+    from homefeed.service_layer.mailer import MailerConsumer, MailLoop, mail_configured
+
+    from homefeed.adapters.http_delivery import HttpSender
+    from homefeed.service_layer.webhooks import Dispatcher, WebhookConsumer, fanout_first, retry_schedule
+
+    settings = hf.settings
+    store = webhook_store(hf)
+    dispatcher = Dispatcher(store, HttpSender(allow_private=settings.webhooks_allow_private),
+                            retry_schedule(settings),
+                            # the embedded profile has one process: a lease left by a crash is stale
+                            release_leases=hf.store.backend == "sqlite")
+    consumer = WebhookConsumer(hf, store, dispatcher)
+    consumer.yield_to = dispatcher.yield_to = fanout_first(hf)  # webhooks never delay the fan-out
+    hf.consumers.register(WEBHOOKS, consumer, companion=dispatcher.run)
+    mails = mail_store(hf)
+    loop = MailLoop(mails, settings, release_leases=hf.store.backend == "sqlite") if mail_configured(settings) else None
+    hf.consumers.register(MAILER, MailerConsumer(hf, mails, loop), companion=loop.run if loop else None)
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter | None:

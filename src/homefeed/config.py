@@ -93,6 +93,25 @@ class Settings:
     #: Run the scheduled jobs (trends, digest, audit, purge, load report) in this process;
     #: ``0`` turns them off here (another process still runs each slot once).
     scheduler: bool = True
+    #: The address people and receivers reach this service at (``https://social.example``):
+    #: the URLs in webhook payloads and the unsubscribe link of emails. Unset: the address
+    #: it listens on (``http://HOST:PORT``).
+    public_url: str = ""
+    #: Delays between the attempts of a webhook delivery (N delays: N + 1 attempts), each
+    #: jittered by up to 10%; fractions allowed (``0.2s``). After the last: a dead letter.
+    webhook_retry_schedule: str = "5s,5m,30m,2h,5h,10h,10h"
+    #: Let webhooks reach loopback, private, link-local and multicast addresses (tests, a
+    #: receiver on the same private network). Off: such targets are refused, at ``add`` and
+    #: at every delivery after DNS resolution.
+    webhooks_allow_private: bool = False
+    #: ``smtp://[user:pass@]host:port[?starttls=1|tls=1]``: where notification emails go.
+    #: Unset (or no ``mail_from``): no email is ever attempted.
+    smtp_url: str = ""
+    #: The From address of notification emails.
+    mail_from: str = ""
+    #: After a notification email to someone, further notifications within this many
+    #: seconds go out together in one email; 0: one email each.
+    mail_bundle_seconds: float = 300.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -148,6 +167,7 @@ class Settings:
         if self.sqlite_synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
             problems.append("sqlite_synchronous must be FULL, NORMAL or EXTRA")
         problems += _rate_limit_problems(self)
+        problems += _outside_world_problems(self)
         if problems:
             raise ValueError("invalid configuration: " + "; ".join(problems))
 
@@ -247,4 +267,27 @@ def _rate_limit_problems(s: "Settings") -> list[str]:
         except ValueError:
             problems.append(f"forwarded_allow_ips: {item!r} is not an IP address or network "
                             "(comma-separated, e.g. \"127.0.0.1,10.0.0.0/8\", or \"*\")")
+    return problems
+
+
+def _outside_world_problems(s: "Settings") -> list[str]:
+    """Webhooks and email settings (issue 12)."""
+    from homefeed.domain.webhooks import parse_retry_schedule
+
+    problems = []
+    try:
+        parse_retry_schedule(s.webhook_retry_schedule)
+    except ValueError as exc:
+        problems.append(f"webhook_retry_schedule: {exc}")
+    if s.public_url and not re.match(r"^https?://[^/\s]+", s.public_url):
+        problems.append("public_url must be an http:// or https:// URL")
+    if not s.mail_bundle_seconds >= 0 or s.mail_bundle_seconds == float("inf"):
+        problems.append("mail_bundle_seconds must be a finite number >= 0")
+    if s.smtp_url:
+        from homefeed.adapters.smtp_mail import parse_smtp_url
+
+        try:
+            parse_smtp_url(s.smtp_url)
+        except ValueError as exc:
+            problems.append(f"smtp_url: {exc}")
     return problems

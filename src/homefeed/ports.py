@@ -27,6 +27,8 @@ from homefeed.domain.deployment import Deployment
 from homefeed.domain.errors import IdempotencyKeyTaken  # noqa: F401  (raised by idempotent_reply; its old home)
 from homefeed.domain.model import Event, Marker, Notification, Post, PostStats, User
 from homefeed.domain.oauth import AccessToken, AuthCode, OAuthApp
+from homefeed.domain.mail import MailNotification
+from homefeed.domain.webhooks import Delivery, NewDelivery, Subscription
 
 #: The names an adapter's ``backend`` takes, for each part ``Homefeed.backends()`` names:
 #: what the OpenAPI document lists (``/readyz``). The adapters are where a name comes from;
@@ -631,3 +633,82 @@ class RateLimiter(Closable, Protocol):
     def hit_now(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
         """``hit`` without awaiting. Only called when ``answers_now``; a limiter behind a
         network raises NotImplementedError."""
+
+
+# -- the outside world: webhook subscriptions and deliveries, notification emails ------------
+
+
+class WebhookStore(Protocol):
+    """Webhook subscriptions and their deliveries, in the system of record (so that no
+    delivery is lost when a process dies). Shares the record store's database: opened and
+    closed with it. Times are unix seconds (``time.time()``) of the calling process."""
+
+    async def add_subscription(self, url: str, events: Sequence[str], secret: str) -> "Subscription":
+        """A new subscription; it gets the events committed after this returns."""
+    async def subscriptions(self) -> list["Subscription"]:
+        """Every subscription, oldest first (disabled ones too)."""
+    async def remove_subscription(self, subscription_id: int) -> bool:
+        """Delete it and its deliveries not yet made; False if there is none."""
+    async def rotate_secret(self, subscription_id: int, secret: str, keep_seconds: float) -> "Subscription | None":
+        """Make ``secret`` current; the current one keeps signing for ``keep_seconds``."""
+    async def disable_subscription(self, subscription_id: int, reason: str) -> None: ...
+
+    async def add_deliveries(self, deliveries: Sequence["NewDelivery"], now: float) -> int:
+        """Insert the deliveries not already there (keyed by subscription, event, part),
+        due at once; returns how many were new. A redelivered event adds nothing."""
+    async def claim_deliveries(
+        self, now: float, limit: int, per_subscription: int, exclude: Sequence[int], lease_seconds: float,
+    ) -> list["Delivery"]:
+        """Lease up to ``limit`` due pending deliveries of enabled subscriptions not in
+        ``exclude``, at most ``per_subscription`` of each, oldest due first. A leased
+        delivery is not claimed again until its lease ends (a process that died holding
+        it: at-least-once)."""
+    async def delivered(self, delivery_ids: Sequence[int], now: float) -> None:
+        """These deliveries got a 2xx (one write for many: the dispatcher batches them)."""
+    async def attempt_failed(
+        self, delivery_id: int, now: float, next_at: float | None, error: str, state: str,
+    ) -> None:
+        """One attempt failed (attempts + 1): due again at ``next_at``, or in ``state``
+        (``dead``, ``gone``) when ``next_at`` is None."""
+    async def postpone(self, delivery_id: int, next_at: float) -> None:
+        """Give a claimed delivery back unattempted (its endpoint's circuit is open): its
+        attempts are not used up."""
+    async def release_leases(self) -> int:
+        """Forget every lease (embedded profile at start: no other process can hold one)."""
+    async def dead_deliveries(self, limit: int = 1000) -> list[tuple[int, int, str, str, bytes, str, int, float]]:
+        """(id, subscription id, msg id, type, body, last error, attempts, updated_at) of
+        the dead deliveries, oldest first."""
+    async def retry_delivery(self, delivery_id: int, now: float) -> bool:
+        """A dead delivery is pending again with its attempts reset; False if none."""
+    async def delivery_counts(self) -> dict[str, int]:
+        """How many deliveries are in each state."""
+
+
+class MailStore(Protocol):
+    """Notification emails in the system of record: what to tell whom (keyed by cause, so a
+    redelivered event adds nothing), the mails bundling them, each account's opt-out."""
+
+    async def recipients(self, user_ids: Sequence[int]) -> dict[int, str]:
+        """The email of each of ``user_ids`` who has one and has not opted out."""
+    async def add_notifications(self, notes: Sequence["MailNotification"], now: float) -> int:
+        """Insert those not already there; how many were new."""
+    async def compose(self, now: float, bundle_seconds: float, domain: str) -> int:
+        """Put the notifications not yet in a mail into new mails, due at once: for each
+        person, one mail with all of them, unless a mail to them was made less than
+        ``bundle_seconds`` ago (then they wait); ``bundle_seconds == 0``: one mail each.
+        Returns how many mails were made."""
+    async def claim_mails(self, now: float, limit: int, lease_seconds: float) -> list[tuple[int, int, str, int]]:
+        """Lease due pending mails: (id, user id, Message-ID, attempts made)."""
+    async def mail_contents(self, mail_id: int) -> tuple[str, str, str, list["MailNotification"]] | None:
+        """(email, handle, unsubscribe token, notifications) of a mail's recipient, or None
+        if the person has no email any more or opted out since."""
+    async def mail_done(self, mail_id: int, now: float, state: str, next_at: float | None, error: str) -> None:
+        """Record an attempt: ``sent``, ``pending`` again at ``next_at``, ``dead``, or
+        ``dropped`` (the person opted out meanwhile)."""
+    async def opt_out(self, token: str) -> bool:
+        """The person of this unsubscribe token gets no more mail; False if unknown."""
+    async def release_leases(self) -> int: ...
+    async def dead_mails(self, limit: int = 1000) -> list[tuple[int, int, str, str, int, float]]:
+        """(id, user id, Message-ID, last error, attempts, updated_at) of dead mails."""
+    async def retry_mail(self, mail_id: int, now: float) -> bool: ...
+    async def mail_counts(self) -> dict[str, int]: ...

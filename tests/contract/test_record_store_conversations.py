@@ -170,6 +170,7 @@ def test_boosts_are_idempotent_and_a_boost_of_a_boost_boosts_the_original(record
             events = await events_of(r, count_of(model.POST_DELETED, 1, post_id=boost.id))
             (ev,) = matching(events, model.POST_DELETED, post_id=boost.id)
             assert ev.data["reblog_of_id"] == original.id and ev.data["author_id"] == b.id
+            assert ev.data["author_handle"] == b.handle and ev.data["text"] == ""
             with pytest.raises(NotFound):
                 await s.unreblog(b.id, original.id + 777_777)
             # boosting again after an unboost makes a new boost
@@ -207,6 +208,10 @@ def test_deleting_an_original_deletes_its_boosts_favourites_and_mentions_but_not
             assert set(gone) == {original.id, bb.id, cb.id}
             assert gone[bb.id]["author_id"] == b.id and gone[bb.id]["reblog_of_id"] == original.id
             assert gone[original.id]["reblog_of_id"] is None
+            # each delete carries the post as it was (webhooks' status.deleted renders it)
+            assert {p: (d["author_handle"], d["text"], d["visibility"]) for p, d in gone.items()} == {
+                original.id: (a.handle, "doomed", "public"), bb.id: (b.handle, "", "public"),
+                cb.id: (c.handle, "", "public")}
             with pytest.raises(NotFound):
                 await s.reblog(b.id, b.handle, original.id)
             with pytest.raises(NotFound):

@@ -59,6 +59,7 @@ from typing import Any, Callable, Iterator, Sequence
 import httpx
 import pytest
 
+from homefeed.bootstrap import CONSUMERS as BOOTSTRAP_CONSUMERS
 from tests.backends import IN_CI, require, scratch_pg_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +74,8 @@ SUBJECT_PREFIX = "hfscale.events"
 #: JetStream redelivers what a killed worker held after this many seconds (default 30).
 ACK_WAIT = 4.0
 
-CONSUMERS = ("fanout", "indexer", "notifier", "relay")
+#: What /healthz reports: every consumer of the event stream (bootstrap's), and the relay.
+CONSUMERS = (*BOOTSTRAP_CONSUMERS, "relay")
 
 _INSTALL = {
     "redis-server": "apt-get install redis-server",

@@ -200,7 +200,7 @@ class TestMetricsEndpoint:
             assert home["p50"] <= home["p95"] <= home["p99"] <= home["p999"]
         assert d["windows"]["1m"]["api"]["rps"] > 0
         assert len(d["series"]["t"]) == len(d["series"]["rps"]) >= 1
-        assert set(d["consumers"]) == {"fanout", "indexer", "notifier"}
+        assert set(d["consumers"]) == {"fanout", "indexer", "notifier", "webhooks", "mailer"}
 
 
 class TestReadiness:
@@ -533,7 +533,7 @@ def test_scaleout_readiness_metrics_status_and_request_id_in_the_outbox(tmp_path
         s = scrape(base)
         assert metric(s, "homefeed_outbox_unrelayed_events") == 0
         behind = {lb["consumer"]: v for lb, v in s["homefeed_consumer_events_behind"]}
-        assert behind == {"fanout": 0, "indexer": 0}
+        assert behind == {"fanout": 0, "indexer": 0, "notifier": 0, "webhooks": 0, "mailer": 0}
         assert metric(s, "homefeed_consumer_running", consumer="fanout") == 0  # workers run it
         assert "redis_keys" in {lb["store"] for lb, _ in s["homefeed_derived_store_size"]}
 

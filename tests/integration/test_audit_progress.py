@@ -13,10 +13,10 @@ from homefeed.service_layer.feed import HOME
 
 
 async def _world(tmp: Path):  # type: ignore[no-untyped-def]
-    from homefeed.bootstrap import build
+    from homefeed.bootstrap import CONSUMERS, build
 
     hf = build(Settings(data_dir=tmp, celebrity_threshold=3, timeline_cap=5, sqlite_synchronous="NORMAL"), node=0)
-    await hf.start(consumers=("fanout", "indexer", "notifier"), relay=False, exclusive=False)
+    await hf.start(consumers=CONSUMERS, relay=False, exclusive=False)
     ids = [int((await hf.register(f"u{i}"))["id"]) for i in range(8)]
     for i in range(1, 8):
         await hf.follow(ids[i], "u0")

@@ -74,7 +74,7 @@ class Profile:
 
     async def open(self, consumers: bool = True) -> Homefeed:
         hf = self.build(self.settings)
-        await hf.start(consumers=("fanout", "indexer", "notifier") if consumers else (), relay=self.relay,
+        await hf.start(consumers=tuple(hf.consumers.handlers) if consumers else (), relay=self.relay,
                        exclusive=self.consumers_exclusive)
         return hf
 
@@ -568,7 +568,7 @@ def test_differences_of_events_in_flight_are_not_reported(profile: Profile, capl
                     await handler(events)
 
                 hf.consumers.handlers[name] = slow
-            hf.consumers.start(("fanout", "indexer", "notifier"),
+            hf.consumers.start(tuple(hf.consumers.handlers),
                                leader=hf.relay_parts.get("consumer_leader") if profile.consumers_exclusive else None)
             for k in range(3):
                 await hf.create_post(w["u1"], f"in flight {k}")
@@ -695,7 +695,7 @@ def test_replay_reapplies_events_without_changing_the_result(profile: Profile) -
         hf = await profile.open(consumers=False)
         try:
             seen = _counting(hf)
-            hf.consumers.start(("fanout", "indexer", "notifier"),
+            hf.consumers.start(tuple(hf.consumers.handlers),
                                leader=hf.relay_parts.get("consumer_leader") if profile.consumers_exclusive else None)
             if profile.relay:
                 hf._start_relay()

@@ -57,6 +57,14 @@ ADAPTERS: dict[type, list[str]] = {
         "homefeed.adapters.memory_ratelimit:MemoryRateLimiter",
         "homefeed.adapters.redis_ratelimit:RedisRateLimiter",
     ],
+    ports.WebhookStore: [
+        "homefeed.adapters.sqlite_webhooks:SqliteWebhookStore",
+        "homefeed.adapters.pg_webhooks:PgWebhookStore",
+    ],
+    ports.MailStore: [
+        "homefeed.adapters.sqlite_mail:SqliteMailStore",
+        "homefeed.adapters.pg_mail:PgMailStore",
+    ],
 }
 
 #: Members an adapter does not have yet, with why: each is a strict xfail, so the test
@@ -158,6 +166,9 @@ def test_every_adapter_module_is_listed() -> None:
         # the mixins the record store classes inherit (one job each: see sqlite_store.py
         # and pg_store.py)
         "sqlite_accounts", "pg_accounts", "pg_admin", "sqlite_conversations", "pg_conversations",
+        # the outside world's clients (issue 12): the webhook POST and the SMTP send, used by
+        # the dispatcher and the mail loop directly (one implementation each, no port)
+        "http_delivery", "smtp_mail",
     }
     listed = {spec.split(":")[0].rsplit(".", 1)[1] for specs in ADAPTERS.values() for spec in specs}
     modules = {m.name for m in pkgutil.iter_modules(homefeed.adapters.__path__)}

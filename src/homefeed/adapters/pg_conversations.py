@@ -114,16 +114,19 @@ SELECT EXISTS (SELECT FROM b)
 # favourites and mentions: deleted with it.
 _DELETE_DEPENDENTS = f"""
 WITH d AS (
-    DELETE FROM posts WHERE reblog_of_id = %(id)s RETURNING id, author_id, visibility
+    DELETE FROM posts WHERE reblog_of_id = %(id)s RETURNING id, author_id, text, visibility
 ), c AS (
     UPDATE users u SET posts_count = u.posts_count - x.n
     FROM (SELECT author_id, count(*) AS n FROM d GROUP BY author_id) x WHERE u.id = x.author_id
 ), o AS (
     INSERT INTO outbox (type, data)
     SELECT '{model.POST_DELETED}', jsonb_build_object(
-        'post_id', id, 'author_id', author_id, 'reblog_of_id', %(id)s::bigint,
-        'in_reply_to_id', NULL, 'visibility', visibility)
-    FROM (SELECT * FROM d ORDER BY id) dd
+        'post_id', dd.id, 'author_id', dd.author_id, 'reblog_of_id', %(id)s::bigint,
+        'in_reply_to_id', NULL, 'visibility', dd.visibility,
+        -- the boost as it was: webhooks send it (status.deleted) once it is gone
+        'author_handle', u.handle, 'text', dd.text)
+    FROM (SELECT * FROM d ORDER BY id) dd JOIN users u ON u.id = dd.author_id
+    ORDER BY dd.id
 ), f AS (
     DELETE FROM favourites WHERE post_id = %(id)s
 ), m AS (
@@ -147,7 +150,9 @@ WITH d AS (
 INSERT INTO outbox (type, data)
 SELECT '{model.POST_DELETED}', jsonb_build_object(
     'post_id', id, 'author_id', %(author)s, 'reblog_of_id', %(orig)s::bigint,
-    'in_reply_to_id', %(reply)s::bigint, 'visibility', %(vis)s::text)
+    'in_reply_to_id', %(reply)s::bigint, 'visibility', %(vis)s::text,
+    -- the post as it was: webhooks send it (status.deleted) once it is gone
+    'author_handle', %(handle)s::text, 'text', %(text)s::text)
 FROM d
 """
 
@@ -206,11 +211,12 @@ async def _rows(conn: psycopg.AsyncConnection, sql: str, params: Any = None) -> 
 async def delete_post_in(conn: psycopg.AsyncConnection, row: tuple) -> None:
     """Delete the post ``row`` (POST_COLS, locked by the caller) in the caller's
     transaction, with everything ``RecordStore.delete_post`` says goes with it."""
-    post_id, author_id, _, _, visibility, reply_to, _, reblog_of = row
+    post_id, author_id, handle, text, visibility, reply_to, _, reblog_of = row
     if reblog_of is None:
         await _rows(conn, _DELETE_DEPENDENTS, {"id": post_id})
     await _rows(conn, _DELETE_ONE, {
         "id": post_id, "author": author_id, "reply": reply_to, "orig": reblog_of, "vis": visibility,
+        "handle": handle, "text": text,
     })
 
 

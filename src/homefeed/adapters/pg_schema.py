@@ -269,6 +269,76 @@ MIGRATIONS: list[str] = [
         digest_sent_at double precision
     );
     """,
+    # 11 (issue 12): the outside world: webhook subscriptions and their deliveries, notification
+    # mails (the notifications they carry, the mails, each account's opt-out). Delivery and
+    # mail ids start at 2**40 and 2**41: `homefeed dead-letters` lists dead ones beside the
+    # stream's dead letters (small ids), and `retry --id` tells them apart by the id alone.
+    """
+    CREATE TABLE webhook_subscriptions (
+        id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        url             text NOT NULL,
+        events          text NOT NULL,                  -- comma-separated event types
+        secret          text NOT NULL,                  -- whsec_<base64>
+        previous_secret text,                           -- still signs until previous_until
+        previous_until  double precision,
+        after           text NOT NULL,                  -- snap:<snapshot of the adding transaction>
+        enabled         boolean NOT NULL DEFAULT true,
+        disabled_reason text,
+        created_at      double precision NOT NULL       -- unix seconds
+    );
+    CREATE TABLE webhook_deliveries (
+        id              bigint GENERATED ALWAYS AS IDENTITY (START WITH 1099511627776) PRIMARY KEY,
+        subscription_id bigint NOT NULL,
+        event_seq       bigint NOT NULL,                -- Event.seq: with part, the webhook-id
+        part            bigint NOT NULL,
+        type            text NOT NULL,
+        body            bytea NOT NULL,                 -- the JSON sent, the same every attempt
+        state           text NOT NULL DEFAULT 'pending',-- pending, delivered, dead, gone
+        attempts        integer NOT NULL DEFAULT 0,
+        next_at         double precision NOT NULL,
+        lease_until     double precision,               -- claimed by a process until then
+        last_error      text,
+        updated_at      double precision NOT NULL,
+        UNIQUE (subscription_id, event_seq, part)
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE state = 'pending';
+    CREATE INDEX webhook_deliveries_by_state ON webhook_deliveries (state, id);
+
+    CREATE TABLE mail_prefs (
+        user_id           bigint PRIMARY KEY,
+        unsubscribe_token text NOT NULL UNIQUE,
+        opted_out         boolean NOT NULL DEFAULT false
+    );
+    CREATE TABLE mail_notifications (
+        user_id      bigint NOT NULL,                   -- the recipient
+        cause        text NOT NULL,                     -- follow:<event seq>, mention:<post id>
+        kind         text NOT NULL,                     -- follow, mention
+        actor_id     bigint NOT NULL,
+        actor_handle text NOT NULL,
+        post_id      bigint,
+        excerpt      text NOT NULL DEFAULT '',
+        created_at   double precision NOT NULL,
+        mail_id      bigint,                            -- the mail that carries it
+        PRIMARY KEY (user_id, cause)
+    );
+    CREATE INDEX mail_notifications_unsent ON mail_notifications (user_id) WHERE mail_id IS NULL;
+    CREATE INDEX mail_notifications_by_mail ON mail_notifications (mail_id);
+    CREATE TABLE mails (
+        id          bigint GENERATED ALWAYS AS IDENTITY (START WITH 2199023255552) PRIMARY KEY,
+        user_id     bigint NOT NULL,
+        message_id  text NOT NULL UNIQUE,              -- derived from the events it carries
+        state       text NOT NULL DEFAULT 'pending',   -- pending, sent, dead
+        attempts    integer NOT NULL DEFAULT 0,
+        next_at     double precision NOT NULL,
+        lease_until double precision,
+        last_error  text,
+        created_at  double precision NOT NULL,
+        updated_at  double precision NOT NULL
+    );
+    CREATE INDEX mails_due ON mails (next_at) WHERE state = 'pending';
+    CREATE INDEX mails_by_user ON mails (user_id, created_at);
+    CREATE INDEX mails_by_state ON mails (state, id);
+    """,
 ]
 
 

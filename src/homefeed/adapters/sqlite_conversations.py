@@ -89,7 +89,7 @@ def delete_post_row(conn: sqlite3.Connection, row: tuple) -> None:
     in the caller's transaction: the author's ``posts_count``, the parent's
     ``replies_count`` or the original's ``reblogs_count``; an original's boosts (each a
     delete of its own, with its event), favourites and mentions. Replies stay."""
-    post_id, author_id, _, _, visibility, reply_to, _, reblog_of = row
+    post_id, author_id, handle, text, visibility, reply_to, _, reblog_of = row
     if reblog_of is None:
         boosts = conn.execute(
             f"SELECT {POST_COLS} FROM posts p JOIN users u ON u.id = p.author_id"
@@ -108,6 +108,8 @@ def delete_post_row(conn: sqlite3.Connection, row: tuple) -> None:
     append_event(conn, model.POST_DELETED, {
         "post_id": post_id, "author_id": author_id, "reblog_of_id": reblog_of,
         "in_reply_to_id": reply_to, "visibility": visibility,
+        # the post as it was: webhooks send it (status.deleted) once it is gone
+        "author_handle": handle, "text": text,
     })
 
 

@@ -259,6 +259,78 @@ MIGRATIONS: list[str] = [
         digest_sent_at REAL
     );
     """,
+    # 10 (issue 12): the outside world: webhook subscriptions and their deliveries, notification
+    # mails (the notifications they carry, the mails, each account's opt-out). Delivery and
+    # mail ids start at 2**40 and 2**41: `homefeed dead-letters` lists dead ones beside the
+    # stream's dead letters (small ids), and `retry --id` tells them apart by the id alone.
+    """
+    CREATE TABLE webhook_subscriptions (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        url             TEXT NOT NULL,
+        events          TEXT NOT NULL,                  -- comma-separated event types
+        secret          TEXT NOT NULL,                  -- whsec_<base64>
+        previous_secret TEXT,                           -- still signs until previous_until
+        previous_until  REAL,
+        after           TEXT NOT NULL,                  -- seq:<outbox seq when added>
+        enabled         INTEGER NOT NULL DEFAULT 1,
+        disabled_reason TEXT,
+        created_at      REAL NOT NULL                   -- unix seconds
+    );
+    CREATE TABLE webhook_deliveries (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        subscription_id INTEGER NOT NULL,
+        event_seq       INTEGER NOT NULL,               -- Event.seq: with part, the webhook-id
+        part            INTEGER NOT NULL,
+        type            TEXT NOT NULL,
+        body            BLOB NOT NULL,                  -- the JSON sent, the same every attempt
+        state           TEXT NOT NULL DEFAULT 'pending',-- pending, delivered, dead, gone
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_at         REAL NOT NULL,
+        lease_until     REAL,                           -- claimed by a process until then
+        last_error      TEXT,
+        updated_at      REAL NOT NULL,
+        UNIQUE (subscription_id, event_seq, part)
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_at) WHERE state = 'pending';
+    CREATE INDEX webhook_deliveries_by_state ON webhook_deliveries(state, id);
+    INSERT INTO sqlite_sequence(name, seq) VALUES ('webhook_deliveries', 1099511627775);
+
+    CREATE TABLE mail_prefs (
+        user_id           INTEGER PRIMARY KEY,
+        unsubscribe_token TEXT NOT NULL UNIQUE,
+        opted_out         INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE mail_notifications (
+        user_id      INTEGER NOT NULL,                  -- the recipient
+        cause        TEXT NOT NULL,                     -- follow:<event seq>, mention:<post id>
+        kind         TEXT NOT NULL,                     -- follow, mention
+        actor_id     INTEGER NOT NULL,
+        actor_handle TEXT NOT NULL,
+        post_id      INTEGER,
+        excerpt      TEXT NOT NULL DEFAULT '',
+        created_at   REAL NOT NULL,
+        mail_id      INTEGER,                           -- the mail that carries it
+        PRIMARY KEY (user_id, cause)
+    );
+    CREATE INDEX mail_notifications_unsent ON mail_notifications(user_id) WHERE mail_id IS NULL;
+    CREATE INDEX mail_notifications_by_mail ON mail_notifications(mail_id);
+    CREATE TABLE mails (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id     INTEGER NOT NULL,
+        message_id  TEXT NOT NULL UNIQUE,              -- derived from the events it carries
+        state       TEXT NOT NULL DEFAULT 'pending',   -- pending, sent, dead
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        next_at     REAL NOT NULL,
+        lease_until REAL,
+        last_error  TEXT,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    CREATE INDEX mails_due ON mails(next_at) WHERE state = 'pending';
+    CREATE INDEX mails_by_user ON mails(user_id, created_at);
+    CREATE INDEX mails_by_state ON mails(state, id);
+    INSERT INTO sqlite_sequence(name, seq) VALUES ('mails', 2199023255551);
+    """,
 ]
 
 

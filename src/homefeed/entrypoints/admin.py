@@ -32,7 +32,8 @@ ADMIN_TOKEN_FILE = "admin-token"
 #: Written by ``homefeed serve`` in the data dir when it listens: ``{"url", "pid"}``.
 SERVER_FILE = "server.json"
 #: The operations of ``POST /admin/{op}`` (see ``admin``); the OpenAPI document lists these.
-ADMIN_OPS = ("audit", "rebuild-timelines", "job", "replay", "reconcile-celebrities")
+ADMIN_OPS = ("audit", "rebuild-timelines", "job", "replay", "reconcile-celebrities",
+             "webhooks-add", "webhooks-list", "webhooks-remove", "webhooks-rotate-secret")
 #: The longest ``settle_timeout`` an audit accepts, in seconds.
 MAX_SETTLE_TIMEOUT = 600
 
@@ -245,7 +246,28 @@ async def admin(hf: Homefeed, op: str, body: dict[str, Any]) -> dict[str, Any]:
     if op == "reconcile-celebrities":
         await hf.feed.reconcile_celebrities()
         return {}
+    if op.startswith("webhooks-"):
+        return await _webhooks(hf, op.removeprefix("webhooks-"), body)
     raise NotFound(f"unknown admin operation {op!r}")
+
+
+async def _webhooks(hf: Homefeed, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``webhooks-add`` ``{"url", "events"}`` -> ``{"id", "url", "events", "secret"}``;
+    ``webhooks-list`` ``{}`` -> ``{"subscriptions": [...]}``; ``webhooks-remove`` ``{"id"}``;
+    ``webhooks-rotate-secret`` ``{"id"}`` -> the new secret (the old signs for 24 h more)."""
+    from homefeed.bootstrap import webhook_store
+    from homefeed.service_layer.webhooks import WebhookAdmin
+
+    hooks = WebhookAdmin(webhook_store(hf), hf.settings.webhooks_allow_private)
+    if action == "add":
+        return await hooks.add(body.get("url"), body.get("events"))
+    if action == "list":
+        return {"subscriptions": await hooks.list()}
+    if action == "remove":
+        return await hooks.remove(body.get("id"))
+    if action == "rotate-secret":
+        return await hooks.rotate_secret(body.get("id"))
+    raise NotFound(f"unknown admin operation 'webhooks-{action}'")
 
 
 def _opt_int(body: dict[str, Any], name: str, minimum: int | None) -> int | None:

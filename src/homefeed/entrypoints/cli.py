@@ -22,7 +22,7 @@ from homefeed.entrypoints.explain import CliError
 from homefeed.entrypoints.processes import bind, run_migrate, run_worker, serve, url_host
 
 #: Commands that inspect or repair a deployment: they never create a data dir or a database.
-OPERATOR_COMMANDS = ("audit", "rebuild", "replay", "dead-letters", "status", "jobs", "report")
+OPERATOR_COMMANDS = ("audit", "rebuild", "replay", "dead-letters", "status", "jobs", "report", "webhooks")
 
 
 def version() -> str:
@@ -87,12 +87,15 @@ def parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser(
         "worker", help="scale-out profile: run the event consumers and the outbox relay",
-        description="Scale-out profile only: run the fan-out, indexer and notifier consumers and the outbox relay"
+        description="Scale-out profile only: run the event consumers (fan-out, indexer, notifier, webhooks,"
+                    " mailer) and the outbox relay"
                     " (needs HOMEFEED_DATABASE_URL, and HOMEFEED_CACHE_URL for fan-out). The embedded"
                     " profile runs its consumers inside `homefeed serve` and needs no worker.")
     _feed_flags(worker)
+    from homefeed.bootstrap import ROLES
+
     worker.add_argument("--role", default="all",
-                        help="fanout, indexer, notifier, relay, or all (comma-separated for several)")
+                        help=f"{', '.join(ROLES)}, or all (comma-separated for several)")
     worker.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                         help="serve /metrics and /metrics.json on this port (workers serve no API)")
     _debug_flag(worker)
@@ -119,6 +122,10 @@ def parser() -> argparse.ArgumentParser:
     from homefeed.entrypoints import ops
 
     for op_parser in ops.register(sub):  # audit, rebuild, replay, dead-letters
+        _debug_flag(op_parser)
+    from homefeed.entrypoints import webhooks_cli
+
+    for op_parser in webhooks_cli.register(sub):
         _debug_flag(op_parser)
 
     from homefeed.entrypoints import jobs_cli
@@ -223,6 +230,11 @@ def _main(argv: list[str], command: str, debug: bool) -> int:
         if args.command in jobs_cli.COMMANDS:
             require_database(settings, args.command)
             return jobs_cli.run(args, settings)
+        if args.command == "webhooks":
+            from homefeed.entrypoints import webhooks_cli
+
+            require_database(settings, args.command)
+            return webhooks_cli.run(args, settings)
         if args.command == "serve":
             serve(settings, processes=args.workers)
             return 0

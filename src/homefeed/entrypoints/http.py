@@ -41,7 +41,7 @@ from homefeed.entrypoints.observe import Observe
 from homefeed.entrypoints.mastodon import accounts_auth, oauth as mastodon_oauth
 from homefeed.entrypoints.mastodon import timelines as mastodon_timelines
 from homefeed.entrypoints.mastodon.routes import ROUTES as MASTODON_ROUTES
-from homefeed.entrypoints.routes import about, admin, operations, posts, search, timelines, users
+from homefeed.entrypoints.routes import about, admin, email, operations, posts, search, timelines, users
 from homefeed.entrypoints.web import routes as web_client
 from homefeed.entrypoints.routes._request import HomefeedApp, error_response, json_response
 from homefeed.service_layer.accounts import TooManyAttempts
@@ -65,6 +65,7 @@ ROUTES: list[BaseRoute] = [
     *posts.routes,
     *search.routes,
     *admin.routes,
+    *email.routes,
     *mastodon_oauth.routes, *accounts_auth.routes,
     *MASTODON_ROUTES,
     *web_client.routes,  # the web client's pages last: people, not programs, read them

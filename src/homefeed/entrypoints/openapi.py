@@ -27,6 +27,7 @@ from homefeed.logging_setup import MAX_REQUEST_ID_LENGTH, REQUEST_ID_CHARS
 from homefeed.ports import BACKEND_NAMES
 from homefeed.entrypoints.mastodon.openapi_client import mastodon_paths
 from homefeed.service_layer.audit import PARTS as AUDIT_PARTS
+from homefeed.domain.webhooks import EVENT_TYPES as WEBHOOK_EVENTS
 from homefeed.service_layer.consumers import CONSUMERS
 from homefeed.service_layer.idempotency import HEADER as IDEMPOTENCY_HEADER
 from homefeed.service_layer.idempotency import MAX_KEY_LENGTH, REPLAYED_HEADER
@@ -306,13 +307,19 @@ def _schemas(max_post_length: int) -> dict[str, Any]:
             "type": "object",
             "description": "the fields each operation reads: audit {parts?, sample?, settle_timeout?,"
                            " seed?}; rebuild-timelines {}; job {id}; replay {consumer, from};"
-                           " reconcile-celebrities {}",
+                           " reconcile-celebrities {}; webhooks-add {url, events}; webhooks-list {};"
+                           " webhooks-remove {id}; webhooks-rotate-secret {id}",
             "properties": {
                 "parts": {"type": "array", "items": {"enum": list(AUDIT_PARTS)}},
                 "sample": {"type": "integer", "minimum": 1},
                 "settle_timeout": {"type": "number", "minimum": 0, "maximum": MAX_SETTLE_TIMEOUT},
                 "seed": {"type": "integer"},
-                "id": {"type": "string", "description": "job: the `job` of a rebuild-timelines answer"},
+                "id": {"type": "string", "description": "job: the `job` of a rebuild-timelines answer;"
+                                                        " webhooks-remove, webhooks-rotate-secret: the"
+                                                        " subscription's id"},
+                "url": {"type": "string", "description": "webhooks-add: the target (http or https)"},
+                "events": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"enum": list(WEBHOOK_EVENTS)}}],
+                           "description": "webhooks-add: event types, a list or comma-separated"},
                 "consumer": {"enum": list(CONSUMERS)},
                 "from": {"type": "integer", "minimum": 0, "description": "replay: the first event id"},
             },
@@ -321,7 +328,9 @@ def _schemas(max_post_length: int) -> dict[str, Any]:
             "type": "object",
             "description": "audit: the report {differences, checked, notes, behind, exit_code};"
                            " rebuild-timelines and job: {job, what, total, done, finished, result,"
-                           " error, seconds}; replay: {consumer, ...}; reconcile-celebrities: {}",
+                           " error, seconds}; replay: {consumer, ...}; reconcile-celebrities: {};"
+                           " webhooks-add, webhooks-rotate-secret: {id, url, events, secret};"
+                           " webhooks-list: {subscriptions}; webhooks-remove: {id, removed}",
         },
     }
 
@@ -366,6 +375,11 @@ def _components(max_post_length: int) -> dict[str, Any]:
     }
 
 
+UNSUBSCRIBE_TOKEN = {"name": "token", "in": "path", "required": True,
+                     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                     "description": "from the List-Unsubscribe header of a notification email"}
+
+
 def _ops_paths() -> dict[str, Any]:
     """Operations: the pages for people, liveness, readiness, metrics, the dashboard, this
     document, admin."""
@@ -403,6 +417,14 @@ def _ops_paths() -> dict[str, Any]:
             "openapi", "this document",
             _responses({"200": _json({"type": "object", "required": ["openapi", "paths"]},
                                      "OpenAPI 3.1")}))},
+        "/email/unsubscribe/{token}": {
+            "get": _op("unsubscribePage", "the page of a notification email's unsubscribe link: a"
+                                          " button that POSTs (a fetch alone unsubscribes nobody)",
+                       _responses(_html("the page"), 404), parameters=[UNSUBSCRIBE_TOKEN]),
+            "post": _op("unsubscribe", "one-click unsubscribe (RFC 8058): no more notification emails"
+                                       " to this link's person",
+                        _responses(_html("done"), 404), parameters=[UNSUBSCRIBE_TOKEN]),
+        },
         "/admin/{op}": {"post": _op(
             "admin", "an operation that must run inside the serving process (see `homefeed audit`,"
                      " `rebuild`, `replay`)",

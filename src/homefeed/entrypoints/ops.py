@@ -395,9 +395,11 @@ async def _replay(hf: Homefeed, args: argparse.Namespace, settings: Settings, ou
 
 
 async def _dead_letters(hf: Homefeed, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from homefeed.service_layer import outside  # webhook deliveries and mails given up on
+
     stream = hf.stream
     if args.action == "list":
-        letters = await stream.dead_letters(args.consumer)
+        letters = await stream.dead_letters(args.consumer) + await outside.dead_letters(hf, args.consumer)
         if args.json:
             print(json.dumps([_dead_letter_dict(d) for d in letters], indent=2), file=out)
             return 0
@@ -412,11 +414,11 @@ async def _dead_letters(hf: Homefeed, args: argparse.Namespace, settings: Settin
         print(f"{len(letters)} dead letter(s)", file=out)
         return 0
     if args.id is not None:
-        d = await stream.retry_dead_letter(args.id)
+        d = await (outside.retry(hf, args.id) if outside.is_outside_id(args.id) else stream.retry_dead_letter(args.id))
         print(f"dead letter {d.id} ({d.consumer}, event {d.event.seq if d.event else '?'}) handed back"
               " to its consumer", file=out)
         return 0
-    n = await stream.retry_dead_letters(args.consumer)
+    n = await stream.retry_dead_letters(args.consumer) + await outside.retry_all(hf, args.consumer)
     print(f"{n} dead letter(s) handed back to their consumer", file=out)
     return 0
 

@@ -1,5 +1,6 @@
 """The event consumers: fan-out (timeline cache), indexer (search index) and notifier
-(notifications, in the system of record).
+(notifications, in the system of record); webhooks and mailer (issue 12) are registered
+beside them (``Consumers.register``).
 
 Each consumer fetches a batch of outbox events in commit order, applies it with idempotent
 handlers, then acknowledges it. A crash between applying and acknowledging redelivers the
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Coroutine, Sequence
 
 from homefeed.domain import model
 from homefeed.domain.errors import Unavailable
@@ -33,8 +34,13 @@ log = logging.getLogger("homefeed.consumers")
 FANOUT = "fanout"
 INDEXER = "indexer"
 NOTIFIER = "notifier"
-#: Every consumer of the event stream, in the order they are started.
-CONSUMERS = (FANOUT, INDEXER, NOTIFIER)
+#: The webhooks consumer (service_layer.webhooks) and the notification mailer
+#: (service_layer.mailer): not built into ``Consumers``, ``bootstrap.build`` registers them.
+WEBHOOKS = "webhooks"
+MAILER = "mailer"
+#: Every consumer of the event stream, in the order they are started: the one list that
+#: the worker roles, ``/healthz``, ``/metrics`` and the admin ops' ``consumer`` name.
+CONSUMERS = (FANOUT, INDEXER, NOTIFIER, WEBHOOKS, MAILER)
 BATCH = 256
 #: Failures of one event before it goes to the dead letters (where the stream has them).
 MAX_ATTEMPTS = 5
@@ -80,6 +86,20 @@ class Consumers:
         #: consumer -> monotonic time its current outage began (one warning per outage)
         self._outages: dict[str, float] = {}
         self.outage_backoff = OUTAGE_BACKOFF
+        #: consumer -> a task run beside it while it runs, given the stop event (the
+        #: webhook dispatcher beside ``webhooks``, the mail sender beside ``mailer``).
+        self.companions: dict[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = {}
+
+    def register(
+        self, name: str, handler: Callable[[Sequence[Event]], Awaitable[None]],
+        companion: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        """Add a consumer (before ``start``): its batch handler, and a task to run beside it
+        in every process that runs it, if any."""
+        self.handlers[name] = handler
+        self.failures.setdefault(name, 0)
+        if companion is not None:
+            self.companions[name] = companion
 
     # -- handlers -------------------------------------------------------------------------
     async def fan_out(self, events: Sequence[Event]) -> None:
@@ -177,6 +197,9 @@ class Consumers:
                 raise ValueError(f"unknown consumer {name!r}")
             coro = self._run(name) if leader is None else self._run_as_leader(name, leader)
             self._tasks.append(asyncio.create_task(coro, name=f"consumer-{name}"))
+            if name in self.companions:
+                self._tasks.append(asyncio.create_task(self.companions[name](self._stopping),
+                                                       name=f"companion-{name}"))
         self.running = tuple(names if names is not None else self.handlers)
 
     async def _run_as_leader(self, name: str, leader: ConsumerLeaderFactory) -> None:
@@ -205,6 +228,8 @@ class Consumers:
             self._stopping.set()
         for t in self._tasks:
             name = t.get_name().removeprefix("consumer-")
+            if t.get_name().startswith("companion-"):
+                continue  # it stops by itself once its work in flight is recorded (a few seconds)
             if name in self._busy:
                 log.info("consumer %s: stopping after the fetch or batch in progress", name)
             else:
