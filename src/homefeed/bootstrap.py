@@ -253,8 +253,9 @@ def mail_store(hf: Homefeed) -> MailStore:
 
 def _install_outside_world(hf: Homefeed) -> None:
     """Register the ``webhooks`` consumer (and its dispatcher) and the ``mailer`` consumer
-    (and its mail loop, when SMTP is configured) on ``hf.consumers``."""
-    from homefeed.service_layer.mailer import MailerConsumer, MailLoop, mail_configured
+    (and its mail loop, when SMTP is configured) on ``hf.consumers``; with SMTP configured,
+    the digest job mails through the same sender (``hf.mail_sender``)."""
+    from homefeed.service_layer.mailer import DigestSender, MailerConsumer, MailLoop, mail_configured
 
     from homefeed.adapters.http_delivery import HttpSender
     from homefeed.service_layer.webhooks import Dispatcher, WebhookConsumer, fanout_first, retry_schedule
@@ -271,6 +272,8 @@ def _install_outside_world(hf: Homefeed) -> None:
     mails = mail_store(hf)
     loop = MailLoop(mails, settings, release_leases=hf.store.backend == "sqlite") if mail_configured(settings) else None
     hf.consumers.register(MAILER, MailerConsumer(hf, mails, loop), companion=loop.run if loop else None)
+    if mail_configured(settings):
+        hf.mail_sender = DigestSender(settings, mails)
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter | None:

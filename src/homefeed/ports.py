@@ -707,6 +707,9 @@ class MailStore(Protocol):
         ``dropped`` (the person opted out meanwhile)."""
     async def opt_out(self, token: str) -> bool:
         """The person of this unsubscribe token gets no more mail; False if unknown."""
+    async def unsubscribe_token(self, user_id: int) -> str | None:
+        """The unsubscribe token of ``user_id`` (made on first use), or None if the person
+        opted out: the digest job's mails carry the same one-click link."""
     async def release_leases(self) -> int: ...
     async def dead_mails(self, limit: int = 1000) -> list[tuple[int, int, str, str, int, float]]:
         """(id, user id, Message-ID, last error, attempts, updated_at) of dead mails."""

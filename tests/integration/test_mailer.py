@@ -249,3 +249,69 @@ def test_send_mail_sends_one_message(tmp_path: Path, smtp: tuple[Inbox, int]) ->
     [(to, m)] = inbox.snapshot()
     assert to == ["someone@example.test"] and m["Message-ID"] == "<digest.1.u2@example.test>"
     assert {k: v.strip() for k, v in parts(m).items()} == {"text/plain": "plain", "text/html": "<p>html</p>"}
+
+
+def test_digest_job_mails_through_smtp_with_the_one_click_unsubscribe(
+    profile: dict[str, Any], smtp: tuple[Inbox, int]
+) -> None:
+    """The scheduled digest job, wired by bootstrap to the mailer's SMTP sender: the mail
+    reaches the server with the notification mails' one-click unsubscribe (same token, same
+    opt-out), and a person who opted out gets no digest."""
+    import time
+
+    from homefeed.service_layer.jobs.catalog import default_jobs
+    from homefeed.service_layer.scheduler import Scheduler
+
+    inbox, port = smtp
+
+    async def go() -> None:
+        async with running(profile, port, inactive_days=14) as hf:
+            assert hf.mail_sender is not None and hf.job_store is not None
+            away = await person(hf, "away", "away@example.test")
+            quiet = await person(hf, "quiet", "quiet@example.test")
+            alice = await person(hf, "alice", None)
+            for reader in (away, quiet):
+                await hf.follow(reader, "alice")
+            await hf.create_post(alice, "news while you were away")
+            now = time.time()
+            await hf.job_store.add_reads({}, {away: now - 20 * 86400, quiet: now - 20 * 86400})
+            mails = mail_store(hf)
+            token = await mails.unsubscribe_token(quiet)
+            assert token is not None and await mails.opt_out(token)
+            assert await mails.unsubscribe_token(quiet) is None
+            await settled(hf)  # alice has no email: the follows mail nobody
+
+            scheduler = Scheduler(hf, default_jobs(hf), hf.job_store)
+            done = await scheduler.run_now("digest")
+            assert (done.outcome, done.detail) == ("ok", "1 digest(s) sent, 0 failed, 1 opted out")
+            [(to, m)] = inbox.snapshot()
+            assert to == ["away@example.test"]
+            assert m["Subject"] == "1 post you missed on homefeed"
+            assert m["Message-ID"].startswith("<digest.") and m["Message-ID"].endswith("@social.example.test>")
+            assert m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            link = m["List-Unsubscribe"].strip("<>")
+            assert link.startswith("http://social.example.test/email/unsubscribe/")
+            body = parts(m)
+            assert "@alice: news while you were away" in body["text/plain"] and link in body["text/plain"]
+            assert "news while you were away" in body["text/html"] and link in body["text/html"]
+            assert "http://social.example.test/@alice/" in body["text/plain"]
+
+            # the link is the notification mails' opt-out: after it, no mail of either kind
+            from homefeed.bootstrap import Plan
+            from homefeed.entrypoints.http import create_app
+
+            app = create_app(hf, Plan(), manage_lifecycle=False)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                r = await c.post(link.removeprefix("http://social.example.test"),
+                                 content=b"List-Unsubscribe=One-Click",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+                assert r.status_code == 200
+            assert await mails.recipients([away]) == {}
+            await hf.follow(alice, "away")
+            await settled(hf)
+            # once per absence: the next run writes to nobody
+            again = await scheduler.run_now("digest")
+            assert (again.outcome, again.detail) == ("ok", "0 digest(s) sent, 0 failed")
+            assert len(inbox.snapshot()) == 1
+
+    run(go())

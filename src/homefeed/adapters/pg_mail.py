@@ -108,6 +108,15 @@ class PgMailStore:
             "UPDATE mail_prefs SET opted_out = true WHERE unsubscribe_token = %s RETURNING 1", (token,), outbox=False)
         return bool(rows)
 
+    async def unsubscribe_token(self, user_id: int) -> str | None:
+        # one statement: the row inserted, or the one there (a no-op update returns it)
+        rows = await self.db.write(
+            "INSERT INTO mail_prefs (user_id, unsubscribe_token) VALUES (%s, %s)"
+            " ON CONFLICT (user_id) DO UPDATE SET user_id = excluded.user_id"
+            " RETURNING unsubscribe_token, opted_out", (user_id, secrets.token_urlsafe(24)), outbox=False)
+        token, opted_out = rows[0]
+        return None if opted_out else str(token)
+
     async def release_leases(self) -> int:
         """Nothing: other processes may hold leases; a dead one's end by themselves."""
         return 0

@@ -119,6 +119,16 @@ class SqliteMailStore:
         return await self.db.write(lambda conn: conn.execute(
             "UPDATE mail_prefs SET opted_out = 1 WHERE unsubscribe_token = ?", (token,)).rowcount > 0)
 
+    async def unsubscribe_token(self, user_id: int) -> str | None:
+        def tx(conn: sqlite3.Connection) -> str | None:
+            conn.execute("INSERT OR IGNORE INTO mail_prefs(user_id, unsubscribe_token) VALUES (?, ?)",
+                         (user_id, secrets.token_urlsafe(24)))
+            token, opted_out = conn.execute(
+                "SELECT unsubscribe_token, opted_out FROM mail_prefs WHERE user_id = ?", (user_id,)).fetchone()
+            return None if opted_out else str(token)
+
+        return await self.db.write(tx)
+
     async def release_leases(self) -> int:
         return await self.db.write(lambda conn: conn.execute(
             "UPDATE mails SET lease_until = NULL WHERE lease_until IS NOT NULL").rowcount)

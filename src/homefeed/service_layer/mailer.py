@@ -1,5 +1,6 @@
 """Notification emails: the ``mailer`` consumer records what to tell whom, the mail loop
-bundles and sends it over SMTP, and ``send_mail`` sends one message (the digest job's).
+bundles and sends it over SMTP, and ``send_mail`` sends one message (the digest job's,
+through ``DigestSender``).
 
 As for webhooks (``service_layer.webhooks``) the consumer never talks to the outside
 world: for a new follower or a mention of someone with an email who has not opted out, it
@@ -23,6 +24,7 @@ import asyncio
 import logging
 import time
 from email.message import EmailMessage
+from html import escape
 from typing import TYPE_CHECKING, Sequence
 
 from homefeed.adapters.smtp_mail import MailError, PermanentMailError, SmtpMailer
@@ -36,6 +38,7 @@ from homefeed.service_layer.consumers import MAILER  # the consumer's name
 
 if TYPE_CHECKING:
     from homefeed.config import Settings
+    from homefeed.service_layer.jobs.digest import DigestMail
     from homefeed.service_layer.services import Homefeed
 
 log = logging.getLogger("homefeed.mailer")
@@ -78,6 +81,39 @@ async def send_mail(
     if html is not None:
         m.add_alternative(html, subtype="html")
     await SmtpMailer(settings.smtp_url).send(m)
+
+
+class DigestSender:
+    """The digest job's ``MailSender`` (``jobs.digest``) when SMTP is configured: each
+    ``DigestMail`` through ``send_mail``, with the one-click unsubscribe of notification
+    mails (the same token and opt-out: one "no more email" for both). A person who opted
+    out gets no digest (``send_mail`` answers False)."""
+
+    def __init__(self, settings: Settings, store: MailStore) -> None:
+        from homefeed.service_layer.webhooks import public_base_url
+
+        self.settings = settings
+        self.store = store
+        self.base_url = public_base_url(settings)
+
+    async def send_mail(self, mail: DigestMail) -> bool:
+        headers = dict(mail.headers)
+        text, html = mail.text, mail.html
+        if mail.user_id is not None:
+            token = await self.store.unsubscribe_token(mail.user_id)
+            if token is None:
+                log.info("mailer: no digest to user %s: opted out of email", mail.user_id)
+                return False
+            url = f"{self.base_url}/email/unsubscribe/{token}"
+            headers.setdefault("List-Unsubscribe", f"<{url}>")
+            headers.setdefault("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+            text = f"{text}\nNo more of these emails: {url}\n"
+            link = f'<p style="font-size:small"><a href="{escape(url)}">No more of these emails</a></p>'
+            html = html.replace("</body>", link + "</body>") if "</body>" in html else html + link
+        headers.setdefault("Auto-Submitted", "auto-generated")
+        await send_mail(self.settings, mail.to, mail.subject, text, html, message_id=mail.message_id,
+                        headers=headers)
+        return True
 
 
 class MailerConsumer:
@@ -209,4 +245,5 @@ class MailLoop:
             log.exception("mailer: mail %s: could not record its outcome", mail_id)
 
 
-__all__ = ["MAILER", "MailerConsumer", "MailLoop", "send_mail", "mail_configured", "MailNotConfigured"]
+__all__ = ["MAILER", "MailerConsumer", "MailLoop", "DigestSender", "send_mail", "mail_configured",
+           "MailNotConfigured"]

@@ -52,11 +52,15 @@ class DigestMail:
     #: receiver recognises as the same one.
     message_id: str
     headers: dict[str, str] = field(default_factory=dict)
+    #: The account it is for: the sender honours its email opt-out and links its
+    #: unsubscribe page (None: nobody's in particular).
+    user_id: int | None = None
 
 
 class MailSender(Protocol):
-    async def send_mail(self, mail: DigestMail) -> None:
-        """Send one mail; raises when it could not be handed to the SMTP server."""
+    async def send_mail(self, mail: DigestMail) -> bool | None:
+        """Send one mail; raises when it could not be handed to the SMTP server. False: not
+        sent on purpose (the person opted out of email), nothing to retry."""
         ...
 
 
@@ -91,7 +95,7 @@ def compose(account: "Account", items: Sequence[DigestItem], base_url: str, day:
                  f"<p><a href=\"{html.escape(base_url)}/\">Read your home timeline</a></p></body></html>")
     digest = hashlib.sha256(f"digest:{account.id}:{day}".encode()).hexdigest()[:24]
     return DigestMail(to=account.email, subject=subject, text="\n".join(lines), html=body_html,
-                      message_id=f"<digest.{digest}@{domain}>")
+                      message_id=f"<digest.{digest}@{domain}>", user_id=account.id)
 
 
 async def select(hf: "Homefeed", now: float) -> list[tuple["Account", list[DigestItem]]]:
@@ -122,19 +126,26 @@ async def run(hf: "Homefeed", sender: MailSender | None, now: float | None = Non
     if sender is None:
         return (f"{len(chosen)} digest(s) due; no email attempted: no SMTP configured"
                 " (HOMEFEED_SMTP_URL, HOMEFEED_MAIL_FROM)")
-    base = f"http://{hf.settings.host}:{hf.settings.port}"
+    from homefeed.service_layer.webhooks import public_base_url
+
+    base = public_base_url(hf.settings)  # HOMEFEED_PUBLIC_URL, as in notification mails
+    domain = base.split("://", 1)[-1].split("/", 1)[0].split(":")[0] or "homefeed.local"
     day = int(now // 86400)
     sent: list[int] = []
+    done: list[int] = []  # sent, or declined (opted out): not again in this absence
     failed = 0
     for account, items in chosen:
         try:
-            await sender.send_mail(compose(account, items, base, day))
+            outcome = await sender.send_mail(compose(account, items, base, day, domain))
         except Exception as exc:  # one refused address does not stop the others
             failed += 1
             log.warning("digest to account %d failed: %s", account.id, exc)
             continue
-        sent.append(account.id)
-    await store.mark_digest_sent(sent, now)
-    if failed and not sent:
+        done.append(account.id)
+        if outcome is not False:
+            sent.append(account.id)
+    await store.mark_digest_sent(done, now)
+    if failed and not done:
         raise RuntimeError(f"every digest failed ({failed})")
-    return f"{len(sent)} digest(s) sent, {failed} failed"
+    skipped = len(done) - len(sent)
+    return f"{len(sent)} digest(s) sent, {failed} failed" + (f", {skipped} opted out" if skipped else "")
