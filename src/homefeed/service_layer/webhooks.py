@@ -196,7 +196,7 @@ class Renderer:
         return await self.api.account(self.urls, int(user_id))
 
     async def _status(self, post: Post) -> dict[str, Any]:
-        return await self.api.status(self.urls, post, viewer=False)
+        return await self.api.status(self.urls, post, viewer=None)  # as nobody in particular sees it
 
     async def _post(self, post_id: int) -> Post | None:
         got = await self.hf.store.posts_by_ids([post_id])
