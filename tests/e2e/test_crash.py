@@ -91,5 +91,5 @@ def test_sigkill_under_concurrent_load_loses_and_duplicates_nothing(crash_server
         scenario=f"embedded: API SIGKILL x{KILLS}", faults=KILLS, requests=led.requests,
         writes_acknowledged=led.writes_acknowledged, writes_lost=outcome.lost,
         audit_divergences=audit.divergences,
-        extra={**led.extra(), "unknown found": outcome.found_in_flight},
+        extra={**led.extra(), "unknown found": outcome.found_in_flight, **outcome.extra(led)},
     ))

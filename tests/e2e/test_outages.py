@@ -11,8 +11,9 @@ recorded honestly:
 
 - 2xx: acknowledged;
 - 503 (the documented answer of an outage: ``Retry-After`` and ``{"error": {"code":
-  "unavailable"}}``): the write's outcome is *unknown* to the client (a statement whose
-  connection died may have committed), exactly like a dropped connection;
+  "unavailable"}}``, or Mastodon's ``{"error": "..."}`` on the Mastodon API): the write's
+  outcome is *unknown* to the client (a statement whose connection died may have
+  committed), exactly like a dropped connection;
 - any other 5xx, or a 503 without its header or body: an error, the scenario fails.
 
 Then, after the fault is repaired and the consumers have drained, the same final checks as
@@ -64,6 +65,17 @@ def _error_code(r: httpx.Response) -> str | None:
         return None
 
 
+def _documented_body(r: httpx.Response) -> bool:
+    """The body of an outage's 503: ``{"error": {"code": "unavailable"}}`` on ``/v1``; on
+    the Mastodon API, Mastodon's error shape, ``{"error": "<a sentence>"}``."""
+    if r.request.url.path.startswith("/api/"):
+        try:
+            return isinstance(r.json()["error"], str)
+        except (ValueError, KeyError, TypeError):
+            return False
+    return _error_code(r) == "unavailable"
+
+
 class OutageLoad(Load):
     """``crash_kit.Load`` whose clients also accept the documented 503 of an outage (its
     write's outcome unknown), count answers by phase, and read users' posts, search and
@@ -79,7 +91,7 @@ class OutageLoad(Load):
         self.ledger.count(f"{r.status_code} {self.phase}")
         retry_after = r.headers.get("retry-after", "")
         if not (r.status_code == 503 and retry_after.isdigit() and int(retry_after) >= 1
-                and _error_code(r) == "unavailable"):
+                and _documented_body(r)):
             self.ledger.error(f"{what} -> {r.status_code} Retry-After={retry_after!r} {r.text[:300]}")
         time.sleep(0.05)  # a client honouring Retry-After would wait longer; keep the load up
         return True
@@ -256,7 +268,7 @@ def _record(scenario: str, load: OutageLoad, outcome: Any, audit: Any, outage_s:
         extra={"5xx": led.counts.get("5xx", 0),
                "503": sum(v for k, v in _server_errors(load).items() if k.startswith("503 ")),
                "reads_during_outage": led.counts.get("read ok outage", 0),
-               **extra, "outage_s": round(outage_s, 1)}))
+               **extra, **outcome.extra(led), "outage_s": round(outage_s, 1)}))
 
 
 # --------------------------------------------------------------------------------------------
