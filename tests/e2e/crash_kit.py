@@ -20,8 +20,16 @@ Every request's outcome is recorded as the client saw it:
   twice: texts are unique per request);
 - the follow graph is one that the acknowledged and in-flight follows/unfollows allow;
 - every user's whole home timeline, paged to the end (large and small pages, across the
-  cap), equals the oracle: the newest-first list of the existing posts of the user and of
-  everyone they follow; search finds every existing post exactly once; counters agree.
+  cap), equals the oracle: the existing posts and boosts of the user and of everyone they
+  follow, newest first, with the reply and boost rules applied (docs/conversations.md);
+  search finds every existing post exactly once; counters agree;
+- the conversation writes (issue 11; the talkers: replies, mentions, favourites and
+  unfavourites, boosts and unboosts, through ``/v1/posts`` and the Mastodon API): every
+  reply replies to what it was sent to, every (user, post) favourite and boost is in a
+  state its requests allow (an acknowledged one is there, with the boost id it answered),
+  nothing exists that nobody asked for, a post answered 404 is gone; every user's
+  notification list equals the function of those records (each once: ids unique, nothing
+  missing, nothing extra) and every touched post's counters equal the records.
 """
 
 from __future__ import annotations

@@ -19,6 +19,11 @@ exists, who follows whom, which posts exist and were not deleted). After the dra
 - the system of record (``posts``) and the search index table hold exactly the acknowledged,
   undeleted posts; the JetStream stream holds exactly one message per outbox event (nothing
   lost by the relay, nothing published twice); no dead letters.
+- the conversations (issue 11): the fault scenarios' load also replies (mentioning the author
+  replied to, now and then), favourites and unfavourites, boosts and unboosts (``talk``);
+  homes follow the reply and boost rules, every user's notification list (``GET
+  /api/v1/notifications`` to the end) equals the function of the records, each notification
+  once, and the counters of every post with replies, boosts or favourites equal the records.
 
 Between checks, reads may lag but never be wrong: a page is newest first, holds nothing
 twice, no post deleted before the read began, no post of someone the reader does not follow.
@@ -532,6 +537,10 @@ class LoadStats:
         with self.lock:
             self.requests += n
 
+    def conversation(self) -> dict[str, int]:
+        """The acknowledged conversation writes, by kind (the figures' extra column)."""
+        return {k: self.ops.get(k, 0) for k in ("reply", "favourite", "unfavourite", "reblog", "unreblog")}
+
     @property
     def writes(self) -> int:
         """Acknowledged writes: the setup's and the load's (every op that is a write)."""
@@ -842,7 +851,7 @@ def test_worker_sigkilled_in_the_middle_of_fanouts(tmp_path):
             writes_lost=0,  # check_all compared the posts table with every acknowledged post
             audit_divergences=audit.divergences,
             extra={"redeliveries": redeliveries, "held by dead workers": held_by_dead,
-                   "followers": followers_n},
+                   "followers": followers_n, **stats.conversation()},
         ))
 
 
@@ -966,7 +975,8 @@ def test_nats_server_restarted_under_load(tmp_path):
             writes_lost=0,  # check_all compared the posts table with every acknowledged post
             audit_divergences=audit.divergences,
             extra={"writes acked while stopped": during_outage[0],
-                   "writes acked while killed": during_outage[1], "write failures": 0},
+                   "writes acked while killed": during_outage[1], "write failures": 0,
+                   **stats.conversation()},
         ))
 
 
