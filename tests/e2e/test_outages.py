@@ -6,8 +6,8 @@ indexer, and the outbox relay under a PostgreSQL advisory lock), a private Redis
 private NATS, and for the PostgreSQL scenario a private PostgreSQL cluster
 (``private_pg_deployment``: the shared server is never stopped). The load is
 ``tests/e2e/crash_kit.py``'s (six users, posters, deleters, a follow churner, home-timeline
-readers) plus readers of users' posts, search and single posts, each request's outcome
-recorded honestly:
+readers, and talkers that reply, mention, favourite and boost: issue 11) plus readers of
+users' posts, search and single posts, each request's outcome recorded honestly:
 
 - 2xx: acknowledged;
 - 503 (the documented answer of an outage: ``Retry-After`` and ``{"error": {"code":
@@ -18,10 +18,11 @@ recorded honestly:
 
 Then, after the fault is repaired and the consumers have drained, the same final checks as
 the crash test (``check_everything``: every acknowledged write present exactly once, nothing
-invented, the follow graph within what the outcomes allow, every home timeline, search and
-counter equal to the oracle), no dead letters (nothing was the event's fault), one stream
-message per outbox event, no API or worker process restarted, no errors logged (one warning
-per outage and backend, one "recovered" line), and last ``homefeed audit`` finds nothing.
+invented, the follow graph, favourites and boosts within what the outcomes allow, every home
+timeline, notification list, search and counter equal to the oracle), no dead letters
+(nothing was the event's fault), one stream message per outbox event, no API or worker
+process restarted, no errors logged (one warning per outage and backend, one "recovered"
+line), and last ``homefeed audit`` finds nothing.
 
 - Redis stopped for 10 s (SIGTERM, then started again empty): no 5xx at all, on any route;
   home timelines, users' posts, search and single posts keep answering (from PostgreSQL;

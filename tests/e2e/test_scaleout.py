@@ -638,8 +638,13 @@ def talk(api: Api, model: Model, u: User, rng: random.Random, stats: LoadStats,
     in the model once acknowledged. A post deleted meanwhile by its author (another thread)
     is answered 404: the model notes it, and the final check wants it deleted."""
     with model.lock:
+        live = model.live()
         if among is None:
-            among = [p for p in model.live() if p.reblog_of is None][:30]
+            among = [p for p in live if p.reblog_of is None][:30]
+        if rng.random() < 0.4:  # now and then, undo: a post u favourited or boosted
+            done = {pid for h, pid in model.favourites if h == u.handle}
+            done |= {b.reblog_of for b in live if b.author == u.handle and b.reblog_of is not None}
+            among = [p for p in live if p.id in done] or among
         if not among:
             return
         p = rng.choice(among)
@@ -826,6 +831,8 @@ def test_worker_sigkilled_in_the_middle_of_fanouts(tmp_path):
             redeliveries = fanout["delivered"]["consumer_seq"] - fanout["delivered"]["stream_seq"]
             assert redeliveries > 0, (
                 f"no kill landed while the fan-out held events (kills: {kills}): {fanout}")
+            notifier = dep.consumer_info("notifier")  # reported: its batches are short
+            notifier_redeliveries = notifier["delivered"]["consumer_seq"] - notifier["delivered"]["stream_seq"]
             # Every follower: the cached page (limit = cap: pushed ids only) and the whole
             # timeline; then, for a sample, small pages, counters and the records.
             errors = []
@@ -851,7 +858,8 @@ def test_worker_sigkilled_in_the_middle_of_fanouts(tmp_path):
             writes_lost=0,  # check_all compared the posts table with every acknowledged post
             audit_divergences=audit.divergences,
             extra={"redeliveries": redeliveries, "held by dead workers": held_by_dead,
-                   "followers": followers_n, **stats.conversation()},
+                   "followers": followers_n, **stats.conversation(),
+                   "notifier redeliveries": notifier_redeliveries},
         ))
 
 
