@@ -395,6 +395,64 @@ def test_status_rules_a_user_would_meet(target, check):
     check.assert_clean("status", "account", "error")
 
 
+def test_threads_favourites_boosts_notifications_and_markers(target, check):
+    """Issue 11 through Mastodon.py's own methods: a reply and its context, favourite and
+    boost (the wrapper) and their undoing (the original), who did them, the favourites list,
+    notifications with their filters, dismiss and clear, markers and the unread count."""
+    app = make_app(target.url(0), check)
+    a = sign_up(target, check, app, 0, "ca")
+    b = sign_up(target, check, app, 1, "cb")
+    b.m.account_follow(a.id)
+    root = a.m.status_post("a thread")
+    reply = b.m.status_post(f"@{a.username} a reply", in_reply_to_id=root.id)
+    assert str(reply.in_reply_to_id) == str(root.id) and str(reply.in_reply_to_account_id) == a.id
+    assert [str(x.id) for x in reply.mentions] == [a.id]
+    ctx = a.m.status_context(root.id)
+    assert [str(s.id) for s in ctx.descendants] == [str(reply.id)] and ctx.ancestors == []
+    assert [str(s.id) for s in b.m.status_context(reply.id).ancestors] == [str(root.id)]
+    with pytest.raises(MastodonNotFoundError):
+        b.m.status_post("to nothing", in_reply_to_id="1")
+
+    fav = b.m.status_favourite(root.id)
+    assert fav.favourited is True and fav.favourites_count == 1
+    assert [str(x.id) for x in a.m.status_favourited_by(root.id)] == [b.id]
+    assert [str(s.id) for s in b.m.favourites()] == [str(root.id)]
+    boost = b.m.status_reblog(root.id)
+    assert str(boost.reblog.id) == str(root.id) and str(boost.account.id) == b.id
+    assert boost.reblog.reblogged is True and boost.reblog.reblogs_count == 1
+    assert [str(x.id) for x in a.m.status_reblogged_by(root.id)] == [b.id]
+    target.drain()
+
+    notes = a.m.notifications()
+    assert [(n.type, str(n.account.id)) for n in notes] == [
+        ("reblog", b.id), ("favourite", b.id), ("mention", b.id), ("follow", b.id)]
+    assert str(notes[0].status.id) == str(root.id)  # a reblog notification shows the original
+    assert [n.type for n in a.m.notifications(types=["mention"])] == ["mention"]
+    assert [n.type for n in a.m.notifications(exclude_types=["follow", "mention"])] == ["reblog", "favourite"]
+    assert [n.type for n in a.m.notifications(limit=2)] == ["reblog", "favourite"]
+    assert a.m.fetch_next(a.m.notifications(limit=2))[0].type == "mention"
+    assert a.m.notifications(id=notes[2].id).type == "mention"
+    assert a.m.notifications_unread_count().count == 4
+    a.m.markers_set("notifications", notes[1].id)
+    assert str(a.m.markers_get("notifications").notifications.last_read_id) == str(notes[1].id)
+    assert a.m.notifications_unread_count().count == 1
+    a.m.markers_set(["home"], [root.id])
+    assert str(a.m.markers_get(["home", "notifications"]).home.last_read_id) == str(root.id)
+
+    a.m.notifications_dismiss(notes[2].id)
+    assert [n.type for n in a.m.notifications()] == ["reblog", "favourite", "follow"]
+    original = b.m.status_unreblog(root.id)
+    assert str(original.id) == str(root.id) and original.reblogged is False and original.reblogs_count == 0
+    unfav = b.m.status_unfavourite(root.id)
+    assert unfav.favourited is False and unfav.favourites_count == 0
+    target.drain()
+    assert [n.type for n in a.m.notifications()] == ["follow"]
+    a.m.notifications_clear()
+    assert a.m.notifications() == []
+    check.assert_clean("status", "context", "account[]", "status[]", "notification[]", "notification",
+                       "markers")
+
+
 def test_instance_and_version(target, check):
     m = client(target.url(0), check)
     v1 = m.instance_v1()

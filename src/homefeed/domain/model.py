@@ -67,6 +67,11 @@ class Post:
                 "text": self.text,
                 "created_at": self.created_at,
             }
+            # Only when set, so that the /v1 shape of a plain post is unchanged.
+            if self.in_reply_to_id is not None:
+                d["in_reply_to_id"] = str(self.in_reply_to_id)
+            if self.reblog_of_id is not None:
+                d["reblog_of_id"] = str(self.reblog_of_id)
             object.__setattr__(self, "_public", d)
         return d
 

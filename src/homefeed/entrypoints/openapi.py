@@ -219,8 +219,12 @@ def _schemas(max_post_length: int) -> dict[str, Any]:
                 "id": ID,
                 "author": {"type": "object", "required": ["id", "handle"],
                            "properties": {"id": ID, "handle": HANDLE}},
-                "text": {"type": "string", "minLength": 1, "maxLength": max_post_length},
+                "text": {"type": "string", "maxLength": max_post_length,
+                         "description": "as written; empty for a boost"},
                 "created_at": TIMESTAMP,
+                "in_reply_to_id": {**ID, "description": "present on a reply: the post replied to"
+                                                        " (it may be gone since)"},
+                "reblog_of_id": {**ID, "description": "present on a boost: the boosted post"},
             },
         },
         "PostPage": {
@@ -464,14 +468,15 @@ def _post_paths(max_post_length: int) -> dict[str, Any]:
             "description": f"1-{max_post_length} code points with a visible character (whitespace"
                            " and format characters such as U+200B alone are refused); control"
                            " characters other than tab, newline and carriage return, and lone"
-                           " surrogates, are refused (422)"}},
+                           " surrogates, are refused (422)"},
+            "in_reply_to_id": {**ID, "description": "a reply to this post (404 when there is no such post)"}},
     }
     return {
         "/v1/posts": {"post": _op(
             "createPost", "post",
             _responses({"201": {**_json(_ref("Post"), "the post, durable", replayable=True),
                                 "links": _links("post_id", "$response.body#/id", "getPost", "deletePost")}},
-                       400, 401, 413, 422, *_V1),
+                       400, 401, 404, 413, 422, *_V1),
             parameters=[IDEMPOTENCY_PARAM], security=BEARER, requestBody=_json_body(post_body))},
         "/v1/posts/{post_id}": {
             "get": _op("getPost", "one post",

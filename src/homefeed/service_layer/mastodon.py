@@ -4,11 +4,14 @@ accounts as Mastodon entities (cached, pre-serialised), paging by ``max_id``/``s
 
 Every timeline rule stays in ``FeedManager``; this module only shapes what it returns.
 
-Speed: a Status is three parts, serialised once and spliced per request as bytes: the
-post's viewer-independent part (``status_base`` without ``account``, cached per post: the
-post is immutable), the author's Account entity (cached per user for ``ACCOUNT_TTL``
-seconds, since its counts change) and the viewer's flags (homefeed has no favourites or
-bookmarks yet: one constant). A warm home read runs no SQL and renders no HTML.
+Speed: a Status is spliced per request from bytes: the post's viewer-independent part
+(``status_base`` without ``account`` and without what changes, cached per post: the post is
+immutable), the author's Account entity (cached per user for ``ACCOUNT_TTL`` seconds, since
+its counts change) and its tail (``conversations.status_tail``): the counters, the boosted
+original (a boost is the booster's wrapper with ``reblog`` = the original's Status) and the
+viewer's ``favourited``/``reblogged``. The tails of a whole page come from ONE
+``RecordStore.post_stats`` call: a warm home read runs exactly that one statement and
+renders no HTML.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ import orjson
 from homefeed.domain.errors import Forbidden, NotFound
 from homefeed.domain.ids import id_time
 from homefeed.domain.mastodon import entities as E
-from homefeed.domain.mastodon.content import extract_hashtags, extract_mentions
+from homefeed.domain.mastodon.content import extract_hashtags
+from homefeed.domain.mastodon.conversations import status_tail
 from homefeed.domain.mastodon.pagination import Page
 from homefeed.domain.model import Post, User
 from homefeed.domain.text import query_terms
+from homefeed.service_layer.conversations import Conversations
 from homefeed.service_layer.idempotency import IdempotentRequest
 from homefeed.service_layer.services import Homefeed
 
@@ -36,10 +41,9 @@ _MAX_CACHED = 100_000
 #: How far a ``min_id`` page walks down from the top, in statuses, before giving up.
 MIN_ID_WALK = 4000
 
-_VIEWER = orjson.dumps(
-    {"favourited": False, "reblogged": False, "muted": False, "bookmarked": False,
-     "pinned": False, "filtered": []}
-)[1:-1]
+#: The members of ``status_base`` that change after a post is written: spliced per request
+#: (``status_tail``) from one ``post_stats`` call, never cached.
+_SPLICED = ("replies_count", "reblogs_count", "favourites_count", "reblog")
 
 Fetch = Callable[[int | None, int], Awaitable[tuple[list[Post], int | None]]]
 
@@ -64,10 +68,12 @@ class MastodonApi:
         self._bases: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         # (base url, user id) -> (expiry, Account JSON bytes, Account dict)
         self._accounts: dict[tuple[str, int], tuple[float, bytes, dict[str, Any]]] = {}
-        # base url -> post id -> (expiry of its account part, Status bytes with the viewer
-        # flags, without): a warm timeline is one dict lookup per status.
-        # (and the author's id, to forget them when the author's profile changes).
-        self._full: dict[str, dict[int, tuple[float, bytes, bytes, int]]] = {}
+        # base url -> post id -> (expiry of its account part, the Status's head: account and
+        # base, open, and the author's id, to forget it when the author's profile changes):
+        # a warm timeline is one dict lookup per status, plus its tail (status_tail).
+        self._full: dict[str, dict[int, tuple[float, bytes, int]]] = {}
+        #: Threads, favourites, boosts, notifications and markers (issue 11).
+        self.conversations = Conversations(self)
 
     # -- accounts -------------------------------------------------------------------------
     async def user_by_id(self, user_id: int) -> User:
@@ -100,7 +106,7 @@ class MastodonApi:
         for key in [k for k in self._accounts if k[1] == user_id]:
             self._accounts.pop(key, None)
         for full in self._full.values():
-            for post_id in [i for i, got in full.items() if got[3] == user_id]:
+            for post_id in [i for i, got in full.items() if got[2] == user_id]:
                 full.pop(post_id, None)
 
     def account_of(self, urls: E.Urls, user: User) -> dict[str, Any]:
@@ -150,52 +156,84 @@ class MastodonApi:
         got = self._bases.get(key)
         if got is not None:
             return got
-        mentioned: dict[str, E.AccountView] = {}
-        for name in extract_mentions(post.text, urls.host):
-            user = await self.hf.store.user_by_handle(name)
-            if user is not None:
-                mentioned[name.lower()] = account_view(user)
-        view = E.StatusView(id=post.id, account=_AUTHOR_PLACEHOLDER, text=post.text,
-                            created_at=id_time(post.id), visibility=post.visibility)
-        base = E.status_base(view, urls, mentioned, account={})
-        base = _fix_author(base, urls, post)
+        base = status_base_of(post, urls, await self._mentioned(post))
         del base["account"]
+        for counted in _SPLICED:  # added per request (status_tail): they change
+            del base[counted]
         raw = orjson.dumps(base)[1:-1]
         if len(self._bases) > _MAX_CACHED:
             self._bases.popitem(last=False)
         self._bases[key] = raw
         return raw
 
-    async def status_bytes(self, urls: E.Urls, post: Post, viewer: bool) -> bytes:
-        return (await self.statuses_bytes(urls, [post], viewer))[1:-1]
+    async def _mentioned(self, post: Post) -> dict[str, E.AccountView]:
+        """The accounts the post mentions, as recorded when it was written (a boost's
+        wrapper mentions nobody)."""
+        if post.reblog_of_id is not None or "@" not in post.text:
+            return {}
+        ids = (await self.hf.store.mention_ids([post.id])).get(post.id, [])
+        out: dict[str, E.AccountView] = {}
+        for uid in ids:
+            user = await self.hf.store.user_by_id(uid)
+            if user is not None:
+                out[user.handle.lower()] = account_view(user)
+        return out
 
-    async def statuses_bytes(self, urls: E.Urls, posts: list[Post], viewer: bool) -> bytes:
+    async def status_bytes(self, urls: E.Urls, post: Post, viewer: int | None) -> bytes:
+        part = (await self.status_parts(urls, [post], viewer))[0]
+        if part is None:  # a boost whose original is gone is gone
+            raise NotFound("Record not found")
+        return part
+
+    async def statuses_bytes(self, urls: E.Urls, posts: list[Post], viewer: int | None) -> bytes:
+        """A JSON array of Statuses; boosts whose original is gone are left out."""
+        parts = await self.status_parts(urls, posts, viewer)
+        return b"[" + b",".join(p for p in parts if p is not None) + b"]"
+
+    async def status_parts(self, urls: E.Urls, posts: list[Post], viewer: int | None) -> list[bytes | None]:
+        """Each post as Status bytes (None: a boost whose original is gone), spliced from
+        its cached head and ONE ``post_stats`` call for the whole list (counters and the
+        viewer's flags of the posts and of the boosted originals)."""
+        if not posts:
+            return []
+        wanted = [p.reblog_of_id for p in posts if p.reblog_of_id is not None]
+        originals = await self.hf.feed.hydrate(wanted) if wanted else {}
+        ids = [p.id for p in posts]
+        ids.extend(i for i in originals if i not in ids)
+        stats = await self.hf.store.post_stats(ids, viewer)
         full = self._full.get(urls.base)
         if full is None:
             full = self._full[urls.base] = {}
         now = time.monotonic()
-        parts: list[bytes] = []
+        seen = viewer is not None
+        out: list[bytes | None] = []
         for p in posts:
-            got = full.get(p.id)
-            if got is None or got[0] <= now:
-                got = await self._assemble(urls, p, full)
-            parts.append(got[1] if viewer else got[2])
-        return b"[" + b",".join(parts) + b"]"
+            inner: bytes | None = None
+            if p.reblog_of_id is not None:
+                original = originals.get(p.reblog_of_id)
+                if original is None:
+                    out.append(None)
+                    continue
+                head = await self._head(urls, original, full, now)
+                inner = head + status_tail(stats.get(original.id), None, seen)
+            head = await self._head(urls, p, full, now)
+            out.append(head + status_tail(stats.get(p.id), inner, seen))
+        return out
 
-    async def _assemble(self, urls: E.Urls, post: Post,
-                        full: dict[int, tuple[float, bytes, bytes, int]]) -> tuple[float, bytes, bytes, int]:
-        await self.account_bytes(urls, post.author_id)
-        expiry, account, _ = self._accounts[(urls.base, post.author_id)]
-        base = await self._base(urls, post)
-        head = b'{"account":' + account + b"," + base
-        got = (expiry, head + b"," + _VIEWER + b"}", head + b"}", post.author_id)
-        if len(full) > _MAX_CACHED:
-            full.clear()
-        full[post.id] = got
-        return got
+    async def _head(self, urls: E.Urls, post: Post, full: dict[int, tuple[float, bytes, int]],
+                    now: float) -> bytes:
+        got = full.get(post.id)
+        if got is None or got[0] <= now:
+            await self.account_bytes(urls, post.author_id)
+            expiry, account, _ = self._accounts[(urls.base, post.author_id)]
+            got = (expiry, b'{"account":' + account + b"," + await self._base(urls, post), post.author_id)
+            if len(full) > _MAX_CACHED:
+                full.clear()
+            full[post.id] = got
+        return got[1]
 
-    async def status(self, urls: E.Urls, post: Post, viewer: bool, with_text: bool = False) -> dict[str, Any]:
-        out = orjson.loads(await self.status_bytes(urls, post, viewer))
+    async def status(self, urls: E.Urls, post: Post, viewer: int | None, with_text: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = orjson.loads(await self.status_bytes(urls, post, viewer))
         if with_text:
             out["text"] = post.text
         return out
@@ -208,38 +246,39 @@ class MastodonApi:
         return post
 
     async def create(self, urls: E.Urls, user_id: int, text: Any, visibility: str,
-                     once: IdempotentRequest | None = None) -> dict[str, Any]:
+                     once: IdempotentRequest | None = None, *,
+                     in_reply_to_id: int | None = None) -> dict[str, Any]:
         # Everything the answer needs but the post is read first, so that a keyed write can
         # store its answer in the transaction that creates the post.
-        account, entity = await self.account_bytes(urls, user_id)
-        mentioned: dict[str, E.AccountView] = {}
-        if isinstance(text, str):
-            for name in extract_mentions(text, urls.host)[:20]:
-                user = await self.hf.store.user_by_handle(name)
-                if user is not None:
-                    mentioned[name.lower()] = account_view(user)
+        _, entity = await self.account_bytes(urls, user_id)
+        mentions = await self.hf.resolve_mentions(user_id, text, urls.host) if isinstance(text, str) else []
+        mentioned = {u.handle.lower(): account_view(u) for u in mentions}
 
         def answer(post: Post) -> dict[str, Any]:
-            view = E.StatusView(id=post.id, account=_AUTHOR_PLACEHOLDER, text=post.text,
-                                created_at=id_time(post.id), visibility=post.visibility)
-            base = _fix_author(E.status_base(view, urls, mentioned, account=entity), urls, post)
+            base = status_base_of(post, urls, mentioned, account=entity)
             return E.with_viewer(base, E.ViewerState())
 
-        post = await self.hf.write_post(user_id, text, visibility, once=once, answer=answer)
+        post = await self.hf.write_post(user_id, text, visibility, once=once, answer=answer,
+                                        in_reply_to_id=in_reply_to_id, mentions=mentions)
         return answer(post)
 
     async def delete(self, urls: E.Urls, user_id: int, post_id: int) -> dict[str, Any]:
         post = await self.get_post(post_id)
         if post.author_id != user_id:
             raise NotFound("Record not found")  # as Mastodon: another's status is not yours to see
-        answer = await self.status(urls, post, True, with_text=True)
+        answer = await self.status(urls, post, user_id, with_text=True)
         try:
             await self.hf.delete_post(user_id, post_id)
         except Forbidden:
             raise NotFound("Record not found") from None
         self._accounts.pop((urls.base, user_id), None)
-        self._full.get(urls.base, {}).pop(post_id, None)
+        self.forget_status(post_id)
         return answer
+
+    def forget_status(self, post_id: int) -> None:
+        """A status was deleted here: drop its cached parts (on every base URL)."""
+        for full in self._full.values():
+            full.pop(post_id, None)
 
     # -- timelines ------------------------------------------------------------------------
     async def home(self, user_id: int, page: Page) -> list[Post]:
@@ -269,7 +308,7 @@ class MastodonApi:
 
     # -- search ---------------------------------------------------------------------------
     async def search(self, urls: E.Urls, q: str, kind: str | None, limit: int, offset: int,
-                     viewer: bool) -> dict[str, Any]:
+                     viewer: int | None) -> dict[str, Any]:
         accounts: list[dict[str, Any]] = []
         statuses: list[Any] = []
         hashtags: list[dict[str, Any]] = []
@@ -287,16 +326,28 @@ class MastodonApi:
             found = await self.hf.search(q, min(offset + limit, 100))
             ids = [int(p["id"]) for p in found["posts"]][offset:offset + limit]
             posts = await self.hf.feed.hydrate(ids)
-            statuses = [await self.status(urls, posts[i], viewer) for i in ids if i in posts]
+            parts = await self.status_parts(urls, [posts[i] for i in ids if i in posts], viewer)
+            statuses = [orjson.loads(p) for p in parts if p is not None]
         return E.search_entity(accounts, statuses, hashtags)
 
 
 _AUTHOR_PLACEHOLDER = E.AccountView(id=0, username="_", display_name="", created_at=id_time(1 << 22))
 
 
-def _fix_author(base: dict[str, Any], urls: E.Urls, post: Post) -> dict[str, Any]:
-    """``status_base`` with the post's author in its URLs (built with a placeholder so that
-    no Account is needed to render the viewer-independent part)."""
+def status_base_of(post: Post, urls: E.Urls, mentioned: dict[str, E.AccountView],
+                   account: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``status_base`` of a post, with the author in its URLs (built with a placeholder so
+    that no Account is needed to render the viewer-independent part; ``account`` {} until
+    spliced). A boost's wrapper has no content of its own and Mastodon's activity URLs."""
+    view = E.StatusView(id=post.id, account=_AUTHOR_PLACEHOLDER, text=post.text,
+                        created_at=id_time(post.id), visibility=post.visibility,
+                        in_reply_to_id=post.in_reply_to_id,
+                        in_reply_to_account_id=post.in_reply_to_account_id)
+    if post.reblog_of_id is not None:
+        base = E.status_base(view, urls, {}, content="", account=account or {})
+        base["uri"] = base["url"] = urls.status_uri(post.author_handle, post.id) + "/activity"
+        return base
+    base = E.status_base(view, urls, mentioned, account=account or {})
     base["uri"] = urls.status_uri(post.author_handle, post.id)
     base["url"] = urls.status_url(post.author_handle, post.id)
     return base

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from homefeed.config import Settings
 from homefeed.domain.errors import Forbidden, InvalidInput, NotFound, Unauthorized, Unavailable
+from homefeed.domain.mastodon.content import extract_mentions
 from homefeed.domain.mastodon.scopes import covers
 from homefeed.domain.model import VISIBILITIES, Caller, Post, User
 from homefeed.domain.text import (
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
+#: How many ``@username`` names of one text are looked up as mentions.
+MAX_MENTIONS = 20
 
 
 #: What a ``/v1`` registration token may do: everything its user may (no admin scopes:
@@ -384,25 +387,55 @@ class Homefeed:
 
     # -- posts ----------------------------------------------------------------------------
     async def create_post(
-        self, user_id: int, text: Any, *, once: IdempotentRequest | None = None
+        self, user_id: int, text: Any, *, once: IdempotentRequest | None = None,
+        in_reply_to_id: int | None = None,
     ) -> dict[str, Any]:
-        return (await self.write_post(user_id, text, once=once)).public()
+        return (await self.write_post(user_id, text, once=once, in_reply_to_id=in_reply_to_id)).public()
 
     async def write_post(
         self, user_id: int, text: Any, visibility: str = "public", *,
         once: IdempotentRequest | None = None, answer: Callable[[Post], dict[str, Any]] = Post.public,
+        in_reply_to_id: int | None = None, mentions: Sequence[User] | None = None,
     ) -> Post:
         """Validate and store a post (``visibility`` "public" or "unlisted"); ``answer`` is
-        what a keyed write stores as its reply (the entrypoint's shape of the post)."""
+        what a keyed write stores as its reply (the entrypoint's shape of the post).
+
+        ``in_reply_to_id``: a reply (NotFound when that post does not exist; a reply to a
+        boost is a reply to its original, as apps show the original). ``mentions``: the
+        accounts the text mentions, when the caller resolved them already
+        (``resolve_mentions``); else they are resolved here."""
         text = validate_post_text(text, self.settings.max_post_length)
         if visibility not in VISIBILITIES:
             raise InvalidInput(f"visibility must be one of {', '.join(VISIBILITIES)}")
+        if in_reply_to_id is not None:
+            parent = (await self.feed.hydrate([in_reply_to_id])).get(in_reply_to_id)
+            if parent is None:
+                raise NotFound("no such post to reply to")
+            if parent.reblog_of_id is not None:
+                in_reply_to_id = parent.reblog_of_id
+        if mentions is None:
+            mentions = await self.resolve_mentions(user_id, text)
         post = await self.store.create_post(
             user_id, await self._handle_of(user_id), text,
             idempotency=once.record(answer) if once else None, visibility=visibility,
+            in_reply_to_id=in_reply_to_id, mention_ids=tuple(u.id for u in mentions),
         )
         await self.feed.posted(post)
         return post
+
+    async def resolve_mentions(self, author_id: int, text: str, local_domain: str | None = None) -> list[User]:
+        """The existing accounts that ``@username`` in ``text`` names (Mastodon's mention
+        rule, ``extract_mentions``), in order, each once, the author never, at most
+        ``MAX_MENTIONS`` names looked up (a text cannot make the write read without bound).
+        ``local_domain``: this instance's host, so that ``@user@host`` counts too."""
+        out: list[User] = []
+        seen: set[int] = {author_id}
+        for name in extract_mentions(text, local_domain)[:MAX_MENTIONS]:
+            user = await self.store.user_by_handle(name)
+            if user is not None and user.id not in seen:
+                seen.add(user.id)
+                out.append(user)
+        return out
 
     async def _handle_of(self, user_id: int) -> str:
         """The author's handle, which every post carries. Handles never change, so it is

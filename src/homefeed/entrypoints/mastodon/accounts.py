@@ -43,7 +43,7 @@ async def statuses(request: Request) -> Response:
         await m.user_by_id(_id(request))
     else:
         posts = await m.author(_id(request), page(request))
-    return linked(request, await m.statuses_bytes(urls(request), posts, viewer is not None), ids_of(posts))
+    return linked(request, await m.statuses_bytes(urls(request), posts, viewer), ids_of(posts))
 
 
 async def _follows(request: Request, followers: bool) -> Response:

@@ -73,7 +73,6 @@ def mastodon_paths(max_post_length: int) -> dict[str, Any]:
         "/api/v1/trends/tags": ("trendingTags", "Tag", True, None),
         "/api/v1/announcements": ("announcements", "Announcement", True, _BEARER),
         "/api/v1/preferences": ("preferences", "Preferences", False, _BEARER),
-        "/api/v1/markers": ("markers", "Marker", False, _BEARER),
         "/api/v2/filters": ("filtersV2", "Filter", True, _BEARER),
         "/api/v1/lists": ("lists", "List", True, _BEARER),
         "/api/v1/follow_requests": ("followRequests", "Account", True, _BEARER),
@@ -117,12 +116,18 @@ def mastodon_paths(max_post_length: int) -> dict[str, Any]:
                            "description": f"1-{max_post_length} code points with a visible character;"
                                           " control characters refused (422)"},
                 "visibility": {"enum": ["public", "unlisted", "private", "direct"],
-                               "description": "public (default) or unlisted; private and direct: 422"}}})}
+                               "description": "public (default) or unlisted; private and direct: 422"},
+                "in_reply_to_id": {"type": "string", "description": "a reply to this status"
+                                   " (404 when it names no status)"}}})}
+    paths["/api/v1/statuses"]["post"]["responses"]["404"] = {
+        "description": "in_reply_to_id names no status", "headers": dict(_HEADERS),
+        "content": {"application/json": {"schema": MASTODON_ERROR}}}
     paths["/api/v1/statuses/{id}"] = {
         "get": _op("getStatus", "one status", _ok("Status"), (401, 403, 404), params=_ID, auth=_OPTIONAL),
         "delete": _op("deleteStatus", "delete your status; answers it with its text", _ok("Status"),
                       (401, 403, 404), params=_ID, auth=_BEARER),
     }
+    paths.update(_conversation_paths())
     paths["/api/v1/timelines/home"] = {"get": _op(
         "mastodonHome", "the home timeline", _ok("Status", True, True), (401, 403, 422), params=_PAGE, auth=_BEARER)}
     paths["/api/v1/timelines/public"] = {"get": _op(
@@ -142,4 +147,68 @@ def mastodon_paths(max_post_length: int) -> dict[str, Any]:
                 for status, response in op["responses"].items():
                     if int(status) >= 400:
                         response["content"]["application/json"]["schema"] = {"$ref": "#/components/schemas/Error"}
+    return paths
+
+
+_NOTIFICATION_FILTERS = [
+    _q("types[]", {"type": "array", "items": {"type": "string"}}),
+    _q("exclude_types[]", {"type": "array", "items": {"type": "string"}}),
+    _q("account_id"),
+]
+
+
+def _conversation_paths() -> dict[str, Any]:
+    """Threads, favourites, boosts, notifications and markers (issue 11)."""
+    paths: dict[str, Any] = {}
+    paths["/api/v1/statuses/{id}/context"] = {"get": _op(
+        "statusContext", "the thread: ancestors oldest first, descendants depth first",
+        _ok("Context"), (401, 403, 404), params=_ID, auth=_OPTIONAL)}
+    for name, summary in (("favourite", "favourite a status (idempotent); the status with the new count"),
+                          ("unfavourite", "undo a favourite (idempotent); the status with the new count")):
+        paths[f"/api/v1/statuses/{{id}}/{name}"] = {"post": _op(
+            name, summary, _ok("Status"), (400, 401, 403, 404, 413, 422),
+            params=_ID, auth=_BEARER, body=True)}
+    paths["/api/v1/statuses/{id}/reblog"] = {"post": _op(
+        "reblog", "boost a status: the boost's wrapper status (reblog = the original)", _ok("Status"),
+        (400, 401, 403, 404, 413, 422), params=_ID, auth=_BEARER, body={
+            "type": "object", "additionalProperties": True,
+            "properties": {"visibility": {"enum": ["public", "unlisted", "private", "direct"],
+                                          "description": "public (default) or unlisted; others: 422"}}})}
+    paths["/api/v1/statuses/{id}/unreblog"] = {"post": _op(
+        "unreblog", "undo a boost: the original status", _ok("Status"),
+        (400, 401, 403, 404, 413, 422), params=_ID, auth=_BEARER, body=True)}
+    for name in ("favourited_by", "reblogged_by"):
+        paths[f"/api/v1/statuses/{{id}}/{name}"] = {"get": _op(
+            name, f"accounts that {name.split('_')[0]} the status", _ok("Account", True, True),
+            (401, 403, 404, 422), params=[*_ID, _q("limit", {"type": "integer"}), _q("max_id")],
+            auth=_OPTIONAL)}
+    paths["/api/v1/favourites"] = {"get": _op(
+        "favourites", "the caller's favourited statuses (Link: favourite ids)", _ok("Status", True, True),
+        (401, 403, 422), params=_PAGE, auth=_BEARER)}
+    paths["/api/v1/notifications"] = {"get": _op(
+        "notifications", "the caller's notifications", _ok("Notification", True, True), (401, 403, 422),
+        params=[_q("limit", {"type": "integer", "default": 40, "maximum": 80}), _q("max_id"),
+                _q("since_id"), _q("min_id"), *_NOTIFICATION_FILTERS], auth=_BEARER)}
+    paths["/api/v1/notifications/unread_count"] = {"get": _op(
+        "notificationsUnreadCount", "notifications newer than the notifications marker (capped)",
+        _ok("count"), (401, 403, 422),
+        params=[_q("limit", {"type": "integer", "default": 100, "maximum": 1000}), *_NOTIFICATION_FILTERS],
+        auth=_BEARER)}
+    paths["/api/v1/notifications/{id}"] = {"get": _op(
+        "notification", "one notification", _ok("Notification"), (401, 403, 404), params=_ID, auth=_BEARER)}
+    paths["/api/v1/notifications/{id}/dismiss"] = {"post": _op(
+        "dismissNotification", "dismiss one notification ({})", _ok("empty object"),
+        (400, 401, 403, 404, 413), params=_ID, auth=_BEARER, body=True)}
+    paths["/api/v1/notifications/clear"] = {"post": _op(
+        "clearNotifications", "dismiss every notification ({})", _ok("empty object"),
+        (400, 401, 403, 413), auth=_BEARER, body=True)}
+    marker = {"type": "object", "properties": {"last_read_id": {"type": "string"}}}
+    paths["/api/v1/markers"] = {
+        "get": _op("markers", "saved read positions (timeline[]=home, notifications)", _ok("Marker"),
+                   (401, 403), params=[_q("timeline[]", {"type": "array", "items": {"enum": ["home", "notifications"]}})],
+                   auth=_BEARER),
+        "post": _op("saveMarkers", "save read positions", _ok("Marker"), (400, 401, 403, 413, 422),
+                    auth=_BEARER, body={"type": "object", "additionalProperties": True,
+                                        "properties": {"home": marker, "notifications": marker}}),
+    }
     return paths

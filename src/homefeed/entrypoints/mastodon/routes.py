@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from homefeed.entrypoints.mastodon import accounts, instance, search, statuses, stubs
+from homefeed.entrypoints.mastodon import (
+    accounts, favourites, instance, markers, notifications, search, statuses, stubs,
+)
 
 ROUTES: list[BaseRoute] = [
     *instance.routes,
     *accounts.routes,
     *statuses.routes,
+    *favourites.routes,
+    *notifications.routes,
+    *markers.routes,
     *search.routes,
     *stubs.routes,
 ]

@@ -26,7 +26,7 @@ async def search(request: Request) -> Response:
     if offset < 0:
         raise MastodonInputError("Validation failed: offset must be >= 0")
     offset = min(offset, 80)
-    return answer(await api(request).search(urls(request), text, kind, limit, offset, viewer is not None))
+    return answer(await api(request).search(urls(request), text, kind, limit, offset, viewer))
 
 
 routes = [Route("/api/v2/search", search, methods=["GET"])]

@@ -1,5 +1,5 @@
 """What web clients call at start, answered empty in the right shape until a feature fills
-it: custom emojis, preferences, markers, filters, lists, follow requests, announcements,
+it: custom emojis, preferences, filters, lists, follow requests, announcements,
 blocks, mutes, trending tags."""
 
 from __future__ import annotations
@@ -30,11 +30,6 @@ async def preferences(request: Request) -> Response:
     return answer(preferences_entity())
 
 
-async def markers(request: Request) -> Response:
-    await user(request, "read:statuses")
-    return answer({})
-
-
 def _empty(scope: str):
     async def handler(request: Request) -> Response:
         await user(request, scope)
@@ -47,7 +42,6 @@ routes = [
     Route("/api/v1/trends/tags", trends_tags, methods=["GET"]),
     Route("/api/v1/announcements", announcements, methods=["GET"]),
     Route("/api/v1/preferences", preferences, methods=["GET"]),
-    Route("/api/v1/markers", markers, methods=["GET"]),
     Route("/api/v2/filters", _empty("read:filters"), methods=["GET"]),
     Route("/api/v1/lists", _empty("read:lists"), methods=["GET"]),
     Route("/api/v1/follow_requests", _empty("read:follows"), methods=["GET"]),

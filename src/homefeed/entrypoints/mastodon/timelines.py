@@ -14,7 +14,7 @@ async def home(request: Request) -> Response:
     uid = await user(request, "read:statuses")
     m = api(request)
     posts = await m.home(uid, page(request))
-    return linked(request, await m.statuses_bytes(urls(request), posts, True), ids_of(posts))
+    return linked(request, await m.statuses_bytes(urls(request), posts, uid), ids_of(posts))
 
 
 async def public(request: Request) -> Response:
@@ -27,14 +27,14 @@ async def public(request: Request) -> Response:
         posts = []  # no remote accounts, no media
     else:
         posts = await m.public(page(request))
-    return linked(request, await m.statuses_bytes(urls(request), posts, viewer is not None), ids_of(posts))
+    return linked(request, await m.statuses_bytes(urls(request), posts, viewer), ids_of(posts))
 
 
 async def tag(request: Request) -> Response:
     viewer = await optional_user(request, "read:statuses")
     m = api(request)
     posts = await m.tag(request.path_params["hashtag"], page(request))
-    return linked(request, await m.statuses_bytes(urls(request), posts, viewer is not None), ids_of(posts))
+    return linked(request, await m.statuses_bytes(urls(request), posts, viewer), ids_of(posts))
 
 
 routes = [

@@ -20,8 +20,9 @@ from homefeed.entrypoints.routes._request import (
 
 
 async def create_post(request: Request) -> Response:
-    """201 the post, once it is durable. The text rules are the service's
-    (``domain/text.py``): this only decodes."""
+    """201 the post, once it is durable; ``in_reply_to_id`` makes it a reply (404 when no
+    such post exists). The text rules are the service's (``domain/text.py``): this only
+    decodes."""
     hf = service(request)
     key = idempotency_key(request)
     uid = await caller(request)
@@ -29,10 +30,22 @@ async def create_post(request: Request) -> Response:
     body = parse_json(raw)
     if "text" not in body:
         raise InvalidInput("text is required")
+    reply_to = _reply_to(body.get("in_reply_to_id"))
     if key is None:
-        return json_response(await hf.create_post(uid, body["text"]), 201)
+        return json_response(await hf.create_post(uid, body["text"], in_reply_to_id=reply_to), 201)
     return await once(request, key, str(uid), raw, 201,
-                      lambda keyed: hf.create_post(uid, body["text"], once=keyed))
+                      lambda keyed: hf.create_post(uid, body["text"], once=keyed, in_reply_to_id=reply_to))
+
+
+def _reply_to(value: object) -> int | None:
+    """``in_reply_to_id``: absent or null, not a reply; a post id (a string of digits, as
+    ids are written everywhere in ``/v1``) otherwise."""
+    if value is None:
+        return None
+    got = parse_id(value) if isinstance(value, str) else None
+    if got is None:
+        raise InvalidInput("in_reply_to_id must be a post id (a string of digits)")
+    return got
 
 
 def _post_id(request: Request) -> int:
