@@ -487,6 +487,12 @@ def test_scopes_are_enforced(target, check):
     with pytest.raises(MastodonAPIError) as e:
         ro.status_post("a read-only token cannot post")
     assert e.value.args[1] == 403, e.value.args
+    theirs = friend.m.status_post("favourite me")
+    for action in (ro.status_favourite, ro.status_reblog, ro.notifications_clear):
+        with pytest.raises(MastodonAPIError) as e:
+            action(theirs.id) if action != ro.notifications_clear else action()
+        assert e.value.args[1] == 403, e.value.args
+    assert ro.notifications() == [] and ro.favourites() == []  # read covers read:notifications
 
     ws_app = make_app(target.url(0), check, scopes=["read", "write:statuses"])
     ws = client(target.url(0), check, ws_app)
@@ -495,6 +501,11 @@ def test_scopes_are_enforced(target, check):
     with pytest.raises(MastodonAPIError) as e:
         ws.account_follow(friend.id)
     assert e.value.args[1] == 403, e.value.args
+    assert ws.status_reblog(theirs.id).reblog.id == theirs.id  # a boost is write:statuses
+    with pytest.raises(MastodonAPIError) as e:
+        ws.status_favourite(theirs.id)  # a favourite is write:favourites
+    assert e.value.args[1] == 403, e.value.args
+    assert friend.m.status(theirs.id).favourites_count == 0
 
     # asking more than the app was registered with is refused
     bad = client(target.url(0), check, read_app)

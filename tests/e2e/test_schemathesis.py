@@ -65,6 +65,8 @@ class World:
     post_ids: list[str]
     words: list[str] = field(default_factory=list)
     user_ids: list[str] = field(default_factory=list)
+    #: user 0's notifications (follows and mentions), newest first
+    notification_ids: list[str] = field(default_factory=list)
 
 
 def _make_world(api: Api) -> World:
@@ -77,7 +79,9 @@ def _make_world(api: Api) -> World:
     words = ["lanterne", "Ωμέγα", "#fuzz", "@" + handles[0]]
     post_ids = [api.new_post(tokens[i % 4], f"post {i} {words[i % 4]} zebra")["id"] for i in range(24)]
     api.drain()
-    return World(handles, tokens, post_ids, words, [u["id"] for u in users])
+    notes = api.get("/api/v1/notifications", headers=bearer(tokens[0])).json()
+    assert len(notes) >= 2, notes
+    return World(handles, tokens, post_ids, words, [u["id"] for u in users], [n["id"] for n in notes])
 
 
 def _strategy(operation: Any, world: World) -> st.SearchStrategy:
@@ -103,6 +107,10 @@ def _strategy(operation: Any, world: World) -> st.SearchStrategy:
                 if operation.path.startswith("/api/v1/statuses/"):  # not the ones /v1 deletes
                     by = owner if owner is not None else user or 0
                     kwargs["path_parameters"] = {"id": world.post_ids[4 + by]}
+                elif operation.path.startswith("/api/v1/notifications/"):  # user 0's newest
+                    # two (mentions by posts nobody deletes): one to read, one to dismiss
+                    dismiss = operation.path.endswith("/dismiss")
+                    kwargs["path_parameters"] = {"id": world.notification_ids[0 if dismiss else 1]}
                 else:
                     kwargs["path_parameters"] = {"id": world.user_ids[owner if owner is not None else 0]}
             if "acct" in query_names:

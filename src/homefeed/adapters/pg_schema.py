@@ -172,6 +172,69 @@ MIGRATIONS: list[str] = [
     ALTER TABLE posts ADD COLUMN visibility text NOT NULL DEFAULT 'public';
     CREATE INDEX posts_public ON posts(id DESC) WHERE visibility = 'public';
     """,
+    # 9: conversations (docs/conversations.md): replies, boosts and their counters on posts;
+    # mentions, favourites, notifications (derived, kept by the notifier), what readers
+    # dismissed or cleared, and read markers. Old posts get NULL links and zero counters
+    # (ADD COLUMN with a constant default rewrites nothing). The public timeline leaves out
+    # boosts and replies to others: its index says so.
+    """
+    ALTER TABLE posts ADD COLUMN in_reply_to_id bigint,
+                      ADD COLUMN in_reply_to_account_id bigint,
+                      ADD COLUMN reblog_of_id bigint,
+                      ADD COLUMN replies_count integer NOT NULL DEFAULT 0,
+                      ADD COLUMN reblogs_count integer NOT NULL DEFAULT 0,
+                      ADD COLUMN favourites_count integer NOT NULL DEFAULT 0;
+    CREATE INDEX posts_replies ON posts (in_reply_to_id, id) WHERE in_reply_to_id IS NOT NULL;
+    -- one boost per (original, booster); reblogged_by walks the second newest first
+    CREATE UNIQUE INDEX posts_boosts ON posts (reblog_of_id, author_id) WHERE reblog_of_id IS NOT NULL;
+    CREATE INDEX posts_boosts_by_id ON posts (reblog_of_id, id) WHERE reblog_of_id IS NOT NULL;
+    DROP INDEX posts_public;
+    CREATE INDEX posts_public ON posts (id DESC) WHERE visibility = 'public' AND reblog_of_id IS NULL
+        AND (in_reply_to_account_id IS NULL OR in_reply_to_account_id = author_id);
+
+    CREATE TABLE mentions (
+        post_id bigint NOT NULL,
+        user_id bigint NOT NULL,
+        PRIMARY KEY (post_id, user_id)
+    );
+    CREATE INDEX mentions_by_user ON mentions (user_id, post_id);
+
+    CREATE TABLE favourites (
+        id      bigint PRIMARY KEY,             -- time-ordered: the cursor of /favourites
+        user_id bigint NOT NULL,
+        post_id bigint NOT NULL,
+        UNIQUE (user_id, post_id)
+    );
+    CREATE INDEX favourites_by_user ON favourites (user_id, id) INCLUDE (post_id);
+    CREATE INDEX favourites_by_post ON favourites (post_id, id) INCLUDE (user_id);
+
+    CREATE TABLE notifications (
+        user_id      bigint NOT NULL,           -- the recipient
+        id           bigint NOT NULL,           -- the cause's id (follow, favourite, post)
+        type         text NOT NULL,
+        from_user_id bigint NOT NULL,
+        post_id      bigint,
+        PRIMARY KEY (user_id, id)
+    );
+    CREATE INDEX notifications_by_id ON notifications (id);
+    CREATE INDEX notifications_by_post ON notifications (post_id) WHERE post_id IS NOT NULL;
+    CREATE INDEX notifications_by_from ON notifications (user_id, from_user_id, id);
+    CREATE TABLE notification_dismissals (
+        user_id bigint NOT NULL,
+        id      bigint NOT NULL,
+        PRIMARY KEY (user_id, id)
+    );
+    ALTER TABLE users ADD COLUMN notifications_cleared_id bigint NOT NULL DEFAULT 0;
+
+    CREATE TABLE markers (
+        user_id      bigint NOT NULL,
+        timeline     text NOT NULL,             -- "home", "notifications"
+        last_read_id text NOT NULL,
+        version      integer NOT NULL,
+        updated_at   double precision NOT NULL, -- unix seconds
+        PRIMARY KEY (user_id, timeline)
+    );
+    """,
 ]
 
 

@@ -1,8 +1,12 @@
 """RecordStore on PostgreSQL: the system of record of the scale-out profile.
 
-Same semantics as ``SqliteRecordStore``. Every write is ONE SQL statement (data-modifying
-CTEs), hence one transaction holding the record, the counters and the outbox event, sent in
-one round trip and durable when it returns. Readers never block writers (MVCC) and every
+Same semantics as ``SqliteRecordStore``. The hot writes (create_user, follow, unfollow,
+create_post with its reply and mentions, favourite, unfavourite) are ONE SQL statement each
+(data-modifying CTEs), hence one transaction holding the record, the counters and the
+outbox event, sent in one round trip and durable when it returns. Writes that must read
+before they write several rows (delete_post with a boost cascade, reblog, unreblog, the
+notification writes) are one explicit transaction of a few statements, run again on a
+deadlock (``PgConversationsStore._transaction``). Readers never block writers (MVCC) and every
 hot read (``posts_by_ids``, ``home_post_ids``, ``author_post_ids``, ``follower_ids``) is a
 single prepared statement, whatever the number of ids.
 
@@ -14,9 +18,10 @@ Follow/unfollow update both users' counters in one ``UPDATE ... WHERE id IN (a, 
 those two rows, in which case PostgreSQL aborts one statement and ``PgDatabase.write``
 runs it again.
 
-Two jobs are in modules of their own, mixins this class inherits: accounts and OAuth 2
-(``pg_accounts``: ``PgAccountsStore``) and the audit/rebuild administration (``pg_admin``:
-``PgAdminStore``).
+Three jobs are in modules of their own, mixins this class inherits: accounts and OAuth 2
+(``pg_accounts``: ``PgAccountsStore``), the audit/rebuild administration (``pg_admin``:
+``PgAdminStore``) and conversations: boosts, favourites, notifications, post counters and
+markers (``pg_conversations``: ``PgConversationsStore``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from homefeed.adapters.pg_accounts import (
     _is_pkey_violation,
 )
 from homefeed.adapters.pg_admin import PgAdminStore
-from homefeed.adapters.pg_conversations import PgConversationsStore
+from homefeed.adapters.pg_conversations import POST_COLS, PgConversationsStore, delete_post_in
 from homefeed.adapters.pg_db import PgDatabase
 from homefeed.domain import model
 from homefeed.domain.deployment import Deployment
@@ -44,7 +49,7 @@ from homefeed.logging_setup import current_request_id
 from homefeed.ports import IdempotencyRecord
 
 _MAX = (1 << 63) - 1
-_POST_COLS = "p.id, p.author_id, u.handle, p.text, p.visibility"
+_POST_COLS = POST_COLS
 
 
 def _with_key(template: str, source: str | None) -> tuple[str, str]:
@@ -117,40 +122,39 @@ SELECT EXISTS (SELECT FROM f),
                 (SELECT followers_count FROM users WHERE id = %(b)s), 0)
 """
 
+# A reply locks its parent FOR KEY SHARE (a concurrent delete of the parent waits, or has
+# won and the reply is NotFound: no row from p) and counts itself on it; mentions are stored
+# for the existing users named, the author left out.
 _CREATE_POST_TEMPLATE = f"""
-WITH p AS (
-    INSERT INTO posts (id, author_id, text, visibility)
-    VALUES (%(id)s, %(author)s, %(text)s, %(visibility)s)
+WITH parent AS (
+    SELECT id, author_id FROM posts WHERE id = %(reply)s::bigint FOR KEY SHARE
+), p AS (
+    INSERT INTO posts (id, author_id, text, visibility, in_reply_to_id, in_reply_to_account_id)
+    SELECT %(id)s, %(author)s, %(text)s, %(visibility)s, %(reply)s::bigint, (SELECT author_id FROM parent)
+    WHERE %(reply)s::bigint IS NULL OR EXISTS (SELECT FROM parent)
+    RETURNING id, in_reply_to_account_id
+), r AS (
+    UPDATE posts SET replies_count = replies_count + 1
+    WHERE id = (SELECT id FROM parent) AND EXISTS (SELECT FROM p)
+), m AS (
+    INSERT INTO mentions (post_id, user_id)
+    SELECT p.id, u.id FROM p, users u WHERE u.id = ANY(%(mentions)s::bigint[]) AND u.id <> %(author)s
+    RETURNING user_id
 ), c AS (
-    UPDATE users SET posts_count = posts_count + 1 WHERE id = %(author)s
-){{key}}
-INSERT INTO outbox (type, data) VALUES ('{model.POST_CREATED}', jsonb_build_object(
-    'post_id', %(id)s, 'author_id', %(author)s,
-    'author_handle', %(handle)s::text, 'text', %(text)s::text,
-    'visibility', %(visibility)s::text)
-    || jsonb_strip_nulls(jsonb_build_object('request_id', %(rid)s::text)))
-"""
-_CREATE_POST, _CREATE_POST_KEYED = _with_key(_CREATE_POST_TEMPLATE, None)
-
-# p (a plain read) and d share the statement's snapshot. If d deletes nothing although p
-# saw the post by this author, a concurrent delete won: NotFound, as if it came first.
-_DELETE_POST = f"""
-WITH p AS (
-    SELECT author_id FROM posts WHERE id = %(id)s
-), d AS (
-    DELETE FROM posts WHERE id = %(id)s AND author_id = %(by)s
-    RETURNING id, author_id, text, visibility
-), c AS (
-    UPDATE users SET posts_count = posts_count - 1 WHERE id = (SELECT author_id FROM d)
-    RETURNING handle
+    UPDATE users SET posts_count = posts_count + 1 WHERE id = %(author)s AND EXISTS (SELECT FROM p)
 ), o AS (
-    INSERT INTO outbox (type, data)
-    SELECT '{model.POST_DELETED}', jsonb_build_object('post_id', id, 'author_id', author_id)
-    FROM d
-)
-SELECT (SELECT author_id FROM p), (SELECT text FROM d), (SELECT handle FROM c),
-       EXISTS (SELECT FROM d), (SELECT visibility FROM d)
+    INSERT INTO outbox (type, data) SELECT '{model.POST_CREATED}', jsonb_build_object(
+        'post_id', p.id, 'author_id', %(author)s,
+        'author_handle', %(handle)s::text, 'text', %(text)s::text,
+        'visibility', %(visibility)s::text, 'in_reply_to_id', %(reply)s::bigint,
+        'in_reply_to_account_id', p.in_reply_to_account_id, 'reblog_of_id', NULL,
+        'mention_ids', (SELECT coalesce(jsonb_agg(user_id ORDER BY user_id), '[]'::jsonb) FROM m))
+        || jsonb_strip_nulls(jsonb_build_object('request_id', %(rid)s::text))
+    FROM p
+){{key}}
+SELECT in_reply_to_account_id FROM p
 """
+_CREATE_POST, _CREATE_POST_KEYED = _with_key(_CREATE_POST_TEMPLATE, "p")
 
 _FOLLOW_PAGE = """
 SELECT f.id, {cols} FROM follows f JOIN users u ON u.id = f.{other}
@@ -222,7 +226,7 @@ class PgRecordStore(PgAccountsStore, PgAdminStore, PgConversationsStore):
             self._node = int(claimed[0])
         row = await self.db.fetchone(
             "SELECT greatest((SELECT max(id) FROM posts), (SELECT max(id) FROM users),"
-            " (SELECT max(id) FROM follows))"
+            " (SELECT max(id) FROM follows), (SELECT max(id) FROM favourites))"
         )
         self.ids = IdGenerator(node=self._node, floor=(row[0] if row else None) or 0)
 
@@ -299,36 +303,50 @@ class PgRecordStore(PgAccountsStore, PgAdminStore, PgConversationsStore):
         *, idempotency: IdempotencyRecord | None = None, visibility: str = "public",
         in_reply_to_id: int | None = None, mention_ids: Sequence[int] = (),
     ) -> Post:
-        if in_reply_to_id is not None or mention_ids:
-            raise NotImplementedError("replies and mentions on PostgreSQL: not written yet")
+        mentions = sorted(set(mention_ids))
         for attempt in range(_ID_RETRIES):
             pid = self._next_id()
-            post = Post(pid, author_id, author_handle, text, visibility)
+            # the answer an idempotency key stores needs the parent's author: read it first
+            # (the statement itself decides, under its lock, whether the parent exists)
+            reply_to_account = None
+            if in_reply_to_id is not None and idempotency is not None:
+                row = await self.db.fetchone("SELECT author_id FROM posts WHERE id = %s", (in_reply_to_id,))
+                reply_to_account = row[0] if row else None
+            post = Post(pid, author_id, author_handle, text, visibility, in_reply_to_id, reply_to_account)
             sql, params = _keyed(_CREATE_POST, _CREATE_POST_KEYED, {
                 "id": pid, "author": author_id, "handle": author_handle, "text": text,
-                "visibility": visibility,
+                "visibility": visibility, "reply": in_reply_to_id, "mentions": mentions,
                 "rid": current_request_id(),
             }, idempotency, post)
             try:
-                await self.db.write(sql, params)
+                rows = await self.db.write(sql, params, outbox=False)
             except pg_errors.UniqueViolation as exc:
                 if _key_taken(exc):
                     raise IdempotencyKeyTaken("this Idempotency-Key is already used") from None
                 if _is_pkey_violation(exc) and attempt < _ID_RETRIES - 1:
                     continue
                 raise
-            return post
+            if not rows:
+                raise NotFound("Record not found")
+            self.db.outbox_committed()
+            return Post(pid, author_id, author_handle, text, visibility, in_reply_to_id, rows[0][0])
         raise AssertionError("unreachable")
 
     async def delete_post(self, post_id: int, by_user_id: int) -> Post:
-        rows = await self.db.write(_DELETE_POST, {"id": post_id, "by": by_user_id}, outbox=False)
-        author_id, text, handle, deleted, visibility = rows[0]
-        if deleted:
-            self.db.outbox_committed()
-            return Post(post_id, by_user_id, handle or "", text, visibility or "public")
-        if author_id is not None and author_id != by_user_id:
-            raise Forbidden("you can delete only your own posts")
-        raise NotFound("no such post")
+        async def tx(conn: Any) -> Post:
+            cur = await conn.execute(
+                f"SELECT {_POST_COLS} FROM posts p JOIN users u ON u.id = p.author_id"
+                " WHERE p.id = %s FOR UPDATE OF p", (post_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound("no such post")
+            if row[1] != by_user_id:
+                raise Forbidden("you can delete only your own posts")
+            await delete_post_in(conn, row)
+            return Post(*row)
+
+        return await self._transaction(tx, outbox=True)
 
     # -- reads ----------------------------------------------------------------------------
     async def user_by_id(self, user_id: int) -> User | None:
@@ -399,7 +417,9 @@ class PgRecordStore(PgAccountsStore, PgAdminStore, PgConversationsStore):
 
     async def public_post_ids(self, before: int | None, limit: int) -> list[int]:
         rows = await self.db.fetch(
-            "SELECT id FROM posts WHERE visibility = 'public' AND id < %s ORDER BY id DESC LIMIT %s",
+            "SELECT id FROM posts WHERE visibility = 'public' AND reblog_of_id IS NULL"
+            " AND (in_reply_to_account_id IS NULL OR in_reply_to_account_id = author_id)"
+            " AND id < %s ORDER BY id DESC LIMIT %s",
             (_before(before), limit),
         )
         return [r[0] for r in rows]

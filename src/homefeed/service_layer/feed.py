@@ -251,10 +251,10 @@ class FeedManager:
 
     _read_home_from_store = read_home_from_store  # the name older tests use
 
-    async def _pulled_authors(self, user_id: int, following: frozenset[int]) -> list[int]:
+    @staticmethod
+    def _pulled_authors(user_id: int, following: frozenset[int], celebs: frozenset[int]) -> list[int]:
         """The authors whose cached author lists a home read merges in: the celebrities the
         reader follows, and the reader (read-your-writes)."""
-        celebs = await self.celebrities()
         if len(celebs) <= len(following):
             pulled = [c for c in celebs if c in following]
         else:
@@ -266,7 +266,7 @@ class FeedManager:
         self, user_id: int, before: int | None, limit: int
     ) -> tuple[list[Post], int | None]:
         following = await self.following_of(user_id)
-        pulled = await self._pulled_authors(user_id, following)
+        pulled = self._pulled_authors(user_id, following, await self.celebrities())
         return await self._home_page(user_id, following, _CachedHomeIds(self, user_id, pulled, before), limit)
 
     async def _home_page(
@@ -324,7 +324,7 @@ class FeedManager:
         if original is None or original.author_id == user_id:
             return False
         try:
-            pulled = await self._pulled_authors(user_id, following)
+            pulled = self._pulled_authors(user_id, following, await self.celebrities())
             source: _IdSource = _CachedHomeIds(self, user_id, pulled, post.id)
             stream = _Entries(self, user_id, following, source)
             await stream.reach(BOOST_WINDOW - 1, BOOST_WINDOW + SLACK)
@@ -590,17 +590,17 @@ class _Entries:
                 self._posts = await self.feed.hydrate(ids) if ids else {}
                 continue
             posts, add = self._posts, entries.append
-            end, room = len(ids), upto + 1 - len(entries)
-            while at < end and room:
-                p = posts.get(ids[at])
-                at += 1
+            room = upto + 1 - len(entries)
+            self._at = len(ids)
+            for k in range(at, len(ids)):
+                p = posts.get(ids[k])
                 if p is None:
                     continue
                 # The author and reply rules (feed_rules.is_home_entry), the common case
                 # (not a reply to someone else) spelled out: this runs for every post read.
                 to = p.in_reply_to_account_id
                 if to is None or to == p.author_id:
-                    if not (p.author_id == reader or p.author_id in following):
+                    if p.author_id != reader and p.author_id not in following:
                         continue
                 elif not is_home_entry(p, reader, following):
                     continue
@@ -608,7 +608,9 @@ class _Entries:
                     self.boosts.append(len(entries))
                 add(p)
                 room -= 1
-            self._at = at
+                if not room:
+                    self._at = k + 1
+                    break
 
     async def original(self, index: int) -> Post | None:
         """The original of the boost ``entries[index]`` (None: gone). Hydrates those of

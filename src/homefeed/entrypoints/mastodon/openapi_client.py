@@ -198,10 +198,10 @@ def _conversation_paths() -> dict[str, Any]:
         "notification", "one notification", _ok("Notification"), (401, 403, 404), params=_ID, auth=_BEARER)}
     paths["/api/v1/notifications/{id}/dismiss"] = {"post": _op(
         "dismissNotification", "dismiss one notification ({})", _ok("empty object"),
-        (400, 401, 403, 404, 413), params=_ID, auth=_BEARER, body=True)}
+        (400, 401, 403, 404, 413, 422), params=_ID, auth=_BEARER, body=True)}
     paths["/api/v1/notifications/clear"] = {"post": _op(
         "clearNotifications", "dismiss every notification ({})", _ok("empty object"),
-        (400, 401, 403, 413), auth=_BEARER, body=True)}
+        (400, 401, 403, 413, 422), auth=_BEARER, body=True)}
     marker = {"type": "object", "properties": {"last_read_id": {"type": "string"}}}
     paths["/api/v1/markers"] = {
         "get": _op("markers", "saved read positions (timeline[]=home, notifications)", _ok("Marker"),
