@@ -212,6 +212,21 @@ class HomefeedMachine(RuleBasedStateMachine):
             if b == followee and (a, b) not in self.m.follow_ids:
                 self.m.follow_ids[(a, b)] = seen[a]
 
+    def learn_favourite_ids(self, uid: int) -> None:
+        """The ids of the user's favourites the model does not know yet (0): the cursors of
+        their favourites list (``/api/v1/favourites``), paged to the end."""
+        seen: dict[int, int] = {}
+        max_id = None
+        for _ in range(100):
+            body, fids = self.run(self.conv.favourites(URLS, uid, Page(limit=40, max_id=max_id)))
+            if not fids:
+                break
+            seen.update(zip((int(s["id"]) for s in json.loads(body)), fids))
+            max_id = fids[-1]
+        for (u, p), fid in self.m.favourites.items():
+            if u == uid and not fid:
+                self.m.favourites[(u, p)] = seen[p]
+
     def add_post(self, pid: int, uid: int, text: str, *, parent: int | None = None,
                  reblog_of: int | None = None, unlisted: bool = False) -> None:
         """A post the service made (in commit order): into the model."""
@@ -810,7 +825,16 @@ class HomefeedMachine(RuleBasedStateMachine):
         """Dismiss one of the notifications the user sees (may lag); a dismissed one never
         comes back. An id the user has not: NotFound, nothing changes."""
         uid, handle = self.user(a)
-        _, ids = self.run(self.conv.notifications(URLS, uid, Page(limit=10), [], [], None))
+        body, ids = self.run(self.conv.notifications(URLS, uid, Page(limit=10), [], [], None))
+        for x in json.loads(body):  # may lag, never wrong
+            nid, kind, status = int(x["id"]), x["type"], x.get("status")
+            assert int(x["account"]["id"]) != uid, f"{handle} notified of their own action: {x}"
+            assert nid > self.m.cleared[uid] and nid not in self.m.dismissed[uid], (
+                f"{handle}'s cleared or dismissed notification {nid} listed")
+            if kind != "follow":
+                assert status is not None and self.m.exists(int(status["id"])), (
+                    f"{handle}'s {kind} notification {nid} about a gone post")
+                assert self.posts[int(status["id"])][0] == uid or kind == "mention", x
         if not ids:
             try:
                 self.run(self.conv.dismiss(uid, 1))  # no record has so small an id
@@ -895,20 +919,38 @@ class HomefeedMachine(RuleBasedStateMachine):
         assert ids == sorted(set(ids), reverse=True)
 
     @rule(ops=st.lists(
-        st.tuples(st.sampled_from(["post", "follow", "unfollow", "delete", "read"]),
+        st.tuples(st.sampled_from(["post", "follow", "unfollow", "delete", "read", "boost", "fav", "reply"]),
                   st.integers(0, MAX_USERS - 1), st.integers(0, 50)),
         min_size=2, max_size=8))
     def concurrent_burst(self, ops: list[tuple[str, int, int]]) -> None:
         """Several requests at once on the loop (as the HTTP server runs them): they
         interleave at every await, with each other and with the consumers. Each follow pair
-        and each post to delete appears once, so the resulting records are known."""
+        and each post to delete appears once, so the resulting records are known; a boost,
+        favourite or reply may meet the delete of its post in either order (NotFound, or
+        made and then taken away with the post)."""
         coros: list[Awaitable[Any]] = []
         plan: list[tuple[str, Any]] = []
         pairs: set[tuple[int, int]] = set()
         targeted: set[int] = set()
+        acted: set[tuple[str, int, int]] = set()
         for n, (kind, a, b) in enumerate(ops):
             uid, _ = self.user(a)
-            if kind == "post":
+            if kind in ("boost", "fav", "reply"):
+                live = self.live()
+                if not live:
+                    continue
+                target = live[b % len(live)]
+                if (kind, uid, self.m.original(target)) in acted:
+                    continue
+                acted.add((kind, uid, self.m.original(target)))
+                if kind == "boost":
+                    coros.append(self.conv.reblog(URLS, uid, target, "public"))
+                elif kind == "fav":
+                    coros.append(self.conv.favourite(URLS, uid, target, True))
+                else:
+                    coros.append(self.hf.write_post(uid, f"burst re {n}", in_reply_to_id=target))
+                plan.append((kind, (uid, target, f"burst re {n}")))
+            elif kind == "post":
                 text = f"burst {n} {VOCAB[b % len(VOCAB)]}"
                 coros.append(self.hf.create_post(uid, text))
                 plan.append(("post", (uid, text)))
@@ -932,14 +974,39 @@ class HomefeedMachine(RuleBasedStateMachine):
                 coros.append(self.hf.home_timeline(uid, 1 + b % 4))
                 plan.append(("read", (uid, 1 + b % 4)))
         async def together() -> list[Any]:
-            return await asyncio.gather(*coros)
+            return await asyncio.gather(*coros, return_exceptions=True)
 
         results = self.run(together())
-        new_posts = []
+        burst_deleted = {arg for kind, arg in plan if kind == "delete"}
+        new_posts: list[tuple[int, int, str, int | None, int | None]] = []
+        new_favs: set[int] = set()
         for (kind, arg), res in zip(plan, results):
+            if isinstance(res, BaseException):
+                if not (isinstance(res, NotFound) and kind in ("boost", "fav", "reply")
+                        and self.m.original(arg[1]) in burst_deleted):
+                    raise res
+                event(f"a {kind} met the delete of its post")
+                continue
             if kind == "post":
                 assert res["text"] == arg[1] and res["author"]["id"] == str(arg[0]), res
-                new_posts.append((int(res["id"]), arg[0], arg[1]))
+                new_posts.append((int(res["id"]), arg[0], arg[1], None, None))
+            elif kind == "boost":
+                uid, o = arg[0], self.m.original(arg[1])
+                got = json.loads(res)
+                assert int(got["reblog"]["id"]) == o, got
+                before = self.m.boost_of(uid, o)
+                if before is None:
+                    new_posts.append((int(got["id"]), uid, "", None, o))
+                else:
+                    assert int(got["id"]) == before, got
+            elif kind == "fav":
+                uid, o = arg[0], self.m.original(arg[1])
+                assert int(json.loads(res)["id"]) == o
+                if (uid, o) not in self.m.favourites:
+                    self.m.favourites[(uid, o)] = 0  # its id is learnt below
+                    new_favs.add(uid)
+            elif kind == "reply":
+                new_posts.append((res.id, arg[0], arg[2], self.m.original(arg[1]), None))
             elif kind == "follow":
                 assert res == {"following": True}
                 before = self.followers_count(arg[1])
@@ -954,10 +1021,13 @@ class HomefeedMachine(RuleBasedStateMachine):
                 if before >= THRESHOLD > self.followers_count(arg[1]):
                     self.demoted += 1
                     event("crossed the celebrity threshold down (concurrently)")
-            elif kind == "delete":
+        for pid, uid, text, parent, o in sorted(new_posts):  # commit order is id order
+            self.add_post(pid, uid, text, parent=parent, reblog_of=o)
+        for kind, arg in plan:  # after the adds: a delete takes boosts and favourites along
+            if kind == "delete":
                 self.m.delete(arg)
-        for pid, uid, text in sorted(new_posts):  # commit order is id order
-            self.add_post(pid, uid, text)
+        for uid in new_favs:
+            self.learn_favourite_ids(uid)
         for followee in {arg[1] for kind, arg in plan if kind == "follow"}:
             self.learn_follow_ids(followee)
         for (kind, arg), res in zip(plan, results):
