@@ -19,9 +19,29 @@ service. After ``drain()`` every derived view must equal what the oracle compute
   word also matches inside a hashtag or mention, ``#x`` only the hashtag, case ignored);
 - profiles' counters, followers/following lists, and ``get_post`` of every post.
 
+Conversations (issue 11, docs/conversations.md) are part of the records: replies to any post
+(gone, or deleted later; self-replies are threads), boosts (of boosts too) and their undoing,
+favourites and their undoing, mentions (``@handle`` of existing accounts, any case), and
+each reader's dismissals and clears. The model of those records and every view computed from
+them is ``oracle_model.Records`` (the follow and favourite ids, which notifications carry, are
+learnt from the followers and favourites lists' cursors; nothing else is read back). After a
+drain, every home also obeys the reply and boost rules, and:
+
+- every status's context (ancestors up to the first gone post, descendants depth first);
+- every post's counters (replies, reblogs, favourites) and each viewer's flags (post_stats);
+- every user's whole notification list (the Mastodon use case, paged with ``max_id``) is
+  the function of the records minus dismissals and ids at or below the cleared id.
+
+The boost rule looks at the 40 entries older than a boost: most examples set FeedManager's
+module constant ``BOOST_WINDOW`` (read at call time) to 3 or 1, and the oracle uses the same
+number, so that the window decides often with a few dozen posts; the others keep 40 and may
+have one long run of ~40 posts by one author.
+
 Between checks, without draining, reads may lag behind the writes but must never be wrong:
-a page never holds a deleted post, a post by someone the reader does not follow, a post out
-of order or twice, and a short page has no ``next``. Right after ``create_post`` the
+a page never holds a deleted post, a post by someone the reader does not follow, a reply to
+someone the reader does not follow, a boost of the reader's own or of a gone post, a post out
+of order or twice, and a short page has no ``next``; a notification list never holds one of
+the reader's own actions, a dismissed or cleared one, or one about a gone post. Right after ``create_post`` the
 author's own home timeline starts with the new post (read-your-writes).
 
 Each example also draws how the service runs: consumers in the background (as deployed) or
