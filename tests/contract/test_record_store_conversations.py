@@ -298,6 +298,35 @@ def test_concurrent_favourites_and_unfavourites_keep_exact_counts(records):
     run(main())
 
 
+def test_favourites_boosts_and_replies_racing_a_delete_leave_nothing_dangling(records):
+    async def main():
+        async with records() as r:
+            s = r.store
+            a = await new_user(s)
+            fans = [await new_user(s) for _ in range(8)]
+            for _ in range(3):
+                p = await s.create_post(a.id, a.handle, "short-lived")
+                calls = [s.delete_post(p.id, a.id)]
+                for f in fans:
+                    calls += [s.favourite(f.id, p.id), s.reblog(f.id, f.handle, p.id),
+                              s.create_post(f.id, f.handle, "re", in_reply_to_id=p.id)]
+                random.Random(p.id).shuffle(calls)
+                outcomes = await asyncio.gather(*calls, return_exceptions=True)
+                assert all(not isinstance(o, Exception) or isinstance(o, NotFound) for o in outcomes), [
+                    repr(o) for o in outcomes if isinstance(o, Exception)]
+                assert await s.posts_by_ids([p.id]) == []
+                assert await s.favourited_by(p.id, None, 100) == []
+                assert await s.reblogged_by(p.id, None, 100) == []
+                for f in fans:
+                    user = await s.user_by_id(f.id)
+                    assert user.posts_count == len(await s.author_post_ids(f.id, None, 100))
+                    assert all(q.reblog_of_id is None for q in await s.user_posts(f.id, None, 100))
+                replies = (await s.reply_ids([p.id]))[p.id]
+                assert len(replies) == sum(isinstance(o, Post) and o.in_reply_to_id == p.id for o in outcomes)
+
+    run(main())
+
+
 def test_post_stats_carry_the_viewers_flags(records):
     async def main():
         async with records() as r:
@@ -436,6 +465,41 @@ def test_dismissed_and_cleared_notifications_never_come_back(records):
             assert await s.rebuild_notifications([a.id, b.id, c.id]) == 2
             assert await s.notification_diff([a.id, b.id, c.id]) == {}
             assert await s.notifications_page(a.id) == [n]
+
+    run(main())
+
+
+def test_dismissals_racing_syncs_are_never_undone(records):
+    async def main():
+        async with records() as r:
+            s = r.store
+            a = await new_user(s)
+            fans = [await new_user(s) for _ in range(10)]
+            posts = [await s.create_post(a.id, a.handle, f"p{i}") for i in range(3)]
+            causes = [(f.id, p.id) for f in fans for p in posts]
+            for f, p in causes:
+                await s.favourite(f, p)
+            await s.sync_notifications(favourites=causes)
+            shown = await s.notifications_page(a.id, limit=100)
+            assert len(shown) == len(causes)
+            rng = random.Random(3)
+            gone = rng.sample(shown, 12)
+            calls = [s.dismiss_notification(a.id, n.id) for n in gone]
+            calls += [s.sync_notifications(favourites=rng.sample(causes, 10)) for _ in range(12)]
+            rng.shuffle(calls)
+            await asyncio.gather(*calls)
+            await s.sync_notifications(favourites=causes)
+            left = await s.notifications_page(a.id, limit=100)
+            assert {n.id for n in left} == {n.id for n in shown} - {n.id for n in gone}
+            assert await s.notification_diff([a.id]) == {}
+            # a dismissed row written back behind the store's back: the next sync of its
+            # cause takes it away again
+            n = gone[0]
+            await corrupt(s, "INSERT INTO notifications (user_id, id, type, from_user_id, post_id)"
+                             " VALUES (?, ?, ?, ?, ?)", (a.id, n.id, n.type, n.from_user_id, n.post_id))
+            assert await s.notification_diff([a.id]) == {a.id: (0, 1)}
+            await s.sync_notifications(favourites=[(n.from_user_id, n.post_id)])
+            assert await s.notification_diff([a.id]) == {}
 
     run(main())
 

@@ -73,7 +73,7 @@ SUBJECT_PREFIX = "hfscale.events"
 #: JetStream redelivers what a killed worker held after this many seconds (default 30).
 ACK_WAIT = 4.0
 
-CONSUMERS = ("fanout", "indexer", "relay")
+CONSUMERS = ("fanout", "indexer", "notifier", "relay")
 
 _INSTALL = {
     "redis-server": "apt-get install redis-server",

@@ -1,5 +1,6 @@
 """Conversations through the Mastodon client API (issue 11), over HTTP against a real
-``homefeed serve`` (embedded profile, its consumers running): replies and threads
+homefeed in both profiles (``mastodon_kit.target``: one ``homefeed serve``; two API and two
+worker processes over PostgreSQL, Redis and NATS): replies and threads
 (``context``), favourites, boosts, mentions, notifications and markers, every answer checked
 against tests/mastodon_schemas, the shapes clients rely on checked exactly (``favourite``
 answers the viewer's flag and the new count; ``reblog`` the wrapper, ``unreblog`` the
@@ -14,14 +15,29 @@ from typing import Any
 import pytest
 
 from .conftest import unique_word
+from .mastodon_kit import target  # noqa: F401  (the server fixture, per profile)
 from .test_mastodon_client_api import LINK_RE, M, check, error, ids
 
 
 @pytest.fixture(scope="module")
-def m(server) -> M:
-    c = M(server.base_url)
+def m(target) -> M:
+    c = M(target.url(0))
     yield c
     c.close()
+
+
+@pytest.fixture(scope="module")
+def other(target) -> M:
+    """The other API process in scale-out (the same one embedded): reads there must see
+    writes made through the first."""
+    c = M(target.url(1))
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def drain(target):
+    return target.drain
 
 
 class Person:
@@ -124,7 +140,7 @@ def test_idempotency_key_with_in_reply_to_id_replies_once(m):
 # -- favourites -----------------------------------------------------------------------------
 
 
-def test_favourite_answers_the_flag_and_the_count_idempotently(m, drain):
+def test_favourite_answers_the_flag_and_the_count_idempotently(m, other, drain):
     a, b, c = people(m, 3)
     s = a.post("like me")
     for _ in range(2):
@@ -134,6 +150,8 @@ def test_favourite_answers_the_flag_and_the_count_idempotently(m, drain):
     assert got["favourited"] is True and got["favourites_count"] == 2
     mine = a.status(s["id"])
     assert mine["favourited"] is False and mine["favourites_count"] == 2
+    there = other.ok("GET", f"/api/v1/statuses/{s['id']}", b.token)  # the other API process
+    assert there["favourited"] is True and there["favourites_count"] == 2
     assert "favourited" not in m.ok("GET", f"/api/v1/statuses/{s['id']}")  # anonymous
     who = m.ok("GET", f"/api/v1/statuses/{s['id']}/favourited_by")
     assert [x["id"] for x in who] == [c.id, b.id]  # newest first
@@ -181,7 +199,7 @@ def test_favourites_list_pages_by_favourite_with_link(m):
 # -- boosts ---------------------------------------------------------------------------------
 
 
-def test_reblog_answers_the_wrapper_and_unreblog_the_original(m, drain):
+def test_reblog_answers_the_wrapper_and_unreblog_the_original(m, other, drain):
     a, b, c = people(m, 3)
     m.follow(c.token, b.id)
     m.follow(a.token, b.id)
@@ -209,6 +227,7 @@ def test_reblog_answers_the_wrapper_and_unreblog_the_original(m, drain):
     error(m.req("GET", f"/api/v1/statuses/{w['id']}"), 404)
     drain()
     assert w["id"] not in ids(c.ok("GET", "/api/v1/timelines/home"))
+    assert w["id"] not in ids(other.ok("GET", "/api/v1/timelines/home", c.token))
 
 
 def test_reblog_refuses_what_homefeed_has_not(m):

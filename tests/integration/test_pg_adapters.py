@@ -344,11 +344,13 @@ def test_posts_delete_and_reads(pg_url: str) -> None:
             events = [(t, d) for _, t, d in await outbox_rows(store)]
             created = [d for t, d in events if t == model.POST_CREATED]
             assert created[0] == {"post_id": pa[0].id, "author_id": a.id, "author_handle": "pa", "text": "a0",
-                                  "visibility": "public"}
+                                  "visibility": "public", "in_reply_to_id": None,
+                                  "in_reply_to_account_id": None, "reblog_of_id": None, "mention_ids": []}
             deleted = [d for t, d in events if t == model.POST_DELETED]
+            links = {"reblog_of_id": None, "in_reply_to_id": None, "visibility": "public"}
             assert deleted == [
-                {"post_id": pa[0].id, "author_id": a.id},
-                {"post_id": pa[1].id, "author_id": a.id},
+                {"post_id": pa[0].id, "author_id": a.id, **links},
+                {"post_id": pa[1].id, "author_id": a.id, **links},
             ]
 
     run(body())

@@ -12,7 +12,9 @@ NotFound), the favourites row is inserted or deleted (its unique key serialises 
 concurrent calls) and the counter is incremented in place (``UPDATE ... SET n = n + 1``
 waits for a concurrent one and re-reads the row), so the count stays exact. The writes
 that touch several posts (a delete with its boosts, a boost, an unboost) and the
-notification writes are one explicit transaction each, run again on a deadlock.
+notification writes are one explicit transaction each, run again on a deadlock. Writes
+change post counters before users' counters (their statements list them in that order),
+which keeps the deadlocks they could have with each other rare.
 
 Notifications. ``sync_notifications`` locks the causes it reads (``FOR KEY SHARE``: the
 write that undoes one waits until the sync commits, and its own event brings a later sync),
@@ -93,10 +95,10 @@ WITH b AS (
     VALUES (%(id)s, %(u)s, '', %(vis)s, %(o)s)
     ON CONFLICT (reblog_of_id, author_id) WHERE reblog_of_id IS NOT NULL DO NOTHING
     RETURNING id
-), c AS (
-    UPDATE users SET posts_count = posts_count + 1 WHERE id = %(u)s AND EXISTS (SELECT FROM b)
 ), r AS (
     UPDATE posts SET reblogs_count = reblogs_count + 1 WHERE id = %(o)s AND EXISTS (SELECT FROM b)
+), c AS (
+    UPDATE users SET posts_count = posts_count + 1 WHERE id = %(u)s AND EXISTS (SELECT FROM b)
 ), e AS (
     INSERT INTO outbox (type, data)
     SELECT '{model.POST_CREATED}', jsonb_build_object(
@@ -133,14 +135,14 @@ SELECT count(*) FROM d
 _DELETE_ONE = f"""
 WITH d AS (
     DELETE FROM posts WHERE id = %(id)s RETURNING id
-), c AS (
-    UPDATE users SET posts_count = posts_count - 1 WHERE id = %(author)s AND EXISTS (SELECT FROM d)
 ), r AS (
     UPDATE posts SET replies_count = replies_count - 1
     WHERE id = %(reply)s::bigint AND EXISTS (SELECT FROM d)
 ), b AS (
     UPDATE posts SET reblogs_count = reblogs_count - 1
     WHERE id = %(orig)s::bigint AND EXISTS (SELECT FROM d)
+), c AS (
+    UPDATE users SET posts_count = posts_count - 1 WHERE id = %(author)s AND EXISTS (SELECT FROM d)
 )
 INSERT INTO outbox (type, data)
 SELECT '{model.POST_DELETED}', jsonb_build_object(
@@ -224,8 +226,9 @@ async def _lock_recipients(conn: psycopg.AsyncConnection, users: Collection[int]
 async def _write_notifications(
     conn: psycopg.AsyncConnection, delete: set[tuple[int, int]], insert: list[tuple]
 ) -> list[Notification]:
-    """Delete the (user_id, id) rows ``delete`` and insert the visible ones of ``insert``,
-    under the recipients' shared advisory locks."""
+    """Delete the (user_id, id) rows ``delete``, and make the rows ``insert`` (what the
+    causes say) present if visible, absent if dismissed or cleared, under the recipients'
+    shared advisory locks."""
     await _lock_recipients(conn, {u for u, _ in delete} | {r[0] for r in insert}, shared=True)
     if delete:
         users, ids = zip(*sorted(delete))
@@ -237,8 +240,16 @@ async def _write_notifications(
         )
     if not insert:
         return []
-    cols = list(zip(*insert))
-    rows = await _rows(conn, _INSERT_VISIBLE, [list(c) for c in cols])
+    cols = [list(c) for c in zip(*insert)]
+    # rows of these causes that are there although dismissed or cleared go too
+    await _rows(
+        conn,
+        "DELETE FROM notifications n USING unnest(%s::bigint[], %s::bigint[]) AS x(u, i), users u"
+        " WHERE n.user_id = x.u AND n.id = x.i AND u.id = x.u AND (n.id <= u.notifications_cleared_id"
+        " OR EXISTS (SELECT FROM notification_dismissals d WHERE d.user_id = x.u AND d.id = x.i))",
+        cols[:2],
+    )
+    rows = await _rows(conn, _INSERT_VISIBLE, cols)
     return sorted((_notification(r) for r in rows), key=lambda n: (n.user_id, n.id))
 
 

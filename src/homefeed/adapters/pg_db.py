@@ -278,7 +278,7 @@ class PgDatabase:
             raise self.outage.failed(exc) from exc
         try:
             yield conn
-        except pg_errors.TransactionRollback:
+        except (pg_errors.TransactionRollback, *_RETRYABLE):  # psycopg: not TransactionRollback
             raise
         except psycopg.OperationalError as exc:
             raise self.outage.failed(exc) from exc

@@ -73,8 +73,10 @@ class RedisPostCache:
                 "text": text,
                 "created_at": created_at,
             }
+            # A reply or a boost builds its JSON form itself (Post.public adds its links).
+            plain = reply_to is None and reblog_of is None
             return Post(id_, int(author), handle, text, visibility, reply_to, reply_to_account, reblog_of,
-                        _public=public)
+                        _public=public if plain else None)
         except (ValueError, TypeError):  # a tombstone, or a format this version doesn't know
             return None
 

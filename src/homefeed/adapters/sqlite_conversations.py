@@ -127,9 +127,16 @@ def _notification(row: tuple) -> Notification:
 
 def _insert_visible(conn: sqlite3.Connection, rows: Iterable[tuple]) -> list[Notification]:
     """Insert those of ``rows`` (_NOTIF_COLS) that are not there yet, not dismissed and
-    above the recipient's cleared id; returns the ones inserted."""
+    above the recipient's cleared id, and delete those that are there although dismissed
+    or cleared (written behind the store's back); returns the ones inserted."""
     out: list[Notification] = []
     for row in rows:
+        conn.execute(
+            "DELETE FROM notifications WHERE user_id = ? AND id = ? AND (id <= (SELECT"
+            " notifications_cleared_id FROM users WHERE id = ?) OR EXISTS (SELECT 1 FROM"
+            " notification_dismissals d WHERE d.user_id = ? AND d.id = ?))",
+            (row[0], row[1], row[0], row[0], row[1]),
+        )
         cur = conn.execute(
             f"INSERT INTO notifications({_NOTIF_COLS}) SELECT ?, ?, ?, ?, ? FROM users u"
             " WHERE u.id = ? AND ? > u.notifications_cleared_id AND NOT EXISTS ("

@@ -10,7 +10,8 @@ from homefeed.entrypoints.mastodon._common import api, ids_of, linked, optional_
 
 
 async def home(request: Request) -> Response:
-    """The hot path: cached statuses spliced as bytes; a warm read runs no SQL."""
+    """The hot path: cached statuses spliced as bytes; a warm read runs one statement, the
+    page's counters and the reader's flags (``post_stats``)."""
     uid = await user(request, "read:statuses")
     m = api(request)
     posts = await m.home(uid, page(request))
