@@ -60,3 +60,13 @@ echo done
 # 9. where a post's time goes over HTTP: posts only at 300/s
 .venv/bin/python benchmarks/profile_server.py --world /tmp/hfbench/w100k --strategy hybrid --rate 300 \
   --mix post=1 --out benchmarks/results/profile_posts > benchmarks/results/profile_posts.log 2>&1
+
+# 10. issue 14 (re-measured on the code of issue 11 + 14): the per-request table beside a bare
+#     Starlette route, the in-process CPU per request, and hybrid against pull by followees
+[ -f /tmp/hf14world/demo-tokens.tsv ] || .venv/bin/homefeed demo --no-serve --data-dir /tmp/hf14world > /dev/null 2>&1
+.venv/bin/python benchmarks/issue14_table.py --world /tmp/hf14world --rounds 3 --seconds 6 --warmup 4 \
+  --json $R/issue14_table.json > $R/issue14_table.txt 2>&1
+.venv/bin/python benchmarks/inproc_request_cost.py --world /tmp/hf14world --rounds 5 --n 2000 --old-route-order \
+  > $R/issue14_inproc.txt 2>&1
+.venv/bin/python benchmarks/hybrid_vs_pull.py --rounds 5 --reads 300 --chart benchmarks/charts/hybrid_vs_pull.png \
+  --json $R/hybrid_vs_pull.json > $R/hybrid_vs_pull.txt 2>&1

@@ -84,8 +84,9 @@ class Settings:
     #: Origins allowed to call ``/api/*``, ``/oauth/token`` and ``/oauth/revoke`` from a
     #: browser (CORS): ``*`` (any, as Mastodon) or a comma-separated list of origins.
     cors_origins: str = "*"
-    #: Seconds between heartbeat comments (``:thump``) on an idle streaming connection (SSE);
-    #: Mastodon's clients expect one at least every 15 s.
+    #: Seconds between heartbeat comments (``:thump``) on an idle streaming connection (SSE),
+    #: and between WebSocket pings (a client that has not answered one by the next is
+    #: closed); Mastodon's clients expect one at least every 15 s.
     stream_heartbeat_seconds: float = 10.0
     #: Live events queued for one streaming connection before it counts as too far behind
     #: and is disconnected (a slow client never slows the others, nor grows without limit).

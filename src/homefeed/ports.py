@@ -200,8 +200,9 @@ class RecordStore(Resource, Protocol):
     async def markers(self, user_id: int, timelines: Sequence[str]) -> dict[str, Marker]:
         """The user's saved markers among ``timelines`` (absent ones are left out)."""
     async def set_marker(self, user_id: int, timeline: str, last_read_id: str) -> Marker:
-        """Save the read position: ``version`` goes up by one (1 for a new marker),
-        ``updated_at`` is now (unix seconds)."""
+        """Save the read position, versioned as Mastodon's (Rails' ``lock_version``):
+        ``version`` 0 for a new marker, one more (and ``updated_at`` now, unix seconds) each
+        time ``last_read_id`` changes, both unchanged when saved again at the same id."""
 
     # -- reads ----------------------------------------------------------------------------
     async def user_by_id(self, user_id: int) -> User | None: ...

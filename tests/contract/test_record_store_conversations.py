@@ -713,12 +713,14 @@ def test_markers_keep_a_version_per_timeline(records):
             s = r.store
             a, b = await new_user(s), await new_user(s)
             assert await s.markers(a.id, ["home", "notifications"]) == {}
+            # versions as Mastodon's (Rails' lock_version): 0 when first saved, +1 per move
             m1 = await s.set_marker(a.id, "home", "123")
-            assert (m1.timeline, m1.last_read_id, m1.version) == ("home", "123", 1) and m1.updated_at > 0
+            assert (m1.timeline, m1.last_read_id, m1.version) == ("home", "123", 0) and m1.updated_at > 0
             m2 = await s.set_marker(a.id, "home", "456")
-            assert (m2.last_read_id, m2.version) == ("456", 2) and m2.updated_at >= m1.updated_at
+            assert (m2.last_read_id, m2.version) == ("456", 1) and m2.updated_at >= m1.updated_at
+            assert await s.set_marker(a.id, "home", "456") == m2  # saved again where it is: unchanged
             n1 = await s.set_marker(a.id, "notifications", "9")
-            assert n1.version == 1
+            assert n1.version == 0
             assert await s.markers(a.id, ["home", "notifications"]) == {"home": m2, "notifications": n1}
             assert await s.markers(a.id, ["home"]) == {"home": m2}
             assert await s.markers(b.id, ["home", "notifications"]) == {}
@@ -783,7 +785,7 @@ async def _check_upgraded(store) -> None:
         1000: PostStats(1, 0, 0), 1001: PostStats(0, 1, 1, True, True)}
     assert await store.post_counters([1000, 1001]) == {1000: ((1, 0, 0), (1, 0, 0)), 1001: ((0, 1, 1), (0, 1, 1))}
     assert await store.public_post_ids(None, 10) == [1001, 1000]
-    assert (await store.set_marker(100, "home", "1000")).version == 1
+    assert (await store.set_marker(100, "home", "1000")).version == 0
 
 
 def test_a_sqlite_database_from_before_conversations_upgrades_in_place(tmp_path):

@@ -20,12 +20,21 @@ Every request's outcome is recorded as the client saw it:
   twice: texts are unique per request);
 - the follow graph is one that the acknowledged and in-flight follows/unfollows allow;
 - every user's whole home timeline, paged to the end (large and small pages, across the
-  cap), equals the oracle: the newest-first list of the existing posts of the user and of
-  everyone they follow; search finds every existing post exactly once; counters agree.
+  cap), equals the oracle: the existing posts and boosts of the user and of everyone they
+  follow, newest first, with the reply and boost rules applied (docs/conversations.md);
+  search finds every existing post exactly once; counters agree;
+- the conversation writes (issue 11; the talkers: replies, mentions, favourites and
+  unfavourites, boosts and unboosts, through ``/v1/posts`` and the Mastodon API): every
+  reply replies to what it was sent to, every (user, post) favourite and boost is in a
+  state its requests allow (an acknowledged one is there, with the boost id it answered),
+  nothing exists that nobody asked for, a post answered 404 is gone; every user's
+  notification list equals the function of those records (each once: ids unique, nothing
+  missing, nothing extra) and every touched post's counters equal the records.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -35,11 +44,14 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import httpx
+
+from tests.e2e import conversation_kit as ck
 
 ROOT = Path(__file__).resolve().parents[2]
 _VENV_PY = ROOT / ".venv" / "bin" / "python"
@@ -64,6 +76,9 @@ CHURN = [(3, 1), (4, 1), (5, 1), (5, 2)]  # (follower, followee) toggled under t
 POSTERS = [0, 1, 2, 3, 4, 5]
 READERS = [0, 1, 2, 3, 4, 5]  # reads keep every home timeline cached: pushes land in them
 DELETERS = [1, 4]
+TALKERS = [0, 1, 2, 3, 4, 5]  # replies, favourites, boosts (and mentions in texts): issue 11
+#: The talkers act on the newest acknowledged posts: the boost rule's window decides often.
+TALK_WINDOW = 30
 
 #: The request never reached a server: no effect.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
@@ -168,6 +183,14 @@ class Ledger:
     targeted: set[int] = field(default_factory=set)  # posts a delete is (being) sent for
     # (follower, followee) -> the follow states the requests so far allow, in order
     follow_ops: dict[tuple[int, int], list[tuple[bool, bool]]] = field(default_factory=dict)
+    # the conversation writes (issue 11): text -> the post a reply was sent to (acknowledged
+    # or not); (user, post) -> the favourite / boost states the requests allow, in order,
+    # each (state, acknowledged, the boost's id when an acknowledged boost answered one)
+    reply_to: dict[str, int] = field(default_factory=dict)
+    fav_ops: dict[tuple[int, int], list[tuple[bool, bool]]] = field(default_factory=dict)
+    boost_ops: dict[tuple[int, int], list[tuple[bool, bool, int | None]]] = field(default_factory=dict)
+    #: posts a conversation write was answered 404 for (they must be gone at the end)
+    not_found: set[int] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -187,12 +210,18 @@ class Ledger:
 
     @property
     def writes_acknowledged(self) -> int:
-        kinds = ("post acked", "delete acked", "follow acked", "setup acked")
+        kinds = ("post acked", "delete acked", "follow acked", "setup acked", "reply acked",
+                 "favourite acked", "unfavourite acked", "reblog acked", "unreblog acked")
         return sum(self.counts.get(k, 0) for k in kinds)
 
     def extra(self) -> dict[str, int]:
         return {"unknown": self.counts.get("unknown", 0), "refused": self.counts.get("refused", 0),
                 "5xx": self.counts.get("5xx", 0)}
+
+    def conversation_acked(self) -> dict[str, int]:
+        """The acknowledged conversation writes, by kind (the figures' extra column)."""
+        return {k: self.counts.get(f"{k} acked", 0)
+                for k in ("reply", "favourite", "unfavourite", "reblog", "unreblog")}
 
 
 class Clients:
@@ -283,6 +312,7 @@ class Load:
         targets: list[tuple[Callable[..., None], tuple]] = [(self.poster, (u,)) for u in POSTERS]
         targets += [(self.deleter, (u,)) for u in DELETERS]
         targets += [(self.reader, (u,)) for u in READERS]
+        targets += [(self.talker, (u,)) for u in TALKERS]
         targets.append((self.churner, ()))
         return targets
 
@@ -294,7 +324,7 @@ class Load:
             n = 0
             while not self.stop.is_set():
                 n += 1
-                text = f"{self.marker} from {self.users[u]['handle']} n{n} #tag{n % 3} {uuid.uuid4().hex[:8]}"
+                text = f"{self.marker} from {self.users[u]['handle']} n{n} #tag{n % 3}{self._mention(rng, u, n)} {uuid.uuid4().hex[:8]}"
                 try:
                     r = http.send("POST", "/v1/posts", json={"text": text}, headers=self._auth(u))
                 except httpx.TransportError as exc:
@@ -355,6 +385,171 @@ class Load:
                 with led.lock:
                     led.deleted.add(pid)
                 self._acked("delete")
+
+    def _mention(self, rng: random.Random, u: int, n: int) -> str:
+        """Every third text mentions someone (now and then its own author: no notification)."""
+        if n % 3:
+            return ""
+        return f" @{self.users[rng.choice([v for v in POSTERS if v != u or rng.random() < 0.2])]['handle']}"
+
+    # -- the conversation writes (issue 11) ----------------------------------------------------
+    def talker(self, u: int) -> None:
+        """Replies (a third of them mentioning someone), favourites and unfavourites, boosts
+        and unboosts by user ``u``, of the newest acknowledged posts (so that the boost rule's
+        window decides often), some of them being deleted meanwhile (then 404 is the right
+        answer). One thread per user: the requests on one (user, post) pair are sequential,
+        so their order is the server's, as the follow churner's are."""
+        rng = random.Random(500 + u)
+        led = self.ledger
+        faved: dict[int, bool] = {}
+        boosted: dict[int, bool] = {}
+        with self._clients(1500 + u) as http:
+            n = 0
+            while not self.stop.is_set():
+                time.sleep(rng.uniform(0.01, 0.04))
+                with led.lock:
+                    recent = list(itertools.islice(reversed(led.acked), TALK_WINDOW))
+                    fresh = [p for p in recent if p not in led.targeted]
+                if not recent:
+                    continue
+                pid = rng.choice(fresh if fresh and rng.random() < 0.9 else recent)
+                r = rng.random()
+                if r < 0.3:
+                    n += 1
+                    self._reply(http, u, pid, n, rng)
+                elif r < 0.65:
+                    pid = self._undo_now_and_then(rng, faved, pid)
+                    state = not faved.get(pid, False)
+                    if self._favourite(http, u, pid, state):
+                        faved[pid] = state
+                else:
+                    pid = self._undo_now_and_then(rng, boosted, pid)
+                    state = not boosted.get(pid, False)
+                    if self._boost(http, u, pid, state):
+                        boosted[pid] = state
+
+    @staticmethod
+    def _undo_now_and_then(rng: random.Random, done: dict[int, bool], pid: int) -> int:
+        """Four times in ten, a post this talker favourited (boosted) last: undone next."""
+        on = [p for p, state in done.items() if state]
+        return rng.choice(on[-TALK_WINDOW:]) if on and rng.random() < 0.4 else pid
+
+    def _gone_answer(self, r: httpx.Response, pid: int, what: str) -> bool:
+        """A 404 for a write on ``pid``: right only if a delete of it was sent (it must be
+        gone at the end: ``check_everything``)."""
+        led = self.ledger
+        if r.status_code != 404:
+            return False
+        with led.lock:
+            targeted = pid in led.targeted
+            led.not_found.add(pid)
+        if not targeted:
+            led.error(f"{what} -> 404 for a post nobody deleted: {r.text[:200]}")
+        led.count("conversation 404")
+        return True
+
+    def _reply(self, http: Clients, u: int, pid: int, n: int, rng: random.Random) -> None:
+        led = self.ledger
+        text = (f"{self.marker} reply from {self.users[u]['handle']} n{n} to {pid}"
+                f"{self._mention(rng, u, n)} {uuid.uuid4().hex[:8]}")
+        with led.lock:
+            led.reply_to[text] = pid
+        what = f"reply by user {u} to {pid}"
+        try:
+            r = http.send("POST", "/v1/posts", json={"text": text, "in_reply_to_id": str(pid)},
+                          headers=self._auth(u))
+        except httpx.TransportError as exc:
+            with led.lock:
+                led.in_flight[text] = u
+            led.count(f"reply unknown: {type(exc).__name__}")
+            return
+        if r is None:
+            return
+        if self._server_error(r, what):
+            with led.lock:
+                led.in_flight[text] = u
+            return
+        if self._gone_answer(r, pid, what):
+            return
+        if r.status_code != 201:
+            led.error(f"{what} -> {r.status_code} {r.text[:300]}")
+            return
+        body = r.json()
+        if body.get("text") != text or body.get("in_reply_to_id") != str(pid):
+            led.error(f"{what} answered {body}")
+        with led.lock:
+            led.acked[int(body["id"])] = (u, text)
+        self._acked("reply")
+
+    def _favourite(self, http: Clients, u: int, pid: int, state: bool) -> bool:
+        """One favourite or unfavourite, its outcome recorded; False if never sent."""
+        led = self.ledger
+        verb = "favourite" if state else "unfavourite"
+        what = f"{verb} {pid} by user {u}"
+        pair = (u, pid)
+        try:
+            r = http.send("POST", f"/api/v1/statuses/{pid}/{verb}", headers=self._auth(u))
+        except httpx.TransportError as exc:
+            with led.lock:
+                led.fav_ops.setdefault(pair, []).append((state, False))
+            led.count(f"{verb} unknown: {type(exc).__name__}")
+            return True
+        if r is None:
+            return False
+        if self._server_error(r, what):
+            with led.lock:
+                led.fav_ops.setdefault(pair, []).append((state, False))
+            return True
+        if self._gone_answer(r, pid, what):
+            return True
+        if r.status_code != 200:
+            led.error(f"{what} -> {r.status_code} {r.text[:300]}")
+            return True
+        body = r.json()
+        if body.get("id") != str(pid) or body.get("favourited") is not state:
+            led.error(f"{what} answered id {body.get('id')} favourited {body.get('favourited')}")
+        with led.lock:
+            led.fav_ops.setdefault(pair, []).append((state, True))
+        self._acked(verb)
+        return True
+
+    def _boost(self, http: Clients, u: int, pid: int, state: bool) -> bool:
+        """One boost or unboost, its outcome recorded; False if never sent."""
+        led = self.ledger
+        verb = "reblog" if state else "unreblog"
+        what = f"{verb} {pid} by user {u}"
+        pair = (u, pid)
+        try:
+            r = http.send("POST", f"/api/v1/statuses/{pid}/{verb}", headers=self._auth(u))
+        except httpx.TransportError as exc:
+            with led.lock:
+                led.boost_ops.setdefault(pair, []).append((state, False, None))
+            led.count(f"{verb} unknown: {type(exc).__name__}")
+            return True
+        if r is None:
+            return False
+        if self._server_error(r, what):
+            with led.lock:
+                led.boost_ops.setdefault(pair, []).append((state, False, None))
+            return True
+        if self._gone_answer(r, pid, what):
+            return True
+        if r.status_code != 200:
+            led.error(f"{what} -> {r.status_code} {r.text[:300]}")
+            return True
+        body = r.json()
+        boost_id: int | None = None
+        if state:  # the wrapper: its own id, ``reblog`` the original, by the booster
+            if ((body.get("reblog") or {}).get("id") != str(pid)
+                    or body.get("account", {}).get("id") != self.users[u]["id"]):
+                led.error(f"{what} answered {str(body)[:300]}")
+            boost_id = int(body["id"])
+        elif body.get("id") != str(pid) or body.get("reblogged") is not False:  # the original
+            led.error(f"{what} answered id {body.get('id')} reblogged {body.get('reblogged')}")
+        with led.lock:
+            led.boost_ops.setdefault(pair, []).append((state, True, boost_id))
+        self._acked(verb)
+        return True
 
     def _set_follow(self, http: Clients, pair: tuple[int, int], state: bool) -> bool:
         """One follow or unfollow request, its outcome recorded; False if never sent."""
@@ -536,6 +731,12 @@ class Outcome:
     present: int  # posts that exist at the end
     found_in_flight: int  # of those, posts whose request's outcome was unknown
     lost: int  # acknowledged posts missing: always 0 once the check passed
+    conversation: ck.ConversationFigures = field(default_factory=ck.ConversationFigures)
+
+    def extra(self, led: Ledger) -> dict[str, int]:
+        """The figures' extra column for the conversation side: writes acknowledged by kind,
+        and notifications checked at the end."""
+        return {**led.conversation_acked(), "notifications": self.conversation.notifications}
 
 
 def check_everything(http: httpx.Client, users: list[dict[str, Any]], led: Ledger, marker: str,
@@ -543,14 +744,21 @@ def check_everything(http: httpx.Client, users: list[dict[str, Any]], led: Ledge
     uid = {int(u["id"]): i for i, u in enumerate(users)}
     auth = [{"Authorization": f"Bearer {u['token']}"} for u in users]
 
-    # -- what exists: every user's posts, paged to the end --------------------------------
+    # -- what exists: every user's posts and boosts, paged to the end ----------------------
     present: dict[int, tuple[int, str]] = {}
+    boosts: dict[int, tuple[int, int]] = {}  # boost id -> (booster, original)
+    replies: dict[int, int] = {}  # post id -> the post it replies to
     for i, u in enumerate(users):
         for p in walk(http, f"/v1/users/{u['handle']}/posts", 100):
             pid = int(p["id"])
             assert uid.get(int(p["author"]["id"])) == i, f"post {p} listed under {u['handle']}\n{diag}"
-            assert pid not in present, f"post {pid} listed twice\n{diag}"
+            assert pid not in present and pid not in boosts, f"post {pid} listed twice\n{diag}"
+            if p.get("reblog_of_id") is not None:
+                boosts[pid] = (i, int(p["reblog_of_id"]))
+                continue
             present[pid] = (i, p["text"])
+            if p.get("in_reply_to_id") is not None:
+                replies[pid] = int(p["in_reply_to_id"])
 
     texts = [t for _, t in present.values()]
     twice = sorted({t for t in texts if texts.count(t) > 1})
@@ -601,10 +809,14 @@ def check_everything(http: httpx.Client, users: list[dict[str, Any]], led: Ledge
             else:
                 assert (b in got) == (pair in follows), f"fixed follow {pair} changed\n{diag}"
 
+    # -- replies, boosts, favourites: what the acknowledged writes allow --------------------
+    conv = check_conversation_records(http, users, led, present, boosts, replies, diag)
+
     # -- derived views equal the oracle -----------------------------------------------------
     newest_first = sorted(present, reverse=True)
     for i, u in enumerate(users):
-        want = [pid for pid in newest_first if present[pid][0] == i or (i, present[pid][0]) in follows]
+        following = {b for a, b in follows if a == i}
+        want = ck.home(conv.records, i, following)
         for limit in (100, 7) if i in (0, 1, 3) else (100,):
             got = [int(p["id"]) for p in walk(http, "/v1/timelines/home", limit, headers=auth[i])]
             if got != want:
@@ -618,7 +830,7 @@ def check_everything(http: httpx.Client, users: list[dict[str, Any]], led: Ledge
         assert r.status_code == 200
         prof = r.json()
         want_counts = (sum(1 for _, b in follows if b == i), sum(1 for a, _ in follows if a == i),
-                       sum(1 for a, _ in present.values() if a == i))
+                       sum(1 for a, _ in present.values() if a == i) + sum(1 for a, _ in boosts.values() if a == i))
         got_counts = (prof["followers_count"], prof["following_count"], prof["posts_count"])
         assert got_counts == want_counts, f"counters of user {i}: {got_counts} != {want_counts}\n{diag}"
 
@@ -630,4 +842,110 @@ def check_everything(http: httpx.Client, users: list[dict[str, Any]], led: Ledge
     want_tag = [pid for pid in newest_first if "#tag1" in present[pid][1].split()]
     got = [int(p["id"]) for p in walk(http, "/v1/search/posts", 100, q=f"{marker} #tag1")]
     assert got == want_tag, f"search '#tag1' != oracle\n{diag}"
-    return Outcome(present=len(present), found_in_flight=found_in_flight, lost=len(lost))
+
+    check_conversation_views(http, users, led, conv, follows, diag)
+    return Outcome(present=len(present), found_in_flight=found_in_flight, lost=len(lost),
+                   conversation=conv.figures)
+
+
+@dataclass
+class Conversation:
+    """The records of replies, boosts and favourites read back (``check_conversation_records``)."""
+
+    records: dict[int, ck.Rec]
+    favourites: set[tuple[int, int]]  # (user, post)
+    figures: ck.ConversationFigures
+
+
+def check_conversation_records(http: httpx.Client, users: list[dict[str, Any]], led: Ledger,
+                               present: dict[int, tuple[int, str]], boosts: dict[int, tuple[int, int]],
+                               replies: dict[int, int], diag: str) -> Conversation:
+    """The records of the conversation writes are the ones the outcomes allow: every reply
+    replies to the post it was sent to; a (user, post) pair is favourited / boosted in a state
+    its requests allow (an acknowledged one sets it, one in flight at a fault may or may not
+    have), at most one boost per pair, an acknowledged boost that was the pair's last request
+    is there with the id it was answered with, a post's boosts and favourites are gone with it,
+    nothing exists that no request asked for, and a post answered 404 is gone."""
+    figs = ck.ConversationFigures()
+    # replies: to the post asked for, and only those
+    for pid, (author, text) in present.items():
+        want = led.reply_to.get(text)
+        assert replies.get(pid) == want, (
+            f"post {pid} {text!r}: in_reply_to_id {replies.get(pid)}, the request said {want}\n{diag}")
+        figs.replies += want is not None
+        figs.mentions += "@" in text
+    regone = sorted(pid for pid in led.not_found if pid in present)
+    assert not regone, f"writes on posts {regone} were answered 404, and the posts exist\n{diag}"
+
+    # boosts
+    pairs: dict[tuple[int, int], int] = {}
+    for bid, (booster, orig) in boosts.items():
+        assert orig in present, f"boost {bid} of {orig} exists, its original does not\n{diag}"
+        assert (booster, orig) not in pairs, f"user {booster} boosted {orig} twice: {bid}, {pairs[(booster, orig)]}"
+        pairs[(booster, orig)] = bid
+        ops = led.boost_ops.get((booster, orig), [])
+        assert any(state for state, _, _ in ops), f"boost {bid} of {orig} by user {booster}: nobody asked\n{diag}"
+    for pair, ops in led.boost_ops.items():
+        if pair[1] not in present:
+            continue
+        allowed = allowed_states(False, [(state, acked) for state, acked, _ in ops])
+        assert (pair in pairs) in allowed, (
+            f"user {pair[0]} {'boosts' if pair in pairs else 'does not boost'} {pair[1]}; "
+            f"requests {ops} allow only {allowed}\n{diag}")
+        state, acked, boost_id = ops[-1]
+        if state and acked:
+            assert pairs.get(pair) == boost_id, (
+                f"acknowledged boost {boost_id} of {pair[1]} by user {pair[0]}: found {pairs.get(pair)}\n{diag}")
+    figs.boosts = len(boosts)
+
+    # favourites, as each user's list shows them
+    favourites: set[tuple[int, int]] = set()
+    for i, u in enumerate(users):
+        for pid in ck.favourites_of(http, u["token"]):
+            assert (i, pid) not in favourites, f"user {i}'s favourites list {pid} twice\n{diag}"
+            assert pid in present, f"user {i}'s favourites list {pid}, which is gone\n{diag}"
+            assert any(state for state, _ in led.fav_ops.get((i, pid), [])), (
+                f"user {i} favourited {pid}: nobody asked\n{diag}")
+            favourites.add((i, pid))
+    for pair, fops in led.fav_ops.items():
+        if pair[1] in present:
+            allowed = allowed_states(False, fops)
+            assert (pair in favourites) in allowed, (
+                f"user {pair[0]} {'favourites' if pair in favourites else 'does not favourite'} {pair[1]}; "
+                f"requests {fops} allow only {allowed}\n{diag}")
+    figs.favourites = len(favourites)
+
+    records: dict[int, ck.Rec] = {}
+    for pid, (author, text) in present.items():
+        to = replies.get(pid)
+        records[pid] = ck.Rec(pid, author, text, to, led.acked[to][0] if to is not None else None)
+    for bid, (booster, orig) in boosts.items():
+        records[bid] = ck.Rec(bid, booster, reblog_of=orig)
+    return Conversation(records, favourites, figs)
+
+
+def check_conversation_views(http: httpx.Client, users: list[dict[str, Any]], led: Ledger,
+                             conv: Conversation, follows: set[tuple[int, int]], diag: str) -> None:
+    """Every user's notifications, and the counters of every post a conversation write
+    touched, equal what the records make."""
+    handles = {u["handle"].lower(): i for i, u in enumerate(users)}
+    accounts = {u["id"]: i for i, u in enumerate(users)}
+    want = ck.expected_notifications(conv.records, follows, conv.favourites, handles)
+    errors = []
+    for i, u in enumerate(users):
+        got, problems = ck.notification_keys(ck.notifications_of(http, u["token"]), accounts)
+        conv.figures.notifications += sum(got.values())
+        errors += [f"user {i}: {p}" for p in problems]
+        wrong = ck.compare_notifications(got, want.get(i, Counter()))
+        if wrong:
+            errors.append(f"notifications of user {i}: {wrong}")
+    counts = ck.expected_counts(conv.records, conv.favourites)
+    touched = ({pid for _, pid in led.fav_ops} | {pid for _, pid in led.boost_ops}
+               | set(led.reply_to.values()) | set(counts))
+    for pid in sorted(touched):
+        if pid not in conv.records or conv.records[pid].reblog_of is not None:
+            continue
+        got_c = ck.status_counts(http, pid)
+        if got_c != counts.get(pid, (0, 0, 0)):
+            errors.append(f"post {pid}: (replies, reblogs, favourites) {got_c} != records {counts.get(pid, (0, 0, 0))}")
+    assert not errors, "\n".join(errors[:20]) + f"\n({len(errors)} differences)\n{diag}"

@@ -25,13 +25,16 @@ class ScenarioFigures:
     faults: int
     #: HTTP requests sent during the scenario (reads and writes, whatever their outcome).
     requests: int
-    #: Writes answered 2xx (posts, deletes, follows, unfollows, registrations).
+    #: Writes answered 2xx (posts, deletes, follows, unfollows, registrations, and issue 11's
+    #: replies, favourites, unfavourites, boosts and unboosts).
     writes_acknowledged: int
     #: Acknowledged writes missing (or duplicated) at the end. Must be 0.
     writes_lost: int
     #: Differences reported by the final ``homefeed audit`` (and by the oracle). Must be 0.
     audit_divergences: int
-    #: Anything else worth reporting: 5xx seen, 503s answered, seconds of the outage, ...
+    #: Anything else worth reporting: 5xx seen, 503s answered, seconds of the outage, the
+    #: conversation writes acknowledged by kind (reply=, favourite=, unfavourite=, reblog=,
+    #: unreblog=) and the notifications the final check read (notifications=), ...
     extra: dict[str, Any] | None = None
 
 

@@ -6,15 +6,17 @@ A real ``python -m homefeed serve`` runs on a real data dir (``celebrity_thresho
 hold the last second or so, so their final state is exercised too). Six users who follow
 each other (one celebrity, one author crossing the threshold up and down all the time) post
 concurrently from several threads, while others read home timelines (which keeps every
-timeline cached), delete their own posts and follow/unfollow. The server is killed with
+timeline cached), delete their own posts and follow/unfollow, and every user replies to,
+favourites and unfavourites, boosts and unboosts the newest posts, mentioning others now and
+then (issue 11: the notifier is killed with the rest). The server is killed with
 SIGKILL at random moments and restarted on the same data dir and port each time. The last
 incarnation ends with a scripted promotion and demotion of user 1 under load.
 
 Every request's outcome is recorded honestly (``tests/e2e/crash_kit.py``): acknowledged,
 refused (no effect) or unknown (dropped by the kill). After the last restart and the drain
 the whole state is read back over HTTP and compared with the oracle built from those
-outcomes (nothing acknowledged lost or duplicated, nothing invented, every timeline, search
-and counter right), and then ``homefeed audit`` — run as an operator runs it, reaching the
+outcomes (nothing acknowledged lost or duplicated, nothing invented, every timeline with the
+reply and boost rules, every notification list, search and counter right), and then ``homefeed audit`` — run as an operator runs it, reaching the
 in-process caches through the server's admin route — must find no difference.
 """
 
@@ -91,5 +93,5 @@ def test_sigkill_under_concurrent_load_loses_and_duplicates_nothing(crash_server
         scenario=f"embedded: API SIGKILL x{KILLS}", faults=KILLS, requests=led.requests,
         writes_acknowledged=led.writes_acknowledged, writes_lost=outcome.lost,
         audit_divergences=audit.divergences,
-        extra={**led.extra(), "unknown found": outcome.found_in_flight},
+        extra={**led.extra(), "unknown found": outcome.found_in_flight, **outcome.extra(led)},
     ))

@@ -8,27 +8,31 @@ request sent before the SIGTERM was in flight at the signal: it must get a compl
 (no reset, no 5xx). Requests sent after it may be refused (no effect: the client tries the
 other API process, if any) and, if dropped, are "unknown" for the oracle.
 
-- Embedded: ``homefeed serve`` under concurrent posting and big home-timeline reads gets
-  SIGTERM; it exits 0; restarted on the same data, every acknowledged post is there exactly
-  once, every timeline, search and counter equals the oracle, and ``homefeed audit`` is
-  clean.
+- Embedded: ``homefeed serve`` under concurrent posting, replying, favouriting and boosting
+  (issue 11) and big home-timeline reads gets SIGTERM; it exits 0; restarted on the same
+  data, every acknowledged write is there exactly once, every timeline (reply and boost
+  rules), notification list, search and counter equals the oracle, and ``homefeed audit``
+  is clean.
 - Scale-out: the one worker gets SIGTERM while the fan-out consumer holds events (a
   celebrity-ish author's posts to hundreds of cached timelines): it goes on applying them
   (its log shows fan-outs done after "stopping"), acknowledges them and exits 0; JetStream
   never redelivers anything (the fan-out was complete) and every follower's cached
-  timeline is right. Then an API process gets SIGTERM under load: every request in flight
+  timeline is right. Meanwhile a few fans favourite and unfavourite the star's posts: the
+  star's notifications and the posts' counters equal the favourites their requests allow. Then an API process gets SIGTERM under load: every request in flight
   at the signal is answered, it exits 0, and after a restart and the drain the records, the
   timelines, the search and the audit agree with the oracle.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -36,11 +40,13 @@ import httpx
 import pytest
 
 from tests.e2e.audit_check import run_audit
+from tests.e2e import conversation_kit as ck
 from tests.e2e.crash_kit import (
     NOT_SENT,
     POSTERS,
     EmbeddedServer,
     Ledger,
+    allowed_states,
     check_everything,
     drain,
     make_world,
@@ -201,6 +207,82 @@ def poster(traffic: Traffic, users: Sequence[dict[str, Any]], author: int, marke
     return run
 
 
+def talker(traffic: Traffic, users: Sequence[dict[str, Any]], who: int, marker: str, seed: int,
+           pause: float = 0.0, kinds: Sequence[str] = ("reply", "favourite", "reblog"),
+           ) -> Callable[[threading.Event], None]:
+    """As ``users[who]``, replies (mentioning the author replied to), favourites and
+    unfavourites, boosts and unboosts of the newest acknowledged posts (issue 11), each outcome
+    in the ledger as ``crash_kit``'s talkers record it (``check_everything`` then checks the
+    records, every home with the reply and boost rules, the notifications and counters).
+    Nothing is deleted in these scenarios: any answer but 2xx is an error."""
+
+    def run(stop: threading.Event) -> None:
+        rng = random.Random(seed)
+        led = traffic.ledger
+        http = traffic.clients()
+        headers = {"Authorization": f"Bearer {users[who]['token']}"}
+        on: dict[tuple[str, int], bool] = {}
+        try:
+            n = 0
+            while not stop.is_set():
+                if pause:
+                    time.sleep(rng.uniform(0, pause))
+                with led.lock:
+                    recent = list(itertools.islice(reversed(led.acked), 30))
+                if not recent:
+                    time.sleep(0.01)
+                    continue
+                pid = rng.choice(recent)
+                kind = rng.choice(kinds)
+                undo = [p for (k, p), state in on.items() if k == kind and state]
+                if undo and rng.random() < 0.4:  # undone next, now and then
+                    pid = rng.choice(undo[-30:])
+                if kind == "reply":
+                    n += 1
+                    author = led.acked[pid][0]
+                    text = f"{marker} reply by {users[who]['handle']} n{n} @{users[author]['handle']} {uuid.uuid4().hex[:8]}"
+                    with led.lock:
+                        led.reply_to[text] = pid
+                    a = traffic.send_anywhere(http, rng, "reply", "POST", "/v1/posts", headers=headers,
+                                              json={"text": text, "in_reply_to_id": str(pid)})
+                    if a is None:
+                        continue
+                    if a.failure is not None:
+                        with led.lock:
+                            led.in_flight[text] = who
+                    elif a.status != 201:
+                        led.error(f"reply -> {a.status} {a.response.text[:300]}")
+                    else:
+                        with led.lock:
+                            led.acked[int(a.response.json()["id"])] = (who, text)
+                        led.count("reply acked")
+                    continue
+                state = not on.get((kind, pid), False)
+                verb = kind if state else f"un{kind}"
+                a = traffic.send_anywhere(http, rng, verb, "POST", f"/api/v1/statuses/{pid}/{verb}",
+                                          headers=headers)
+                if a is None:
+                    continue
+                ops = led.fav_ops if kind == "favourite" else led.boost_ops
+                if a.failure is not None:
+                    op: tuple = (state, False) if kind == "favourite" else (state, False, None)
+                elif a.status != 200:
+                    led.error(f"{verb} {pid} -> {a.status} {a.response.text[:300]}")
+                    continue
+                else:
+                    body = a.response.json()
+                    op = (state, True) if kind == "favourite" else (state, True, int(body["id"]) if state else None)
+                    led.count(f"{verb} acked")
+                with led.lock:
+                    ops.setdefault((who, pid), []).append(op)  # type: ignore[arg-type]
+                on[(kind, pid)] = state
+        finally:
+            for c in http:
+                c.close()
+
+    return run
+
+
 def reader(traffic: Traffic, users: Sequence[dict[str, Any]], who: int, seed: int,
            ) -> Callable[[threading.Event], None]:
     """Big pages (the slow requests): a home timeline and an author's posts, 100 at a time."""
@@ -277,6 +359,7 @@ def test_sigterm_of_embedded_serve_answers_every_request_in_flight(tmp_path) -> 
         users = make_world(server.url, "drain", traffic.ledger)
         led = traffic.ledger
         load = Threads([poster(traffic, users, k % len(POSTERS), marker, k) for k in range(16)]
+                       + [talker(traffic, users, k, marker, 300 + k) for k in range(len(POSTERS))]
                        + [reader(traffic, users, k, 100 + k) for k in range(4)])
         try:
             wait_for("200 acknowledged posts", lambda: led.counts.get("post acked", 0) >= 200)
@@ -304,7 +387,8 @@ def test_sigterm_of_embedded_serve_answers_every_request_in_flight(tmp_path) -> 
             scenario="embedded: API SIGTERM drain", faults=1,
             requests=figures.pop("requests") + led.requests,  # + the setup's
             writes_acknowledged=led.writes_acknowledged, writes_lost=outcome.lost,
-            audit_divergences=audit.divergences, extra={"in flight at SIGTERM": caught, **figures},
+            audit_divergences=audit.divergences,
+            extra={"in flight at SIGTERM": caught, **figures, **outcome.extra(led)},
         ))
     finally:
         server.stop()
@@ -321,6 +405,9 @@ CAP = 5
 #: Worker SIGTERMs (each followed by a restart): at least the first number, and more, up to
 #: the second, until one has found fan-out events to finish (applied after the signal).
 WORKER_ROUNDS = (3, 8)
+#: Fans that favourite and unfavourite the star's newest posts during the SIGTERMs (issue 11:
+#: the notifier drains too). Favourites only: the fans' homes stay the star's posts.
+FAVOURITING_FANS = 4
 
 
 def register_fans(dep: Deployment, n: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -376,6 +463,8 @@ def test_scaleout_sigterm_drains_worker_and_api(tmp_path) -> None:
         led.count("answered", 1 + 3 * FANS)
         authors = [star]
         load = Threads([poster(traffic, authors, 0, marker, k, POST_PAUSE) for k in range(8)]
+                       + [talker(traffic, fans, k, marker, 300 + k, POST_PAUSE, kinds=("favourite",))
+                          for k in range(FAVOURITING_FANS)]
                        + [reader(traffic, [fans[k], star], 0, 200 + k) for k in range(2)])
         worker = dep.workers[0]
         rounds: list[str] = []
@@ -425,6 +514,7 @@ def test_scaleout_sigterm_drains_worker_and_api(tmp_path) -> None:
             f"{dep.consumer_info('fanout')}")
         lost = check_scaleout_records(dep, led, diag)
         check_fans(dep, star, fans, marker, diag)
+        notifications = check_favourites(dep, star, fans, led, diag)
         bad = [line for p in [*dep.apis, *dep.workers] for line in clean_log(p.log_text(all_runs=True))]
         assert not bad, f"errors logged around the SIGTERMs: {bad[:10]}"
 
@@ -436,7 +526,8 @@ def test_scaleout_sigterm_drains_worker_and_api(tmp_path) -> None:
             scenario=f"scale-out: worker SIGTERM mid-fan-out x{len(rounds)}, API SIGTERM",
             faults=len(rounds) + 1, requests=requests, writes_acknowledged=led.writes_acknowledged,
             writes_lost=lost, audit_divergences=audit.divergences,
-            extra={"API in flight at SIGTERM": caught, "redeliveries": 0, **figures},
+            extra={"API in flight at SIGTERM": caught, "redeliveries": 0, **figures,
+                   **led.conversation_acked(), "notifications": notifications},
         ))
 
 
@@ -457,6 +548,37 @@ def check_scaleout_records(dep: Deployment, led: Ledger, diag: str) -> int:
     assert stream == outbox, f"JetStream holds {stream} messages for {outbox} outbox events"
     assert not dep.dead_letters(), dep.dead_letters()
     return len(lost)
+
+
+def check_favourites(dep: Deployment, star: dict[str, Any], fans: list[dict[str, Any]], led: Ledger,
+                     diag: str) -> int:
+    """The favourites of the favouriting fans are in the states their requests allow, the
+    star's notifications are exactly a follow per fan and a favourite per favourite (each
+    once), and every favourited post counts its favourites. Returns the notifications read."""
+    errors: list[str] = []
+    favs: set[tuple[int, int]] = set()
+    with httpx.Client(base_url=dep.urls[0], timeout=30.0) as http:
+        for i in sorted({i for i, _ in led.fav_ops}):
+            for pid in ck.favourites_of(http, fans[i]["token"]):
+                if not any(state for state, _ in led.fav_ops.get((i, pid), [])):
+                    errors.append(f"fan {i} favourited {pid}: nobody asked")
+                favs.add((i, pid))
+        for pair, ops in led.fav_ops.items():
+            if (pair in favs) not in allowed_states(False, ops):
+                errors.append(f"fan {pair[0]}, post {pair[1]}: favourited {pair in favs}, requests {ops}")
+        got, problems = ck.notification_keys(ck.notifications_of(http, star["token"]),
+                                             {f["id"]: i for i, f in enumerate(fans)})
+        want = Counter([("follow", i, None, None) for i in range(len(fans))]
+                       + [("favourite", i, pid, None) for i, pid in favs])
+        wrong = ck.compare_notifications(got, want)
+        errors += problems + ([f"the star's notifications: {wrong}"] if wrong else [])
+        for pid in sorted({pid for _, pid in led.fav_ops}):
+            want_c = (0, 0, sum(1 for _, p in favs if p == pid))
+            got_c = ck.status_counts(http, pid)
+            if got_c != want_c:
+                errors.append(f"post {pid}: (replies, reblogs, favourites) {got_c} != records {want_c}")
+    assert not errors, "\n".join(errors[:15]) + f"\n({len(errors)} differences); {diag}"
+    return sum(got.values())
 
 
 def check_fans(dep: Deployment, star: dict[str, Any], fans: list[dict[str, Any]], marker: str,

@@ -535,6 +535,7 @@ def test_scaleout_readiness_metrics_status_and_request_id_in_the_outbox(tmp_path
         behind = {lb["consumer"]: v for lb, v in s["homefeed_consumer_events_behind"]}
         assert behind == {"fanout": 0, "indexer": 0, "notifier": 0, "webhooks": 0, "mailer": 0}
         assert metric(s, "homefeed_consumer_running", consumer="fanout") == 0  # workers run it
+        assert {lb["transport"] for lb, _ in s["homefeed_streaming_connections"]} == {"sse", "websocket"}
         assert "redis_keys" in {lb["store"] for lb, _ in s["homefeed_derived_store_size"]}
 
         p = subprocess.run([PYTHON, "-m", "homefeed.entrypoints.status", "--url", base], cwd=str(ROOT),

@@ -6,21 +6,23 @@ indexer, and the outbox relay under a PostgreSQL advisory lock), a private Redis
 private NATS, and for the PostgreSQL scenario a private PostgreSQL cluster
 (``private_pg_deployment``: the shared server is never stopped). The load is
 ``tests/e2e/crash_kit.py``'s (six users, posters, deleters, a follow churner, home-timeline
-readers) plus readers of users' posts, search and single posts, each request's outcome
-recorded honestly:
+readers, and talkers that reply, mention, favourite and boost: issue 11) plus readers of
+users' posts, search and single posts, each request's outcome recorded honestly:
 
 - 2xx: acknowledged;
 - 503 (the documented answer of an outage: ``Retry-After`` and ``{"error": {"code":
-  "unavailable"}}``): the write's outcome is *unknown* to the client (a statement whose
-  connection died may have committed), exactly like a dropped connection;
+  "unavailable"}}``, or Mastodon's ``{"error": "..."}`` on the Mastodon API): the write's
+  outcome is *unknown* to the client (a statement whose connection died may have
+  committed), exactly like a dropped connection;
 - any other 5xx, or a 503 without its header or body: an error, the scenario fails.
 
 Then, after the fault is repaired and the consumers have drained, the same final checks as
 the crash test (``check_everything``: every acknowledged write present exactly once, nothing
-invented, the follow graph within what the outcomes allow, every home timeline, search and
-counter equal to the oracle), no dead letters (nothing was the event's fault), one stream
-message per outbox event, no API or worker process restarted, no errors logged (one warning
-per outage and backend, one "recovered" line), and last ``homefeed audit`` finds nothing.
+invented, the follow graph, favourites and boosts within what the outcomes allow, every home
+timeline, notification list, search and counter equal to the oracle), no dead letters
+(nothing was the event's fault), one stream message per outbox event, no API or worker
+process restarted, no errors logged (one warning per outage and backend, one "recovered"
+line), and last ``homefeed audit`` finds nothing.
 
 - Redis stopped for 10 s (SIGTERM, then started again empty): no 5xx at all, on any route;
   home timelines, users' posts, search and single posts keep answering (from PostgreSQL;
@@ -64,6 +66,17 @@ def _error_code(r: httpx.Response) -> str | None:
         return None
 
 
+def _documented_body(r: httpx.Response) -> bool:
+    """The body of an outage's 503: ``{"error": {"code": "unavailable"}}`` on ``/v1``; on
+    the Mastodon API, Mastodon's error shape, ``{"error": "<a sentence>"}``."""
+    if r.request.url.path.startswith("/api/"):
+        try:
+            return isinstance(r.json()["error"], str)
+        except (ValueError, KeyError, TypeError):
+            return False
+    return _error_code(r) == "unavailable"
+
+
 class OutageLoad(Load):
     """``crash_kit.Load`` whose clients also accept the documented 503 of an outage (its
     write's outcome unknown), count answers by phase, and read users' posts, search and
@@ -79,7 +92,7 @@ class OutageLoad(Load):
         self.ledger.count(f"{r.status_code} {self.phase}")
         retry_after = r.headers.get("retry-after", "")
         if not (r.status_code == 503 and retry_after.isdigit() and int(retry_after) >= 1
-                and _error_code(r) == "unavailable"):
+                and _documented_body(r)):
             self.ledger.error(f"{what} -> {r.status_code} Retry-After={retry_after!r} {r.text[:300]}")
         time.sleep(0.05)  # a client honouring Retry-After would wait longer; keep the load up
         return True
@@ -256,7 +269,7 @@ def _record(scenario: str, load: OutageLoad, outcome: Any, audit: Any, outage_s:
         extra={"5xx": led.counts.get("5xx", 0),
                "503": sum(v for k, v in _server_errors(load).items() if k.startswith("503 ")),
                "reads_during_outage": led.counts.get("read ok outage", 0),
-               **extra, "outage_s": round(outage_s, 1)}))
+               **extra, **outcome.extra(led), "outage_s": round(outage_s, 1)}))
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,11 @@ exists, who follows whom, which posts exist and were not deleted). After the dra
 - the system of record (``posts``) and the search index table hold exactly the acknowledged,
   undeleted posts; the JetStream stream holds exactly one message per outbox event (nothing
   lost by the relay, nothing published twice); no dead letters.
+- the conversations (issue 11): the fault scenarios' load also replies (mentioning the author
+  replied to, now and then), favourites and unfavourites, boosts and unboosts (``talk``);
+  homes follow the reply and boost rules, every user's notification list (``GET
+  /api/v1/notifications`` to the end) equals the function of the records, each notification
+  once, and the counters of every post with replies, boosts or favourites equal the records.
 
 Between checks, reads may lag but never be wrong: a page is newest first, holds nothing
 twice, no post deleted before the read began, no post of someone the reader does not follow.
@@ -40,12 +45,14 @@ import random
 import re
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import httpx
 import pytest
 
+from tests.e2e import conversation_kit as ck
 from tests.e2e.audit_check import AuditResult, run_audit
 from tests.e2e.fault_figures import ScenarioFigures, record
 from tests.e2e.scaleout import Background, Deployment, deployment
@@ -96,6 +103,9 @@ class Post:
     author: str
     text: str
     deleted_at: float | None = None  # monotonic time the 204 came back
+    reply_to: int | None = None  # a reply: the post replied to, and its author
+    reply_to_author: str | None = None
+    reblog_of: int | None = None  # a boost (empty text): the original
 
 
 @dataclass
@@ -103,8 +113,39 @@ class Model:
     users: dict[str, User] = field(default_factory=dict)
     follows: set[tuple[str, str]] = field(default_factory=set)  # (follower, followee)
     posts: dict[int, Post] = field(default_factory=dict)
+    favourites: set[tuple[str, int]] = field(default_factory=set)  # (user, post)
+    #: Posts a conversation write was answered 404 for: they must be deleted.
+    not_found: set[int] = field(default_factory=set)
     #: Load threads write under it; every reader takes it too (no iteration during a change).
     lock: threading.RLock = field(default_factory=threading.RLock)
+
+    # -- the conversation records (issue 11) -----------------------------------------------
+    def add(self, post: Post) -> None:
+        """A post, reply or boost acknowledged; a boost whose original was deleted meanwhile
+        went with it (the delete of an original deletes its boosts)."""
+        with self.lock:
+            orig = self.posts.get(post.reblog_of) if post.reblog_of is not None else None
+            if orig is not None and orig.deleted_at is not None:
+                post.deleted_at = orig.deleted_at
+            self.posts[post.id] = post
+
+    def delete(self, post: Post) -> None:
+        """An acknowledged delete: the post, its boosts and its favourites are gone."""
+        with self.lock:
+            post.deleted_at = time.monotonic()
+            for b in self.posts.values():
+                if b.reblog_of == post.id and b.deleted_at is None:
+                    b.deleted_at = post.deleted_at
+
+    def records(self) -> dict[int, ck.Rec]:
+        with self.lock:
+            return {p.id: ck.Rec(p.id, p.author, p.text, p.reply_to, p.reply_to_author, p.reblog_of)
+                    for p in self.live()}
+
+    def live_favourites(self) -> set[tuple[str, int]]:
+        with self.lock:
+            live = {p.id for p in self.live()}
+            return {(u, pid) for u, pid in self.favourites if pid in live}
 
     def following(self, h: str) -> set[str]:
         with self.lock:
@@ -115,8 +156,8 @@ class Model:
             return sorted((p for p in self.posts.values() if p.deleted_at is None), key=lambda p: -p.id)
 
     def home(self, h: str) -> list[int]:
-        authors = self.following(h) | {h}
-        return [p.id for p in self.live() if p.author in authors]
+        """The author, reply and boost rules (docs/conversations.md) on the live records."""
+        return ck.home(self.records(), h, self.following(h))
 
     def user_posts(self, h: str) -> list[int]:
         return [p.id for p in self.live() if p.author == h]
@@ -309,6 +350,38 @@ def check_all(dep: Deployment, api: Api, model: Model, *, drain: bool = True,
     assert not errors, "\n".join(errors[:15]) + f"\n({len(errors)} differences)"
     if deep:
         check_records(dep, model)
+        check_conversations(api, model, users)
+
+
+def check_conversations(api: Api, model: Model, users: Iterable[User]) -> int:
+    """Every user's notification list, and the counters of every post with replies, boosts
+    or favourites, equal the records; a post answered 404 was deleted. Returns how many
+    notifications were read."""
+    with model.lock:
+        records = model.records()
+        favourites = model.live_favourites()
+        follows = set(model.follows)
+        gone = sorted(pid for pid in model.not_found if pid in records)
+    assert not gone, f"writes on posts {gone} were answered 404, and the posts exist"
+    handles = {h.lower(): h for h in model.users}
+    accounts = {u.id: h for h, u in model.users.items()}
+    want = ck.expected_notifications(records, follows, favourites, handles)
+    errors: list[str] = []
+    read = 0
+    for k, u in enumerate(users):
+        got, problems = ck.notification_keys(ck.notifications_of(api.http[k % len(api.http)], u.token), accounts)
+        read += sum(got.values())
+        errors += [f"{u.handle}: {p}" for p in problems]
+        wrong = ck.compare_notifications(got, want.get(u.handle, Counter()))
+        if wrong:
+            errors.append(f"notifications of {u.handle}: {wrong}")
+    for pid, counts in sorted(ck.expected_counts(records, favourites).items()):
+        if records[pid].reblog_of is None:
+            got_c = ck.status_counts(api.http[pid % len(api.http)], pid)
+            if got_c != counts:
+                errors.append(f"post {pid}: (replies, reblogs, favourites) {got_c} != records {counts}")
+    assert not errors, "\n".join(errors[:15]) + f"\n({len(errors)} differences)"
+    return read
 
 
 def check_records(dep: Deployment, model: Model) -> None:
@@ -323,8 +396,9 @@ def check_records(dep: Deployment, model: Model) -> None:
     assert not lost and not extra, f"posts table: lost {model.describe(lost)}, extra {extra}"
     assert all(db[i] == live[i].text for i in db)
     indexed = {int(r[0]) for r in dep.sql("SELECT id FROM post_search")}
-    assert indexed == set(live), (f"search index: missing {sorted(set(live) - indexed)}, "
-                                  f"extra {sorted(indexed - set(live))}")
+    words = {i for i, p in live.items() if p.reblog_of is None}  # boosts have no words
+    assert indexed == words, (f"search index: missing {sorted(words - indexed)}, "
+                              f"extra {sorted(indexed - words)}")
     outbox = dep.sql("SELECT count(*) FROM outbox")[0][0]
     stream = dep.stream_info()["state"]["messages"]
     assert stream == outbox, f"JetStream holds {stream} messages for {outbox} outbox events"
@@ -387,7 +461,7 @@ def run_random_ops(dep: Deployment, api: Api, model: Model, rng: random.Random, 
                 continue
             p = rng.choice(live)
             api.delete(model.users[p.author], p.id)
-            p.deleted_at = time.monotonic()
+            model.delete(p)
             for via in range(2):
                 api.call("GET", f"/v1/posts/{p.id}", via=via, expect=(404,))
                 posts, _ = api.page("/v1/timelines/home", token=model.users[p.author].token, limit=10, via=via)
@@ -463,10 +537,15 @@ class LoadStats:
         with self.lock:
             self.requests += n
 
+    def conversation(self) -> dict[str, int]:
+        """The acknowledged conversation writes, by kind (the figures' extra column)."""
+        return {k: self.ops.get(k, 0) for k in ("reply", "favourite", "unfavourite", "reblog", "unreblog")}
+
     @property
     def writes(self) -> int:
         """Acknowledged writes: the setup's and the load's (every op that is a write)."""
-        return self.setup_writes + sum(self.ops.get(k, 0) for k in ("post", "follow", "unfollow", "delete"))
+        return self.setup_writes + sum(self.ops.get(k, 0) for k in (
+            "post", "follow", "unfollow", "delete", "reply", "favourite", "unfavourite", "reblog", "unreblog"))
 
 
 def setup_world(api: Api, model: Model, rng: random.Random, handles: list[str]) -> int:
@@ -503,7 +582,7 @@ def mixed_load(dep: Deployment, model: Model, actors: list[User], seed: int, sta
             while not stop.is_set():
                 u = rng.choice(actors)
                 r = rng.random()
-                if r < 0.45:
+                if r < 0.35:
                     text = new_text(rng)
                     pid = api.post(u, text)
                     with model.lock:
@@ -511,6 +590,8 @@ def mixed_load(dep: Deployment, model: Model, actors: list[User], seed: int, sta
                     stats.posted_at.append(time.monotonic())
                     check_read_your_write(api, u, pid)
                     stats.add("post")
+                elif r < 0.47:
+                    talk(api, model, u, rng, stats)
                 elif r < 0.55:
                     b = rng.choice([h for h in model.users if h != u.handle])
                     api.follow(u, b)
@@ -530,12 +611,12 @@ def mixed_load(dep: Deployment, model: Model, actors: list[User], seed: int, sta
                         f"{u.handle} unfollowed {b} but still reads {b}'s posts")
                     stats.add("unfollow")
                 elif r < 0.70:
-                    mine = [p for p in model.live() if p.author == u.handle]
+                    mine = [p for p in model.live() if p.author == u.handle and p.reblog_of is None]
                     if not mine:
                         continue
                     p = rng.choice(mine)
                     api.delete(u, p.id)
-                    p.deleted_at = time.monotonic()
+                    model.delete(p)
                     stats.add("delete")
                 else:
                     started = time.monotonic()
@@ -547,6 +628,65 @@ def mixed_load(dep: Deployment, model: Model, actors: list[User], seed: int, sta
             api.close()
 
     return run
+
+
+def talk(api: Api, model: Model, u: User, rng: random.Random, stats: LoadStats,
+         among: list[Post] | None = None) -> None:
+    """One conversation write by ``u`` (issue 11) on one of the newest live posts (or of
+    ``among``): a reply (its text may mention someone: the vocabulary has ``@alice``),
+    a favourite or unfavourite, a boost or unboost, through the HTTP APIs apps use, recorded
+    in the model once acknowledged. A post deleted meanwhile by its author (another thread)
+    is answered 404: the model notes it, and the final check wants it deleted."""
+    with model.lock:
+        live = model.live()
+        if among is None:
+            among = [p for p in live if p.reblog_of is None][:30]
+        if rng.random() < 0.4:  # now and then, undo: a post u favourited or boosted
+            done = {pid for h, pid in model.favourites if h == u.handle}
+            done |= {b.reblog_of for b in live if b.author == u.handle and b.reblog_of is not None}
+            among = [p for p in live if p.id in done] or among
+        if not among:
+            return
+        p = rng.choice(among)
+        faved = (u.handle, p.id) in model.favourites
+        boost = next((b for b in model.live() if b.reblog_of == p.id and b.author == u.handle), None)
+    r = rng.random()
+    if r < 0.35:
+        text = new_text(rng, f"@{p.author}" if rng.random() < 0.5 else "")  # as apps reply
+        got = api.call("POST", "/v1/posts", token=u.token, expect=(201, 404),
+                       json={"text": text, "in_reply_to_id": str(p.id)})
+        if got.status_code == 201:
+            body = got.json()
+            assert body["text"] == text and body["in_reply_to_id"] == str(p.id), body
+            model.add(Post(int(body["id"]), u.handle, text, reply_to=p.id, reply_to_author=p.author))
+            check_read_your_write(api, u, int(body["id"]))
+            stats.add("reply")
+    elif r < 0.7:
+        verb = "unfavourite" if faved else "favourite"
+        got = api.call("POST", f"/api/v1/statuses/{p.id}/{verb}", token=u.token, expect=(200, 404))
+        if got.status_code == 200:
+            body = got.json()
+            assert body["id"] == str(p.id) and body["favourited"] is not faved, (verb, body)
+            with model.lock:
+                (model.favourites.discard if faved else model.favourites.add)((u.handle, p.id))
+            stats.add(verb)
+    else:
+        verb = "unreblog" if boost is not None else "reblog"
+        got = api.call("POST", f"/api/v1/statuses/{p.id}/{verb}", token=u.token, expect=(200, 404))
+        if got.status_code == 200:
+            body = got.json()
+            if boost is None:
+                assert body["reblog"]["id"] == str(p.id) and body["account"]["id"] == u.id, body
+                model.add(Post(int(body["id"]), u.handle, "", reblog_of=p.id))
+            else:
+                assert body["id"] == str(p.id) and body["reblogged"] is False, body
+                with model.lock:
+                    boost.deleted_at = time.monotonic()
+            stats.add(verb)
+    if got.status_code == 404:
+        with model.lock:
+            model.not_found.add(p.id)
+        stats.add("404")
 
 
 def load_threads(dep: Deployment, model: Model, stats: LoadStats, seed: int, threads: int = 3):
@@ -592,6 +732,8 @@ def audit_clean(dep: Deployment, what: str) -> AuditResult:
 #: unacknowledged, in the hands of dead workers: a certain redelivery.
 WORKER_KILL_ROUNDS = ("w0", "w1", "both", "one", "both")
 EXTRA_BOTH_ROUNDS = 4
+#: Fans that reply, favourite and boost during the worker kills (one thread acts for them).
+TALKING_FANS = 20
 
 
 def test_worker_sigkilled_in_the_middle_of_fanouts(tmp_path):
@@ -642,8 +784,22 @@ def test_worker_sigkilled_in_the_middle_of_fanouts(tmp_path):
                         papi.close()
                 return run
 
+            def talker(seed: int):
+                """Fans (a few, so that their pairs repeat: unfavourites, unboosts) reply to,
+                favourite and boost the newest posts: the notifier is killed too."""
+                def run(stop: threading.Event) -> None:
+                    trng = random.Random(seed)
+                    tapi = Api(dep, trng)
+                    try:
+                        while not stop.is_set():
+                            talk(tapi, model, trng.choice(fans[:TALKING_FANS]), trng, stats)
+                    finally:
+                        stats.add_requests(tapi.sent)
+                        tapi.close()
+                return run
+
             kills: list[str] = []
-            with Background(poster(star, 1), poster(star, 2), poster(side, 3)) as bg:
+            with Background(poster(star, 1), poster(star, 2), poster(side, 3), talker(4)) as bg:
                 wait_for_posts(stats, bg, 20)
                 held_by_dead = 0
                 rounds = list(WORKER_KILL_ROUNDS) + ["both"] * EXTRA_BOTH_ROUNDS
@@ -675,6 +831,8 @@ def test_worker_sigkilled_in_the_middle_of_fanouts(tmp_path):
             redeliveries = fanout["delivered"]["consumer_seq"] - fanout["delivered"]["stream_seq"]
             assert redeliveries > 0, (
                 f"no kill landed while the fan-out held events (kills: {kills}): {fanout}")
+            notifier = dep.consumer_info("notifier")  # reported: its batches are short
+            notifier_redeliveries = notifier["delivered"]["consumer_seq"] - notifier["delivered"]["stream_seq"]
             # Every follower: the cached page (limit = cap: pushed ids only) and the whole
             # timeline; then, for a sample, small pages, counters and the records.
             errors = []
@@ -700,7 +858,8 @@ def test_worker_sigkilled_in_the_middle_of_fanouts(tmp_path):
             writes_lost=0,  # check_all compared the posts table with every acknowledged post
             audit_divergences=audit.divergences,
             extra={"redeliveries": redeliveries, "held by dead workers": held_by_dead,
-                   "followers": followers_n},
+                   "followers": followers_n, **stats.conversation(),
+                   "notifier redeliveries": notifier_redeliveries},
         ))
 
 
@@ -731,6 +890,7 @@ def test_relay_sigkilled_between_commit_and_publish(tmp_path):
                     holder.start()  # it waits for the lock now
                     wait_for_posts(stats, bg, 10)
             check_all(dep, api, model)
+            audit_clean(dep, "relay kills")
         finally:
             api.close()
 
@@ -753,6 +913,7 @@ def test_redis_flushall_under_load(tmp_path):
             assert dep.redis_dbsize() == 0
             check_all(dep, api, model, drain=False, limits=(3, 4, 6))
             assert dep.redis_dbsize() > 0  # the reads rebuilt the caches
+            audit_clean(dep, "FLUSHALLs")
         finally:
             api.close()
 
@@ -774,6 +935,7 @@ def test_redis_restarted_without_persistence(tmp_path):
             with Background(*load_threads(dep, model, stats, seed=10)) as bg:
                 wait_for_posts(stats, bg, 30)
             check_all(dep, api, model)
+            audit_clean(dep, "a Redis restart without persistence")
         finally:
             api.close()
 
@@ -821,7 +983,8 @@ def test_nats_server_restarted_under_load(tmp_path):
             writes_lost=0,  # check_all compared the posts table with every acknowledged post
             audit_divergences=audit.divergences,
             extra={"writes acked while stopped": during_outage[0],
-                   "writes acked while killed": during_outage[1], "write failures": 0},
+                   "writes acked while killed": during_outage[1], "write failures": 0,
+                   **stats.conversation()},
         ))
 
 
@@ -879,5 +1042,5 @@ def test_api_process_sigkilled_ten_times_under_load(tmp_path):
             scenario=f"scale-out: API SIGKILL x{API_KILLS}", faults=API_KILLS, requests=led.requests,
             writes_acknowledged=led.writes_acknowledged, writes_lost=outcome.lost,
             audit_divergences=audit.divergences,
-            extra={**led.extra(), "unknown found": outcome.found_in_flight},
+            extra={**led.extra(), "unknown found": outcome.found_in_flight, **outcome.extra(led)},
         ))

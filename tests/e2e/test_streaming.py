@@ -12,9 +12,12 @@ that a bug fails instead of hanging.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import queue
 import socket
+import struct
 import threading
 import time
 from typing import Any, Iterator
@@ -33,6 +36,18 @@ WAIT = 20.0
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory) -> Iterator[kit.Target]:
     with kit.running("embedded", tmp_path_factory, STREAM_SETTINGS) as t:
+        yield t
+
+
+#: A heartbeat every second (a test answers a WebSocket ping well within it), and every
+#: request over 50 ms logged as slow (an open stream must not be).
+PACED_SETTINGS = {"HOMEFEED_STREAM_HEARTBEAT_SECONDS": "1", "HOMEFEED_SLOW_REQUEST_MS": "50"}
+
+
+@pytest.fixture(scope="module")
+def paced(tmp_path_factory) -> Iterator[kit.Target]:
+    """A server of its own, so that the open streams it counts are this module's only."""
+    with kit.running("embedded", tmp_path_factory, PACED_SETTINGS) as t:
         yield t
 
 
@@ -389,3 +404,143 @@ def test_mastodon_py_stream_user_receives_update_delete_and_notification(profile
         finally:
             writer.http.close()
             reader.http.close()
+
+
+# -- the streams in the metrics, and the WebSocket heartbeat ---------------------------------
+
+
+def test_open_streams_are_counted_apart_from_requests(paced):
+    """An open stream is no long request: not in the latency histograms, not in flight, not
+    logged as slow; ``homefeed_streaming_*`` counts it (open by transport, opened, closed)."""
+    from websockets.sync.client import connect
+
+    from tests.e2e.test_observability import metric, scrape
+
+    url = paced.url()
+    users = Users(url)
+    _, _, token = users.new("obs")
+    assert httpx.get(url + "/api/v1/streaming/user").status_code == 401  # a request, recorded
+    before = scrape(url)
+    sse = SSE(url, "/api/v1/streaming/user", token)
+    ws = connect(url.replace("http://", "ws://") + "/api/v1/streaming?stream=public").__enter__()  # answers pings
+    try:
+        def both_open() -> Any:
+            s = scrape(url)
+            return s if (metric(s, "homefeed_streaming_connections", transport="sse"),
+                         metric(s, "homefeed_streaming_connections", transport="websocket")) == (1, 1) else None
+
+        s = kit.wait_until("the two streams counted open", both_open, WAIT)
+        assert metric(s, "homefeed_http_requests_in_flight") == 1  # the scrape itself, not the streams
+        opened = metric(s, "homefeed_streaming_connections_opened_total")
+        assert opened == metric(before, "homefeed_streaming_connections_opened_total") + 2
+        kit.wait_until("a heartbeat: the stream has lived longer than a slow request",
+                       lambda: b":thump\n\n" in bytes(sse.raw), WAIT)
+    finally:
+        sse.close()
+        ws.__exit__(None, None, None)
+
+    def both_closed() -> Any:
+        s = scrape(url)
+        return s if metric(s, "homefeed_streaming_connections") == 0 else None
+
+    s = kit.wait_until("the two streams counted closed", both_closed, WAIT)
+    closed = metric(s, "homefeed_streaming_connections_closed_total")
+    assert closed == metric(before, "homefeed_streaming_connections_closed_total") + 2
+    duration = "homefeed_http_request_duration_seconds_count"
+    assert metric(s, duration, route="/api/v1/streaming/user", status="401") >= 1
+    assert metric(s, duration, route="/api/v1/streaming/user", status="200") == 0
+    assert not [lb for lb, _ in s[duration] if lb["route"] == "/api/v1/streaming"]
+    d = users.http.get("/metrics.json").json()
+    assert d["in_flight"] == 1 and d["streaming"]["open"] == 0 and d["streaming"]["opened"] >= 2
+    assert "/api/v1/streaming/user 200" not in paced.logs(), "a stream logged as a slow request"
+    users.http.close()
+
+
+PING, PONG, CLOSE, TEXT = 0x9, 0xA, 0x8, 0x1
+
+
+class RawWebSocket:
+    """A WebSocket client on a plain socket, so that a test decides whether a ping is answered
+    (a library answers them by itself)."""
+
+    def __init__(self, base: str, path: str) -> None:
+        host, port = base.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=WAIT)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                          "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self._recv()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError
+        return chunk
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self.buf += self._recv()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def frame(self) -> tuple[int, bytes]:
+        """The next frame (opcode, payload) from the server (unmasked); EOFError at the end."""
+        b0, b1 = self._take(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self._take(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._take(8))[0]
+        return b0 & 0x0F, self._take(n)
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        assert len(payload) < 126
+        self.sock.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask
+                          + bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_websocket_heartbeat_is_a_ping_and_a_client_that_does_not_answer_is_closed(paced):
+    from tests.e2e.test_observability import metric, scrape
+
+    url = paced.url()
+    users = Users(url)
+    _, _, author = users.new("hb")
+    ws = RawWebSocket(url, "/api/v1/streaming?stream=public")
+    try:
+        for _ in range(3):  # answered: the pings keep coming, the stream stays open
+            opcode, payload = ws.frame()
+            assert opcode == PING, (opcode, payload)
+            ws.send(PONG, payload)
+        status = users.post(author, "still there?")
+        while True:
+            opcode, payload = ws.frame()
+            if opcode == PING:
+                ws.send(PONG, payload)
+                continue
+            assert opcode == TEXT, (opcode, payload)
+            message = json.loads(payload)
+            assert message["event"] == "update" and json.loads(message["payload"])["id"] == status["id"]
+            break
+        # now silent: the server pings, gets no answer, and closes the connection (1011)
+        frames = []
+        with pytest.raises(EOFError):
+            while True:
+                frames.append(ws.frame())
+        assert frames and all(op == PING for op, _ in frames[:-1]), frames
+        opcode, payload = frames[-1]
+        assert opcode == CLOSE and struct.unpack("!H", payload[:2])[0] == 1011, frames
+    finally:
+        ws.close()
+    # and its stream is forgotten
+    kit.wait_until("the stream counted closed",
+                   lambda: metric(scrape(url), "homefeed_streaming_connections", transport="websocket") == 0, WAIT)
+    users.http.close()

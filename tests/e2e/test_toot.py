@@ -216,3 +216,52 @@ def test_toot_reads_the_instance_and_public_timelines(target, tmp_path):
     assert tagged == [st["id"]]
     public = next(toot_api.anon_public_timeline_generator(target.url(0), local=True, limit=5))
     kit.check_entity("status[]", public)
+
+
+def test_toot_replies_reads_the_thread_favourites_boosts_and_notifications(target, tmp_path):
+    """Issue 11 with toot's commands: a reply (``post --reply-to``), the ``thread``,
+    ``favourite``/``unfavourite``, ``reblog``/``unreblog`` and the ``notifications`` they
+    make for the author (also as the human-readable list a person reads)."""
+    author_app, author, author_email = sign_up(target.url(0), "tauthor")
+    author_id = account_id(author_app, author)
+    _, reg_user, email = sign_up(target.url(1), "treader")
+    me = TootUser(tmp_path / "reader")
+    me.run("login_cli", "--instance", target.url(1), "--email", email, stdin=kit.PASSWORD + "\n")
+    my_id = me.json("whoami")["id"]
+    assert me.json("follow", author.username)["following"] is True
+
+    root = toot_api.post_status(author_app, author, "a thread begins").json()
+    reply = me.json("post", f"@{author.username} and goes on", "--reply-to", root["id"])
+    kit.check_entity("status", reply)
+    assert reply["in_reply_to_id"] == root["id"] and reply["in_reply_to_account_id"] == author_id
+    assert [m["id"] for m in reply["mentions"]] == [author_id]
+    thread = me.json("thread", reply["id"])
+    kit.check_entity("context", thread)
+    assert [s["id"] for s in thread["ancestors"]] == [root["id"]] and thread["descendants"] == []
+
+    fav = me.json("favourite", root["id"])
+    kit.check_entity("status", fav)
+    assert fav["favourited"] is True and fav["favourites_count"] == 1
+    boost = me.json("reblog", root["id"])
+    kit.check_entity("status", boost)
+    assert boost["reblog"]["id"] == root["id"] and boost["account"]["id"] == my_id
+    target.drain()
+
+    notes = toot_api.get_notifications(author_app, author).json()
+    kit.check_entity("notification[]", notes)
+    assert [(n["type"], n["account"]["id"]) for n in notes] == [
+        ("reblog", my_id), ("favourite", my_id), ("mention", my_id), ("follow", my_id)]
+    # the person's own view of notifications, from toot's command
+    them = TootUser(tmp_path / "author")
+    them.run("login_cli", "--instance", target.url(0), "--email", author_email, stdin=kit.PASSWORD + "\n")
+    listed = them.json("notifications")
+    assert [n["type"] for n in listed] == ["reblog", "favourite", "mention", "follow"]
+    text = them.run("notifications").stdout
+    assert reg_user.username in text and "and goes on" in text, text
+
+    unboosted = me.json("unreblog", root["id"])
+    assert unboosted["id"] == root["id"] and unboosted["reblogged"] is False
+    unfav = me.json("unfavourite", root["id"])
+    assert unfav["favourited"] is False and unfav["favourites_count"] == 0
+    target.drain()
+    assert [n["type"] for n in them.json("notifications")] == ["mention", "follow"]

@@ -19,9 +19,29 @@ service. After ``drain()`` every derived view must equal what the oracle compute
   word also matches inside a hashtag or mention, ``#x`` only the hashtag, case ignored);
 - profiles' counters, followers/following lists, and ``get_post`` of every post.
 
+Conversations (issue 11, docs/conversations.md) are part of the records: replies to any post
+(gone, or deleted later; self-replies are threads), boosts (of boosts too) and their undoing,
+favourites and their undoing, mentions (``@handle`` of existing accounts, any case), and
+each reader's dismissals and clears. The model of those records and every view computed from
+them is ``oracle_model.Records`` (the follow and favourite ids, which notifications carry, are
+learnt from the followers and favourites lists' cursors; nothing else is read back). After a
+drain, every home also obeys the reply and boost rules, and:
+
+- every status's context (ancestors up to the first gone post, descendants depth first);
+- every post's counters (replies, reblogs, favourites) and each viewer's flags (post_stats);
+- every user's whole notification list (the Mastodon use case, paged with ``max_id``) is
+  the function of the records minus dismissals and ids at or below the cleared id.
+
+The boost rule looks at the 40 entries older than a boost: most examples set FeedManager's
+module constant ``BOOST_WINDOW`` (read at call time) to 3 or 1, and the oracle uses the same
+number, so that the window decides often with a few dozen posts; the others keep 40 and may
+have one long run of ~40 posts by one author.
+
 Between checks, without draining, reads may lag behind the writes but must never be wrong:
-a page never holds a deleted post, a post by someone the reader does not follow, a post out
-of order or twice, and a short page has no ``next``. Right after ``create_post`` the
+a page never holds a deleted post, a post by someone the reader does not follow, a reply to
+someone the reader does not follow, a boost of the reader's own or of a gone post, a post out
+of order or twice, and a short page has no ``next``; a notification list never holds one of
+the reader's own actions, a dismissed or cleared one, or one about a gone post. Right after ``create_post`` the
 author's own home timeline starts with the new post (read-your-writes).
 
 Each example also draws how the service runs: consumers in the background (as deployed) or
@@ -37,6 +57,7 @@ Run longer with ``HOMEFEED_HYPOTHESIS_PROFILE=oracle-long``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -50,16 +71,28 @@ from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
+import homefeed.service_layer.feed as feed_module
 from homefeed.bootstrap import open_homefeed
 from homefeed.config import Settings
 from homefeed.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from homefeed.domain.mastodon.content import extract_mentions
+from homefeed.domain.mastodon.entities import Urls
+from homefeed.domain.mastodon.pagination import Page
 from homefeed.domain.text import index_terms, query_terms
+from homefeed.service_layer.mastodon import MastodonApi
+
+from .oracle_model import Records, model_mentions
 
 T = TypeVar("T")
 
 THRESHOLD = 3
 CAP = 5
 MAX_USERS = 10
+URLS = Urls("http://oracle.test")
+#: The product's boost window (feed_rules.BOOST_WINDOW, which FeedManager reads from its
+#: module at call time). Some examples run with a small window instead, so that the
+#: window decides often with homes of a few dozen posts.
+REAL_WINDOW = feed_module.BOOST_WINDOW
 
 # Handles in mixed case: handles are unique ignoring case, mentions are searched folded.
 HANDLES = ["alice", "Bob", "carol", "DAVE", "eve_1", "Frank", "grace", "HEIDI", "ivan", "Judy"]
@@ -130,12 +163,15 @@ class HomefeedMachine(RuleBasedStateMachine):
         self.settings: Settings | None = None
         self.hf: Any = None  # opened by the initialize rule
         self.manual = False  # consumers applied by the ``consume`` rule, not in the background
-        # -- the model of the records --
-        self.users: list[tuple[int, str]] = []  # (id, handle), in registration order
-        self.follows: set[tuple[int, int]] = set()  # (follower, followee)
-        self.posts: dict[int, tuple[int, str, int]] = {}  # id -> (author, text, creation seq)
-        self.deleted: set[int] = set()
-        self.unlisted: set[int] = set()  # posts kept off the public timeline
+        # -- the model of the records (oracle_model.Records; the names below are its parts) --
+        self.m = Records(REAL_WINDOW)
+        self.users = self.m.users  # (id, handle), in registration order
+        self.follows = self.m.follows  # (follower, followee)
+        self.posts = self.m.posts  # id -> (author, text, creation seq)
+        self.deleted = self.m.deleted
+        self.unlisted = self.m.unlisted  # posts kept off the public timeline
+        self.masto: MastodonApi | None = None
+        self.long_runs = 0
         self.seq = 0
         self.last_id = 0
         self.restarts = 0
@@ -146,7 +182,14 @@ class HomefeedMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(aw)
 
     def open(self) -> Any:
-        return self.run(open_homefeed(self.settings, run_consumers=not self.manual))
+        hf = self.run(open_homefeed(self.settings, run_consumers=not self.manual))
+        self.masto = MastodonApi(hf)
+        return hf
+
+    @property
+    def conv(self) -> Any:
+        assert self.masto is not None
+        return self.masto.conversations
 
     def consumer_names(self) -> list[str]:
         return sorted(self.hf.consumers.handlers)
@@ -167,27 +210,68 @@ class HomefeedMachine(RuleBasedStateMachine):
                     self.cancel_consumers()  # no need to wait for a clean stop here
                     self.run(self.hf.close())
             finally:
+                feed_module.BOOST_WINDOW = REAL_WINDOW
                 self.loop.close()
                 shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- helpers --------------------------------------------------------------------------
+    def learn_follow_ids(self, followee: int) -> None:
+        """The ids of the follows of ``followee`` that the model does not know yet (a
+        follow notification's id is its follow's): the followers list's cursors, paged one
+        by one. Identities only: what the notifications are is computed by the model."""
+        handle = dict(self.users)[followee]
+        before = None
+        seen: dict[int, int] = {}
+        for _ in range(MAX_USERS + 1):
+            page = self.run(self.hf.followers(handle, 1, before))
+            if not page["users"]:
+                break
+            before = int(page["next"])
+            seen[int(page["users"][0]["id"])] = before
+        for a, b in self.follows:
+            if b == followee and (a, b) not in self.m.follow_ids:
+                self.m.follow_ids[(a, b)] = seen[a]
+
+    def learn_favourite_ids(self, uid: int) -> None:
+        """The ids of the user's favourites the model does not know yet (0): the cursors of
+        their favourites list (``/api/v1/favourites``), paged to the end."""
+        seen: dict[int, int] = {}
+        max_id = None
+        for _ in range(100):
+            body, fids = self.run(self.conv.favourites(URLS, uid, Page(limit=40, max_id=max_id)))
+            if not fids:
+                break
+            seen.update(zip((int(s["id"]) for s in json.loads(body)), fids))
+            max_id = fids[-1]
+        for (u, p), fid in self.m.favourites.items():
+            if u == uid and not fid:
+                self.m.favourites[(u, p)] = seen[p]
+
+    def add_post(self, pid: int, uid: int, text: str, *, parent: int | None = None,
+                 reblog_of: int | None = None, unlisted: bool = False) -> None:
+        """A post the service made (in commit order): into the model."""
+        assert pid not in self.posts, f"post id {pid} reused"
+        assert pid > self.last_id, f"post id {pid} not above the previous id {self.last_id}"
+        self.last_id = pid
+        self.seq += 1
+        if reblog_of is None:  # the model's mention syntax is the product's
+            assert model_mentions(text) == extract_mentions(text), text
+        self.m.add_post(pid, uid, text, self.seq, parent=parent, reblog_of=reblog_of,
+                        unlisted=unlisted)
+
     def user(self, i: int) -> tuple[int, str]:
         return self.users[i % len(self.users)]
 
     def live(self) -> list[int]:
         """Ids of the posts that exist, newest first (creation order, not id order)."""
-        ids = [pid for pid in self.posts if pid not in self.deleted]
-        ids.sort(key=lambda pid: self.posts[pid][2], reverse=True)
-        return ids
+        return self.m.live()
 
     def oracle_home(self, uid: int) -> list[int]:
-        return [
-            pid for pid in self.live()
-            if self.posts[pid][0] == uid or (uid, self.posts[pid][0]) in self.follows
-        ]
+        """The home rules of docs/conversations.md (author, reply, boost) over the records."""
+        return self.m.home(uid)
 
     def oracle_user_posts(self, uid: int) -> list[int]:
-        return [pid for pid in self.live() if self.posts[pid][0] == uid]
+        return self.m.user_posts(uid)
 
     def oracle_search(self, q: str) -> list[int]:
         need = model_query_terms(q)
@@ -235,13 +319,22 @@ class HomefeedMachine(RuleBasedStateMachine):
         return out
 
     def assert_sound(self, where: str, uid: int, ids: list[int]) -> None:
-        """What a home page may hold even before the consumers caught up."""
-        following = {b for a, b in self.follows if a == uid}
+        """What a home page may hold even before the consumers caught up: no deleted post
+        (nor a boost whose original is gone), only the reader's and followees' posts, no
+        reply to someone the reader does not follow, no boost of the reader's own post."""
+        following = self.m.following(uid)
         for pid in ids:
             author = self.posts[pid][0]
             assert pid not in self.deleted, f"{where}: deleted post {pid} shown"
             assert author == uid or author in following, (
                 f"{where}: post {pid} by {author}, whom user {uid} does not follow")
+            assert self.m.is_entry(uid, pid, following), (
+                f"{where}: reply {pid} by {author} to {self.m.parent_author.get(pid)}, whom "
+                f"user {uid} does not follow")
+            o = self.m.reblog_of.get(pid)
+            if o is not None:
+                assert self.m.exists(o), f"{where}: boost {pid} of gone post {o} shown"
+                assert self.posts[o][0] != uid, f"{where}: boost {pid} of the reader's own post {o}"
 
     def record_coverage(self) -> None:
         """Which paths this example took (see ``--hypothesis-show-statistics``)."""
@@ -301,10 +394,8 @@ class HomefeedMachine(RuleBasedStateMachine):
         # The Mastodon client API over the same service: its home timeline (max_id paging)
         # equals the oracle; its public timeline (the cached public list) holds every live
         # public post, newest first.
-        from homefeed.domain.mastodon.pagination import Page
-        from homefeed.service_layer.mastodon import MastodonApi
-
-        masto = MastodonApi(self.hf)
+        masto = self.masto
+        assert masto is not None
         for uid, handle in self.users:
             got_m: list[int] = []
             max_id = None
@@ -323,7 +414,7 @@ class HomefeedMachine(RuleBasedStateMachine):
                 break
             got_pub.extend(p.id for p in page)
             max_id = page[-1].id
-        want_pub = [pid for pid in self.live() if pid not in self.unlisted]
+        want_pub = self.m.public()  # no boosts, no replies to others
         assert got_pub == want_pub, f"public timeline: {got_pub} != {want_pub}"
         if self.unlisted - self.deleted:
             event("an unlisted post exists at a check")
@@ -345,15 +436,81 @@ class HomefeedMachine(RuleBasedStateMachine):
             else:
                 p = self.run(self.hf.get_post(pid))
                 assert p["text"] == text and p["author"]["handle"] == names[author], p
+        self.check_conversations(limits)
+
+    def check_conversations(self, limits: list[int]) -> None:
+        """After a drain: every status's context, every post's counters and each viewer's
+        flags, and every user's whole notification list equal the function of the records."""
+        live = self.live()
+        for pid in live:
+            viewer = self.users[pid % len(self.users)][0]
+            ctx = json.loads(self.run(self.conv.context(URLS, pid, viewer)))
+            got_up = [int(s["id"]) for s in ctx["ancestors"]]
+            got_down = [int(s["id"]) for s in ctx["descendants"]]
+            assert got_up == self.m.ancestors(pid), (
+                f"ancestors of {pid}: {got_up} != oracle {self.m.ancestors(pid)}")
+            assert got_down == self.m.descendants(pid), (
+                f"descendants of {pid}: {got_down} != oracle {self.m.descendants(pid)}")
+        for viewer, handle in self.users:
+            stats = self.run(self.hf.store.post_stats(live, viewer))
+            assert set(stats) == set(live), f"post_stats of {handle}: {sorted(set(live) - set(stats))} missing"
+            for pid in live:
+                st_ = stats[pid]
+                got_c = (st_.replies_count, st_.reblogs_count, st_.favourites_count)
+                assert got_c == self.m.counters(pid), (
+                    f"counters (replies, reblogs, favourites) of {pid}: {got_c} != "
+                    f"oracle {self.m.counters(pid)}")
+                flags = (st_.favourited, st_.reblogged)
+                want_flags = ((viewer, pid) in self.m.favourites, self.m.boost_of(viewer, pid) is not None)
+                assert flags == want_flags, f"{handle}'s flags on {pid}: {flags} != {want_flags}"
+        for uid, handle in self.users:
+            got_n = self.notification_list(uid, limits)
+            want_n = [tuple(n) for n in self.m.notifications(uid)]
+            assert got_n == want_n, (
+                f"notifications of {handle} ({uid}) after drain\n  got:    {got_n}\n"
+                f"  oracle: {want_n}\n  missing: {[n for n in want_n if n not in got_n]}\n"
+                f"  extra:   {[n for n in got_n if n not in want_n]}")
+            if want_n:
+                event("a user has notifications at a check")
+        if self.m.dismissed and any(self.m.dismissed.values()):
+            event("a dismissal exists at a check")
+        if any(self.m.boost_shadowed(u) for u, _ in self.users):
+            event(f"the boost window ({self.m.window}) hides a boost at a check")
+
+    def notification_list(self, uid: int, limits: list[int]) -> list[tuple[int, str, int, int | None]]:
+        """The user's whole notification list through the Mastodon use case, paged with
+        ``max_id``: (id, type, from, status id) newest first."""
+        out: list[tuple[int, str, int, int | None]] = []
+        max_id = None
+        for n in range(400):
+            body, ids = self.run(self.conv.notifications(
+                URLS, uid, Page(limit=limits[n % len(limits)], max_id=max_id), [], [], None))
+            got = json.loads(body)
+            assert [int(x["id"]) for x in got] == ids, (body, ids)
+            if not got:
+                return out
+            for x in got:
+                status = x.get("status")
+                out.append((int(x["id"]), x["type"], int(x["account"]["id"]),
+                            int(status["id"]) if status else None))
+            max_id = ids[-1]
+        raise AssertionError(f"notifications of {uid}: more than 400 pages")
 
     # -- rules --------------------------------------------------------------------------------
-    @initialize(small_caches=st.booleans(), manual_consumers=st.booleans())
-    def open_with_four_users(self, small_caches: bool, manual_consumers: bool) -> None:
+    @initialize(small_caches=st.booleans(), manual_consumers=st.booleans(),
+                window=st.sampled_from([3, 1, REAL_WINDOW]))
+    def open_with_four_users(self, small_caches: bool, manual_consumers: bool,
+                             window: int = REAL_WINDOW) -> None:
         """``small_caches``: room for 3 timelines of each kind and 4 posts, so lists are
         evicted all the time (rebuilt on read, skipped by fan-out) and hydration goes to the
         database. ``manual_consumers``: no consumer runs in the background; the ``consume``
         rule applies a few events at a time, so reads and searches see derived stores that
-        lag behind the writes by a chosen amount (each consumer by its own)."""
+        lag behind the writes by a chosen amount (each consumer by its own). ``window``:
+        the boost window. The product's is 40 entries; with the few dozen posts of an example
+        it rarely decides, so most examples set ``FeedManager``'s module constant (read at
+        call time) to 3 or 1, and the oracle uses the same number."""
+        feed_module.BOOST_WINDOW = self.m.window = window
+        event(f"boost window {window}")
         self.settings = Settings(
             data_dir=self.tmp, celebrity_threshold=THRESHOLD, timeline_cap=CAP,
             sqlite_synchronous="NORMAL",  # durability is test_crash's business; speed here
@@ -398,7 +555,9 @@ class HomefeedMachine(RuleBasedStateMachine):
         if before >= THRESHOLD:
             event("followed a celebrity")
         assert self.run(self.hf.follow(fa, hb)) == {"following": True}
-        self.follows.add((fa, fb))
+        if (fa, fb) not in self.follows:
+            self.follows.add((fa, fb))
+            self.learn_follow_ids(fb)
         if before < THRESHOLD <= self.followers_count(fb):
             event("crossed the celebrity threshold up")
         if read_after:  # may not show the followee's posts yet (lag), must not be wrong
@@ -441,6 +600,7 @@ class HomefeedMachine(RuleBasedStateMachine):
         before = self.followers_count(fb)
         assert self.run(self.hf.unfollow(fa, hb)) == {"following": False}
         self.follows.discard((fa, fb))
+        self.m.follow_ids.pop((fa, fb), None)
         if before >= THRESHOLD > self.followers_count(fb):
             self.demoted += 1
             event("crossed the celebrity threshold down")
@@ -466,14 +626,8 @@ class HomefeedMachine(RuleBasedStateMachine):
             else:
                 got = self.run(self.hf.create_post(uid, text))
             pid = int(got["id"])
-            if unlisted:
-                self.unlisted.add(pid)
             assert got["text"] == text and got["author"] == {"id": str(uid), "handle": handle}
-            assert pid not in self.posts, f"post id {pid} reused"
-            assert pid > self.last_id, f"post id {pid} not above the previous id {self.last_id}"
-            self.last_id = pid
-            self.seq += 1
-            self.posts[pid] = (uid, text, self.seq)
+            self.add_post(pid, uid, text, unlisted=unlisted)
             if self.followers_count(uid) >= THRESHOLD:
                 event("a celebrity posted")
             if read_your_write:  # no drain: the author sees their post at once
@@ -506,7 +660,8 @@ class HomefeedMachine(RuleBasedStateMachine):
                 return
             raise AssertionError(f"deleting post {pid} twice did not say NotFound")
         self.run(self.hf.delete_post(uid, pid))
-        self.deleted.add(pid)
+        if len(self.m.delete(pid)) > 1:
+            event("deleting an original deleted its boosts")
         try:
             self.run(self.hf.get_post(pid))
         except NotFound:
@@ -537,6 +692,215 @@ class HomefeedMachine(RuleBasedStateMachine):
         if pid not in self.deleted:  # nothing changed
             got = self.run(self.hf.get_post(pid))
             assert got["text"] == self.posts[pid][1]
+
+    # -- conversations: replies, boosts, favourites, mentions, notifications --------------------
+    def any_post(self, k: int) -> int | None:
+        """Any post ever written: live or gone, an original or a boost."""
+        ids = sorted(self.posts)
+        return ids[k % len(ids)] if ids else None
+
+    def write_reply(self, a: int, target: int, text: str, read_your_write: bool = False) -> None:
+        """Reply to ``target`` (to its original if it is a boost); NotFound if it is gone."""
+        uid, handle = self.user(a)
+        try:
+            post = self.run(self.hf.write_post(uid, text, in_reply_to_id=target))
+        except NotFound:
+            assert not self.m.exists(target), f"reply to live post {target}: NotFound"
+            return
+        assert self.m.exists(target), f"reply to gone post {target} accepted as {post.id}"
+        parent = self.m.original(target)
+        assert (post.in_reply_to_id, post.in_reply_to_account_id) == (parent, self.posts[parent][0]), post
+        self.add_post(post.id, uid, text, parent=parent)
+        event("a self-reply (thread)" if self.posts[parent][0] == uid else "a reply to another")
+        if read_your_write:  # the author sees their reply at once, to whomever it is
+            page = self.run(self.hf.home_timeline(uid, 1))
+            assert page["posts"] and page["posts"][0]["id"] == str(post.id), (
+                f"read-your-writes: {handle}'s home starts with {page['posts'][:1]}, not reply {post.id}")
+
+    @rule(a=st.integers(0, MAX_USERS - 1), k=st.integers(0, 200),
+          parts=st.lists(st.tuples(st.sampled_from(VOCAB), st.sampled_from(SEPARATORS)), min_size=1, max_size=3),
+          read_your_write=st.booleans())
+    def reply(self, a: int, k: int, parts: list[tuple[str, str]], read_your_write: bool) -> None:
+        """A reply to any post ever written (possibly deleted, possibly deleted later)."""
+        target = self.any_post(k)
+        if target is not None:
+            text = "".join(w + s for w, s in parts).strip() or parts[0][0]
+            self.write_reply(a, target, text, read_your_write)
+
+    @rule(a=st.integers(0, MAX_USERS - 1), k=st.integers(0, 50), text=st.sampled_from(VOCAB))
+    def reply_in_thread(self, a: int, k: int, text: str) -> None:
+        """A self-reply (a thread): shown like a post to the author's followers."""
+        uid, _ = self.user(a)
+        own = [p for p in self.live() if self.posts[p][0] == uid and p not in self.m.reblog_of]
+        if own:
+            self.write_reply(a, own[k % len(own)], text)
+
+    @rule(a=st.integers(0, MAX_USERS - 1), who=st.lists(
+        st.tuples(st.integers(0, MAX_USERS - 1), st.sampled_from([str, str.lower, str.upper])),
+        min_size=1, max_size=3), word=st.sampled_from(VOCAB), k=st.none() | st.integers(0, 200))
+    def mention(self, a: int, who: list[tuple[int, Any]], word: str, k: int | None) -> None:
+        """A post (or a reply) mentioning accounts by ``@handle`` in any case; a handle not
+        registered yet is no mention."""
+        text = " ".join("@" + case(HANDLES[i]) for i, case in who) + " " + word
+        target = self.any_post(k) if k is not None else None
+        if target is None:
+            self.post(a, [[(text, "")]], False)
+        else:
+            self.write_reply(a, target, text)
+
+    @rule(a=st.integers(0, MAX_USERS - 1), k=st.integers(0, 200), read_after=st.booleans())
+    def boost(self, a: int, k: int, read_after: bool) -> None:
+        """Boost any post (a boost: its original; gone: NotFound; twice: the same boost)."""
+        uid, _ = self.user(a)
+        target = self.any_post(k)
+        if target is None:
+            return
+        try:
+            got = json.loads(self.run(self.conv.reblog(URLS, uid, target, "public")))
+        except NotFound:
+            assert not self.m.exists(target), f"boost of live post {target}: NotFound"
+            return
+        assert self.m.exists(target), f"boost of gone post {target} accepted"
+        o = self.m.original(target)
+        bid = int(got["id"])
+        assert int(got["reblog"]["id"]) == o and got["reblog"]["reblogged"] is True, got
+        before = self.m.boost_of(uid, o)
+        if before is not None:
+            assert bid == before, f"boosting {o} again made {bid}, not {before}"
+        else:
+            self.add_post(bid, uid, "", reblog_of=o)
+            event("boosted a boost" if target != o else "boosted a post")
+            if self.posts[o][0] == uid:
+                event("boosted an own post")
+        assert got["reblog"]["reblogs_count"] == self.m.counters(o)[1], got["reblog"]
+        if read_after:  # may lag, must not be wrong (no boost of the reader's own post...)
+            self.read_home(a, 4, 3)
+
+    @rule(a=st.integers(0, MAX_USERS - 1), k=st.integers(0, 5), read_after=st.booleans())
+    def boost_recent(self, a: int, k: int, read_after: bool) -> None:
+        """Boost one of the newest posts (or boosts): boosts of one post close together, and
+        close to it, which is where the boost window decides."""
+        live = self.live()
+        if live:
+            self.boost(a, sorted(self.posts).index(live[k % len(live)]), read_after)
+
+    @rule(a=st.integers(0, 1), k=st.integers(0, 5))
+    def popular_boosts(self, a: int, k: int) -> None:
+        """A popular user (many followers) boosts a recent post."""
+        self.boost_recent(a, k, False)
+
+    @rule(a=st.integers(0, MAX_USERS - 1), k=st.integers(0, 200), by_original=st.booleans())
+    def unboost(self, a: int, k: int, by_original: bool) -> None:
+        """Undo a boost, named by the boost or by its original (any post when the user has
+        no boost: nothing to undo)."""
+        uid, _ = self.user(a)
+        mine = sorted(b for b in self.m.reblog_of if self.posts[b][0] == uid)
+        target = mine[k % len(mine)] if mine else self.any_post(k)
+        if target is None:
+            return
+        if by_original:
+            target = self.m.original(target)
+        try:
+            got = json.loads(self.run(self.conv.unreblog(URLS, uid, target)))
+        except NotFound:
+            assert not self.m.exists(target), f"unboost of live post {target}: NotFound"
+            return
+        assert self.m.exists(target), f"unboost of gone post {target} answered"
+        o = self.m.original(target)
+        b = self.m.boost_of(uid, o)
+        if b is not None:
+            self.m.delete(b)
+            event("undid a boost")
+        assert int(got["id"]) == o and got["reblogged"] is False, got
+        assert got["reblogs_count"] == self.m.counters(o)[1], got
+
+    @rule(a=st.integers(0, MAX_USERS - 1), k=st.integers(0, 200), on=st.booleans())
+    def favourite(self, a: int, k: int, on: bool) -> None:
+        """Favourite any post (a boost: its original), or undo one of the user's favourites."""
+        uid, _ = self.user(a)
+        mine = sorted(p for u, p in self.m.favourites if u == uid)
+        target = mine[k % len(mine)] if mine and not on else self.any_post(k)
+        if target is None:
+            return
+        try:
+            got = json.loads(self.run(self.conv.favourite(URLS, uid, target, on)))
+        except NotFound:
+            assert not self.m.exists(target), f"favourite of live post {target}: NotFound"
+            return
+        assert self.m.exists(target), f"favourite of gone post {target} answered"
+        o = self.m.original(target)
+        if on and (uid, o) not in self.m.favourites:
+            # its id (the notification's): the newest of the user's favourites, as listed
+            body, fids = self.run(self.conv.favourites(URLS, uid, Page(limit=1)))
+            assert [int(s["id"]) for s in json.loads(body)] == [o], body
+            self.m.favourites[(uid, o)] = fids[0]
+            event("favourited")
+        elif not on and self.m.favourites.pop((uid, o), None) is not None:
+            event("unfavourited")
+        assert int(got["id"]) == o and got["favourited"] is on, got
+        assert got["favourites_count"] == self.m.counters(o)[2], got
+
+    @rule(a=st.integers(0, MAX_USERS - 1), k=st.integers(0, 50))
+    def dismiss(self, a: int, k: int) -> None:
+        """Dismiss one of the notifications the user sees (may lag); a dismissed one never
+        comes back. An id the user has not: NotFound, nothing changes."""
+        uid, handle = self.user(a)
+        body, ids = self.run(self.conv.notifications(URLS, uid, Page(limit=10), [], [], None))
+        for x in json.loads(body):  # may lag, never wrong
+            nid, kind, status = int(x["id"]), x["type"], x.get("status")
+            assert int(x["account"]["id"]) != uid, f"{handle} notified of their own action: {x}"
+            assert nid > self.m.cleared[uid] and nid not in self.m.dismissed[uid], (
+                f"{handle}'s cleared or dismissed notification {nid} listed")
+            if kind != "follow":
+                assert status is not None and self.m.exists(int(status["id"])), (
+                    f"{handle}'s {kind} notification {nid} about a gone post")
+                assert self.posts[int(status["id"])][0] == uid or kind == "mention", x
+        if not ids:
+            try:
+                self.run(self.conv.dismiss(uid, 1))  # no record has so small an id
+            except NotFound:
+                return
+            raise AssertionError(f"{handle} dismissed a notification they do not have")
+        nid = ids[k % len(ids)]
+        try:
+            self.run(self.conv.dismiss(uid, nid))
+        except NotFound:  # the notifier removed it meanwhile (its cause is gone)
+            assert not self.manual, f"{handle}'s notification {nid}, just listed: NotFound"
+            return
+        self.m.dismissed[uid].add(nid)
+        event("dismissed a notification")
+        _, after = self.run(self.conv.notifications(URLS, uid, Page(limit=40), [], [], None))
+        assert nid not in after, f"{handle}'s dismissed notification {nid} still listed"
+
+    @rule(a=st.integers(0, MAX_USERS - 1))
+    def clear(self, a: int) -> None:
+        """Clear the user's notifications: those there now (the largest id raises the
+        cleared id); in manual mode, what the notifier has not written yet may come later."""
+        uid, handle = self.user(a)
+        if not self.manual:  # so that no notification is written between the look and the clear
+            self.run(self.hf.drain())
+        top = self.run(self.hf.store.notifications_page(uid, limit=1))
+        if not self.manual:
+            want = self.m.notifications(uid)
+            assert [n.id for n in top] == [n.id for n in want[:1]], (
+                f"{handle}'s newest notification after drain: {top} != oracle {want[:1]}")
+        self.run(self.conv.clear(uid))
+        if top:
+            self.m.cleared[uid] = max(self.m.cleared[uid], top[0].id)
+            event("cleared notifications")
+        _, after = self.run(self.conv.notifications(URLS, uid, Page(limit=40), [], [], None))
+        assert after == [], f"{handle}'s notifications right after clear: {after}"
+
+    @precondition(lambda self: self.m.window == REAL_WINDOW and self.long_runs < 1)
+    @rule(a=st.integers(0, MAX_USERS - 1), n=st.integers(REAL_WINDOW - 3, REAL_WINDOW + 3))
+    def long_run(self, a: int, n: int) -> None:
+        """One author posts about the product's boost window (40) posts in a row, once per
+        example: boosts written later are that far from what they boost."""
+        self.long_runs += 1
+        uid, _ = self.user(a)
+        for i in range(n):
+            got = self.run(self.hf.create_post(uid, f"run {i}"))
+            self.add_post(int(got["id"]), uid, got["text"])
 
     @rule(a=st.integers(0, MAX_USERS - 1), limit=st.integers(1, 4), pages=st.integers(1, 4))
     def read_home(self, a: int, limit: int, pages: int) -> None:
@@ -575,20 +939,38 @@ class HomefeedMachine(RuleBasedStateMachine):
         assert ids == sorted(set(ids), reverse=True)
 
     @rule(ops=st.lists(
-        st.tuples(st.sampled_from(["post", "follow", "unfollow", "delete", "read"]),
+        st.tuples(st.sampled_from(["post", "follow", "unfollow", "delete", "read", "boost", "fav", "reply"]),
                   st.integers(0, MAX_USERS - 1), st.integers(0, 50)),
         min_size=2, max_size=8))
     def concurrent_burst(self, ops: list[tuple[str, int, int]]) -> None:
         """Several requests at once on the loop (as the HTTP server runs them): they
         interleave at every await, with each other and with the consumers. Each follow pair
-        and each post to delete appears once, so the resulting records are known."""
+        and each post to delete appears once, so the resulting records are known; a boost,
+        favourite or reply may meet the delete of its post in either order (NotFound, or
+        made and then taken away with the post)."""
         coros: list[Awaitable[Any]] = []
         plan: list[tuple[str, Any]] = []
         pairs: set[tuple[int, int]] = set()
         targeted: set[int] = set()
+        acted: set[tuple[str, int, int]] = set()
         for n, (kind, a, b) in enumerate(ops):
             uid, _ = self.user(a)
-            if kind == "post":
+            if kind in ("boost", "fav", "reply"):
+                live = self.live()
+                if not live:
+                    continue
+                target = live[b % len(live)]
+                if (kind, uid, self.m.original(target)) in acted:
+                    continue
+                acted.add((kind, uid, self.m.original(target)))
+                if kind == "boost":
+                    coros.append(self.conv.reblog(URLS, uid, target, "public"))
+                elif kind == "fav":
+                    coros.append(self.conv.favourite(URLS, uid, target, True))
+                else:
+                    coros.append(self.hf.write_post(uid, f"burst re {n}", in_reply_to_id=target))
+                plan.append((kind, (uid, target, f"burst re {n}")))
+            elif kind == "post":
                 text = f"burst {n} {VOCAB[b % len(VOCAB)]}"
                 coros.append(self.hf.create_post(uid, text))
                 plan.append(("post", (uid, text)))
@@ -599,8 +981,9 @@ class HomefeedMachine(RuleBasedStateMachine):
                 pairs.add((uid, fb))
                 coros.append((self.hf.follow if kind == "follow" else self.hf.unfollow)(uid, hb))
                 plan.append((kind, (uid, fb)))
-            elif kind == "delete":
-                own = [p for p in self.live() if self.posts[p][0] == uid and p not in targeted]
+            elif kind == "delete":  # not boosts: another delete may take them with their original
+                own = [p for p in self.live() if self.posts[p][0] == uid and p not in targeted
+                       and p not in self.m.reblog_of]
                 if not own:
                     continue
                 pid = own[b % len(own)]
@@ -611,14 +994,39 @@ class HomefeedMachine(RuleBasedStateMachine):
                 coros.append(self.hf.home_timeline(uid, 1 + b % 4))
                 plan.append(("read", (uid, 1 + b % 4)))
         async def together() -> list[Any]:
-            return await asyncio.gather(*coros)
+            return await asyncio.gather(*coros, return_exceptions=True)
 
         results = self.run(together())
-        new_posts = []
+        burst_deleted = {arg for kind, arg in plan if kind == "delete"}
+        new_posts: list[tuple[int, int, str, int | None, int | None]] = []
+        new_favs: set[int] = set()
         for (kind, arg), res in zip(plan, results):
+            if isinstance(res, BaseException):
+                if not (isinstance(res, NotFound) and kind in ("boost", "fav", "reply")
+                        and self.m.original(arg[1]) in burst_deleted):
+                    raise res
+                event(f"a {kind} met the delete of its post")
+                continue
             if kind == "post":
                 assert res["text"] == arg[1] and res["author"]["id"] == str(arg[0]), res
-                new_posts.append((int(res["id"]), arg[0], arg[1]))
+                new_posts.append((int(res["id"]), arg[0], arg[1], None, None))
+            elif kind == "boost":
+                uid, o = arg[0], self.m.original(arg[1])
+                got = json.loads(res)
+                assert int(got["reblog"]["id"]) == o, got
+                before = self.m.boost_of(uid, o)
+                if before is None:
+                    new_posts.append((int(got["id"]), uid, "", None, o))
+                else:
+                    assert int(got["id"]) == before, got
+            elif kind == "fav":
+                uid, o = arg[0], self.m.original(arg[1])
+                assert int(json.loads(res)["id"]) == o
+                if (uid, o) not in self.m.favourites:
+                    self.m.favourites[(uid, o)] = 0  # its id is learnt below
+                    new_favs.add(uid)
+            elif kind == "reply":
+                new_posts.append((res.id, arg[0], arg[2], self.m.original(arg[1]), None))
             elif kind == "follow":
                 assert res == {"following": True}
                 before = self.followers_count(arg[1])
@@ -629,16 +1037,19 @@ class HomefeedMachine(RuleBasedStateMachine):
                 assert res == {"following": False}
                 before = self.followers_count(arg[1])
                 self.follows.discard(arg)
+                self.m.follow_ids.pop(arg, None)
                 if before >= THRESHOLD > self.followers_count(arg[1]):
                     self.demoted += 1
                     event("crossed the celebrity threshold down (concurrently)")
-            elif kind == "delete":
-                self.deleted.add(arg)
-        for pid, uid, text in sorted(new_posts):  # commit order is id order
-            assert pid > self.last_id and pid not in self.posts, f"post id {pid} out of order"
-            self.last_id = pid
-            self.seq += 1
-            self.posts[pid] = (uid, text, self.seq)
+        for pid, uid, text, parent, o in sorted(new_posts):  # commit order is id order
+            self.add_post(pid, uid, text, parent=parent, reblog_of=o)
+        for kind, arg in plan:  # after the adds: a delete takes boosts and favourites along
+            if kind == "delete":
+                self.m.delete(arg)
+        for uid in new_favs:
+            self.learn_favourite_ids(uid)
+        for followee in {arg[1] for kind, arg in plan if kind == "follow"}:
+            self.learn_follow_ids(followee)
         for (kind, arg), res in zip(plan, results):
             if kind == "read":  # it ran among the writes: only its shape can be checked
                 ids = self.check_page(f"concurrent read of {arg[0]}", res, arg[1])
@@ -649,7 +1060,7 @@ class HomefeedMachine(RuleBasedStateMachine):
         self.check_everything(limits)
 
     @precondition(lambda self: self.manual)
-    @rule(which=st.integers(0, 1), k=st.integers(1, 6))
+    @rule(which=st.integers(0, 3), k=st.integers(1, 6))
     def consume(self, which: int, k: int) -> None:
         """Apply the next ``k`` events of one consumer (manual mode)."""
         names = self.consumer_names()

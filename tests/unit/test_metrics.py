@@ -354,6 +354,53 @@ def test_middleware_echoes_or_makes_request_ids_and_records_route_templates():
     assert rec.in_flight == 0
 
 
+def test_an_event_stream_is_not_timed_counted_in_flight_nor_logged_slow(caplog):
+    """An open stream is a connection, not a long request: once its 200 (``text/event-stream``)
+    is out it leaves ``in_flight``, and its end records no latency and logs no slow request;
+    a refused stream (401) and ordinary requests on the same route are recorded as ever."""
+    rec = m.Recorder()
+    seen: dict[str, int] = {}
+
+    class Stream:
+        async def __call__(self, scope, receive, send):
+            if b"authorization" not in dict(scope["headers"]):
+                await JSONResponse({"error": "no"}, status_code=401)(scope, receive, send)
+                return
+            seen["before"] = rec.in_flight
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream")]})
+            seen["open"] = rec.in_flight
+            for _ in range(3):
+                await asyncio.sleep(0.01)
+                await send({"type": "http.response.body", "body": b":thump\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+    async def ok(request: Request):
+        return JSONResponse({})
+
+    inner = Starlette(routes=[Route("/stream", Stream()), Route("/ok", ok)])
+    app = Observe(inner, rec)
+    app.log_mode, app.slow = "writes", 0.0  # every request is slow: each one is logged
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            streamed = await c.get("/stream", headers={"Authorization": "Bearer x"})
+            refused = await c.get("/stream")
+            plain = await c.get("/ok")
+        return streamed, refused, plain
+
+    with caplog.at_level(logging.INFO, logger="homefeed.access"):
+        streamed, refused, plain = asyncio.run(main())
+    assert streamed.status_code == 200 and streamed.text == ":thump\n\n" * 3
+    assert (refused.status_code, plain.status_code) == (401, 200)
+    assert seen == {"before": 1, "open": 0}  # in flight until the stream's answer, then not
+    keys = {k: h.count for k, h in rec.requests.items()}
+    assert keys == {("GET", "/stream", 401): 1, ("GET", "/ok", 200): 1}
+    assert rec.in_flight == 0
+    logged = [r.getMessage() for r in caplog.records if r.name == "homefeed.access"]
+    assert logged == ["GET /stream 401", "GET /ok 200"], logged  # slow ones, not the stream
+
+
 # --------------------------------------------------------------------------------------------
 # readiness, snapshot and the worker metrics server, on a real embedded Homefeed
 # --------------------------------------------------------------------------------------------

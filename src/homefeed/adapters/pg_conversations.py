@@ -638,11 +638,16 @@ class PgConversationsStore:
         return {r[0]: Marker(*r) for r in rows}
 
     async def set_marker(self, user_id: int, timeline: str, last_read_id: str) -> Marker:
+        """Save the position, versioned as Mastodon's (Rails' ``lock_version``): 0 when
+        first saved, +1 (and a new ``updated_at``) each time it moves, unchanged when saved
+        again at the same id."""
         rows = await self.db.write(
             "INSERT INTO markers (user_id, timeline, last_read_id, version, updated_at)"
-            " VALUES (%s, %s, %s, 1, %s) ON CONFLICT (user_id, timeline) DO UPDATE SET"
-            " last_read_id = excluded.last_read_id, version = markers.version + 1,"
-            " updated_at = greatest(excluded.updated_at, markers.updated_at)"
+            " VALUES (%s, %s, %s, 0, %s) ON CONFLICT (user_id, timeline) DO UPDATE SET"
+            " last_read_id = excluded.last_read_id,"
+            " version = markers.version + (markers.last_read_id <> excluded.last_read_id)::int,"
+            " updated_at = CASE WHEN markers.last_read_id = excluded.last_read_id THEN markers.updated_at"
+            " ELSE greatest(excluded.updated_at, markers.updated_at) END"
             " RETURNING timeline, last_read_id, version, updated_at",
             (user_id, timeline, last_read_id, time.time()), outbox=False,
         )

@@ -512,14 +512,19 @@ class SqliteConversationsStore:
         return {r[0]: Marker(*r) for r in rows}
 
     async def set_marker(self, user_id: int, timeline: str, last_read_id: str) -> Marker:
+        """Save the position, versioned as Mastodon's (Rails' ``lock_version``): 0 when
+        first saved, +1 (and a new ``updated_at``) each time it moves, unchanged when saved
+        again at the same id."""
         now = time.time()
 
         def tx(conn: sqlite3.Connection) -> Marker:
             row = conn.execute(
                 "INSERT INTO markers(user_id, timeline, last_read_id, version, updated_at)"
-                " VALUES (?, ?, ?, 1, ?) ON CONFLICT (user_id, timeline) DO UPDATE SET"
-                " last_read_id = excluded.last_read_id, version = markers.version + 1,"
-                " updated_at = excluded.updated_at"
+                " VALUES (?, ?, ?, 0, ?) ON CONFLICT (user_id, timeline) DO UPDATE SET"
+                " last_read_id = excluded.last_read_id,"
+                " version = markers.version + (markers.last_read_id <> excluded.last_read_id),"
+                " updated_at = CASE WHEN markers.last_read_id = excluded.last_read_id"
+                " THEN markers.updated_at ELSE excluded.updated_at END"
                 " RETURNING timeline, last_read_id, version, updated_at",
                 (user_id, timeline, last_read_id, now),
             ).fetchone()

@@ -127,6 +127,7 @@
     set("timeline-hit-ratio-1m", pct(d.timeline_cache.hit_ratio_1m));
     set("rebuilds", int(d.timeline_cache.rebuilds));
     set("in-flight", int(d.in_flight));
+    set("open-streams", d.streaming ? int(d.streaming.open) : "n/a");
     set("post-hit-ratio", d.post_cache ? pct(d.post_cache.hit_ratio) : "n/a");
 
     var s = d.series;

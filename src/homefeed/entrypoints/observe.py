@@ -1,7 +1,15 @@
 """The ``Observe`` middleware: every HTTP request gets a request id, is timed and counted by
 route template and status, and is access-logged; an exception escaping the app is answered
 with the usual 500 JSON error here. Pure ASGI (no ``BaseHTTPMiddleware``): it sits on every
-request, so it must cost next to nothing."""
+request, so it must cost next to nothing.
+
+A streaming response (``text/event-stream``: the streaming API's SSE) is not a request that
+takes long: it is a connection held open for minutes or hours. Timed as a request it would
+fill the top buckets of the latency histograms, count as in flight for its whole life and
+be logged as slow when it ends. So once its 200 goes out it leaves ``in_flight`` and is not
+recorded nor logged as a request; the ``StreamHub`` counts it instead (open streams, opened,
+closed, slow disconnects: ``homefeed_streaming_*`` in ``/metrics``). WebSocket connections
+never pass through here (``scope["type"]`` is ``websocket``) and are counted by the hub too."""
 
 from __future__ import annotations
 
@@ -58,15 +66,23 @@ class Observe:
         reset_token = request_id_var.set(rid)
         rid_header = (b"x-request-id", rid.encode())
         status = 0
+        streaming = False
+        rec = self.recorder
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, streaming
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), rid_header]
+                headers = message.get("headers", ())
+                if status == 200:
+                    for key, value in headers:
+                        if key == b"content-type" and value.startswith(b"text/event-stream"):
+                            rec.in_flight -= 1  # a stream now, counted by the StreamHub
+                            streaming = True
+                            break
+                message["headers"] = [*headers, rid_header]
             await send(message)
 
-        rec = self.recorder
         rec.in_flight += 1
         t0 = perf_counter()
         try:
@@ -82,19 +98,27 @@ class Observe:
             await send_with_id({"type": "http.response.body", "body": _INTERNAL_ERROR})
         finally:
             t1 = perf_counter()
-            rec.in_flight -= 1
             route = scope.get("route")
             template = route.path if route is not None else obs.UNMATCHED
             method = scope["method"]
             if method not in obs.METHODS:
                 method = "OTHER"
-            rec.observe_request(method, template, status or 500, t1 - t0, t1)
             mode = self.log_mode
-            if mode != "off" and (mode == "all" or method not in ("GET", "HEAD") or status >= 500
-                                  or not status or t1 - t0 >= self.slow):
-                access_log.info(
-                    "%s %s %d", method, scope["path"], status or 500,
-                    extra={"method": method, "route": template, "path": scope["path"],
-                           "status": status or 500, "ms": round((t1 - t0) * 1000, 2)},
-                )
+            if streaming:  # not a request: only its end, and only in the full access log
+                if mode == "all":
+                    access_log.info(
+                        "%s %s stream ended after %.1f s", method, scope["path"], t1 - t0,
+                        extra={"method": method, "route": template, "path": scope["path"],
+                               "status": status, "stream": True, "seconds": round(t1 - t0, 1)},
+                    )
+            else:
+                rec.in_flight -= 1
+                rec.observe_request(method, template, status or 500, t1 - t0, t1)
+                if mode != "off" and (mode == "all" or method not in ("GET", "HEAD") or status >= 500
+                                      or not status or t1 - t0 >= self.slow):
+                    access_log.info(
+                        "%s %s %d", method, scope["path"], status or 500,
+                        extra={"method": method, "route": template, "path": scope["path"],
+                               "status": status or 500, "ms": round((t1 - t0) * 1000, 2)},
+                    )
             request_id_var.reset(reset_token)

@@ -442,6 +442,7 @@ def _ops_paths() -> dict[str, Any]:
 def _web_paths() -> dict[str, Any]:
     """The web client (``entrypoints/web``): one HTML shell at every address it shows, and its
     files under a versioned prefix."""
+    from homefeed.entrypoints import web
     from homefeed.entrypoints.web.routes import CLIENT_PATHS
 
     def shell(path: str) -> dict[str, Any]:
@@ -464,8 +465,14 @@ def _web_paths() -> dict[str, Any]:
                             "content": {"text/javascript": {"schema": {"type": "string"}},
                                         "text/css": {"schema": {"type": "string"}}}},
                     "304": {"description": "not modified (If-None-Match)", "headers": _headers()}}, 404),
-        parameters=[{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-                    for n in ("version", "name")])}
+        parameters=[
+            {"name": "version", "in": "path", "required": True,
+             "schema": {"type": "string", "enum": [web.version()]},
+             "description": "the digest of this release's files (any other: 404)"},
+            {"name": "name", "in": "path", "required": True,
+             "schema": {"type": "string", "enum": sorted(web.assets())},
+             "description": "a file of the web client (any other: 404)"},
+        ])}
     return {**{re.sub(r":\w+}", "}", p): shell(p) for p in CLIENT_PATHS}, "/web/{version}/{name}": web_asset}
 
 

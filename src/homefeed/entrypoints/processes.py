@@ -83,6 +83,11 @@ def serve(settings: Settings, processes: int = 1, sock: socket.socket | None = N
         # peer is one of these proxies.
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
+        # The streaming WebSocket's heartbeat, as Mastodon's: a ping frame every
+        # stream_heartbeat_seconds, and a peer that has not answered by the next one is
+        # closed (1011). ASGI has no ping message, so the server sends them.
+        ws_ping_interval=settings.stream_heartbeat_seconds,
+        ws_ping_timeout=settings.stream_heartbeat_seconds,
     )
     if processes > 1:
         # uvicorn binds in the supervisor and hands the socket to its workers; our check

@@ -186,9 +186,11 @@ class StreamHub:
         self._inbox: deque[bytes] = deque()
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.counters = {"messages": 0, "updates": 0, "deletes": 0, "notifications": 0,
-                         "slow_disconnects": 0, "revoked_disconnects": 0, "bus_resets": 0,
-                         "route_failures": 0}
+        #: Since start (``/metrics``: ``homefeed_streaming_*``): streams opened and closed,
+        #: live messages received and routed by kind, disconnects by cause.
+        self.counters = {"opened": 0, "closed": 0, "messages": 0, "updates": 0, "deletes": 0,
+                         "notifications": 0, "slow_disconnects": 0, "revoked_disconnects": 0,
+                         "bus_resets": 0, "route_failures": 0}
         #: Whether the bus is subscribed now (messages published meanwhile are missed).
         self.subscribed = False
         self._ready = asyncio.Event()
@@ -208,6 +210,12 @@ class StreamHub:
                 await asyncio.wait_for(self._ready.wait(), wait)
             except asyncio.TimeoutError:
                 log.warning("streaming: the live bus is not subscribed; answering the stream anyway")
+
+    def figures(self) -> dict[str, int]:
+        """Open streams by transport, and the counters (the metrics sampler reads these)."""
+        websocket = sum(1 for s in self.streams if s.websocket)
+        return {"open": len(self.streams), "open_websocket": websocket,
+                "open_sse": len(self.streams) - websocket, **self.counters}
 
     def close_all(self, reason: str = "the server is shutting down") -> None:
         """End every open stream (a draining server: their responses then complete, and
@@ -242,6 +250,7 @@ class StreamHub:
     def open(self, user_id: int | None, token_hash: bytes | None, urls: Urls, websocket: bool) -> Stream:
         stream = Stream(self, user_id, token_hash, urls, websocket, self.hf.settings.stream_queue)
         self.streams.add(stream)
+        self.counters["opened"] += 1
         if user_id is not None:
             self._by_user.setdefault(user_id, set()).add(stream)
         if token_hash is not None:
@@ -250,6 +259,7 @@ class StreamHub:
 
     def _forget(self, stream: Stream) -> None:
         self.streams.discard(stream)
+        self.counters["closed"] += 1  # once per stream: ``Stream.close`` acts once
         if stream.user_id is not None:
             _drop(self._by_user, stream.user_id, stream)
         if stream.token_hash is not None:

@@ -9,6 +9,11 @@ watcher for the client's going away, and a small ``Stream`` (the benchmark measu
 The 200 and its headers go out before the first event (with a ``:)`` comment, as Mastodon
 does), once the process is subscribed to the live bus, so nothing published after the
 answer is missed; an idle stream gets ``:thump`` every ``stream_heartbeat_seconds``.
+A WebSocket's heartbeat is a ping frame at the same interval, as Mastodon's (whose clients
+ignore unknown text messages no better than unknown events): ASGI has no message for a ping,
+so the server sends them (``homefeed serve`` sets uvicorn's ``ws_ping_interval`` and
+``ws_ping_timeout`` to ``stream_heartbeat_seconds``), and closes (1011) a connection whose
+client has not answered by the next one; the app then sees it leave and forgets its stream.
 
 Auth, as Mastodon: ``Authorization: Bearer``, the ``access_token`` parameter, or (WebSocket)
 ``Sec-WebSocket-Protocol`` (echoed back as the accepted subprotocol). ``user`` needs ``read``

@@ -189,6 +189,7 @@ async def snapshot(sampler: Sampler) -> dict[str, Any]:
         },
         "fanout_total": {"count": recorder.fanout.count, "p99": _ms(recorder.fanout.quantile(0.99))},
         "relay": live["relay"],
+        "streaming": live.get("streaming"),
         "stream": live["stream"],
         "sizes": live["sizes"],
         "jobs": live.get("jobs"),

@@ -74,7 +74,8 @@ def render_prometheus(recorder: Recorder, live: dict[str, Any], *, role: str = "
     o.head(name, "histogram", "Time from a request's arrival to the end of its response, by route template and status.")
     for (method, route, status), h in sorted(recorder.requests.items()):
         o.histogram(name, h, PROM_LATENCY, (("method", method), ("route", route), ("status", status)))
-    o.head("homefeed_http_requests_in_flight", "gauge", "Requests being handled right now.")
+    o.head("homefeed_http_requests_in_flight", "gauge",
+           "Requests being handled right now (open streams are not requests: homefeed_streaming_connections).")
     o.sample("homefeed_http_requests_in_flight", recorder.in_flight)
 
     name = "homefeed_fanout_delay_seconds"
@@ -150,6 +151,9 @@ def render_prometheus(recorder: Recorder, live: dict[str, Any], *, role: str = "
         for key, v in sorted(stream.items()):
             if isinstance(v, (int, float)):
                 o.sample("homefeed_stream_operations_total", v, (("kind", key),))
+    streaming = live.get("streaming")
+    if streaming:
+        _streaming(o, streaming)
     o.head("homefeed_rate_limited_total", "counter", "Requests refused with 429, by the limit that refused them.")
     for scope, n in sorted(recorder.rate_limited.items()):
         o.sample("homefeed_rate_limited_total", n, (("scope", scope),))
@@ -164,6 +168,33 @@ def render_prometheus(recorder: Recorder, live: dict[str, Any], *, role: str = "
     for key in sorted(errors):
         o.sample("homefeed_metrics_collect_errors", 1, (("figure", key),))
     return o.text()
+
+
+def _streaming(o: _Out, f: dict[str, Any]) -> None:
+    """The streaming API's connections: counted here, not as requests (``Observe``)."""
+    o.head("homefeed_streaming_connections", "gauge",
+           "Streaming API connections open on this process, by transport (kept out of the request metrics).")
+    o.sample("homefeed_streaming_connections", f["open_sse"], (("transport", "sse"),))
+    o.sample("homefeed_streaming_connections", f["open_websocket"], (("transport", "websocket"),))
+    o.head("homefeed_streaming_connections_opened_total", "counter", "Streaming connections opened on this process.")
+    o.sample("homefeed_streaming_connections_opened_total", f["opened"])
+    o.head("homefeed_streaming_connections_closed_total", "counter",
+           "Streaming connections closed on this process, for any reason.")
+    o.sample("homefeed_streaming_connections_closed_total", f["closed"])
+    o.head("homefeed_streaming_disconnects_total", "counter",
+           "Streaming connections this process closed itself, by cause: slow (the client fell too far "
+           "behind), revoked (its token was). A WebSocket that does not answer the server's ping is "
+           "closed by the server (uvicorn): counted in closed_total only.")
+    o.sample("homefeed_streaming_disconnects_total", f["slow_disconnects"], (("cause", "slow"),))
+    o.sample("homefeed_streaming_disconnects_total", f["revoked_disconnects"], (("cause", "revoked"),))
+    o.head("homefeed_streaming_messages_total", "counter",
+           "Live bus messages this process received (kind=received) and routed to at least one of its streams.")
+    o.sample("homefeed_streaming_messages_total", f["messages"], (("kind", "received"),))
+    for kind in ("updates", "deletes", "notifications"):
+        o.sample("homefeed_streaming_messages_total", f[kind], (("kind", kind.rstrip("s")),))
+    o.head("homefeed_streaming_route_failures_total", "counter",
+           "Live messages (or one reader's home rule for one) this process failed to route.")
+    o.sample("homefeed_streaming_route_failures_total", f["route_failures"])
 
 
 async def prometheus_text(sampler: Sampler) -> str:

@@ -106,6 +106,8 @@ class Sampler:
             ),
             "stream": dict(stream_stats) if stream_stats else None,  # {}: counts nothing
             "relay": relay.stats.as_dict() if relay is not None else None,
+            # open streams and their counters; an API process's only (workers hold none)
+            "streaming": hf.streams.figures() if self.role == "api" else None,
             "sizes": dict(self._sizes),
             "jobs": self._jobs,
             "errors": errors,

@@ -1,0 +1,135 @@
+"""Issue 14's table, re-measured: every figure beside the bare Starlette route, same run.
+
+Two servers stay up for the whole run: a bare Starlette route on uvicorn
+(``benchmarks/bare_app.py``, the reference) and one ``homefeed serve`` on a copy of a demo
+world (embedded profile, default settings: access log of writes, metrics, request ids, CORS,
+rate limits). Each round drives, with ``wrk -t1 -c32``, in a rotated order:
+
+- ``bare``:     ``GET /`` on the bare app;
+- ``healthz``:  ``GET /healthz`` on homefeed;
+- ``home``:     ``GET /v1/timelines/home?limit=20``, rotating tokens (``wrk/home.lua``);
+- ``mastodon``: ``GET /api/v1/timelines/home?limit=20``, same tokens (``wrk/mastodon_home.lua``);
+- ``post``:     ``POST /v1/posts``, durable, fan-out and indexing running (``wrk/post.lua``).
+
+Posts run last in each round (they grow the timelines the next round reads). The answer is
+req/s and p99 per figure and round, and the ratio of each figure to the bare route **of the
+same round** (median over rounds); ``mastodon`` is also given against ``home``, and ``post``
+against ``home``, as the issue's goals are stated.
+
+    .venv/bin/homefeed demo --no-serve --data-dir /tmp/hf14world       # the demo world, once
+    .venv/bin/python benchmarks/issue14_table.py --world /tmp/hf14world
+
+Needs ``wrk``. Everything runs on 127.0.0.1; both servers are stopped by their pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ab_http import ROOT, WRK, free_port, parse_wrk, stop, wait_healthy  # noqa: E402
+
+
+def wrk(url: str, script: Path | None, tokens: Path, seconds: int, connections: int) -> tuple[float, float]:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run(cmd + [url], env={**os.environ, "TOKENS": str(tokens)},
+                         capture_output=True, text=True, check=True).stdout
+    return parse_wrk(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world", type=Path, required=True, help="a data dir made by `homefeed demo --no-serve`")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--tokens", type=int, default=3000, help="rotating tokens")
+    ap.add_argument("--skip", default="", help="comma-separated figures to leave out (e.g. post)")
+    ap.add_argument("--json", type=Path, help="write every round's figures here")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+
+    tmp = Path(tempfile.mkdtemp(prefix="hf14-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        data = tmp / "data"
+        data.mkdir()
+        for f in args.world.iterdir():
+            if f.name.startswith("homefeed.db"):
+                shutil.copy(f, data / f.name)
+        tokens = tmp / "tokens.txt"
+        lines = (args.world / "demo-tokens.tsv").read_text().splitlines()
+        tokens.write_text("\n".join(line.split("\t")[1] for line in lines[1 : args.tokens + 1]) + "\n")
+        env = {**os.environ, "HOMEFEED_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT / "src")}
+        log = open(tmp / "server.log", "wb")
+        bare_port, hf_port = free_port(), free_port()
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "benchmarks"), "bare_app:app",
+             "--host", "127.0.0.1", "--port", str(bare_port), "--no-access-log", "--log-level", "warning"],
+            stdout=log, stderr=log, start_new_session=True))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "homefeed", "serve", "--data-dir", str(data), "--port", str(hf_port)],
+            stdout=log, stderr=log, env=env, start_new_session=True))
+        bare, hf = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{hf_port}"
+        wait_healthy(hf)
+        targets: dict[str, tuple[str, Path | None]] = {
+            "bare": (bare + "/", None),
+            "healthz": (hf + "/healthz", None),
+            "home": (hf, WRK / "home.lua"),
+            "mastodon": (hf, WRK / "mastodon_home.lua"),
+            "post": (hf, WRK / "post.lua"),
+        }
+        for name in [s for s in args.skip.split(",") if s]:
+            targets.pop(name)
+        for name, (url, script) in targets.items():  # warm every cache, JIT-less but page cache
+            if name != "post":
+                wrk(url, script, tokens, args.warmup, args.connections)
+        reads = [n for n in targets if n != "post"]
+        rows: dict[str, list[tuple[float, float]]] = {n: [] for n in targets}
+        for r in range(args.rounds):
+            order = reads[r % len(reads):] + reads[: r % len(reads)]
+            if "post" in targets:
+                order.append("post")
+            for name in order:
+                url, script = targets[name]
+                rows[name].append(wrk(url, script, tokens, args.seconds, args.connections))
+            print(f"round {r + 1}: " + "; ".join(
+                f"{n} {rows[n][-1][0]:.0f} req/s p99 {rows[n][-1][1]:.1f} ms" for n in targets), flush=True)
+
+        def ratio(a: str, b: str) -> float:
+            return statistics.median(x[0] / y[0] for x, y in zip(rows[a], rows[b]))
+
+        print(f"\nmedian of {args.rounds} rounds, wrk -t1 -c{args.connections} -d{args.seconds}s:")
+        print("| figure | req/s | p99 ms | ratio to bare (same round) |")
+        print("|---|---|---|---|")
+        for n in targets:
+            rps = statistics.median(x[0] for x in rows[n])
+            p99 = statistics.median(x[1] for x in rows[n])
+            vs = f"{ratio(n, 'bare'):.2f}" if "bare" in targets else "-"
+            print(f"| {n} | {rps:,.0f} | {p99:.1f} | {vs} |")
+        if "mastodon" in targets and "home" in targets:
+            print(f"mastodon / home: {ratio('mastodon', 'home'):.2f}")
+        if "post" in targets and "home" in targets:
+            print(f"post / home: {ratio('post', 'home'):.2f}")
+        if args.json:
+            args.json.write_text(json.dumps({n: rows[n] for n in rows}, indent=1))
+    finally:
+        for p in procs:
+            stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""The records of the stateful oracle (tests/integration/test_oracle_stateful.py) and every
+view computed from them alone, in plain Python, written apart from the product's code
+(nothing here imports homefeed): who exists, who follows whom (with the follow's id), the
+posts with their reply and boost links and mentions, favourites (with their ids), and each
+reader's dismissals and cleared id. The views are the rules of docs/conversations.md:
+
+- **home**: entries are the reader's own posts and those of whom they follow now, a reply
+  by A to B != A only if the reader is A or B or follows B; a boost of O is hidden if O is
+  gone or the reader's, or if O or another boost of O is among the ``window`` entries older
+  than the boost (40 in the product; the test may make it smaller);
+- **context**: ancestors up to the first gone post, oldest first; descendants depth first,
+  each post's live replies by id;
+- **counters**: live replies, live boosts, favourites;
+- **notifications**: follow / favourite / reblog / mention as a function of the records,
+  minus dismissed ids and ids at or below the cleared id, newest first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import NamedTuple
+
+#: Mastodon's mention syntax (Account::MENTION_RE), written again: a username of [A-Za-z0-9_]
+#: with inner dots and dashes, an optional @domain (a remote account: no mention here), not
+#: after "=", "/" or a word character.
+_MENTION = re.compile(r"(?<![=/\w])@([A-Za-z0-9_]+(?:[A-Za-z0-9_.-]+[A-Za-z0-9_]+)?)(@[\w.-]+\w+)?")
+
+
+def model_mentions(text: str) -> list[str]:
+    """Lowercased local usernames ``@name`` in ``text``, first-seen order, each once."""
+    out: list[str] = []
+    for name, domain in _MENTION.findall(text):
+        if not domain and name.lower() not in out:
+            out.append(name.lower())
+    return out
+
+
+class Notif(NamedTuple):
+    id: int
+    type: str
+    from_id: int
+    post_id: int | None
+
+
+class Records:
+    """The system of record as the test wrote it. ``posts`` maps id -> (author, text,
+    creation seq); creation order is id order (one id generator, one writer)."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.users: list[tuple[int, str]] = []  # (id, handle), in registration order
+        self.follows: set[tuple[int, int]] = set()  # (follower, followee)
+        self.follow_ids: dict[tuple[int, int], int] = {}
+        self.posts: dict[int, tuple[int, str, int]] = {}
+        self.deleted: set[int] = set()
+        self.unlisted: set[int] = set()
+        self.parent: dict[int, int] = {}  # reply -> the post replied to (kept when it goes)
+        self.parent_author: dict[int, int] = {}
+        self.reblog_of: dict[int, int] = {}  # boost -> original
+        self.mentions: dict[int, frozenset[int]] = {}
+        self.favourites: dict[tuple[int, int], int] = {}  # (user, post) -> favourite id
+        self.dismissed: dict[int, set[int]] = defaultdict(set)
+        self.cleared: dict[int, int] = defaultdict(int)
+
+    # -- writes -----------------------------------------------------------------------------
+    def add_post(self, pid: int, author: int, text: str, seq: int, *, parent: int | None = None,
+                 reblog_of: int | None = None, unlisted: bool = False) -> None:
+        self.posts[pid] = (author, text, seq)
+        if unlisted:
+            self.unlisted.add(pid)
+        if parent is not None:
+            self.parent[pid] = parent
+            self.parent_author[pid] = self.posts[parent][0]
+        if reblog_of is not None:
+            self.reblog_of[pid] = reblog_of
+        else:
+            by_name = {h.lower(): u for u, h in self.users}
+            self.mentions[pid] = frozenset(
+                by_name[n] for n in model_mentions(text) if n in by_name and by_name[n] != author)
+
+    def delete(self, pid: int) -> list[int]:
+        """Delete a post: an original takes its boosts and favourites with it (replies
+        stay). Returns the ids deleted."""
+        gone = [pid]
+        self.deleted.add(pid)
+        if pid not in self.reblog_of:
+            for b, o in self.reblog_of.items():
+                if o == pid and b not in self.deleted:
+                    self.deleted.add(b)
+                    gone.append(b)
+            for key in [k for k in self.favourites if k[1] == pid]:
+                del self.favourites[key]
+        return gone
+
+    # -- reads of the records ---------------------------------------------------------------
+    def exists(self, pid: int) -> bool:
+        return pid in self.posts and pid not in self.deleted
+
+    def original(self, pid: int) -> int:
+        return self.reblog_of.get(pid, pid)
+
+    def boost_of(self, user: int, original: int) -> int | None:
+        for b, o in self.reblog_of.items():
+            if o == original and b not in self.deleted and self.posts[b][0] == user:
+                return b
+        return None
+
+    def live(self) -> list[int]:
+        """Ids of the posts that exist, newest first (creation order)."""
+        ids = [pid for pid in self.posts if pid not in self.deleted]
+        ids.sort(key=lambda pid: self.posts[pid][2], reverse=True)
+        return ids
+
+    def following(self, uid: int) -> set[int]:
+        return {b for a, b in self.follows if a == uid}
+
+    def is_reply_to_other(self, pid: int) -> bool:
+        return pid in self.parent and self.parent_author[pid] != self.posts[pid][0]
+
+    def is_entry(self, reader: int, pid: int, following: set[int]) -> bool:
+        """The author and reply rules."""
+        author = self.posts[pid][0]
+        if author != reader and author not in following:
+            return False
+        if not self.is_reply_to_other(pid):
+            return True
+        to = self.parent_author[pid]
+        return reader in (author, to) or to in following
+
+    # -- views --------------------------------------------------------------------------------
+    def home(self, reader: int) -> list[int]:
+        following = self.following(reader)
+        entries = [pid for pid in self.live() if self.is_entry(reader, pid, following)]
+        out: list[int] = []
+        for i, pid in enumerate(entries):
+            o = self.reblog_of.get(pid)
+            if o is not None:
+                if not self.exists(o) or self.posts[o][0] == reader:
+                    continue
+                older = entries[i + 1 : i + 1 + self.window]
+                if any(e == o or self.reblog_of.get(e) == o for e in older):
+                    continue
+            out.append(pid)
+        return out
+
+    def boost_shadowed(self, reader: int) -> bool:
+        """Whether the window (not the author of the original) hides a boost in the home:
+        the statistics say how often the window logic decides something."""
+        following = self.following(reader)
+        entries = [pid for pid in self.live() if self.is_entry(reader, pid, following)]
+        for i, pid in enumerate(entries):
+            o = self.reblog_of.get(pid)
+            if o is not None and self.exists(o) and self.posts[o][0] != reader:
+                older = entries[i + 1 : i + 1 + self.window]
+                if any(e == o or self.reblog_of.get(e) == o for e in older):
+                    return True
+        return False
+
+    def user_posts(self, author: int) -> list[int]:
+        return [pid for pid in self.live() if self.posts[pid][0] == author]
+
+    def public(self) -> list[int]:
+        return [pid for pid in self.live() if pid not in self.unlisted
+                and pid not in self.reblog_of and not self.is_reply_to_other(pid)]
+
+    def ancestors(self, pid: int) -> list[int]:
+        out: list[int] = []
+        p = self.parent.get(self.original(pid))
+        while p is not None and self.exists(p):
+            out.append(p)
+            p = self.parent.get(p)
+        return out[::-1]
+
+    def children(self, pid: int) -> list[int]:
+        return sorted(q for q, p in self.parent.items() if p == pid and self.exists(q))
+
+    def descendants(self, pid: int) -> list[int]:
+        out: list[int] = []
+        stack = list(reversed(self.children(self.original(pid))))
+        while stack:
+            q = stack.pop()
+            out.append(q)
+            stack.extend(reversed(self.children(q)))
+        return out
+
+    def counters(self, pid: int) -> tuple[int, int, int]:
+        """(replies, reblogs, favourites) of an existing post."""
+        return (
+            sum(1 for q, p in self.parent.items() if p == pid and self.exists(q)),
+            sum(1 for b, o in self.reblog_of.items() if o == pid and self.exists(b)),
+            sum(1 for _, p in self.favourites if p == pid),
+        )
+
+    def notifications(self, uid: int) -> list[Notif]:
+        """The recipient's notifications, newest first."""
+        out: list[Notif] = []
+        for (a, b), fid in self.follow_ids.items():
+            if b == uid and a != uid and (a, b) in self.follows:
+                out.append(Notif(fid, "follow", a, None))
+        for (u, pid), fav in self.favourites.items():
+            if self.exists(pid) and self.posts[pid][0] == uid and u != uid:
+                out.append(Notif(fav, "favourite", u, pid))
+        for pid in self.live():
+            author = self.posts[pid][0]
+            if author == uid:
+                continue
+            o = self.reblog_of.get(pid)
+            if o is not None:
+                if self.exists(o) and self.posts[o][0] == uid:
+                    out.append(Notif(pid, "reblog", author, o))
+            elif uid in self.mentions.get(pid, ()):
+                out.append(Notif(pid, "mention", author, pid))
+        cleared, dismissed = self.cleared[uid], self.dismissed[uid]
+        return sorted((n for n in out if n.id > cleared and n.id not in dismissed), reverse=True)
