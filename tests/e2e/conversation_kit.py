@@ -90,10 +90,13 @@ Key = tuple[str, Any, "int | None", "int | None"]
 
 def expected_notifications(records: Mapping[int, Rec], follows: Iterable[tuple[Any, Any]],
                            favourites: Iterable[tuple[Any, int]],
-                           handles: Mapping[str, Any]) -> dict[Any, Counter[Key]]:
+                           handles: Mapping[str, Any],
+                           registered: Mapping[Any, int] | None = None) -> dict[Any, Counter[Key]]:
     """Recipient -> the notifications the records make (docs/conversations.md): follows of
     them, favourites and boosts of their posts by others, mentions of them by others (boosts
-    mention nobody)."""
+    mention nobody). A mention names an account that existed when the post was written:
+    ``registered`` (user key -> account id, time-ordered like post ids) says which did, for
+    scenarios that register users while they post (None: everyone existed from the start)."""
     out: dict[Any, Counter[Key]] = {}
 
     def add(to: Any, key: Key) -> None:
@@ -113,7 +116,7 @@ def expected_notifications(records: Mapping[int, Rec], follows: Iterable[tuple[A
                 add(o.author, ("reblog", r.author, o.id, r.id))
         else:
             for m in mentioned(r.text, handles):
-                if m != r.author:
+                if m != r.author and (registered is None or registered[m] < r.id):
                     add(m, ("mention", r.author, r.id, r.id))
     return out
 
