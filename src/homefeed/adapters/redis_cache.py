@@ -150,6 +150,41 @@ def connect(url_or_client: Any) -> tuple[Any, bool]:
     return client, False
 
 
+
+async def subscribe_forever(
+    url: str, channel: str, on_message: Callable[[bytes], None],
+    on_reset: Callable[[bool], None], on_down: Callable[[Exception], None],
+) -> None:
+    """Run until cancelled: subscribe to ``channel`` and call ``on_message`` with each
+    message; ``on_reset(True)`` each time the subscription is (re)made, and, when the
+    connection fails, ``on_down(exc)`` then ``on_reset(False)`` before reconnecting. Pub/sub
+    delivers only to connected subscribers: what is published while down is missed, which
+    is what ``on_reset`` tells the listener (the token revocations and the live bus)."""
+    while True:
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0)
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(channel)
+            async for message in pubsub.listen():
+                kind = message.get("type")
+                if kind == "message":
+                    on_message(bytes(message["data"]))
+                elif kind == "subscribe":
+                    on_reset(True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            on_down(exc)
+            on_reset(False)
+            await asyncio.sleep(0.5)
+        finally:
+            try:
+                await pubsub.aclose()
+                await client.aclose()
+            except Exception:
+                pass
+
+
 def __getattr__(name: str) -> Any:
     """The caches, from the module that held them before the split. Imported on first use:
     they import this module, so importing them here at the top would be a cycle."""

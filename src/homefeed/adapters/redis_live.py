@@ -10,13 +10,10 @@ streaming contract too (a client re-reads its timeline with ``since_id`` after a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Awaitable, Callable, ClassVar
 
-import redis.asyncio as aioredis
-
-from homefeed.adapters.redis_cache import connect
+from homefeed.adapters.redis_cache import connect, subscribe_forever
 from homefeed.domain.deployment import Deployment
 
 log = logging.getLogger("homefeed.streaming")
@@ -44,36 +41,20 @@ class RedisLiveBus:
     async def listen(
         self, on_message: Callable[[bytes], None], on_reset: Callable[[bool], None]
     ) -> None:
-        channel = await self._name()
         down = False
-        while True:
-            client = aioredis.Redis.from_url(self._url, socket_connect_timeout=1.0)
-            pubsub = client.pubsub()
-            try:
-                await pubsub.subscribe(channel)
-                async for message in pubsub.listen():
-                    kind = message.get("type")
-                    if kind == "message":
-                        on_message(bytes(message["data"]))
-                    elif kind == "subscribe":
-                        if down:
-                            log.warning("live bus resubscribed; streams carry updates again")
-                        down = False
-                        on_reset(True)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not down:
-                    log.warning("live bus down (%s); open streams miss updates until it is back", exc)
-                down = True
-                on_reset(False)
-                await asyncio.sleep(0.5)
-            finally:
-                try:
-                    await pubsub.aclose()
-                    await client.aclose()
-                except Exception:
-                    pass
+
+        def reset(subscribed: bool) -> None:
+            nonlocal down
+            if subscribed and down:
+                log.warning("live bus resubscribed; streams carry updates again")
+            down = not subscribed
+            on_reset(subscribed)
+
+        def went_down(exc: Exception) -> None:
+            if not down:
+                log.warning("live bus down (%s); open streams miss updates until it is back", exc)
+
+        await subscribe_forever(self._url, await self._name(), on_message, reset, went_down)
 
     async def close(self) -> None:
         if self._client is not None:

@@ -10,12 +10,12 @@ or gets its announcement)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Awaitable, Callable, ClassVar
 
 import redis.asyncio as aioredis
 
+from homefeed.adapters.redis_cache import subscribe_forever
 from homefeed.domain.deployment import Deployment
 
 log = logging.getLogger("homefeed.oauth")
@@ -43,30 +43,10 @@ class RedisTokenRevocations:
     async def listen(
         self, on_revoked: Callable[[bytes], None], on_reset: Callable[[bool], None]
     ) -> None:
-        channel = await self._name()
-        while True:
-            client = aioredis.Redis.from_url(self._url, socket_connect_timeout=1.0)
-            pubsub = client.pubsub()
-            try:
-                await pubsub.subscribe(channel)
-                async for message in pubsub.listen():
-                    kind = message.get("type")
-                    if kind == "subscribe":
-                        on_reset(True)
-                    elif kind == "message":
-                        on_revoked(bytes(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("token revocation channel down (%s); reconnecting", exc)
-                on_reset(False)  # while down, every token is read from the record store
-                await asyncio.sleep(0.5)
-            finally:
-                try:
-                    await pubsub.aclose()
-                    await client.aclose()
-                except Exception:
-                    pass
+        def down(exc: Exception) -> None:  # while down, every token is read from the record store
+            log.warning("token revocation channel down (%s); reconnecting", exc)
+
+        await subscribe_forever(self._url, await self._name(), on_revoked, on_reset, down)
 
     async def close(self) -> None:
         if self._client is not None:

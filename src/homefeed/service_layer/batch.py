@@ -31,7 +31,7 @@ moment where readers see it empty, and loses nothing that the consumers apply me
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from homefeed.domain.feed_rules import is_indexed
 from homefeed.domain.model import Post
@@ -90,16 +90,7 @@ async def rebuild_counters(hf: Homefeed, progress: Progress | None = None) -> in
     """Recount every user's followers, following and posts from the records. Returns how
     many users' counters changed. Reconcile the celebrity set afterwards
     (``rebuild_timelines`` does). The posts' counters: ``rebuild_post_counters``."""
-    store = hf.store
-    after, changed = 0, 0
-    while True:
-        ids = await store.user_ids_after(after, USER_BATCH)
-        if not ids:
-            return changed
-        changed += await store.fix_counters(ids)
-        after = ids[-1]
-        if progress:
-            progress(len(ids))
+    return await _per_user_batch(hf, hf.store.fix_counters, progress)
 
 
 async def rebuild_post_counters(hf: Homefeed, progress: Progress | None = None) -> int:
@@ -123,13 +114,19 @@ async def rebuild_notifications(hf: Homefeed, progress: Progress | None = None) 
     (docs/conversations.md): what the records say exists is inserted, what is gone is
     deleted, dismissals and clears kept. Safe while the notifier runs: both write what the
     records say. Returns how many notifications were inserted or deleted."""
-    store = hf.store
+    return await _per_user_batch(hf, hf.store.rebuild_notifications, progress)
+
+
+async def _per_user_batch(hf: Homefeed, fix: Callable[[list[int]], Awaitable[int]],
+                          progress: Progress | None) -> int:
+    """Walk every user, ``USER_BATCH`` at a time, calling ``fix`` (one transaction per
+    batch); the sum of what it returns."""
     after, changed = 0, 0
     while True:
-        ids = await store.user_ids_after(after, USER_BATCH)
+        ids = await hf.store.user_ids_after(after, USER_BATCH)
         if not ids:
             return changed
-        changed += await store.rebuild_notifications(ids)
+        changed += await fix(ids)
         after = ids[-1]
         if progress:
             progress(len(ids))
