@@ -1,6 +1,7 @@
 """The scheduler and its jobs (issue 12), on real SQLite files and a real PostgreSQL
-database: each slot runs exactly once across three Homefeed instances sharing one database;
-a run whose process died is taken over after its lease; ``homefeed jobs list|run``;
+database: each slot runs exactly once across three Homefeed instances sharing one database,
+and across three OS processes (``scheduler_process``) on the real clock; a run whose
+process died (SIGKILL) is taken over after its lease; ``homefeed jobs list|run``;
 ``GET /api/v1/trends/tags`` right after ``jobs run trends``; the load report's figures
 against numbers computed here independently."""
 
@@ -10,9 +11,16 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import random
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import IO, AsyncIterator, Callable, Iterator, TypeVar
 
 import httpx
 import pytest
@@ -20,6 +28,7 @@ import pytest
 from homefeed.bootstrap import build
 from homefeed.config import Settings
 from homefeed.entrypoints.cli import main as cli_main
+from homefeed.service_layer.jobs.records import JobRun
 from homefeed.service_layer.scheduler import Schedule, ScheduledJob, Scheduler
 from tests.backends import scratch_pg_database
 from tests.e2e.mastodon_kit import check_entity
@@ -123,6 +132,165 @@ def test_a_run_whose_process_died_is_taken_over_after_its_lease(profile: str, tm
                 assert (await hf.job_store.run_of("nightly", slot)).outcome == "ok"
 
     asyncio.run(scenario())
+
+
+# --------------------------------------------------------------------------------------------
+# the same, with OS processes on the real clock (tests/integration/scheduler_process.py)
+# --------------------------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def _spawn(settings: Settings, tmp_path: Path, trace: Path, node: int, *args: str) -> subprocess.Popen[str]:
+    err = open(tmp_path / f"process-{node}.err", "w")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.scheduler_process", "--data-dir", str(settings.data_dir),
+             "--database-url", settings.database_url, "--node", str(node), "--trace", str(trace), *args],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+    finally:
+        err.close()
+
+
+def _stderr(tmp_path: Path) -> str:
+    return "\n".join(f"{p.name}: {p.read_text()[-3000:]}" for p in sorted(tmp_path.glob("process-*.err")))
+
+
+def _ready(proc: subprocess.Popen[str], tmp_path: Path, timeout: float = 120.0) -> None:
+    out: IO[str] | None = proc.stdout
+    assert out is not None
+    readable, _, _ = select.select([out], [], [], timeout)
+    line = out.readline() if readable else "(nothing)"
+    assert line == "ready\n", f"{line!r}\n{_stderr(tmp_path)}"
+
+
+def _go(proc: subprocess.Popen[str], t0: float, t1: float) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(f"go {t0!r} {t1!r}\n")
+    proc.stdin.flush()
+
+
+def _trace(trace: Path) -> list[tuple[str, int, int]]:
+    """``(start|done, pid, slot)`` per line the processes' runs appended."""
+    if not trace.exists():
+        return []
+    return [(w, int(pid), int(slot)) for w, pid, slot in (line.split() for line in trace.read_text().splitlines())]
+
+
+def _wait_for(what: Callable[[], T], timeout: float, tmp_path: Path) -> T:
+    deadline = time.monotonic() + timeout
+    while not (got := what()):
+        assert time.monotonic() < deadline, f"timed out waiting\n{_stderr(tmp_path)}"
+        time.sleep(0.1)
+    return got
+
+
+def _owner_pid(run: JobRun) -> int:
+    return int(run.owner.rsplit(":", 2)[1])  # host:pid:nonce
+
+
+def _stop(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        for f in (p.stdin, p.stdout):
+            if f is not None:
+                f.close()
+
+
+async def _create_schema(settings: Settings) -> None:
+    async with instances(settings, 1):  # one process creates the schema before the others open it
+        pass
+
+
+async def _runs(settings: Settings, job: str) -> list[JobRun]:
+    async with instances(settings, 1) as (hf,):
+        return await hf.job_store.runs(job)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", PROFILES)
+def test_three_os_processes_run_each_of_30_slots_exactly_once(profile: str, tmp_path: Path) -> None:
+    """Three OS processes over one database (one SQLite file, one PostgreSQL database),
+    each running the scheduler loop on the real clock with a half-second job: each of 30
+    consecutive slots runs once, by one process, as the ``job_runs`` rows say and as the
+    trace each run appends to a shared file says; and the slots were shared out."""
+    period = 0.5
+    trace = tmp_path / "trace.log"
+    with settings_for(profile, tmp_path) as settings:
+        asyncio.run(_create_schema(settings))
+        procs = [_spawn(settings, tmp_path, trace, i + 1, "--job", "tick", "--period", str(period))
+                 for i in range(3)]
+        try:
+            for p in procs:
+                _ready(p, tmp_path)
+            first = int(time.time() // period) + 2  # a slot that starts once all three are told
+            t0, t1 = first * period + 0.01, (first + 30) * period - 0.05  # no look at slot first+30
+            for p in procs:
+                _go(p, t0, t1)
+            for p in procs:
+                assert p.wait(timeout=max(0.0, t1 - time.time()) + 60) == 0, _stderr(tmp_path)
+        finally:
+            _stop(procs)
+        runs = asyncio.run(_runs(settings, "tick"))
+    slots = list(range(first, first + 30))
+    lines = _trace(trace)
+    started = Counter(slot for w, _, slot in lines if w == "start")
+    done = Counter(slot for w, _, slot in lines if w == "done")
+    assert sorted(started) == slots and set(started.values()) == {1}, started
+    assert sorted(done) == slots and set(done.values()) == {1}, done
+    assert sorted(r.slot for r in runs) == slots
+    assert all(r.outcome == "ok" and r.attempt == 1 for r in runs), [r for r in runs if r.outcome != "ok"]
+    # the row of each slot names the process whose run left the trace
+    by = {slot: pid for w, pid, slot in lines if w == "done"}
+    assert {r.slot: _owner_pid(r) for r in runs} == by
+    assert set(by.values()) <= {p.pid for p in procs}
+    assert len(set(by.values())) > 1, by  # the work was shared, not one winner always
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_run_whose_os_process_was_killed_is_taken_over_after_its_lease(profile: str, tmp_path: Path) -> None:
+    """A process claims a nightly slot and runs a long job, renewing its 3 s lease; two
+    other processes look every 0.1 s and leave it alone while it lives. SIGKILL it mid-run:
+    one of the two takes the slot over once the lease has run out (attempt 2), finishes it,
+    and nobody runs it a third time."""
+    lease = 3.0
+    trace = tmp_path / "trace.log"
+    common = ["--job", "nightly", "--period", "86400", "--lease", str(lease), "--poll", "0.1"]
+    with settings_for(profile, tmp_path) as settings:
+        asyncio.run(_create_schema(settings))
+        far = time.time() + 3600
+        doomed = _spawn(settings, tmp_path, trace, 1, *common, "--work", "3600")
+        procs = [doomed]
+        try:
+            _ready(doomed, tmp_path)
+            _go(doomed, time.time(), far)
+            (_, _, slot), = _wait_for(lambda: _trace(trace), 60, tmp_path)
+            survivors = [_spawn(settings, tmp_path, trace, i, *common, "--work", "0.2") for i in (2, 3)]
+            procs += survivors
+            for p in survivors:
+                _ready(p, tmp_path)
+                _go(p, time.time(), far)
+            time.sleep(2.5 * lease)  # the survivors look ~75 times each; the lease is renewed
+            assert _trace(trace) == [("start", doomed.pid, slot)]
+            (held,) = [r for r in asyncio.run(_runs(settings, "nightly")) if r.slot == slot]
+            assert held.outcome == "running" and held.attempt == 1 and _owner_pid(held) == doomed.pid
+            assert held.lease_until > held.started_at + lease  # renewed while it ran
+
+            os.kill(doomed.pid, signal.SIGKILL)
+            assert doomed.wait(timeout=30) == -signal.SIGKILL
+            _wait_for(lambda: [x for x in _trace(trace) if x[0] == "done" and x[2] == slot], 60, tmp_path)
+            time.sleep(2 * lease)  # long enough for a wrong third run to start
+            ours = [x for x in _trace(trace) if x[2] == slot]
+            (run,) = [r for r in asyncio.run(_runs(settings, "nightly")) if r.slot == slot]
+        finally:
+            _stop(procs)
+    taker = _owner_pid(run)
+    assert run.outcome == "ok" and run.attempt == 2 and run.detail == f"by pid {taker}"
+    assert taker in {p.pid for p in survivors}
+    assert ours == [("start", doomed.pid, slot), ("start", taker, slot), ("done", taker, slot)]
 
 
 def test_a_failing_job_is_recorded_failed_and_runs_again_next_slot(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import os
 import secrets
 import socket
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
@@ -33,6 +34,11 @@ log = logging.getLogger("homefeed.jobs")
 
 #: How often a process looks for due slots at most (seconds).
 MAX_POLL_SECONDS = 15.0
+
+#: The slot the job running in this task is for (None outside a run). A job whose side
+#: effect must happen once per slot keys it by this, so that a run taken over after its
+#: lease (attempt 2) can tell what its predecessor left; the multi-process tests record it.
+current_slot: ContextVar[int | None] = ContextVar("homefeed_job_slot", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +169,7 @@ class Scheduler:
         started = time.perf_counter()
         renewer = asyncio.create_task(self._renew(job, slot), name=f"job-lease:{job.name}")
         outcome, detail = OK, ""
+        token = current_slot.set(slot)
         try:
             detail = await job.run(self.hf) or ""
         except asyncio.CancelledError:
@@ -171,6 +178,7 @@ class Scheduler:
             outcome, detail = FAILED, f"{type(exc).__name__}: {exc}"
             log.exception("job %s (slot %d) failed", job.name, slot)
         finally:
+            current_slot.reset(token)
             renewer.cancel()
         duration = time.perf_counter() - started
         finished_at = self.clock()
@@ -232,8 +240,20 @@ class Scheduler:
             self._running.discard(job.name)
             log.warning("scheduling job %s failed: %s", job.name, exc)
 
-    async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._tasks) if t is not None]
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Stop looking at the clock; give the runs in progress ``grace_s`` seconds to
+        finish (their outcome is then recorded, instead of a ``running`` row left for
+        another process to take over after its lease), then cancel them."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        if grace_s > 0 and self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace_s)
+        tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -241,7 +261,6 @@ class Scheduler:
                 await t
             except (asyncio.CancelledError, Exception):
                 pass
-        self._task = None
         self._tasks.clear()
 
 
