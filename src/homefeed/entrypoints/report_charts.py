@@ -58,7 +58,8 @@ def write_charts(report: dict[str, Any], users: Sequence[UserCounts], out_dir: P
                 label=f"recommended: {report['recommended_celebrity_threshold']}")
     ax1.set_xlabel("celebrity threshold (followers)")
     ax1.set_ylabel("work per post")
-    ax1.set_yscale("symlog")
+    ax1.set_yscale("symlog")  # linear below 1: a threshold that pulls nobody has 0 pull work
+    ax1.set_ylim(bottom=0)  # no negative ticks from the autoscale margin under that 0
     ax1.legend(fontsize=8)
     ax1.set_title("push vs pull by celebrity threshold")
     fig.tight_layout()

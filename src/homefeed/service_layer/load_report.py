@@ -173,6 +173,13 @@ async def compute_from(
             acc += sums[j]
             entries[j] += min(timeline_cap, acc * horizon)
 
+    # Per posting author: the first threshold it is pushed at (and every higher one), and
+    # its posts per day; computed once per author, not once per edge (millions of them).
+    pushed_from: dict[int, tuple[int, float]] = {}
+    for a, r in rate_per_day.items():
+        j = _first_above(ts, followers.get(a, 0))
+        if r and j < len(ts):
+            pushed_from[a] = (j, r)
     current, sums = None, [0.0] * len(ts)
     async for edges in store.follow_edges():
         for u, a in edges:
@@ -180,12 +187,9 @@ async def compute_from(
                 if current is not None:
                     settle(sums)
                 current, sums = u, [0.0] * len(ts)
-            r = rate_per_day.get(a)
-            if r:
-                # pushed for every threshold above the followee's count
-                j = _first_above(ts, followers.get(a, 0))
-                if j < len(ts):
-                    sums[j] += r
+            push = pushed_from.get(a)
+            if push is not None:
+                sums[push[0]] += push[1]
     if current is not None:
         settle(sums)
 
