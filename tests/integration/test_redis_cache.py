@@ -211,7 +211,7 @@ VARIANTS = {
     "memory": ("memory", {}),
     # as on one server: packed multi-key calls, here 3 keys a call so that pushes to a few
     # lists already go through the pipelined multi-call path; lazy trimming
-    "redis": ("redis", {"batch": 3, "trim_slack": 3, "top_if_unknown": 0}),
+    "redis": ("redis", {"batch": 3, "trim_slack": 3, "top_if_unknown": 0, "wave": 2}),
     # the mode used against a Cluster (one call per key), on one server; trimming at once
     "redis-per-key": ("redis", {"fanout": "per-key", "trim_slack": 0}),
     # a real three-node Cluster: the adapter sees a cluster client and goes per key itself

@@ -70,6 +70,7 @@ class RedisTimelineCache:
         build_seconds: float = 300,
         trim_slack: int | None = None,
         batch: int = 1000,
+        wave: int = 32,
         fanout: str | None = None,
         strict_install: bool = False,
         top_if_unknown: int | None = None,
@@ -92,6 +93,8 @@ class RedisTimelineCache:
             raise ValueError("cap must be at least 1")
         self.trim_slack = max(0, cap // 16 if trim_slack is None else trim_slack)
         self.batch = max(1, batch)
+        #: At most this many script calls per pipeline round trip (see ``_pipelined``).
+        self.wave = max(1, wave)
         cluster = isinstance(self.client, RedisCluster)
         #: How a call over many lists is sent: "packed" (standalone: ``batch`` user ids packed
         #: in one argument per call), "per-node" (Cluster: the same, one call per node over the
@@ -164,10 +167,23 @@ class RedisTimelineCache:
         return (0, self._pre, self._suf[kind], b",".join([b"%d" % k for k in group]), *args)
 
     async def _pipelined(self, script: LuaScript, calls: list[tuple[Any, ...]]) -> list[Any]:
-        """One pipeline (no transaction) of EVALSHA calls; NOSCRIPT answers are retried once
-        after loading the script."""
+        """Pipelines (no transaction) of EVALSHA calls, at most ``wave`` calls each, one after
+        the other: a 1,000,000-follower push is 1,000 calls, whose single round trip outlasted
+        the socket timeout (2 s) on a busy server; a wave bounds each round trip (32 calls of
+        1,000 keys: tens of ms of server time)."""
         if len(calls) == 1:
             return [await script.call_args(self.client, calls[0])]
+        w = self.wave
+        if len(calls) <= w:
+            return await self._pipeline_wave(script, calls)
+        out: list[Any] = []
+        for i in range(0, len(calls), w):
+            out += await self._pipeline_wave(script, calls[i : i + w])
+        return out
+
+    async def _pipeline_wave(self, script: LuaScript, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """One pipeline of EVALSHA calls; NOSCRIPT answers are retried once after loading the
+        script."""
         out: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in (0, 1):
