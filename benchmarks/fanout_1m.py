@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from homefeed.bench.micro import RedisServer
+from homefeed.bench.micro import RedisServer, _redis_cpu_s
 from homefeed.domain.ids import IdGenerator
 from homefeed.domain.model import Post
 
@@ -79,14 +79,20 @@ def run(cache_kind: str, directory: Path, followers: int, active: int, rounds: i
                 for i in range(0, len(act), 32):
                     await asyncio.gather(*(cache.install("home", u, [first], 0) for u in act[i:i + 32]))
                 await feed.fan_out_post(Post(gen.next_id(), AUTHOR, "u1", "warm-up"))
-                total, fol, push, cpu = [], [], [], []
+                total, fol, push, cpu, rcpu = [], [], [], [], []
+
+                async def redis_cpu() -> float:
+                    return _redis_cpu_s(await cache.client.info("cpu")) if cache_kind == "redis" else 0.0
+
                 taken = 0
                 for _ in range(rounds):
                     p = Post(gen.next_id(), AUTHOR, "u1", "a post to a million followers")
+                    r0 = await redis_cpu()
                     c0, t0 = time.process_time(), time.perf_counter()
                     taken = await feed.fan_out_post(p)
                     total.append(time.perf_counter() - t0)
                     cpu.append(time.process_time() - c0)
+                    rcpu.append(await redis_cpu() - r0)
                     t1 = time.process_time()
                     ids = await hf.store.follower_ids(AUTHOR)
                     t2 = time.process_time()
@@ -100,6 +106,7 @@ def run(cache_kind: str, directory: Path, followers: int, active: int, rounds: i
                         "rounds": rounds, "load_s": load_s,
                         "delay_ms": {"p50": ms(total, 0.5), "p99": ms(total, 0.99), "max": max(total) * 1000},
                         "process_cpu_ms": {"p50": ms(cpu, 0.5), "max": max(cpu) * 1000},
+                        "redis_cpu_ms": {"p50": ms(rcpu, 0.5), "max": max(rcpu) * 1000},
                         "follower_ids_cpu_ms_p50": ms(fol, 0.5), "push_again_cpu_ms_p50": ms(push, 0.5),
                         "all_ms": [round(x * 1000, 1) for x in total]}
             finally:
@@ -126,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         out["results"].append(r)
         print(f"{kind}: {r['followers']:,} followers, {r['active']:,} active, took {r['taken']:,};"
               f" delay p50 {r['delay_ms']['p50']:.0f} ms, p99 {r['delay_ms']['p99']:.0f} ms,"
-              f" max {r['delay_ms']['max']:.0f} ms; process CPU p50 {r['process_cpu_ms']['p50']:.0f} ms"
+              f" max {r['delay_ms']['max']:.0f} ms; process CPU p50 {r['process_cpu_ms']['p50']:.0f} ms,"
+              f" Redis CPU p50 {r['redis_cpu_ms']['p50']:.0f} ms"
               f" (follower_ids {r['follower_ids_cpu_ms_p50']:.0f} ms, pushes again"
               f" {r['push_again_cpu_ms_p50']:.0f} ms); world loaded in {r['load_s']:.0f} s", flush=True)
     out["load_average_after"] = os.getloadavg()
