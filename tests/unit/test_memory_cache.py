@@ -298,6 +298,24 @@ def test_home_list_expires_after_inactivity_and_push_skips_it():
     assert call(c.slice("home", 1, None, 5)) == IdSlice([7], 0)
 
 
+def test_push_to_many_followers_few_of_them_active():
+    """A big author's push (far more keys than lists) reaches exactly the live lists, once
+    each, and still drops an expired one."""
+    clock = Clock()
+    c = MemoryTimelineCache(cap=5, inactive_seconds=100, max_lists=10, clock=clock)
+    for k in (3, 500, 999):
+        call(c.install("home", k, [1], 0))
+    clock.now = 50
+    call(c.slice("home", 500, None, 5))
+    call(c.slice("home", 999, None, 5))
+    clock.now = 120  # list 3 was last read at 0: expired
+    followers = [*range(1, 1000), 500, 999]  # 1,001 keys for 3 lists, two given twice
+    assert call(c.push("home", followers, 7)) == 2
+    assert call(c.push("home", followers, 7)) == 0
+    assert call(c.exists("home", [3, 500, 999])) == [500, 999]
+    assert call(c.slice("home", 500, None, 5)) == IdSlice([7, 1], 0)
+
+
 def test_number_of_lists_is_bounded_least_recently_read_goes_first():
     c = MemoryTimelineCache(cap=5, max_lists=3)
     for key in (1, 2, 3):

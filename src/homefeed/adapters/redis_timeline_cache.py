@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any, ClassVar, Sequence
 
 from redis.crc import key_slot
@@ -22,7 +23,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from homefeed.adapters.redis_cache import RedisCluster, connect, ms, outage_aware
 from homefeed.adapters.redis_lua import LuaScript
-from homefeed.domain.ids import MAX_ID
+from homefeed.domain.ids import EPOCH_MS, MAX_ID, NODE_BITS, SEQ_BITS
 from homefeed.ports import IdSlice
 
 KINDS = ("home", "author", "public")  # "public": one list, key 0 (the public timeline)
@@ -31,6 +32,18 @@ KINDS = ("home", "author", "public")  # "public": one list, key 0 (the public ti
 def _m(id_: int) -> bytes:
     """An id as a list element: canonical decimal (a listpack stores it as an integer)."""
     return b"%d" % id_
+
+
+#: How far ahead of this process's clock another id generator may be (see ``_assumed_top``).
+TOP_MARGIN_MS = 60_000
+
+
+def _assumed_top() -> int:
+    """The top a fan-out assumes when its kind's top key is missing (``lua/push.lua``): the
+    largest id of the millisecond TOP_MARGIN_MS from now, above every id any node has made,
+    as long as no node's clock runs that far ahead."""
+    ms = int(time.time() * 1000) + TOP_MARGIN_MS - EPOCH_MS
+    return (ms << (NODE_BITS + SEQ_BITS)) | ((1 << (NODE_BITS + SEQ_BITS)) - 1)
 
 
 def _new_version() -> int:
@@ -57,8 +70,10 @@ class RedisTimelineCache:
         build_seconds: float = 300,
         trim_slack: int | None = None,
         batch: int = 1000,
+        wave: int = 32,
         fanout: str | None = None,
         strict_install: bool = False,
+        top_if_unknown: int | None = None,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError("prefix must not contain braces (they are Redis Cluster hash tags)")
@@ -78,6 +93,8 @@ class RedisTimelineCache:
             raise ValueError("cap must be at least 1")
         self.trim_slack = max(0, cap // 16 if trim_slack is None else trim_slack)
         self.batch = max(1, batch)
+        #: At most this many script calls per pipeline round trip (see ``_pipelined``).
+        self.wave = max(1, wave)
         cluster = isinstance(self.client, RedisCluster)
         #: How a call over many lists is sent: "packed" (standalone: ``batch`` user ids packed
         #: in one argument per call), "per-node" (Cluster: the same, one call per node over the
@@ -90,6 +107,10 @@ class RedisTimelineCache:
         #: Install only into a list that ``begin`` created and that still exists (see
         #: ``install``); the port's wording is "create if absent", hence False by default.
         self.strict_install = strict_install
+        #: The top id to assume when a kind's top key is missing (``lua/push.lua``); None: the
+        #: clock's bound (``_assumed_top``). 0 is right only for a prefix no list predates
+        #: (tests, benchmarks on a fresh server).
+        self.top_if_unknown = top_if_unknown
         p = prefix.encode()
         self._fmt = {kind: p + b":{%d}:" + kind.encode() for kind in KINDS}
         self._pre = p + b":{"
@@ -97,6 +118,9 @@ class RedisTimelineCache:
         self._fol = p + b":{%d}:fol"
         self._folv = p + b":{%d}:folv"
         self._celebs = p + b":{celebs}"
+        #: The fast fan-out's top keys (``lua/push.lua``); packed calls only: a Cluster script
+        #: may touch only the keys it declares, in one slot.
+        self._top = {kind: p + b":{top}:" + kind.encode() for kind in KINDS}
         self._celebs_v = p + b":{celebs}:v"
         self._celeb_cache: tuple[bytes, frozenset[int]] | None = None
         self._push = LuaScript("push")
@@ -110,7 +134,7 @@ class RedisTimelineCache:
         self._set_celebs = LuaScript("set_celebs")
         self._mark_celeb = LuaScript("mark_celeb")
         self._get_celebs = LuaScript("get_celebs")
-        self.counters = {"pushed": 0, "push_calls": 0, "node_fallbacks": 0}
+        self.counters = {"pushed": 0, "push_calls": 0, "node_fallbacks": 0, "fast_push_calls": 0}
 
     async def close(self) -> None:
         if self._owned:
@@ -143,10 +167,23 @@ class RedisTimelineCache:
         return (0, self._pre, self._suf[kind], b",".join([b"%d" % k for k in group]), *args)
 
     async def _pipelined(self, script: LuaScript, calls: list[tuple[Any, ...]]) -> list[Any]:
-        """One pipeline (no transaction) of EVALSHA calls; NOSCRIPT answers are retried once
-        after loading the script."""
+        """Pipelines (no transaction) of EVALSHA calls, at most ``wave`` calls each, one after
+        the other: a 1,000,000-follower push is 1,000 calls, whose single round trip outlasted
+        the socket timeout (2 s) on a busy server; a wave bounds each round trip (32 calls of
+        1,000 keys: tens of ms of server time)."""
         if len(calls) == 1:
             return [await script.call_args(self.client, calls[0])]
+        w = self.wave
+        if len(calls) <= w:
+            return await self._pipeline_wave(script, calls)
+        out: list[Any] = []
+        for i in range(0, len(calls), w):
+            out += await self._pipeline_wave(script, calls[i : i + w])
+        return out
+
+    async def _pipeline_wave(self, script: LuaScript, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """One pipeline of EVALSHA calls; NOSCRIPT answers are retried once after loading the
+        script."""
         out: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in (0, 1):
@@ -235,19 +272,35 @@ class RedisTimelineCache:
 
     async def _union_call(self, mode: bytes, kind: str, key: int, ids: Sequence[int], floor: int) -> None:
         floor = min(max(0, floor), MAX_ID)
+        keys = [self._key(kind, key)]
+        if self.fanout == "packed":
+            keys.append(self._top[kind])  # ids entering a list raise the kind's top
         await self._union(
             self.client,
-            [self._key(kind, key)],
-            [mode, _m(floor), self.cap, self._ttl[kind], *map(_m, sorted(set(ids)))],
+            keys,
+            [mode, _m(floor), self.cap, self._ttl[kind], self._top_if_unknown(),
+             *map(_m, sorted(set(ids)))],
         )
+
+    def _top_if_unknown(self) -> bytes:
+        t = self.top_if_unknown
+        return _m(_assumed_top() if t is None else t)
 
     async def push(self, kind: str, keys: Sequence[int], id_: int) -> int:
         if not keys:
             return 0
-        results = await self._many(self._push, kind, keys, (_m(id_), self.cap, self.trim_slack))
-        taken = sum(r for _, r in results)
+        if self.fanout == "packed":
+            # the fast path (lua/push.lua) pushes without a duplicate check: each key once
+            keys = list(dict.fromkeys(keys))
+            token = b"%x" % random.getrandbits(64)
+            args = (_m(id_), self.cap, self.trim_slack, self._top[kind], self._top_if_unknown(), token)
+        else:
+            args = (_m(id_), self.cap, self.trim_slack, b"", b"", b"")
+        results = await self._many(self._push, kind, keys, args)
+        taken = sum(r[0] for _, r in results)
         self.counters["pushed"] += taken
         self.counters["push_calls"] += 1
+        self.counters["fast_push_calls"] += sum(r[1] for _, r in results)
         return taken
 
     async def remove(self, kind: str, keys: Sequence[int], ids: Sequence[int]) -> None:

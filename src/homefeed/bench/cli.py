@@ -341,6 +341,7 @@ def cmd_micro(args: argparse.Namespace) -> int:
         for label, a, ak, b, bk in (("sqlite_ingest_vs_single_commit", "post_ingest_sqlite", "posts_per_s", "sqlite_ceiling", "single_row_commits_per_s"),
                                     ("memory_fanout_vs_dict", "fanout_memory", "inserts_per_s", "fanout_memory", "ceiling_dict_of_lists_per_s"),
                                     ("redis_fanout_vs_redis_benchmark", "fanout_redis", "inserts_per_s", "fanout_redis", "ceiling_redis_benchmark_rpush_per_s"),
+                                    ("redis_fanout_vs_lpush_p16", "fanout_redis", "inserts_per_s", "fanout_redis", "ceiling_redis_benchmark_lpush_p16_per_s"),
                                     ("pg_ingest_vs_pgbench", "postgres", "posts_per_s", "postgres", "ceiling_pgbench_N_tps")):
             x, y = r.get(a, {}).get(ak), r.get(b, {}).get(bk)
             if x and y:

@@ -6,7 +6,7 @@ measured in the same run (so the ratio holds whatever else the machine is doing)
 | durable post ingest, SQLite | ``Homefeed.create_post`` from C concurrent callers (group commit, synchronous=FULL) | single-row commits/s, and rows/s in commits of 512, raw ``sqlite3``, same pragmas |
 | durable post ingest, PostgreSQL | the same on a scratch database | ``pgbench -N`` (simple-update, no branch contention), same database |
 | fan-out, memory | ``MemoryTimelineCache.push`` inserts/s | appending to Python lists in a dict (the interpreter's own ceiling) |
-| fan-out, Redis | ``RedisTimelineCache.push`` inserts/s | ``redis-benchmark`` pipelined RPUSH to random keys |
+| fan-out, Redis | ``RedisTimelineCache.push`` inserts/s | ``redis-benchmark`` LPUSH pipelined 16 deep (and RPUSH 64 deep) to random keys |
 | hydration | ``FeedManager.hydrate`` of 20 ids/s: post-cache hits, and misses read from SQLite | dict lookups; raw ``SELECT ... WHERE id IN (20 ids)`` |
 
 Everything runs in this process against private resources: a temporary directory, a private
@@ -22,6 +22,7 @@ import random
 import re
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import tempfile
 import time
@@ -210,38 +211,98 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def redis_fanout(followers: int, budget_s: float) -> dict[str, Any]:
-    """``RedisTimelineCache.push`` inserts/s into ``followers`` warm timelines on a private
-    Redis, beside ``redis-benchmark`` RPUSHes (pipelined 64 deep, random keys) on the same."""
-    from homefeed.adapters.redis_timeline_cache import RedisTimelineCache
+def _redis_cpu_s(info: dict[str, Any]) -> float:
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
+
+def _redis_benchmark(port: int, n: int, pipeline: int, keys: int, command: str) -> float:
+    """Requests/s of ``redis-benchmark -P pipeline`` ``command`` to ``keys`` random keys."""
+    out = subprocess.run(
+        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-q", "-n", str(n),
+         "-P", str(pipeline), "-r", str(keys), command, "bench:__rand_int__", "__rand_int__"],
+        capture_output=True, text=True, timeout=120)
+    m = re.search(r"([\d.]+) requests per second", out.stdout)
+    return float(m.group(1)) if m else 0.0
+
+
+def redis_fanout(followers: int, budget_s: float, rounds: int = 3) -> dict[str, Any]:
+    """``RedisTimelineCache.push`` inserts/s into ``followers`` warm timelines on a private
+    Redis, beside ``redis-benchmark`` on the same server: LPUSH pipelined 16 deep (the issue's
+    ceiling) and RPUSH 64 deep (the earlier one), random keys among ``followers``.
+
+    Interleaved rounds (push by the fast path, push by the checked path, the two
+    redis-benchmark runs), each part ~``budget_s / rounds``; the figures are medians of the
+    rounds, the ratios medians of the same-round ratios. The fast path is the default (a new
+    id above the kind's top, ``lua/push.lua``); the checked path is what every push did
+    before (LINDEX + RPUSH per list), forced here by a top no id exceeds. Redis CPU per insert
+    is the server's ``used_cpu_user + used_cpu_sys`` over the pushes, and the same per LPUSH
+    over the redis-benchmark run: their ratio (``cpu_ratio_lpush_p16_vs_insert``, the share of
+    the ceiling by Redis CPU) holds better than the rates on a busy machine, where the
+    benchmark's client process competes for the cores."""
+    from homefeed.adapters.redis_timeline_cache import RedisTimelineCache
+    from homefeed.domain.ids import MAX_ID, IdGenerator
+
+    part = max(0.5, budget_s / rounds)
+    n_bench = 200_000
     with RedisServer() as srv:
-        async def go() -> float:
-            cache = RedisTimelineCache(srv.url, cap=800, prefix="mb")
-            try:
-                keys = list(range(1, followers + 1))
-                for k in keys:
-                    await cache.install("home", k, [1], 0)
-                nid = 1 << 40
+        gen = IdGenerator(node=1)
+        loop = asyncio.new_event_loop()
+        fast = RedisTimelineCache(srv.url, cap=800, prefix="mbf", top_if_unknown=0)  # fresh server
+        checked = RedisTimelineCache(srv.url, cap=800, prefix="mbc", top_if_unknown=MAX_ID)
+        keys = list(range(1, followers + 1))
+        try:
+            first = gen.next_id()
+
+            async def setup() -> None:
+                for c in (fast, checked):
+                    for k in keys:
+                        await c.install("home", k, [first], 0)
+
+            loop.run_until_complete(setup())
+
+            async def pushes(cache: RedisTimelineCache) -> tuple[float, float]:
+                i0 = _redis_cpu_s(await cache.client.info("cpu"))
                 t0 = time.perf_counter()
                 done = 0
-                while time.perf_counter() - t0 < budget_s:
-                    nid += 1
-                    done += await cache.push("home", keys, nid)
-                return done / (time.perf_counter() - t0)
-            finally:
-                await cache.close()
+                while time.perf_counter() - t0 < part:
+                    done += await cache.push("home", keys, gen.next_id())
+                el = time.perf_counter() - t0
+                cpu = _redis_cpu_s(await cache.client.info("cpu")) - i0
+                return done / el, cpu / max(1, done)
 
-        rate = asyncio.run(go())
-        n = 400_000
-        out = subprocess.run(
-            ["redis-benchmark", "-h", "127.0.0.1", "-p", str(srv.port), "-q", "-n", str(n),
-             "-P", "64", "-r", str(followers), "RPUSH", "bench:__rand_int__", "__rand_int__"],
-            capture_output=True, text=True, timeout=120)
-        m = re.search(r"([\d.]+) requests per second", out.stdout)
-        ceiling = float(m.group(1)) if m else 0.0
-    return {"inserts_per_s": rate, "ceiling_redis_benchmark_rpush_per_s": ceiling,
-            "followers": followers, "redis_benchmark": "RPUSH -P 64 -r followers, 400k requests"}
+            per: dict[str, list[float]] = {}
+            for _ in range(rounds):
+                f_rate, f_cpu = loop.run_until_complete(pushes(fast))
+                c_rate, c_cpu = loop.run_until_complete(pushes(checked))
+                i0 = _redis_cpu_s(loop.run_until_complete(fast.client.info("cpu")))
+                lp16 = _redis_benchmark(srv.port, n_bench, 16, followers, "LPUSH")
+                lp16_cpu = (_redis_cpu_s(loop.run_until_complete(fast.client.info("cpu"))) - i0) / n_bench
+                rp64 = _redis_benchmark(srv.port, n_bench, 64, followers, "RPUSH")
+                for k, v in (("fast", f_rate), ("fast_cpu", f_cpu), ("checked", c_rate),
+                             ("checked_cpu", c_cpu), ("lp16", lp16), ("lp16_cpu", lp16_cpu), ("rp64", rp64),
+                             ("r_cpu_lp16_fast", lp16_cpu / f_cpu if f_cpu else 0.0),
+                             ("r_fast_lp16", f_rate / lp16 if lp16 else 0.0),
+                             ("r_checked_lp16", c_rate / lp16 if lp16 else 0.0),
+                             ("r_fast_rp64", f_rate / rp64 if rp64 else 0.0),
+                             ("r_fast_checked", f_rate / c_rate if c_rate else 0.0)):
+                    per.setdefault(k, []).append(v)
+            assert fast.counters["fast_push_calls"] > 0 and checked.counters["fast_push_calls"] == 0
+        finally:
+            for c in (fast, checked):
+                loop.run_until_complete(c.close())
+            loop.close()
+    med = {k: statistics.median(v) for k, v in per.items()}
+    return {"inserts_per_s": med["fast"], "checked_inserts_per_s": med["checked"],
+            "redis_cpu_us_per_insert": med["fast_cpu"] * 1e6,
+            "checked_redis_cpu_us_per_insert": med["checked_cpu"] * 1e6,
+            "ceiling_redis_benchmark_lpush_p16_per_s": med["lp16"],
+            "lpush_p16_redis_cpu_us_per_command": med["lp16_cpu"] * 1e6,
+            "cpu_ratio_lpush_p16_vs_insert": med["r_cpu_lp16_fast"],
+            "ceiling_redis_benchmark_rpush_per_s": med["rp64"],
+            "ratio_vs_lpush_p16": med["r_fast_lp16"], "checked_ratio_vs_lpush_p16": med["r_checked_lp16"],
+            "ratio_vs_rpush_p64": med["r_fast_rp64"], "fast_vs_checked": med["r_fast_checked"],
+            "followers": followers, "rounds": rounds,
+            "redis_benchmark": f"LPUSH -P 16 and RPUSH -P 64, -r followers, {n_bench:,} requests"}
 
 
 # -- hydration -------------------------------------------------------------------------------
@@ -384,6 +445,10 @@ def format_micro(m: dict[str, Any]) -> str:
          "postgres", "ceiling_pgbench_N_tps"),
         ("fan-out inserts/s, memory (vs dict of lists)", "fanout_memory", "inserts_per_s",
          "fanout_memory", "ceiling_dict_of_lists_per_s"),
+        ("fan-out inserts/s, Redis (vs redis-benchmark LPUSH -P16)", "fanout_redis", "inserts_per_s",
+         "fanout_redis", "ceiling_redis_benchmark_lpush_p16_per_s"),
+        ("  the checked path (vs redis-benchmark LPUSH -P16)", "fanout_redis", "checked_inserts_per_s",
+         "fanout_redis", "ceiling_redis_benchmark_lpush_p16_per_s"),
         ("fan-out inserts/s, Redis (vs redis-benchmark RPUSH -P64)", "fanout_redis", "inserts_per_s",
          "fanout_redis", "ceiling_redis_benchmark_rpush_per_s"),
         ("hydrated posts/s, post cache (vs dict lookups)", "hydration", "cache_hits_posts_per_s",

@@ -1,7 +1,38 @@
 -- KEYS: lists (or none, and ARGV[1..3] = key prefix, suffix, packed user ids). ARGV[4..6]:
--- id, cap, slack. Returns how many lists took the id.
-local m, cap, slack = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+-- id, cap, slack. ARGV[7..9]: the kind's "top" key ('' where every key must be declared: a
+-- Cluster), the top to assume when that key is missing, this push's token. Returns {how many
+-- lists took the id, 1 if they took it by the fast path}.
+--
+-- The top key holds "<id> <token>": no list of the kind holds an id above <id> (every script
+-- that adds ids raises it). An id above it is newer than every id in every list, so no list
+-- needs an order or duplicate check: one RPUSHX (which also skips absent lists) instead of
+-- LINDEX + RPUSH, half the commands of the common fan-out. The token lets the later calls of
+-- the same push (one call per `batch` followers, the client never repeats a key) go on by
+-- the fast path after the first call raised the top to the id; a redelivery or a concurrent
+-- push of the same id has another token. Anything else (a late id, racing fan-outs) takes
+-- the checked path below. A missing top (a new deployment, a deleted key) is recreated at
+-- ARGV[8], which the client sets above any id made so far (its clock plus a margin); the key
+-- has no TTL, so volatile-lru never evicts it, and FLUSHALL takes the lists with it.
+local m, cap, slack, topk = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local taken = 0
+local fast = false
+if topk ~= nil and topk ~= '' then
+  local v = redis.call('GET', topk)
+  local top, tok
+  if v then
+    top, tok = string.match(v, '^(%d+) (%w*)$')
+  end
+  if not top then
+    top, tok = ARGV[8], ''
+    redis.call('SET', topk, top .. ' ')
+  end
+  if gt(m, top) then
+    fast = true
+    redis.call('SET', topk, m .. ' ' .. ARGV[9])
+  elseif m == top and tok ~= '' and tok == ARGV[9] then
+    fast = true
+  end
+end
 local function push(k)
   local t = redis.call('LINDEX', k, -1)
   if not t then return end  -- absent: inactive or evicted, skipped
@@ -46,10 +77,22 @@ local function push(k)
   taken = taken + 1
   if n - 1 - cap > slack then trim(k, n, cap) end
 end
+if fast then  -- packed only (a top key is never given with KEYS)
+  local pre, suf = ARGV[1], ARGV[2]
+  for id in string.gmatch(ARGV[3], '%d+') do
+    local k = pre .. id .. suf
+    local n = redis.call('RPUSHX', k, m)
+    if n > 0 then
+      taken = taken + 1
+      if n - 1 - cap > slack then trim(k, n, cap) end
+    end
+  end
+  return {taken, 1}
+end
 if #KEYS > 0 then
   for i = 1, #KEYS do push(KEYS[i]) end
 else
   local pre, suf = ARGV[1], ARGV[2]
   for id in string.gmatch(ARGV[3], '%d+') do push(pre .. id .. suf) end
 end
-return taken
+return {taken, 0}
