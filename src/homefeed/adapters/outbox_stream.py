@@ -139,6 +139,23 @@ class OutboxEventStream(OutboxStreamBase):
             (after, consumer),
         ))
 
+    async def lags(self, consumers: Sequence[str]) -> dict[str, int]:
+        """Every consumer's ``lag`` in one statement (a row of ``VALUES`` per consumer)."""
+        if not consumers:
+            return {}
+        names = list(dict.fromkeys(consumers))
+        params: list[object] = []
+        for name in names:
+            params += (name, self._offset(name))
+        rows = self.db.query(
+            "WITH c(consumer, after) AS (VALUES " + ", ".join(["(?, ?)"] * len(names)) + ")"
+            " SELECT c.consumer, (SELECT count(*) FROM outbox WHERE seq > c.after)"
+            " + (SELECT count(*) FROM dead_letters d WHERE d.consumer = c.consumer AND d.retry = 1)"
+            " FROM c",
+            params,
+        )
+        return {name: int(n) for name, n in rows}
+
     async def seek(self, consumer: str, seq: int) -> None:
         """Move a consumer's offset (replay from ``seq + 1``, or skip to the head)."""
 
