@@ -497,6 +497,8 @@ class Homefeed:
         ``MAX_MENTIONS`` names looked up (a text cannot make the write read without bound).
         ``local_domain``: this instance's host, so that ``@user@host`` counts too."""
         out: list[User] = []
+        if "@" not in text:  # no mention without one: skip the text's tokenizing (most posts)
+            return out
         seen: set[int] = {author_id}
         for name in extract_mentions(text, local_domain)[:MAX_MENTIONS]:
             user = await self.store.user_by_handle(name)
