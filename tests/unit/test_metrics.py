@@ -544,3 +544,46 @@ def test_status_merges_histograms_not_percentiles():
 def test_status_urls():
     ns = SimpleNamespace(url=["a:8080,http://b:9/", "http://c:1/metrics.json"])
     assert st.urls_of(ns) == ["http://a:8080", "http://b:9", "http://c:1"]
+
+
+def test_healthz_reports_a_lag_snapshot_at_most_max_age_old(embedded):
+    """``/healthz`` answers from a lag snapshot: within ``HEALTH_MAX_AGE`` it shows what it
+    read (a new event is not seen yet), after it the lag read anew; probes arriving together
+    share one read; the shape stays ``{"status", "consumers": {name: {"behind"}}}``."""
+    import httpx
+
+    from homefeed.entrypoints.http import create_app
+    from homefeed.service_layer import services
+
+    hf = embedded
+    reads = []
+    real = hf.stream.lags
+
+    async def counted(names):
+        reads.append(list(names))
+        return await real(names)
+
+    hf.stream.lags = counted  # type: ignore[method-assign]  # the real stream, its calls counted
+
+    async def main():
+        await hf.start(consumers=())  # nothing consumes: every event stays behind
+        try:
+            app = create_app(hf, manage_lifecycle=False)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                first = (await c.get("/healthz")).json()
+                await hf.store.create_user("snap", "snap", b"0" * 16)  # one more event
+                same = (await c.get("/healthz")).json()
+                await asyncio.sleep(services.HEALTH_MAX_AGE + 0.05)
+                together = await asyncio.gather(*(c.get("/healthz") for _ in range(20)))
+                return first, same, [r.json() for r in together], [r.status_code for r in together]
+        finally:
+            await hf.close()
+
+    first, same, together, statuses = asyncio.run(main())
+    assert set(first) == {"status", "consumers"} and first["status"] == "ok"
+    assert set(first["consumers"]) == {"fanout", "indexer", "notifier", "webhooks", "mailer"}
+    assert same == first  # within the snapshot's age: the new event is not counted yet
+    assert statuses == [200] * 20
+    assert all(t == together[0] for t in together)
+    assert together[0]["consumers"]["fanout"]["behind"] == first["consumers"]["fanout"]["behind"] + 1
+    assert len(reads) == 2  # one read per snapshot, however many probes
