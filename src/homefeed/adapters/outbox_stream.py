@@ -52,10 +52,14 @@ class OutboxEventStream(OutboxStreamBase):
         self._retry_due: dict[str, float] = {}  # consumer -> when to look for retries next
         #: seq -> the event as decoded by the first consumer that read it (see ``_read``)
         self._decoded: dict[int, Event] = {}
+        #: Commits seen so far (any commit may add events or move an offset): ``/healthz``
+        #: keeps its lag snapshot only while this has not moved (``Homefeed.health``).
+        self.commits = 0
         db.on_commit(self._committed)
 
     def _committed(self) -> None:
         # Called on the writer thread after each commit: wake every waiting consumer.
+        self.commits += 1
         loop = self._loop
         if loop is not None and self._waiters:
             try:

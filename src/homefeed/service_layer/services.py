@@ -174,7 +174,7 @@ class Homefeed:
         self.reads = ReadCounter()
         self._batch_tasks: list[asyncio.Task[None]] = []
         #: ``health``'s snapshot: (when its read began, the answer), and the read under way.
-        self._health: tuple[float, dict[str, Any]] | None = None
+        self._health: tuple[float, dict[str, Any], int | None] | None = None
         self._health_read: asyncio.Future[dict[str, Any]] | None = None
 
     def backends(self) -> dict[str, str]:
@@ -572,10 +572,12 @@ class Homefeed:
         the lag is missing (``/readyz`` is the check that names the failing backend).
 
         The answer is a snapshot at most ``HEALTH_MAX_AGE`` seconds old (its age counted from
-        when its read began); requests that find it expired share one new read. Callers must
-        not change the dict returned: it is the snapshot."""
+        when its read began), and on the embedded profile none older than the last commit;
+        requests that find it expired share one new read. Callers must not change the dict
+        returned: it is the snapshot."""
         snap = self._health
-        if snap is not None and time.monotonic() - snap[0] < HEALTH_MAX_AGE:
+        if (snap is not None and time.monotonic() - snap[0] < HEALTH_MAX_AGE
+                and snap[2] == getattr(self.stream, "commits", None)):
             return snap[1]
         pending = self._health_read
         if pending is None:
@@ -585,6 +587,10 @@ class Homefeed:
 
     async def _read_health(self) -> dict[str, Any]:
         began = time.monotonic()
+        # A stream that counts its commits (the SQLite outbox, whose writes all pass through
+        # this process) invalidates the snapshot at once: "behind 0" is then never an answer
+        # read before the last commit. Elsewhere the age alone bounds it.
+        commits = getattr(self.stream, "commits", None)
         try:
             try:
                 lags = await self.lags()
@@ -592,7 +598,7 @@ class Homefeed:
                 body: dict[str, Any] = {"status": "ok", "consumers": {}, "lag_error": exc.message}
             else:
                 body = {"status": "ok", "consumers": {k: {"behind": v} for k, v in lags.items()}}
-            self._health = (began, body)
+            self._health = (began, body, commits)
             return body
         finally:
             self._health_read = None
