@@ -376,6 +376,11 @@ class EventStream(Resource, Protocol):
     # -- where consumers stand ---------------------------------------------------------------
     async def lag(self, consumer: str) -> int:
         """Events committed but not yet acknowledged by ``consumer``."""
+    async def lags(self, consumers: Sequence[str]) -> dict[str, int]:
+        """``lag`` of each of ``consumers``, read together: one statement where the backend
+        can (the outbox streams), the requests sent at once where it cannot (JetStream).
+        ``/healthz`` and the metrics ask for every consumer's lag; one read per consumer
+        was most of a ``/healthz``'s cost (benchmarks/RESULTS.md, issue 14)."""
     async def head(self) -> int:
         """The ``Event.seq`` of the newest event the stream delivers (0 if none): a cheap
         read that proves the stream answers (``/readyz``)."""

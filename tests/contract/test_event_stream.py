@@ -179,6 +179,33 @@ def test_lag_counts_committed_but_unacknowledged(event_stream):
     run(main())
 
 
+def test_lags_reads_every_consumers_lag_at_once(event_stream):
+    """``lags`` (what ``/healthz`` and the metrics read) agrees with ``lag`` consumer by
+    consumer, whatever each has acknowledged, fetched or dead-lettered and retried."""
+
+    async def main():
+        async with event_stream() as r:
+            assert await r.stream.lags([]) == {}
+            assert await r.stream.lags(["a", "b"]) == {"a": 0, "b": 0}
+            await register(r, 6)
+            await ack_all(r, "all", 6)
+            await r.stream.ack("two", await take(r, "two", 2))
+            await take(r, "fetched", 6)  # fetched, never acknowledged
+            dead = await take(r, "dead", 1)
+            await r.stream.dead_letter("dead", dead[0], "boom")  # acknowledged past it
+            names = ["all", "two", "fetched", "dead", "never"]
+            expected = {"all": 0, "two": 4, "fetched": 6, "dead": 5, "never": 6}
+            assert await r.stream.lags(names) == expected
+            assert {n: await r.stream.lag(n) for n in names} == expected
+            (letter,) = await r.stream.dead_letters("dead")
+            await r.stream.retry_dead_letter(letter.id)  # marked for redelivery: behind again
+            assert (await r.stream.lags(["dead"]))["dead"] == await r.stream.lag("dead") == 6
+            await register(r, 1)
+            assert await r.stream.lags(["all", "all", "two"]) == {"all": 1, "two": 5}
+
+    run(main())
+
+
 def test_offsets_and_unacked_events_survive_reopen(event_stream):
     async def main():
         async with event_stream() as r:

@@ -544,3 +544,53 @@ def test_status_merges_histograms_not_percentiles():
 def test_status_urls():
     ns = SimpleNamespace(url=["a:8080,http://b:9/", "http://c:1/metrics.json"])
     assert st.urls_of(ns) == ["http://a:8080", "http://b:9", "http://c:1"]
+
+
+def test_healthz_reports_a_lag_snapshot_at_most_max_age_old(embedded):
+    """``/healthz`` answers from a lag snapshot, read once for probes arriving together and
+    renewed after ``HEALTH_MAX_AGE``; on the embedded profile a commit renews it at once (a
+    new event is counted by the next probe). The shape stays ``{"status", "consumers": {name: {"behind"}}}``."""
+    import httpx
+
+    from homefeed.entrypoints.http import create_app
+    from homefeed.service_layer import services
+
+    hf = embedded
+    reads = []
+    real = hf.stream.lags
+
+    async def counted(names):
+        reads.append(list(names))
+        return await real(names)
+
+    hf.stream.lags = counted  # type: ignore[method-assign]  # the real stream, its calls counted
+
+    async def main():
+        await hf.start(consumers=())  # nothing consumes: every event stays behind
+        try:
+            app = create_app(hf, manage_lifecycle=False)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                async def fanout_behind() -> int:
+                    return (await c.get("/healthz")).json()["consumers"]["fanout"]["behind"]
+
+                first = (await c.get("/healthz")).json()
+                again = await fanout_behind()
+                n_reads = [len(reads)]
+                await hf.store.create_user("snap", "snap", b"0" * 16)  # one more event, committed
+                after_commit = await fanout_behind()
+                await asyncio.sleep(services.HEALTH_MAX_AGE + 0.05)
+                together = await asyncio.gather(*(c.get("/healthz") for _ in range(20)))
+                n_reads.append(len(reads))
+                return first, again, after_commit, together, n_reads
+        finally:
+            await hf.close()
+
+    first, again, after_commit, together, n_reads = asyncio.run(main())
+    assert set(first) == {"status", "consumers"} and first["status"] == "ok"
+    assert set(first["consumers"]) == {"fanout", "indexer", "notifier", "webhooks", "mailer"}
+    behind = first["consumers"]["fanout"]["behind"]
+    assert again == behind and n_reads[0] == 1  # the snapshot, not a second read
+    assert after_commit == behind + 1  # the commit renewed it
+    assert [r.status_code for r in together] == [200] * 20
+    assert all(r.json() == together[0].json() for r in together)
+    assert n_reads[1] == 3  # first, after the commit, once for the 20 together

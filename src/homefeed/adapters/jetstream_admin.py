@@ -7,7 +7,7 @@ import asyncio
 import functools
 import time
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import nats.js.errors
 import orjson
@@ -58,6 +58,13 @@ class JetStreamAdmin(JetStreamConsumer):
 
         ci = await self._call(f"consumer info {consumer}", info)
         return int(ci.num_pending or 0) + int(ci.num_ack_pending or 0)
+
+    async def lags(self, consumers: Sequence[str]) -> dict[str, int]:
+        """``lag`` of each consumer: JetStream answers one consumer's info per request, so
+        the requests go out at once and the answer takes one round trip, not one each."""
+        names = list(dict.fromkeys(consumers))
+        got = await asyncio.gather(*(self.lag(name) for name in names))
+        return dict(zip(names, got))
 
     async def consumer_stats(self, consumer: str) -> dict[str, int]:
         consumer = checked_name(consumer)

@@ -30,6 +30,8 @@ from homefeed.adapters.dead_letter_rows import dead_letter_from_row, retry_all
 
 #: How often ``fetch`` looks for dead letters marked for retry (by any process).
 RETRY_POLL = 1.0
+#: Decoded events kept for the other consumers (a few batches' worth).
+DECODED_KEEP = 4096
 
 
 class _Retry:
@@ -48,10 +50,16 @@ class OutboxEventStream(OutboxStreamBase):
         self._waiters: set[asyncio.Event] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry_due: dict[str, float] = {}  # consumer -> when to look for retries next
+        #: seq -> the event as decoded by the first consumer that read it (see ``_read``)
+        self._decoded: dict[int, Event] = {}
+        #: Commits seen so far (any commit may add events or move an offset): ``/healthz``
+        #: keeps its lag snapshot only while this has not moved (``Homefeed.health``).
+        self.commits = 0
         db.on_commit(self._committed)
 
     def _committed(self) -> None:
         # Called on the writer thread after each commit: wake every waiting consumer.
+        self.commits += 1
         loop = self._loop
         if loop is not None and self._waiters:
             try:
@@ -70,11 +78,25 @@ class OutboxEventStream(OutboxStreamBase):
         return self._offsets[consumer]
 
     def _read(self, after: int, max_events: int) -> list[Event]:
+        """The events after ``after``. Every consumer reads every event: each is decoded
+        once and the same (frozen) ``Event`` handed to the others (``_decoded``); decoding
+        was most of a read's cost, five times over (issue 14's profile of posts)."""
         rows = self.db.query(
             "SELECT seq, type, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, max_events),
         )
-        return [Event(seq, type_, orjson.loads(data)) for seq, type_, data in rows]
+        decoded = self._decoded
+        out = []
+        for seq, type_, data in rows:
+            event = decoded.get(seq)
+            if event is None:
+                event = decoded[seq] = Event(seq, type_, orjson.loads(data))
+            out.append(event)
+        if len(decoded) > DECODED_KEEP:
+            # forget the oldest half: the consumers read near the head
+            for seq in sorted(decoded)[: len(decoded) // 2]:
+                del decoded[seq]
+        return out
 
     async def fetch(self, consumer: str, max_events: int, timeout: float) -> list[Event]:
         self._loop = asyncio.get_running_loop()
@@ -138,6 +160,23 @@ class OutboxEventStream(OutboxStreamBase):
             " + (SELECT count(*) FROM dead_letters WHERE consumer = ? AND retry = 1)",
             (after, consumer),
         ))
+
+    async def lags(self, consumers: Sequence[str]) -> dict[str, int]:
+        """Every consumer's ``lag`` in one statement (a row of ``VALUES`` per consumer)."""
+        if not consumers:
+            return {}
+        names = list(dict.fromkeys(consumers))
+        params: list[object] = []
+        for name in names:
+            params += (name, self._offset(name))
+        rows = self.db.query(
+            "WITH c(consumer, after) AS (VALUES " + ", ".join(["(?, ?)"] * len(names)) + ")"
+            " SELECT c.consumer, (SELECT count(*) FROM outbox WHERE seq > c.after)"
+            " + (SELECT count(*) FROM dead_letters d WHERE d.consumer = c.consumer AND d.retry = 1)"
+            " FROM c",
+            params,
+        )
+        return {name: int(n) for name, n in rows}
 
     async def seek(self, consumer: str, seq: int) -> None:
         """Move a consumer's offset (replay from ``seq + 1``, or skip to the head)."""

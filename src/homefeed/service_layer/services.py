@@ -65,6 +65,13 @@ FULL_SCOPES: frozenset[str] = frozenset({"read", "write", "follow", "push", "pro
 #: once; this bounds the damage should an announcement ever be lost.
 TOKEN_RECHECK_SECONDS = 300.0
 
+#: ``/healthz`` reports the consumers' lag from a snapshot at most this many seconds old:
+#: the first request after it expires reads the lags again (one read, shared by every
+#: request arriving meanwhile). A load balancer probing many times a second, or a benchmark,
+#: then costs one lag read per interval instead of one per probe (the read was ~3/4 of a
+#: ``/healthz``'s CPU, benchmarks/RESULTS.md "issue 14").
+HEALTH_MAX_AGE = 0.25
+
 
 def require_scope(caller: Caller, *alternatives: str) -> int:
     """The caller's user id when its token was granted one of ``alternatives`` (Mastodon's
@@ -166,6 +173,9 @@ class Homefeed:
         #: Home reads, counted here and flushed to ``job_store`` every minute.
         self.reads = ReadCounter()
         self._batch_tasks: list[asyncio.Task[None]] = []
+        #: ``health``'s snapshot: (when its read began, the answer), and the read under way.
+        self._health: tuple[float, dict[str, Any], int | None] | None = None
+        self._health_read: asyncio.Future[dict[str, Any]] | None = None
 
     def backends(self) -> dict[str, str]:
         """Which backend serves each part: ``{"store", "cache", "stream", "search"}`` ->
@@ -487,6 +497,8 @@ class Homefeed:
         ``MAX_MENTIONS`` names looked up (a text cannot make the write read without bound).
         ``local_domain``: this instance's host, so that ``@user@host`` counts too."""
         out: list[User] = []
+        if "@" not in text:  # no mention without one: skip the text's tokenizing (most posts)
+            return out
         seen: set[int] = {author_id}
         for name in extract_mentions(text, local_domain)[:MAX_MENTIONS]:
             user = await self.store.user_by_handle(name)
@@ -557,12 +569,39 @@ class Homefeed:
         """Liveness: this process answers. The consumers' lag is added when the backends
         holding the offsets answer; when one is down (an outage) the process is still alive
         and must not be restarted by a liveness probe, so the answer stays 200 and says why
-        the lag is missing (``/readyz`` is the check that names the failing backend)."""
+        the lag is missing (``/readyz`` is the check that names the failing backend).
+
+        The answer is a snapshot at most ``HEALTH_MAX_AGE`` seconds old (its age counted from
+        when its read began), and on the embedded profile none older than the last commit;
+        requests that find it expired share one new read. Callers must not change the dict
+        returned: it is the snapshot."""
+        snap = self._health
+        if (snap is not None and time.monotonic() - snap[0] < HEALTH_MAX_AGE
+                and snap[2] == getattr(self.stream, "commits", None)):
+            return snap[1]
+        pending = self._health_read
+        if pending is None:
+            pending = self._health_read = asyncio.ensure_future(self._read_health())
+        # shielded: a client that hangs up does not cancel the read the others wait for
+        return await asyncio.shield(pending)
+
+    async def _read_health(self) -> dict[str, Any]:
+        began = time.monotonic()
+        # A stream that counts its commits (the SQLite outbox, whose writes all pass through
+        # this process) invalidates the snapshot at once: "behind 0" is then never an answer
+        # read before the last commit. Elsewhere the age alone bounds it.
+        commits = getattr(self.stream, "commits", None)
         try:
-            lags = await self.lags()
-        except Unavailable as exc:
-            return {"status": "ok", "consumers": {}, "lag_error": exc.message}
-        return {"status": "ok", "consumers": {k: {"behind": v} for k, v in lags.items()}}
+            try:
+                lags = await self.lags()
+            except Unavailable as exc:
+                body: dict[str, Any] = {"status": "ok", "consumers": {}, "lag_error": exc.message}
+            else:
+                body = {"status": "ok", "consumers": {k: {"behind": v} for k, v in lags.items()}}
+            self._health = (began, body, commits)
+            return body
+        finally:
+            self._health_read = None
 
     async def readiness(self, timeout: float = 2.0) -> dict[str, dict[str, Any]]:
         """Ask each backend one cheap read through its port, all at once, each within

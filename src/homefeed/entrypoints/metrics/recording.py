@@ -49,6 +49,11 @@ class Recorder:
         self.fanout = Histogram()
         self.slots: deque[Slot] = deque(maxlen=KEEP_SLOTS)
         self._cur = Slot(-1)
+        #: perf_counter times the current slot covers: ``[start, end)``.
+        self._cur_start = self._cur_end = -1.0
+        #: (method, route, status) -> [lifetime histogram, its slot, the slot's histogram]:
+        #: one dict lookup per request for both histograms, as long as the slot lasts.
+        self._children: dict[tuple[str, str, int], list[Any]] = {}
         #: (perf_counter time, wall time, figures) every few seconds: see ``Sampler``.
         self.samples: deque[tuple[float, float, dict[str, Any]]] = deque(maxlen=80)
         #: Requests answered 429, by the limit that refused them ("token", "address").
@@ -60,24 +65,29 @@ class Recorder:
         cur = Slot(no)
         self.slots.append(cur)
         self._cur = cur
+        self._cur_start = float(no * SLOT_SECONDS)
+        self._cur_end = float((no + 1) * SLOT_SECONDS)
         return cur
 
     # -- the hot path ----------------------------------------------------------------------
     def observe_request(self, method: str, route: str, status: int, seconds: float, now: float) -> None:
-        key = (method, route, status)
         i = bisect_left(BOUNDS, seconds)
-        h = self.requests.get(key)
-        if h is None:
-            h = self.requests[key] = Histogram()
+        cur = self._cur
+        if not self._cur_start <= now < self._cur_end:
+            cur = self._rotate(int(now // SLOT_SECONDS))
+        key = (method, route, status)
+        child = self._children.get(key)
+        if child is None or child[1] is not cur:
+            h = self.requests.get(key)
+            if h is None:
+                h = self.requests[key] = Histogram()
+            s = cur.requests.get(key)
+            if s is None:
+                s = cur.requests[key] = Histogram()
+            child = self._children[key] = [h, cur, s]
+        h, _, s = child
         h.counts[i] += 1
         h.sum += seconds
-        cur = self._cur
-        no = int(now // SLOT_SECONDS)
-        if cur.no != no:
-            cur = self._rotate(no)
-        s = cur.requests.get(key)
-        if s is None:
-            s = cur.requests[key] = Histogram()
         s.counts[i] += 1
         s.sum += seconds
 

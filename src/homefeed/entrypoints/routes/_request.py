@@ -139,7 +139,7 @@ def _v1_scope(request: Request) -> str:
     ``write:statuses``."""
     if request.method in ("GET", "HEAD"):
         return "read"
-    if request.url.path.endswith("/follow"):
+    if request.scope["path"].endswith("/follow"):  # not request.url: building it is ~3% of a post
         return "write:follows"
     return "write:statuses"
 

@@ -1,0 +1,148 @@
+"""CPU of a durable post inside the process, beside a home read's, same run: issue 14's
+"posts ≥ 0.5 × home reads" without the HTTP server and without the machine's noise.
+
+Over HTTP both a post and a home read are bound by the one event-loop thread (py-spy:
+the loop is busy ~90% of the time under ``wrk -c32`` posts, the SQLite writer thread ~50%).
+So the event loop's CPU per request is what decides the ratio of their rates. This script
+measures it on one embedded ``Homefeed`` (consumers running: fan-out, indexer, notifier,
+webhooks, mailer), through the ASGI app:
+
+- ``post``: ``--concurrency`` tasks send ``POST /v1/posts`` (rotating tokens) until
+  ``--n`` are answered 201, then wait until every consumer has applied them
+  (``Homefeed.drain``); the event loop's CPU (``time.thread_time`` of this thread, which
+  runs the loop) over all of that, per post, so each post carries its whole fan-out,
+  indexing and acknowledgements. ``post_all`` is the same with every thread's CPU
+  (``time.process_time``: the SQLite writer thread too);
+- ``home``: ``GET /v1/timelines/home?limit=20``, warm, rotating tokens, one at a time.
+
+Rounds alternate the order; the answer is the median per figure and the median of the
+same-round ratios ``home / post`` (≈ posts/s ÷ home reads/s where the loop is the bound).
+
+    .venv/bin/python benchmarks/inproc_post_cost.py --world /tmp/hf14world
+    .venv/bin/python benchmarks/inproc_post_cost.py --world /tmp/hf14world --src /path/to/other/tree
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def scope_for(method: str, path: str, token: bytes, body: bool) -> dict[str, Any]:
+    p, _, q = path.partition("?")
+    headers = [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"wrk"), (b"accept", b"*/*"),
+               (b"authorization", b"Bearer " + token)]
+    if body:
+        headers.append((b"content-type", b"application/json"))
+    return {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+            "method": method, "scheme": "http", "path": p, "raw_path": p.encode(), "root_path": "",
+            "query_string": q.encode(), "headers": headers, "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8080)}
+
+
+async def call(app: Any, scope: dict[str, Any], body: bytes) -> int:
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world", type=Path, required=True, help="a data dir made by `homefeed demo --no-serve`")
+    ap.add_argument("--src", type=Path, default=ROOT / "src", help="the source tree to measure")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--n", type=int, default=2000, help="posts per round (home reads: the same)")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--tokens", type=int, default=1000)
+    args = ap.parse_args()
+    sys.path.insert(0, str(args.src))
+
+    from homefeed.bootstrap import open_homefeed
+    from homefeed.config import Settings
+    from homefeed.entrypoints.http import create_app
+
+    tmp = Path(tempfile.mkdtemp(prefix="hf14post-"))
+    for f in args.world.iterdir():
+        if f.name.startswith("homefeed.db"):
+            shutil.copy(f, tmp / f.name)
+    lines = (args.world / "demo-tokens.tsv").read_text().splitlines()[1 : args.tokens + 1]
+    tokens = [line.split("\t")[1].encode() for line in lines]
+    hf = await open_homefeed(Settings(data_dir=tmp))
+    counter = itertools.count()
+    try:
+        app = create_app(hf, manage_lifecycle=False)
+
+        async def posts(n: int) -> None:
+            bad: list[int] = []
+
+            async def worker() -> None:
+                while (i := next(counter)) is not None:
+                    if i >= start + n:
+                        return
+                    body = b'{"text":"inproc post number %d about timelines and fan-out"}' % i
+                    s = await call(app, scope_for("POST", "/v1/posts", tokens[i % len(tokens)], True), body)
+                    if s != 201:
+                        bad.append(s)
+
+            start = next(counter) + 1
+            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+            await hf.drain(timeout=120)
+            if bad:
+                raise SystemExit(f"{len(bad)} posts not answered 201 (e.g. {bad[0]})")
+
+        async def homes(n: int) -> None:
+            for i in range(n):
+                s = await call(app, scope_for("GET", "/v1/timelines/home", tokens[i % len(tokens)], False)
+                               | {"query_string": b"limit=20"}, b"")
+                if s != 200:
+                    raise SystemExit(f"home read answered {s}")
+
+        await homes(max(args.n, len(tokens)))  # warm the timelines, the token and handle caches
+        await posts(min(args.n, 500))
+        loop_us: dict[str, list[float]] = {"post": [], "post_all": [], "home": []}
+        ratios: list[float] = []
+        for r in range(args.rounds):
+            got: dict[str, float] = {}
+            for name in (["post", "home"] if r % 2 == 0 else ["home", "post"]):
+                t0, p0 = time.thread_time(), time.process_time()
+                await (posts(args.n) if name == "post" else homes(args.n))
+                got[name] = (time.thread_time() - t0) / args.n * 1e6
+                if name == "post":
+                    got["post_all"] = (time.process_time() - p0) / args.n * 1e6
+            for k, v in got.items():
+                loop_us[k].append(v)
+            ratios.append(got["home"] / got["post"])
+            print(f"round {r + 1}: post {got['post']:.0f} µs loop ({got['post_all']:.0f} all threads),"
+                  f" home {got['home']:.0f} µs", flush=True)
+        print(f"\nsource {args.src}; median of {args.rounds} rounds x {args.n}:")
+        print("| figure | CPU µs/request |")
+        print("|---|---|")
+        for k, v in loop_us.items():
+            print(f"| {k} | {statistics.median(v):.1f} |")
+        print(f"home / post loop CPU (≈ posts/s ÷ home reads/s): {statistics.median(ratios):.2f}")
+    finally:
+        await hf.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
