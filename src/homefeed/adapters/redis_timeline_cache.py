@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Sequence
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from homefeed.adapters.redis_cache import RedisCluster, connect, ms, outage_aware
+from homefeed.adapters.redis_cache import FastLane, RedisCluster, connect, ms, outage_aware
 from homefeed.adapters.redis_lua import LuaScript
 from homefeed.domain.ids import MAX_ID
 from homefeed.ports import HomeView, IdSlice
@@ -70,6 +70,7 @@ class RedisTimelineCache:
         fanout: str | None = None,
         strict_install: bool = False,
         following_memo: int = 1_000_000,
+        fast_reads: bool = True,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError("prefix must not contain braces (they are Redis Cluster hash tags)")
@@ -119,6 +120,9 @@ class RedisTimelineCache:
         self._fol_memo_members = 0
         self.following_memo = max(0, following_memo)
         self._cluster = cluster
+        #: ``home_view`` over a bare connection (``redis_cache.FastLane``) when given a
+        #: ``redis://`` URL of a standalone server; redis-py's client otherwise.
+        self._fast = FastLane.for_url(url_or_client) if fast_reads and isinstance(url_or_client, str) and not cluster else None
         self._push = LuaScript("push")
         self._slice = LuaScript("slice_lib", "slice")
         self._home_view = LuaScript("slice_lib", "home_view")
@@ -135,6 +139,8 @@ class RedisTimelineCache:
         self.counters = {"pushed": 0, "push_calls": 0, "node_fallbacks": 0}
 
     async def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
         if self._owned:
             await self.client.aclose()
 
@@ -244,10 +250,15 @@ class RedisTimelineCache:
         keys = [self._fmt["home"] % user_id, self._fmt["author"] % user_id, self._folv % user_id]
         if not self._cluster:
             keys.append(self._celebs_v)
-        r = await self._home_view.call_args(
-            self.client,
-            (len(keys), *keys, b, max(0, limit), self.cap, self._ttl["home"], self._ttl["author"]),
-        )
+        args = (len(keys), *keys, b, max(0, limit), self.cap, self._ttl["home"], self._ttl["author"])
+        if self._fast is not None:
+            try:
+                r = await self._fast.call(b"EVALSHA", self._home_view.sha, *args)
+            except NoScriptError:
+                await self._home_view.load(self.client)
+                r = await self._fast.call(b"EVALSHA", self._home_view.sha, *args)
+        else:
+            r = await self._home_view.call_args(self.client, args)
         fv, cv, home, own = r
         following = None
         if fv is not None:
