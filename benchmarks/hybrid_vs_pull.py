@@ -136,6 +136,55 @@ async def smembers_following(self: Any, user_id: int) -> Any:
     return frozenset(int(m) for m in members if m != b"0")
 
 
+async def http_phase(levels: list[int], authors: int, rate: float, seconds: float) -> list[dict[str, Any]]:
+    """p99 of home reads over HTTP at a fixed rate (Poisson arrivals, coordinated omission
+    corrected), one reader at a time, against two ``homefeed serve`` processes on the
+    scale-out profile (pull, hybrid) open at once on the world already loaded; the servers'
+    CPU per request from ``/proc`` (the server process only: PostgreSQL and Redis are not
+    in it). Order alternates per level."""
+    from homefeed.bench.loadgen import LoadSpec, User, run_load
+    from homefeed.bench.server import ServerProcess
+    from homefeed.service_layer.services import hash_token
+
+    tokens = {n: f"hvp-reader-{j}" for j, n in enumerate(levels)}
+    async with await psycopg.AsyncConnection.connect(f"{PG}/{DB}", autocommit=True) as c:
+        for j, n in enumerate(levels):
+            await c.execute("UPDATE users SET token_hash = %s WHERE handle = %s",
+                            (hash_token(tokens[n]), f"u{authors + j}"))
+    tmp = Path(tempfile.mkdtemp(prefix="hf14hvp-http-"))
+    servers = {}
+    for s in ("pull", "hybrid"):
+        servers[s] = ServerProcess(tmp / s, env={
+            "HOMEFEED_DATABASE_URL": f"{PG}/{DB}", "HOMEFEED_CACHE_URL": REDIS,
+            "HOMEFEED_FEED_STRATEGY": s, "HOMEFEED_CELEBRITY_THRESHOLD": str(10**9)}).start()
+    rows = []
+    try:
+        for k, n in enumerate(levels):
+            users = [User(f"u{authors + levels.index(n)}", tokens[n])]
+            for s in (("pull", "hybrid") if k % 2 == 0 else ("hybrid", "pull")):
+                srv = servers[s]
+                warm = LoadSpec(url=srv.url, rate=20, duration_s=1.0, mix={"home_timeline": 1.0}, seed=k)
+                await run_load(warm, users)
+                spec = LoadSpec(url=srv.url, rate=rate, duration_s=seconds, mix={"home_timeline": 1.0},
+                                arrival="poisson", seed=k)
+                c0 = backend_cpu([srv.pid])  # type: ignore[list-item]
+                res = await run_load(spec, users)
+                c1 = backend_cpu([srv.pid])  # type: ignore[list-item]
+                summ = res.summary()
+                row = summ["corrected"].get("home_timeline", summ["corrected"]["all"])
+                done = max(1, row["count"])
+                rows.append({"strategy": s, "followees": n, "rate": rate, "count": row["count"],
+                             "errors": row["errors"], "p50_ms": row.get("p50_ms"), "p99_ms": row.get("p99_ms"),
+                             "server_cpu_us": (c1 - c0) / done * 1e6, "loadavg": os.getloadavg()})
+                print(f"http {s} {n}: p50 {row.get('p50_ms', 0):.2f} ms, p99 {row.get('p99_ms', 0):.2f} ms,"
+                      f" {row['count']} done, {row['errors']} errors, server CPU"
+                      f" {rows[-1]['server_cpu_us']:.0f} µs/request; load {os.getloadavg()}", flush=True)
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    return rows
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--followees", default="10,100,1000,5000")
@@ -143,11 +192,20 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--reads", type=int, default=200, help="reads per (reader, variant) per round")
     ap.add_argument("--no-baseline", action="store_true", help="leave out hybrid-v1 (the read before this branch)")
+    ap.add_argument("--http-rate", type=float, default=0.0,
+                    help="then home reads over HTTP at this rate per (reader, strategy) for the p99 (0: skip)")
+    ap.add_argument("--http-seconds", type=float, default=10.0)
+    ap.add_argument("--http-only", action="store_true", help="only the HTTP phase, on the world of the last run")
     ap.add_argument("--chart", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     levels = [int(x) for x in args.followees.split(",")]
     authors = max(levels)
+    if args.http_only:
+        rows = await http_phase(levels, authors, args.http_rate or 50.0, args.http_seconds)
+        if args.json:
+            args.json.write_text(json.dumps({"http": rows}, indent=1))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="hf14hvp-"))
     t = time.perf_counter()
     await setup(authors, args.posts_per_author, levels, tmp / "embedded")
@@ -263,9 +321,10 @@ async def main() -> None:
               f" {v1} | {row['embedded_cpu_us']:,.0f} | {row['scaleout_over_embedded_with_redis']:.1f}x"
               f" ({row['scaleout_over_embedded']:.1f}x without Redis) |"
               f" {row['pull_wall_us']:,.0f} | {row['hybrid_wall_us']:,.0f} |")
+    http = await http_phase(levels, authors, args.http_rate, args.http_seconds) if args.http_rate else []
     if args.json:
         args.json.write_text(json.dumps({
-            "table": table, "loadavg": loads, "rounds": args.rounds, "reads": args.reads,
+            "table": table, "http": http, "loadavg": loads, "rounds": args.rounds, "reads": args.reads,
             "cpu": {f"{v}:{n}": x for (v, n), x in cpu.items()},
             "redis_cpu": {f"{v}:{n}": x for (v, n), x in rcpu.items()},
         }, indent=1))
