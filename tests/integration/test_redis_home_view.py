@@ -224,3 +224,14 @@ def test_concurrent_home_views_each_get_their_own_answer() -> None:
             await c.close()
 
     asyncio.run(main())
+
+
+def test_a_closed_cache_does_not_reconnect() -> None:
+    async def main() -> None:
+        c = RedisTimelineCache(REDIS_URL, prefix="hfhv" + uuid.uuid4().hex[:10])
+        await c.home_view(1, None, 5)
+        await c.close()
+        with pytest.raises(Unavailable):
+            await c.home_view(1, None, 5)
+
+    asyncio.run(main())

@@ -220,6 +220,7 @@ class FastLane:
         self._connecting: asyncio.Future[_Resp] | None = None
         self._sent: collections.deque[float] = collections.deque()  # send times, for the timer
         self._timer: asyncio.TimerHandle | None = None
+        self._closed = False  # by ``close``: no reconnecting after it
 
     @classmethod
     def for_url(cls, url: str) -> "FastLane | None":
@@ -259,6 +260,8 @@ class FastLane:
         loop = asyncio.get_running_loop()
         if proto is not None and not proto.closed and self._loop is loop:
             return proto
+        if self._closed:
+            raise redis_errors.ConnectionError("this Redis connection was closed")
         if self._connecting is not None and self._loop is loop:
             return await asyncio.shield(self._connecting)
         self._loop = loop
@@ -316,6 +319,7 @@ class FastLane:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
