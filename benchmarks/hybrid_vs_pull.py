@@ -34,7 +34,9 @@ import os
 import statistics
 import tempfile
 import time
+import types
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -60,19 +62,8 @@ def backend_cpu(pids: list[int]) -> float:
     return total / TICKS
 
 
-async def setup(authors: int, per_author: int, readers: list[int]) -> None:
-    async with await psycopg.AsyncConnection.connect(PG + "/postgres", autocommit=True) as c:
-        await c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        await c.execute(f"CREATE DATABASE {DB}")
-    from homefeed.adapters.pg_schema import migrate_url
-
-    await migrate_url(f"{PG}/{DB}")
-    import redis.asyncio as aioredis
-
-    r = aioredis.from_url(REDIS)
-    await r.flushdb()
-    await r.aclose()
-
+def world(authors: int, per_author: int, readers: list[int]) -> tuple[list, list, list]:
+    """(users, follows, posts) for ``bulk_load``, the same rows for both profiles."""
     now_ms = int(time.time() * 1000) - EPOCH_MS
     base = now_ms - 40 * 86400 * 1000
     n_users = authors + len(readers)
@@ -92,12 +83,106 @@ async def setup(authors: int, per_author: int, readers: list[int]) -> None:
         ms = now_ms - span + p * (span // total)
         posts.append((((ms) << SHIFT) | (2 << SEQ_BITS) | (p & 0xFFF), uids[p % authors],
                       f"post {p} about timelines"))
-    hf = build(Settings(database_url=f"{PG}/{DB}", cache_url=REDIS, celebrity_threshold=10**9))
-    await hf.start(run_consumers=False)
+    return users, follows, posts
+
+
+async def setup(authors: int, per_author: int, readers: list[int], embedded_dir: Path) -> None:
+    """The world into the scratch PostgreSQL database (Redis db flushed) and into a SQLite
+    file under ``embedded_dir`` (the embedded profile)."""
+    async with await psycopg.AsyncConnection.connect(PG + "/postgres", autocommit=True) as c:
+        await c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        await c.execute(f"CREATE DATABASE {DB}")
+    from homefeed.adapters.pg_schema import migrate_url
+
+    await migrate_url(f"{PG}/{DB}")
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(REDIS)
+    await r.flushdb()
+    await r.aclose()
+    users, follows, posts = world(authors, per_author, readers)
+    for settings in (Settings(database_url=f"{PG}/{DB}", cache_url=REDIS, celebrity_threshold=10**9),
+                     Settings(data_dir=embedded_dir, celebrity_threshold=10**9, sqlite_synchronous="OFF")):
+        hf = build(settings)
+        await hf.start(run_consumers=False)
+        try:
+            await hf.store.bulk_load(users, follows, posts)  # type: ignore[attr-defined]
+        finally:
+            await hf.close()
+
+
+def redis_cpu(client: Any) -> float:
+    """The Redis server's CPU seconds so far (user + system, all its threads)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def read_home_cached_v1(self: Any, user_id: int, before: int | None, limit: int) -> Any:
+    """The hybrid read before this branch (``FeedManager._read_home_cached`` at c7b2e7c), for
+    a same-run baseline: the whole following set from Redis (SMEMBERS, frozenset), the
+    celebrity version, then one script per list (home, the reader's own author list)."""
+    from homefeed.service_layer.feed import _CachedHomeIds
+
+    following = await self.following_of(user_id)
+    pulled = self._pulled_authors(user_id, following, await self.celebrities())
+    return await self._home_page(user_id, following, _CachedHomeIds(self, user_id, pulled, before), limit)
+
+
+async def smembers_following(self: Any, user_id: int) -> Any:
+    """``RedisTimelineCache.following`` before this branch: SMEMBERS, no copy kept."""
+    members = await self.client.smembers(self._fol % user_id)
+    if not members:
+        return None
+    return frozenset(int(m) for m in members if m != b"0")
+
+
+async def http_phase(levels: list[int], authors: int, rate: float, seconds: float) -> list[dict[str, Any]]:
+    """p99 of home reads over HTTP at a fixed rate (Poisson arrivals, coordinated omission
+    corrected), one reader at a time, against two ``homefeed serve`` processes on the
+    scale-out profile (pull, hybrid) open at once on the world already loaded; the servers'
+    CPU per request from ``/proc`` (the server process only: PostgreSQL and Redis are not
+    in it). Order alternates per level."""
+    from homefeed.bench.loadgen import LoadSpec, User, run_load
+    from homefeed.bench.server import ServerProcess
+    from homefeed.service_layer.services import hash_token
+
+    tokens = {n: f"hvp-reader-{j}" for j, n in enumerate(levels)}
+    async with await psycopg.AsyncConnection.connect(f"{PG}/{DB}", autocommit=True) as c:
+        for j, n in enumerate(levels):
+            await c.execute("UPDATE users SET token_hash = %s WHERE handle = %s",
+                            (hash_token(tokens[n]), f"u{authors + j}"))
+    tmp = Path(tempfile.mkdtemp(prefix="hf14hvp-http-"))
+    servers = {}
+    for s in ("pull", "hybrid"):
+        servers[s] = ServerProcess(tmp / s, env={
+            "HOMEFEED_DATABASE_URL": f"{PG}/{DB}", "HOMEFEED_CACHE_URL": REDIS,
+            "HOMEFEED_FEED_STRATEGY": s, "HOMEFEED_CELEBRITY_THRESHOLD": str(10**9)}).start()
+    rows = []
     try:
-        await hf.store.bulk_load(users, follows, posts)  # type: ignore[attr-defined]
+        for k, n in enumerate(levels):
+            users = [User(f"u{authors + levels.index(n)}", tokens[n])]
+            for s in (("pull", "hybrid") if k % 2 == 0 else ("hybrid", "pull")):
+                srv = servers[s]
+                warm = LoadSpec(url=srv.url, rate=20, duration_s=1.0, mix={"home_timeline": 1.0}, seed=k)
+                await run_load(warm, users)
+                spec = LoadSpec(url=srv.url, rate=rate, duration_s=seconds, mix={"home_timeline": 1.0},
+                                arrival="poisson", seed=k)
+                c0 = backend_cpu([srv.pid])  # type: ignore[list-item]
+                res = await run_load(spec, users)
+                c1 = backend_cpu([srv.pid])  # type: ignore[list-item]
+                summ = res.summary()
+                row = summ["corrected"].get("home_timeline", summ["corrected"]["all"])
+                done = max(1, row["count"])
+                rows.append({"strategy": s, "followees": n, "rate": rate, "count": row["count"],
+                             "errors": row["errors"], "p50_ms": row.get("p50_ms"), "p99_ms": row.get("p99_ms"),
+                             "server_cpu_us": (c1 - c0) / done * 1e6, "loadavg": os.getloadavg()})
+                print(f"http {s} {n}: p50 {row.get('p50_ms', 0):.2f} ms, p99 {row.get('p99_ms', 0):.2f} ms,"
+                      f" {row['count']} done, {row['errors']} errors, server CPU"
+                      f" {rows[-1]['server_cpu_us']:.0f} µs/request; load {os.getloadavg()}", flush=True)
     finally:
-        await hf.close()
+        for srv in servers.values():
+            srv.stop()
+    return rows
 
 
 async def main() -> None:
@@ -105,86 +190,165 @@ async def main() -> None:
     ap.add_argument("--followees", default="10,100,1000,5000")
     ap.add_argument("--posts-per-author", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--reads", type=int, default=200, help="reads per (reader, strategy) per round")
+    ap.add_argument("--reads", type=int, default=200, help="reads per (reader, variant) per round")
+    ap.add_argument("--no-baseline", action="store_true", help="leave out hybrid-v1 (the read before this branch)")
+    ap.add_argument("--http-rate", type=float, default=0.0,
+                    help="then home reads over HTTP at this rate per (reader, strategy) for the p99 (0: skip)")
+    ap.add_argument("--http-seconds", type=float, default=10.0)
+    ap.add_argument("--http-only", action="store_true", help="only the HTTP phase, on the world of the last run")
     ap.add_argument("--chart", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     levels = [int(x) for x in args.followees.split(",")]
     authors = max(levels)
-    t = time.perf_counter()
-    await setup(authors, args.posts_per_author, levels)
-    print(f"world: {authors} authors x {args.posts_per_author} posts, readers following {levels};"
-          f" loaded in {time.perf_counter() - t:.1f} s", flush=True)
-
+    if args.http_only:
+        rows = await http_phase(levels, authors, args.http_rate or 50.0, args.http_seconds)
+        if args.json:
+            args.json.write_text(json.dumps({"http": rows}, indent=1))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="hf14hvp-"))
+    t = time.perf_counter()
+    await setup(authors, args.posts_per_author, levels, tmp / "embedded")
+    print(f"world: {authors} authors x {args.posts_per_author} posts, readers following {levels};"
+          f" loaded in {time.perf_counter() - t:.1f} s; load average {os.getloadavg()}", flush=True)
+
+    import redis
+
+    rcli = redis.Redis.from_url(REDIS)
+    variants = ["pull", "hybrid"] + ([] if args.no_baseline else ["hybrid-redispy", "hybrid-v1"]) + ["embedded"]
     hfs = {}
-    for s in ("pull", "hybrid"):
-        hfs[s] = build(Settings(data_dir=tmp, database_url=f"{PG}/{DB}", cache_url=REDIS,
-                                celebrity_threshold=10**9, feed_strategy=s))
-        await hfs[s].start(run_consumers=False)
+    for v in variants:
+        if v == "embedded":
+            settings = Settings(data_dir=tmp / "embedded", celebrity_threshold=10**9)
+        else:
+            settings = Settings(data_dir=tmp / v, database_url=f"{PG}/{DB}", cache_url=REDIS,
+                                celebrity_threshold=10**9, feed_strategy="pull" if v == "pull" else "hybrid")
+        hfs[v] = build(settings)
+        await hfs[v].start(run_consumers=False)
+    for v in ("hybrid-redispy", "hybrid-v1"):  # redis-py's client for every command
+        if v in hfs:
+            for cache in (hfs[v].feed.cache, hfs[v].feed.posts):
+                cache._fast.close()  # type: ignore[attr-defined]
+                cache._fast = None  # type: ignore[attr-defined]
+    if "hybrid-v1" in hfs:
+        feed = hfs["hybrid-v1"].feed
+        feed._read_home_cached = types.MethodType(read_home_cached_v1, feed)  # type: ignore[method-assign]
+        feed.cache.following = types.MethodType(smembers_following, feed.cache)  # type: ignore[method-assign]
+    loads: list[tuple[float, float, float]] = []
     try:
         async with await psycopg.AsyncConnection.connect(f"{PG}/{DB}", autocommit=True) as c:
             readers = {}
             for j, n in enumerate(levels):
                 cur = await c.execute("SELECT id FROM users WHERE handle = %s", (f"u{authors + j}",))
                 readers[n] = (await cur.fetchone())[0]  # type: ignore[index]
-            for s, hf in hfs.items():  # warm: hybrid builds each cached home list here
+            for v, hf in hfs.items():  # warm: hybrid builds each cached home list here
                 for n, uid in readers.items():
                     page = await hf.home_timeline(uid, limit=20)
-                    assert len(page["posts"]) == 20, (s, n, len(page["posts"]))
-            # the same page from both strategies
+                    assert len(page["posts"]) == 20, (v, n, len(page["posts"]))
+            # the same page from every variant
             for n, uid in readers.items():
-                a = [p["id"] for p in (await hfs["pull"].home_timeline(uid, limit=20))["posts"]]
-                b = [p["id"] for p in (await hfs["hybrid"].home_timeline(uid, limit=20))["posts"]]
-                assert a == b, f"pull and hybrid disagree at {n} followees"
+                pages = {v: [p["id"] for p in (await hf.home_timeline(uid, limit=20))["posts"]]
+                         for v, hf in hfs.items()}
+                assert len({tuple(p) for p in pages.values()}) == 1, f"variants disagree at {n} followees"
             cpu: dict[tuple[str, int], list[float]] = {}
+            rcpu: dict[tuple[str, int], list[float]] = {}
             wall: dict[tuple[str, int], list[float]] = {}
-            combos = [(s, n) for n in levels for s in hfs]
+            combos = [(v, n) for n in levels for v in hfs]
             for r in range(args.rounds):
+                # Redis's own background CPU (it is shared): its rate over an idle second
+                i0, iw0 = redis_cpu(rcli), time.perf_counter()
+                await asyncio.sleep(1.0)
+                idle_rate = (redis_cpu(rcli) - i0) / (time.perf_counter() - iw0)
                 order = combos[r % len(combos):] + combos[: r % len(combos)]
-                for s, n in order:
+                for v, n in order:
                     cur = await c.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (DB,))
                     pids = [row[0] for row in await cur.fetchall()]
-                    hf, uid = hfs[s], readers[n]
+                    hf, uid = hfs[v], readers[n]
+                    r0 = redis_cpu(rcli)
                     b0, p0, w0 = backend_cpu(pids), time.process_time(), time.perf_counter()
                     for _ in range(args.reads):
                         await hf.home_timeline(uid, limit=20)
                     w1, p1, b1 = time.perf_counter(), time.process_time(), backend_cpu(pids)
-                    cpu.setdefault((s, n), []).append(((p1 - p0) + (b1 - b0)) / args.reads * 1e6)
-                    wall.setdefault((s, n), []).append((w1 - w0) / args.reads * 1e6)
-                print(f"round {r + 1} done", flush=True)
+                    r1 = redis_cpu(rcli)
+                    cpu.setdefault((v, n), []).append(((p1 - p0) + (b1 - b0)) / args.reads * 1e6)
+                    red = 0.0 if v == "embedded" else max(0.0, (r1 - r0) - idle_rate * (w1 - w0))
+                    rcpu.setdefault((v, n), []).append(red / args.reads * 1e6)
+                    wall.setdefault((v, n), []).append((w1 - w0) / args.reads * 1e6)
+                loads.append(os.getloadavg())
+                print(f"round {r + 1} done; load average {loads[-1]}", flush=True)
     finally:
         for hf in hfs.values():
             await hf.close()
+        rcli.close()
 
-    print(f"\nhome read of 20 posts, scale-out (PostgreSQL + Redis), median of {args.rounds} rounds x {args.reads} reads:")
-    print("| followees | pull CPU µs/read | hybrid CPU µs/read | pull / hybrid (CPU) | pull wall µs | hybrid wall µs |")
-    print("|---|---|---|---|---|---|")
+    med = statistics.median
+
+    def total(v: str, n: int) -> list[float]:
+        return [a + b for a, b in zip(cpu[(v, n)], rcpu[(v, n)])]
+
+    def ratio(a: list[float], b: list[float]) -> float:
+        return med(x / y for x, y in zip(a, b))  # per round: same-run ratios
+
+    print(f"\nhome read of 20 posts, median of {args.rounds} rounds x {args.reads} reads; CPU = this"
+          " process + PostgreSQL backends (+ Redis: the server's INFO cpu delta, less its idle rate);"
+          f" load average per round {[round(x[0], 2) for x in loads]}")
+    print("| followees | pull CPU µs | hybrid CPU µs | pull / hybrid | pull+Redis | hybrid+Redis |"
+          " pull / hybrid (with Redis) | hybrid-v1 CPU µs (+Redis; / hybrid) |"
+          " hybrid-redispy CPU µs (+Redis; / hybrid) | embedded CPU µs |"
+          " scale-out / embedded (hybrid+Redis) | pull wall µs | hybrid wall µs |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     table = []
     for n in levels:
-        pc, hc = statistics.median(cpu[("pull", n)]), statistics.median(cpu[("hybrid", n)])
-        ratio = statistics.median(a / b for a, b in zip(cpu[("pull", n)], cpu[("hybrid", n)]))
-        pw, hw = statistics.median(wall[("pull", n)]), statistics.median(wall[("hybrid", n)])
-        table.append({"followees": n, "pull_cpu_us": pc, "hybrid_cpu_us": hc, "ratio": ratio,
-                      "pull_wall_us": pw, "hybrid_wall_us": hw})
-        print(f"| {n:,} | {pc:,.0f} | {hc:,.0f} | {ratio:.1f}x | {pw:,.0f} | {hw:,.0f} |")
+        row: dict[str, Any] = {"followees": n}
+        for v in hfs:
+            row[f"{v}_cpu_us"] = med(cpu[(v, n)])
+            row[f"{v}_redis_us"] = med(rcpu[(v, n)])
+            row[f"{v}_total_us"] = med(total(v, n))
+            row[f"{v}_wall_us"] = med(wall[(v, n)])
+        row["ratio"] = ratio(cpu[("pull", n)], cpu[("hybrid", n)])
+        row["ratio_with_redis"] = ratio(total("pull", n), total("hybrid", n))
+        row["scaleout_over_embedded"] = ratio(cpu[("hybrid", n)], cpu[("embedded", n)])
+        row["scaleout_over_embedded_with_redis"] = ratio(total("hybrid", n), cpu[("embedded", n)])
+        if "hybrid-v1" in hfs:
+            row["v1_over_hybrid"] = ratio(total("hybrid-v1", n), total("hybrid", n))
+            row["redispy_over_hybrid"] = ratio(total("hybrid-redispy", n), total("hybrid", n))
+        table.append(row)
+        v1 = (f"{row['hybrid-v1_cpu_us']:,.0f} ({row['hybrid-v1_total_us']:,.0f}; {row['v1_over_hybrid']:.1f}x) |"
+              f" {row['hybrid-redispy_cpu_us']:,.0f} ({row['hybrid-redispy_total_us']:,.0f};"
+              f" {row['redispy_over_hybrid']:.1f}x)" if "hybrid-v1" in hfs else "- | -")
+        print(f"| {n:,} | {row['pull_cpu_us']:,.0f} | {row['hybrid_cpu_us']:,.0f} | {row['ratio']:.1f}x |"
+              f" {row['pull_total_us']:,.0f} | {row['hybrid_total_us']:,.0f} | {row['ratio_with_redis']:.1f}x |"
+              f" {v1} | {row['embedded_cpu_us']:,.0f} | {row['scaleout_over_embedded_with_redis']:.1f}x"
+              f" ({row['scaleout_over_embedded']:.1f}x without Redis) |"
+              f" {row['pull_wall_us']:,.0f} | {row['hybrid_wall_us']:,.0f} |")
+    http = await http_phase(levels, authors, args.http_rate, args.http_seconds) if args.http_rate else []
     if args.json:
-        args.json.write_text(json.dumps({"table": table, "cpu": {f"{s}:{n}": v for (s, n), v in cpu.items()}}, indent=1))
+        args.json.write_text(json.dumps({
+            "table": table, "http": http, "loadavg": loads, "rounds": args.rounds, "reads": args.reads,
+            "cpu": {f"{v}:{n}": x for (v, n), x in cpu.items()},
+            "redis_cpu": {f"{v}:{n}": x for (v, n), x in rcpu.items()},
+        }, indent=1))
     if args.chart:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(levels, [row["pull_cpu_us"] for row in table], "o-", label="pull")
-        ax.plot(levels, [row["hybrid_cpu_us"] for row in table], "s-", label="hybrid")
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        ax.plot(levels, [row["pull_total_us"] for row in table], "o-", label="pull (scale-out)")
+        ax.plot(levels, [row["hybrid_total_us"] for row in table], "s-", label="hybrid (scale-out)")
+        if "hybrid-v1" in hfs:
+            ax.plot(levels, [row["hybrid-v1_total_us"] for row in table], "x--", color="grey",
+                    label="hybrid before (whole following set per read, redis-py)")
+            ax.plot(levels, [row["hybrid-redispy_total_us"] for row in table], "+--", color="tab:olive",
+                    label="hybrid, home_view over redis-py's client")
+        ax.plot(levels, [row["embedded_cpu_us"] for row in table], "^:", label="hybrid (embedded)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("accounts the reader follows")
         ax.set_ylabel("server CPU per home read (µs)")
-        ax.set_title("home read, 20 posts: PostgreSQL + Redis")
-        ax.legend()
+        ax.set_title("home read, 20 posts: API + PostgreSQL + Redis CPU")
+        ax.legend(fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
         fig.tight_layout()
         fig.savefig(args.chart, dpi=100)

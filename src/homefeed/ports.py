@@ -484,6 +484,21 @@ class IdSlice:
     floor: int
 
 
+@dataclass(frozen=True, slots=True)
+class HomeView:
+    """What the first round of a cached home read needs, from one ``TimelineCache.home_view``
+    call (one Redis round trip): ``home`` and ``own`` are ``slice`` answers for the reader's
+    home list and their own author list (None: absent or building, the caller rebuilds);
+    ``following`` and ``celebrities`` are the cached sets when the adapter can tell cheaply
+    that its copy is current (None: not known by this call, ask ``following`` /
+    ``celebrities`` as usual)."""
+
+    home: IdSlice | None
+    own: IdSlice | None
+    following: frozenset[int] | None
+    celebrities: frozenset[int] | None
+
+
 class TimelineCache(Closable, Protocol):
     """Compact id lists (``home`` timelines and ``author`` recent-post lists), each capped,
     plus the small graph facts the read path needs. Never the only copy of anything: every
@@ -512,6 +527,12 @@ class TimelineCache(Closable, Protocol):
     async def exists(self, kind: str, keys: Sequence[int]) -> list[int]:
         """Those of ``keys`` whose list exists."""
     async def drop(self, kind: str, key: int) -> None: ...
+
+    async def home_view(self, user_id: int, before: int | None, limit: int) -> HomeView:
+        """The first round of ``user_id``'s home read at once: ``slice("home", user_id,
+        before, limit)``, ``slice("author", user_id, before, limit)`` (TTLs refreshed as by
+        ``slice``), and the following and celebrity sets if current copies are at hand
+        (exactly what ``following`` / ``celebrities`` would answer now, or None)."""
 
     # -- graph facts ----------------------------------------------------------------------
     async def following(self, user_id: int) -> frozenset[int] | None: ...

@@ -366,3 +366,81 @@ def test_the_public_list_is_one_more_kind(timeline_cache):
             assert await c.slice(HOME, 0, None, 10) is None
 
     run(main())
+
+
+# -- home_view: the first round of a home read in one call -----------------------------------
+_VIEW_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("install"), st.sampled_from([HOME, AUTHOR]),
+                  st.lists(st.integers(1, 40), max_size=6), st.integers(0, 5)),
+        st.tuples(st.just("begin"), st.sampled_from([HOME, AUTHOR])),
+        st.tuples(st.just("push"), st.sampled_from([HOME, AUTHOR]), st.integers(1, 40)),
+        st.tuples(st.just("drop"), st.sampled_from([HOME, AUTHOR])),
+        st.tuples(st.just("load_following"), st.frozensets(st.integers(2, 9), max_size=4)),
+        st.tuples(st.just("forget_following")),
+        st.tuples(st.just("set_celebrities"), st.frozensets(st.integers(2, 9), max_size=3)),
+        st.tuples(st.just("mark_celebrity"), st.integers(2, 9), st.booleans()),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_VIEW_OPS, before=st.none() | st.integers(1, 45), limit=st.integers(0, 8))
+def test_home_view_answers_as_slice_following_and_celebrities_would(timeline_cache, ops, before, limit):
+    """``home_view`` is the home read's first round in one call: its slices are what
+    ``slice`` answers for the reader's home and own author lists (None while absent or
+    building), and its sets, when given, are what ``following`` / ``celebrities`` answer.
+    A set loaded the way a read loads it (``following_version`` then ``set_following``) is
+    given, and a follow change (``forget_following``) is never answered from an old copy."""
+    async def main():
+        async with timeline_cache(cap=5) as c:
+            loaded: frozenset[int] | None = None  # the following set the view must give
+            for op in ops:
+                kind = op[0]
+                if kind == "install":
+                    await c.install(op[1], 1, op[2], op[3])
+                elif kind == "begin":
+                    await c.begin(op[1], 1)
+                elif kind == "push":
+                    await c.push(op[1], [1], op[2])
+                elif kind == "drop":
+                    await c.drop(op[1], 1)
+                elif kind == "load_following":
+                    version = await c.following_version(1)
+                    await c.set_following(1, sorted(op[1]), version)
+                    loaded = op[1]
+                elif kind == "forget_following":
+                    await c.forget_following(1)
+                    loaded = None
+                elif kind == "set_celebrities":
+                    await c.set_celebrities(sorted(op[1]))
+                else:
+                    await c.mark_celebrity(op[1], op[2])
+            view = await c.home_view(1, before, limit)
+            if loaded is not None:
+                assert view.following == loaded
+            else:
+                assert view.following is None
+            assert view.home == await c.slice(HOME, 1, before, limit)
+            assert view.own == await c.slice(AUTHOR, 1, before, limit)
+            assert view.following in (None, await c.following(1))
+            if view.celebrities is not None:
+                assert view.celebrities == await c.celebrities()
+
+    run(main())
+
+
+def test_home_view_gives_the_celebrities_once_read(timeline_cache):
+    """After ``celebrities`` was answered once, a view gives the same set, and a change of
+    the set (``mark_celebrity``) is seen by the next view."""
+    async def main():
+        async with timeline_cache(cap=5) as c:
+            await c.set_celebrities([7, 8])
+            assert await c.celebrities() == frozenset({7, 8})
+            assert (await c.home_view(1, None, 5)).celebrities == frozenset({7, 8})
+            assert await c.mark_celebrity(9, True)
+            got = (await c.home_view(1, None, 5)).celebrities
+            assert got in (None, frozenset({7, 8, 9}))
+
+    run(main())

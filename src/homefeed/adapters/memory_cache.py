@@ -20,7 +20,7 @@ from collections import OrderedDict
 from typing import ClassVar, Iterable, Sequence
 
 from homefeed.domain.model import Post
-from homefeed.ports import IdSlice
+from homefeed.ports import HomeView, IdSlice
 
 KINDS = ("home", "author", "public")  # "public": one list, key 0 (the public timeline)
 
@@ -209,6 +209,11 @@ class MemoryTimelineCache:
 
     async def keys(self, kind: str) -> list[int]:
         return [k for k in list(self._lists[kind]) if self._alive(kind, k) is not None]
+
+    async def home_view(self, user_id: int, before: int | None, limit: int) -> HomeView:
+        return HomeView(await self.slice("home", user_id, before, limit),
+                        await self.slice("author", user_id, before, limit),
+                        await self.following(user_id), self._celebrities)
 
     # -- graph facts ----------------------------------------------------------------------
     async def following(self, user_id: int) -> frozenset[int] | None:

@@ -11,6 +11,7 @@ Redis outage, not one per cache.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import inspect
 from typing import Any, Callable, TypeVar
@@ -22,7 +23,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from homefeed.adapters.outage import OutageLog
 
-__all__ = ["OUTAGE", "RedisCluster", "connect", "ms", "outage_aware"]
+__all__ = ["OUTAGE", "FastLane", "RedisCluster", "connect", "ms", "outage_aware"]
 
 
 def ms(seconds: float) -> int:
@@ -149,6 +150,182 @@ def connect(url_or_client: Any) -> tuple[Any, bool]:
         raise ValueError("the Redis client must be made with decode_responses=False")
     return client, False
 
+
+
+# ---------------------------------------------------------------------------------------------
+# the hot read path's connection
+# ---------------------------------------------------------------------------------------------
+
+
+class _Resp(asyncio.Protocol):
+    """One connection speaking RESP: requests written as they come, replies parsed by
+    hiredis and handed to the waiting futures in order (Redis answers a connection's
+    commands in the order it got them)."""
+
+    def __init__(self) -> None:
+        import hiredis
+
+        self.reader = hiredis.Reader()
+        self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiters = self.waiters
+        while True:
+            reply = self.reader.gets()
+            if reply is False:
+                return
+            if waiters:
+                f = waiters.popleft()
+                if not f.done():
+                    f.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        err = redis_errors.ConnectionError(f"connection to Redis lost: {exc or 'closed'}")
+        while self.waiters:
+            f = self.waiters.popleft()
+            if not f.done():
+                f.set_exception(err)
+
+
+class FastLane:
+    """The hot read path's connection to a standalone Redis (one home read = one script):
+    a bare asyncio protocol with the hiredis parser, one connection shared by every request
+    of the process (pipelined), no pool checkout, no retry wrapper, no per-command timer.
+    redis-py's asyncio client spends ~3-4x the CPU per command (measured: the
+    ``issue14_hybrid`` notes), and a home read on the scale-out profile is mostly that.
+
+    What redis-py's client gave and this keeps: a lost connection fails its pending
+    requests with ``ConnectionError`` (``outage_aware`` makes that ``Unavailable``) and the
+    next call reconnects, once retried at once (the read scripts are idempotent); a server
+    that stops answering fails the requests after ``timeout`` seconds (one timer per
+    connection, checked every ``timeout / 4``); connecting gives up after
+    ``connect_timeout``; NOSCRIPT loads the script and retries. Only ``redis://`` URLs
+    (host, port, db, password; no TLS, no Cluster): ``for_url`` answers None otherwise and
+    the caller keeps redis-py."""
+
+    def __init__(self, host: str, port: int, db: int, username: str | None, password: str | None,
+                 *, timeout: float = 2.0, connect_timeout: float = 1.0) -> None:
+        self.host, self.port, self.db = host, port, db
+        self.username, self.password = username, password
+        self.timeout, self.connect_timeout = timeout, connect_timeout
+        self._proto: _Resp | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connecting: asyncio.Future[_Resp] | None = None
+        self._sent: collections.deque[float] = collections.deque()  # send times, for the timer
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False  # by ``close``: no reconnecting after it
+
+    @classmethod
+    def for_url(cls, url: str) -> "FastLane | None":
+        u = urlsplit(url)
+        if u.scheme != "redis" or parse_qs(u.query):
+            return None
+        path = u.path.strip("/")
+        return cls(u.hostname or "127.0.0.1", u.port or 6379, int(path) if path else 0,
+                   u.username or None, u.password)
+
+    async def _connect(self) -> _Resp:
+        loop = asyncio.get_running_loop()
+        _, proto = await asyncio.wait_for(
+            loop.create_connection(_Resp, self.host, self.port), self.connect_timeout)
+        setup: list[tuple[Any, ...]] = []
+        if self.password is not None:
+            setup.append((b"AUTH", self.username, self.password) if self.username else (b"AUTH", self.password))
+        if self.db:
+            setup.append((b"SELECT", self.db))
+        for cmd in setup:
+            reply = await asyncio.wait_for(self._send(proto, cmd), self.connect_timeout)
+            if isinstance(reply, Exception):
+                proto.transport.close()  # type: ignore[union-attr]
+                raise redis_errors.ConnectionError(f"Redis refused {cmd[0]!r}: {reply}")
+        return proto
+
+    def _send(self, proto: _Resp, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        import hiredis
+
+        f: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        proto.waiters.append(f)
+        proto.transport.write(hiredis.pack_command(args))  # type: ignore[union-attr]
+        return f
+
+    async def _connection(self) -> _Resp:
+        proto = self._proto
+        loop = asyncio.get_running_loop()
+        if proto is not None and not proto.closed and self._loop is loop:
+            return proto
+        if self._closed:
+            raise redis_errors.ConnectionError("this Redis connection was closed")
+        if self._connecting is not None and self._loop is loop:
+            return await asyncio.shield(self._connecting)
+        self._loop = loop
+        self._connecting = loop.create_future()
+        try:
+            proto = await self._connect()
+        except BaseException as exc:
+            self._connecting.set_exception(exc)
+            self._connecting.exception()  # retrieved: no "never retrieved" warning
+            self._connecting = None
+            if isinstance(exc, (OSError, asyncio.TimeoutError)):
+                raise redis_errors.ConnectionError(f"cannot connect to Redis: {exc!r}") from exc
+            raise
+        self._proto, self._sent = proto, collections.deque()
+        self._connecting.set_result(proto)
+        self._connecting = None
+        return proto
+
+    def _watch(self) -> None:
+        """Close the connection when its oldest unanswered request is ``timeout`` old: its
+        requests fail (ConnectionError), the next call reconnects."""
+        self._timer = None
+        proto = self._proto
+        if proto is None or proto.closed or not proto.waiters:
+            return
+        sent, loop = self._sent, asyncio.get_running_loop()
+        while len(sent) > len(proto.waiters):
+            sent.popleft()  # answered
+        if sent and loop.time() - sent[0] > self.timeout:
+            proto.transport.close()  # type: ignore[union-attr]
+            return
+        self._timer = loop.call_later(self.timeout / 4, self._watch)
+
+    async def call(self, *args: Any) -> Any:
+        """One command; its error reply is raised as redis-py's exception for it."""
+        for attempt in (0, 1):
+            proto = await self._connection()
+            loop = asyncio.get_running_loop()
+            f = self._send(proto, args)
+            self._sent.append(loop.time())
+            if self._timer is None:
+                self._timer = loop.call_later(self.timeout / 4, self._watch)
+            try:
+                reply = await f
+            except redis_errors.ConnectionError:
+                if attempt:
+                    raise
+                continue
+            if isinstance(reply, Exception):
+                msg = str(reply)
+                if msg.startswith("NOSCRIPT"):
+                    raise redis_errors.NoScriptError(msg)
+                raise redis_errors.ResponseError(msg)
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._proto is not None and self._proto.transport is not None:
+            self._proto.transport.close()
+        self._proto = None
 
 
 async def subscribe_forever(

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Sequence
 
 import orjson
 
-from homefeed.adapters.redis_cache import RedisCluster, connect, ms, outage_aware
+from homefeed.adapters.redis_cache import FastLane, RedisCluster, connect, ms, outage_aware
 from homefeed.domain.model import Post
 
 
@@ -36,6 +36,7 @@ class RedisPostCache:
         ttl_seconds: float = 86400,
         tombstone_seconds: float = 600,
         per_key: bool | None = None,
+        fast_reads: bool = True,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError("prefix must not contain braces")
@@ -46,8 +47,14 @@ class RedisPostCache:
         self.per_key = isinstance(self.client, RedisCluster) if per_key is None else per_key
         self.hits = 0
         self.misses = 0
+        #: ``get_many``'s MGET over a bare connection (``redis_cache.FastLane``: a third of
+        #: redis-py's CPU per command) when given a ``redis://`` URL of a standalone server.
+        self._fast = (FastLane.for_url(url_or_client)
+                      if fast_reads and isinstance(url_or_client, str) and not self.per_key else None)
 
     async def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
         if self._owned:
             await self.client.aclose()
 
@@ -90,6 +97,8 @@ class RedisPostCache:
             for k in keys:
                 pipe.get(k)
             raws = await pipe.execute()
+        elif self._fast is not None:
+            raws = await self._fast.call(b"MGET", *keys)
         else:
             raws = await self.client.mget(keys)
         out: dict[int, Post] = {}

@@ -16,15 +16,16 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import OrderedDict
 from typing import Any, ClassVar, Sequence
 
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from homefeed.adapters.redis_cache import RedisCluster, connect, ms, outage_aware
+from homefeed.adapters.redis_cache import FastLane, RedisCluster, connect, ms, outage_aware
 from homefeed.adapters.redis_lua import LuaScript
 from homefeed.domain.ids import EPOCH_MS, MAX_ID, NODE_BITS, SEQ_BITS
-from homefeed.ports import IdSlice
+from homefeed.ports import HomeView, IdSlice
 
 KINDS = ("home", "author", "public")  # "public": one list, key 0 (the public timeline)
 
@@ -44,6 +45,13 @@ def _assumed_top() -> int:
     as long as no node's clock runs that far ahead."""
     ms = int(time.time() * 1000) + TOP_MARGIN_MS - EPOCH_MS
     return (ms << (NODE_BITS + SEQ_BITS)) | ((1 << (NODE_BITS + SEQ_BITS)) - 1)
+def _id_slice(r: list[bytes] | None) -> IdSlice | None:
+    """A slice script's answer ({floor, ids ascending...} or nil) as an ``IdSlice``."""
+    if r is None:
+        return None
+    ids = [int(x) for x in r[1:]]
+    ids.reverse()
+    return IdSlice(ids, int(r[0]))
 
 
 def _new_version() -> int:
@@ -74,6 +82,8 @@ class RedisTimelineCache:
         fanout: str | None = None,
         strict_install: bool = False,
         top_if_unknown: int | None = None,
+        following_memo: int = 1_000_000,
+        fast_reads: bool = True,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError("prefix must not contain braces (they are Redis Cluster hash tags)")
@@ -123,8 +133,22 @@ class RedisTimelineCache:
         self._top = {kind: p + b":{top}:" + kind.encode() for kind in KINDS}
         self._celebs_v = p + b":{celebs}:v"
         self._celeb_cache: tuple[bytes, frozenset[int]] | None = None
+        #: Following sets kept in this process, each under the version (``folv``) it was
+        #: read or written with: every follow or unfollow bumps that version (``forget``),
+        #: so a home read checks its copy with the version its one script returns instead
+        #: of loading the whole set from Redis (O(followees) per read). Bounded by the
+        #: members held (``following_memo``; 0: off), least recently used out first.
+        self._fol_memo: OrderedDict[int, tuple[bytes, frozenset[int]]] = OrderedDict()
+        self._fol_memo_members = 0
+        self.following_memo = max(0, following_memo)
+        self._cluster = cluster
+        #: ``home_view`` over a bare connection (``redis_cache.FastLane``) when given a
+        #: ``redis://`` URL of a standalone server; redis-py's client otherwise.
+        self._fast = FastLane.for_url(url_or_client) if fast_reads and isinstance(url_or_client, str) and not cluster else None
         self._push = LuaScript("push")
-        self._slice = LuaScript("slice")
+        self._slice = LuaScript("slice_lib", "slice")
+        self._home_view = LuaScript("slice_lib", "home_view")
+        self._get_following = LuaScript("get_following")
         self._begin = LuaScript("begin")
         self._union = LuaScript("union")
         self._remove = LuaScript("each_key", "remove")
@@ -137,6 +161,8 @@ class RedisTimelineCache:
         self.counters = {"pushed": 0, "push_calls": 0, "node_fallbacks": 0, "fast_push_calls": 0}
 
     async def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
         if self._owned:
             await self.client.aclose()
 
@@ -247,14 +273,56 @@ class RedisTimelineCache:
     # -- id lists -------------------------------------------------------------------------
     async def slice(self, kind: str, key: int, before: int | None, limit: int) -> IdSlice | None:
         b = b"" if before is None or before > MAX_ID else _m(max(0, before))
-        r = await self._slice(
+        return _id_slice(await self._slice(
             self.client, [self._key(kind, key)], [b, max(0, limit), self.cap, self._ttl[kind]]
-        )
-        if r is None:
-            return None
-        ids = [int(x) for x in r[1:]]
-        ids.reverse()
-        return IdSlice(ids, int(r[0]))
+        ))
+
+    async def home_view(self, user_id: int, before: int | None, limit: int) -> HomeView:
+        """One script (one round trip): both slices and the versions of the following and
+        celebrity sets, which validate this process's copies of them (on a Cluster the
+        celebrity version lives in another slot: ``celebrities`` answers it)."""
+        b = b"" if before is None or before > MAX_ID else _m(max(0, before))
+        keys = [self._fmt["home"] % user_id, self._fmt["author"] % user_id, self._folv % user_id]
+        if not self._cluster:
+            keys.append(self._celebs_v)
+        args = (len(keys), *keys, b, max(0, limit), self.cap, self._ttl["home"], self._ttl["author"])
+        if self._fast is not None:
+            try:
+                r = await self._fast.call(b"EVALSHA", self._home_view.sha, *args)
+            except NoScriptError:
+                await self._home_view.load(self.client)
+                r = await self._fast.call(b"EVALSHA", self._home_view.sha, *args)
+        else:
+            r = await self._home_view.call_args(self.client, args)
+        fv, cv, home, own = r
+        following = None
+        if fv is not None:
+            memo = self._fol_memo.get(user_id)
+            if memo is not None and memo[0] == fv:
+                self._fol_memo.move_to_end(user_id)
+                following = memo[1]
+        celebs = None
+        cached = self._celeb_cache
+        if cv is not None and cached is not None and cached[0] == cv:
+            celebs = cached[1]
+        return HomeView(_id_slice(home), _id_slice(own), following, celebs)
+
+    def _memo(self, user_id: int, version: bytes, members: frozenset[int]) -> None:
+        if len(members) > self.following_memo:
+            return
+        old = self._fol_memo.pop(user_id, None)
+        if old is not None:
+            self._fol_memo_members -= len(old[1])
+        self._fol_memo[user_id] = (version, members)
+        self._fol_memo_members += len(members)
+        while self._fol_memo_members > self.following_memo:
+            _, (_, gone) = self._fol_memo.popitem(last=False)
+            self._fol_memo_members -= len(gone)
+
+    def _unmemo(self, user_id: int) -> None:
+        old = self._fol_memo.pop(user_id, None)
+        if old is not None:
+            self._fol_memo_members -= len(old[1])
 
     async def begin(self, kind: str, key: int) -> None:
         await self._begin(self.client, [self._key(kind, key)], [self._build_ms])
@@ -346,10 +414,15 @@ class RedisTimelineCache:
 
     # -- graph facts ----------------------------------------------------------------------
     async def following(self, user_id: int) -> frozenset[int] | None:
-        members = await self.client.smembers(self._fol % user_id)
-        if not members:
+        r = await self._get_following(
+            self.client, [self._fol % user_id, self._folv % user_id], [_new_version()]
+        )
+        if len(r) < 2:  # no set (its "loaded" member 0 is missing)
             return None
-        return frozenset(int(m) for m in members if m != b"0")
+        got = frozenset(int(m) for m in r[1:] if m != b"0")
+        if r[0] is not None:
+            self._memo(user_id, r[0], got)
+        return got
 
     async def following_version(self, user_id: int) -> int:
         fresh = _new_version()
@@ -357,13 +430,17 @@ class RedisTimelineCache:
         return fresh if old is None else int(old)
 
     async def set_following(self, user_id: int, ids: Sequence[int], version: int | None = None) -> None:
-        await self._set_following(
-            self.client,
-            [self._fol % user_id, self._folv % user_id],
-            [b"" if version is None else b"%d" % version, self._graph_ms, *ids],
+        v = b"" if version is None else b"%d" % version
+        done = await self._set_following(
+            self.client, [self._fol % user_id, self._folv % user_id], [v, self._graph_ms, *ids]
         )
+        if done == 1 and v:
+            self._memo(user_id, v, frozenset(ids))
+        else:
+            self._unmemo(user_id)
 
     async def forget_following(self, user_id: int) -> None:
+        self._unmemo(user_id)
         await self._forget_following(
             self.client, [self._fol % user_id, self._folv % user_id], [_new_version(), self._graph_ms]
         )

@@ -265,9 +265,22 @@ class FeedManager:
     async def _read_home_cached(
         self, user_id: int, before: int | None, limit: int
     ) -> tuple[list[Post], int | None]:
-        following = await self.following_of(user_id)
-        pulled = self._pulled_authors(user_id, following, await self.celebrities())
-        return await self._home_page(user_id, following, _CachedHomeIds(self, user_id, pulled, before), limit)
+        """The first round comes from one ``home_view`` call (one Redis round trip): the
+        home list, the reader's own author list, and the following and celebrity sets when
+        the adapter's copies are current; only what it could not answer is asked for
+        separately. The first batch the page asks for is ``limit + SLACK`` ids (see
+        ``_home_page``): that is what the view slices."""
+        n = limit + SLACK
+        view = await _cache(self.cache.home_view(user_id, before, n))
+        following = view.following
+        if following is None:
+            following = await self.following_of(user_id)
+        celebs = view.celebrities
+        if celebs is None:
+            celebs = await self.celebrities()
+        pulled = self._pulled_authors(user_id, following, celebs)
+        source = _CachedHomeIds(self, user_id, pulled, before, first=(n, view.home, view.own))
+        return await self._home_page(user_id, following, source, limit)
 
     async def _home_page(
         self, user_id: int, following: frozenset[int], source: "_IdSource", limit: int
@@ -523,21 +536,35 @@ class _CachedHomeIds:
     ids below the cursor; below the last id of a list that returned ``n`` (the *cut*) that
     list may hold more, so the round yields only what is above the cut (or the floor)."""
 
-    def __init__(self, feed: "FeedManager", user_id: int, pulled: Sequence[int], before: int | None) -> None:
+    def __init__(
+        self, feed: "FeedManager", user_id: int, pulled: Sequence[int], before: int | None,
+        first: tuple[int, IdSlice | None, IdSlice | None] | None = None,
+    ) -> None:
         self.feed, self.user_id, self.pulled = feed, user_id, pulled
         self.cursor = before
         self.store_ids: _StoreHomeIds | None = None  # past the cache's floor
         self.done = False
+        #: (n, home slice, own author slice) already read for the first round at ``before``
+        #: (``home_view``); a None slice (absent, building) is sliced again, which rebuilds.
+        self.first = first
 
     async def next(self, n: int) -> list[int]:
         if self.store_ids is not None:
             ids = await self.store_ids.next(n)
             self.done = self.store_ids.done
             return ids
-        feed, cursor = self.feed, self.cursor
-        slices = [await feed._slice(HOME, self.user_id, cursor, n)]
+        feed, cursor, user_id = self.feed, self.cursor, self.user_id
+        first, self.first = self.first, None
+        if first is not None and first[0] == n:
+            _, home, own = first
+        else:
+            home = own = None
+        slices = [home if home is not None else await feed._slice(HOME, user_id, cursor, n)]
         for author in self.pulled:
-            slices.append(await feed._slice(AUTHOR, author, cursor, n))
+            if author == user_id and own is not None:
+                slices.append(own)
+            else:
+                slices.append(await feed._slice(AUTHOR, author, cursor, n))
         floor_bound = 0
         cut_bound = 0  # below this a source that returned n ids may hold more
         for s in slices:

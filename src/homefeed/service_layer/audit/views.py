@@ -7,9 +7,9 @@ from bisect import bisect_left
 from typing import Sequence
 
 from homefeed.domain.model import Post
-from homefeed.ports import IdSlice, PostCache, TimelineCache
+from homefeed.ports import HomeView, IdSlice, PostCache, TimelineCache
 from homefeed.service_layer.audit.pacing import Pacer
-from homefeed.service_layer.feed import HOME
+from homefeed.service_layer.feed import AUTHOR, HOME
 
 #: Lists (and posts, for ``ReadOnlyPosts``) an overlay holds at most before it starts over.
 MAX_OVERLAY = 20_000
@@ -60,6 +60,10 @@ class ReadOnlyTimelines:
         got: IdSlice | None = await self._c.peek(kind, key, before, limit)
         await self._pacer.tick()
         return got
+
+    async def home_view(self, user_id: int, before: int | None, limit: int) -> HomeView:
+        return HomeView(await self.peek(HOME, user_id, before, limit),
+                        await self.peek(AUTHOR, user_id, before, limit), None, None)
 
     async def begin(self, kind: str, key: int) -> None:
         return None
