@@ -355,11 +355,32 @@ async def subscribe_forever(
             on_reset(False)
             await asyncio.sleep(0.5)
         finally:
-            try:
-                await pubsub.aclose()
-                await client.aclose()
-            except Exception:
-                pass
+            await _close_within(pubsub, client, CLOSE_SECONDS)
+
+
+#: How long ``subscribe_forever`` waits for its connection's teardown before leaving it.
+CLOSE_SECONDS = 1.0
+
+
+async def _close_within(pubsub: Any, client: Any, seconds: float) -> None:
+    """Close a subscription and its client, waiting at most ``seconds``. redis-py's
+    ``PubSub.aclose`` shields its teardown from cancellation and waits for the pubsub's lock:
+    a teardown stuck behind that lock held ``Homefeed.close()`` forever (seen once in the
+    oracle with Redis caches). The teardown goes on in the background when the wait ends;
+    a cancellation of the caller still ends the wait at once."""
+
+    async def close() -> None:
+        try:
+            await pubsub.aclose()
+        finally:
+            await client.aclose()
+
+    teardown = asyncio.ensure_future(close())
+    teardown.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no warning
+    try:
+        await asyncio.wait_for(asyncio.shield(teardown), seconds)
+    except (asyncio.TimeoutError, Exception):
+        pass
 
 
 def __getattr__(name: str) -> Any:
