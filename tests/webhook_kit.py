@@ -83,6 +83,12 @@ class Receiver:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def reset(self) -> None:
+        """Forget what was received (a receiver shared by several tests or examples)."""
+        with self._lock:
+            self.requests.clear()
+            self._attempts.clear()
+
     def snapshot(self) -> list[Received]:
         with self._lock:
             return list(self.requests)
