@@ -116,8 +116,8 @@ class OutsideWorld:
         posts = {pid: (a, text) for pid, (a, text) in rec.present.items()}
 
         must: set[tuple[str, str, str]] = {("account.created", uid, "") for uid in ids}
-        for a, bs in BASE_FOLLOWS.items():
-            must |= {("follow.created", ids[a], ids[b]) for b in bs}
+        for fa, fbs in BASE_FOLLOWS.items():
+            must |= {("follow.created", ids[fa], ids[fb]) for fb in fbs}
         must |= {("follow.created", ids[a], ids[b]) for a, b in rec.follows if (a, b) in CHURN}
         for pid in set(posts) | set(led.acked):
             must.add(("status.created", str(pid), ""))
@@ -165,9 +165,9 @@ class OutsideWorld:
                 errors.append(f"webhook-id {msg_id}: different bodies")
             per_key[_key(attempts[0].json)] += 1
         requested = _follow_requests(led)
-        for (kind, a, b), n in per_key.items():
-            if kind in ("account.created", "status.created", "status.deleted", "mention.created") and n > 1:
-                errors.append(f"{kind} {a} {b}: under {n} webhook-ids (one event, one id)")
+        for (kind, a, b), count in per_key.items():
+            if kind in ("account.created", "status.created", "status.deleted", "mention.created") and count > 1:
+                errors.append(f"{kind} {a} {b}: under {count} webhook-ids (one event, one id)")
             if kind == "account.created" and a not in ids:
                 errors.append(f"account.created of an unknown account {a}")
             elif kind in ("status.created", "mention.created") and not (int(a) in posts or int(a) in led.acked):
@@ -178,8 +178,8 @@ class OutsideWorld:
                 pair = (index.get(a), index.get(b))
                 limit = (1 if pair in _base_pairs() and kind == "follow.created" else 0) + requested[
                     (pair, kind == "follow.created")]
-                if n > limit:
-                    errors.append(f"{kind} {pair}: {n} messages for {limit} requests")
+                if count > limit:
+                    errors.append(f"{kind} {pair}: {count} messages for {limit} requests")
             elif kind == "favourite.created" and not any(s for s, _ in led.fav_ops.get((index.get(a, -1), int(b)), [])):
                 errors.append(f"favourite.created of {b} by {a}: nobody asked")
             elif kind == "reblog.created" and not any(s for s, _, _ in led.boost_ops.get((index.get(a, -1), int(b)), [])):
@@ -195,23 +195,23 @@ class OutsideWorld:
             if not parsed or parsed.group(4) != MAIL_DOMAIN:
                 errors.append(f"mail with Message-ID {msg_id!r}")
                 continue
-            kind, n, uid = parsed.group(1), int(parsed.group(2)), parsed.group(3)
+            kind, pid, uid = parsed.group(1), int(parsed.group(2)), parsed.group(3)
             first = copies[0][1]
             if any((rc, str(m["To"]), str(m["Subject"])) != ([self.emails.get(uid)], self.emails.get(uid),
                                                              str(first["Subject"])) for rc, m in copies):
                 errors.append(f"mail {msg_id}: copies to {[rc for rc, _ in copies]} differ or go astray")
             actor = handles.get(actor_of(first))
             if kind == "mention":
-                author = posts.get(n, led.acked.get(n, (None, "")))[0]
-                if author is None or ids[author] != actor:
-                    errors.append(f"mention mail {msg_id}: post {n} by {actor} neither exists nor was acknowledged")
+                writer = posts.get(pid, led.acked.get(pid))
+                if writer is None or ids[writer[0]] != actor:
+                    errors.append(f"mention mail {msg_id}: post {pid} by {actor} neither exists nor was acknowledged")
             else:
                 followers[(uid, str(actor))] += 1
-        for (uid, actor), n in followers.items():
+        for (uid, actor), count in followers.items():
             pair = (index.get(actor), index.get(uid))
             limit = (1 if pair in _base_pairs() else 0) + requested[(pair, True)]
-            if n > limit:
-                errors.append(f"{n} mails 'followed you' for follower pair {pair}: {limit} follow requests")
+            if count > limit:
+                errors.append(f"{count} mails 'followed you' for follower pair {pair}: {limit} follow requests")
         assert not errors, "\n".join(errors[:20]) + f"\n({len(errors)} problems)\n{diag}"
         return {"webhook messages": len(by_id), "webhooks sent again": sum(len(v) > 1 for v in by_id.values()),
                 "mails": len(mails)}
