@@ -16,6 +16,16 @@ from typing import Any, Callable
 from standardwebhooks.webhooks import Webhook
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A sender killed mid-request (the fault scenarios) is no error of the receiver's:
+        not printed; anything else is."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 @dataclass(frozen=True)
 class Received:
     path: str
@@ -66,7 +76,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
@@ -82,6 +92,12 @@ class Receiver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def reset(self) -> None:
+        """Forget what was received (a receiver shared by several tests or examples)."""
+        with self._lock:
+            self.requests.clear()
+            self._attempts.clear()
 
     def snapshot(self) -> list[Received]:
         with self._lock:

@@ -509,8 +509,15 @@ class Load:
         if body.get("id") != str(pid) or body.get("favourited") is not state:
             with led.lock:  # an earlier request of this pair with no answer may still run
                 unsettled = any(not acked for _, acked in led.fav_ops.get(pair, []))
+                # a delete of the post sent meanwhile may take the new favourite with it
+                # between the write and the answer's read: then the post must be gone
+                deleting = state and pid in led.targeted
+                if deleting:
+                    led.not_found.add(pid)
             if body.get("id") == str(pid) and unsettled:
                 led.count(f"{verb} answered after an earlier request left unanswered")
+            elif body.get("id") == str(pid) and deleting:
+                led.count(f"{verb} answered as its post was deleted")
             else:
                 led.error(f"{what} answered id {body.get('id')} favourited {body.get('favourited')}")
         with led.lock:
@@ -665,15 +672,19 @@ class Load:
 # --------------------------------------------------------------------------------------------
 
 
-def make_world(url: str, prefix: str, ledger: Ledger | None = None) -> list[dict[str, Any]]:
+def make_world(url: str, prefix: str, ledger: Ledger | None = None,
+               before_follows: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
     """Six users following each other as ``BASE_FOLLOWS`` says (acknowledged writes, counted
-    in ``ledger``); the registration answers, tokens included."""
+    in ``ledger``); the registration answers, tokens included. ``before_follows(users)`` runs
+    between the registrations and the follows (an operator giving some users an email)."""
     users: list[dict[str, Any]] = []
     with httpx.Client(base_url=url, timeout=15.0) as http:
         for i in range(len(POSTERS)):
             r = http.post("/v1/users", json={"handle": f"{prefix}{i}_{uuid.uuid4().hex[:8]}"})
             assert r.status_code == 201, r.text
             users.append(r.json())
+        if before_follows is not None:
+            before_follows(users)
         for a, followees in BASE_FOLLOWS.items():
             for b in followees:
                 r = http.post(f"/v1/users/{users[b]['handle']}/follow",
@@ -739,6 +750,16 @@ def allowed_states(initial: bool, ops: list[tuple[bool, bool]], late: bool = Fal
 
 
 @dataclass
+class Records:
+    """The records :func:`check_everything` read back and checked (users by index)."""
+
+    present: dict[int, tuple[int, str]]  # post id -> (author, text): posts and replies
+    boosts: dict[int, tuple[int, int]]  # boost id -> (booster, original)
+    favourites: set[tuple[int, int]]  # (user, post)
+    follows: set[tuple[int, int]]  # (follower, followee)
+
+
+@dataclass
 class Outcome:
     """What :func:`check_everything` found (it asserts that nothing was lost first)."""
 
@@ -746,6 +767,8 @@ class Outcome:
     found_in_flight: int  # of those, posts whose request's outcome was unknown
     lost: int  # acknowledged posts missing: always 0 once the check passed
     conversation: ck.ConversationFigures = field(default_factory=ck.ConversationFigures)
+    #: what was read back, for checks of what the outside world heard (``outside_kit``)
+    records: Records | None = None
 
     def extra(self, led: Ledger) -> dict[str, int]:
         """The figures' extra column for the conversation side: writes acknowledged by kind,
@@ -859,7 +882,7 @@ def check_everything(http: httpx.Client, users: list[dict[str, Any]], led: Ledge
 
     check_conversation_views(http, users, led, conv, follows, diag)
     return Outcome(present=len(present), found_in_flight=found_in_flight, lost=len(lost),
-                   conversation=conv.figures)
+                   conversation=conv.figures, records=Records(present, boosts, conv.favourites, follows))
 
 
 @dataclass

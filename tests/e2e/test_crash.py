@@ -18,6 +18,12 @@ the whole state is read back over HTTP and compared with the oracle built from t
 outcomes (nothing acknowledged lost or duplicated, nothing invented, every timeline with the
 reply and boost rules, every notification list, search and counter right), and then ``homefeed audit`` — run as an operator runs it, reaching the
 in-process caches through the server's admin route — must find no difference.
+
+The outside world is killed with it (issue 12): a webhook receiver subscribed to every event
+(failing a quarter of the first attempts with 503) and three accounts with an email, with a
+real SMTP server. After the last restart every delivery and mail the outcomes make certain
+arrived, signed, one ``webhook-id`` per event however often it was sent, nothing that no
+request asked for (``tests/e2e/outside_kit.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import pytest
 from tests.e2e.audit_check import run_audit
 from tests.e2e.crash_kit import EmbeddedServer, Ledger, Load, check_everything, drain, make_world
 from tests.e2e.fault_figures import ScenarioFigures, record
+from tests.e2e.outside_kit import OutsideWorld, sqlite_set_email
 
 pytestmark = pytest.mark.slow
 
@@ -42,14 +49,21 @@ LOAD_PER_INCARNATION = (0.3, 1.0)
 
 
 @pytest.fixture
-def crash_server(tmp_path):
-    s = EmbeddedServer(tmp_path)
+def outside():
+    with OutsideWorld() as world:
+        yield world
+
+
+@pytest.fixture
+def crash_server(tmp_path, outside: OutsideWorld):
+    s = EmbeddedServer(tmp_path, outside.settings)
     s.start()
     yield s
     s.stop()
 
 
-def test_sigkill_under_concurrent_load_loses_and_duplicates_nothing(crash_server: EmbeddedServer) -> None:
+def test_sigkill_under_concurrent_load_loses_and_duplicates_nothing(crash_server: EmbeddedServer,
+                                                                   outside: OutsideWorld) -> None:
     server = crash_server
     rng = random.Random()
     seed = rng.randrange(1 << 30)
@@ -57,7 +71,10 @@ def test_sigkill_under_concurrent_load_loses_and_duplicates_nothing(crash_server
     marker = f"crash{uuid.uuid4().hex[:10]}"
 
     ledger = Ledger()
-    load = Load([server.url], make_world(server.url, "crash", ledger), marker, ledger)
+    outside.subscribe(server.env)  # before the first account: every event is sent
+    users = make_world(server.url, "crash", ledger,
+                       lambda users: outside.give_emails(users, sqlite_set_email(server.data_dir)))
+    load = Load([server.url], users, marker, ledger)
     load.start()
     kill_log = []
     try:
@@ -85,6 +102,7 @@ def test_sigkill_under_concurrent_load_loses_and_duplicates_nothing(crash_server
     with httpx.Client(base_url=server.url, timeout=30.0) as http:
         drain(http)
         outcome = check_everything(http, load.users, led, marker, diag)
+    heard = outside.check(load.users, led, outcome, diag)
 
     audit = run_audit(server.env, url=server.url)
     assert audit.exit_code == 0, (
@@ -93,5 +111,5 @@ def test_sigkill_under_concurrent_load_loses_and_duplicates_nothing(crash_server
         scenario=f"embedded: API SIGKILL x{KILLS}", faults=KILLS, requests=led.requests,
         writes_acknowledged=led.writes_acknowledged, writes_lost=outcome.lost,
         audit_divergences=audit.divergences,
-        extra={**led.extra(), "unknown found": outcome.found_in_flight, **outcome.extra(led)},
+        extra={**led.extra(), "unknown found": outcome.found_in_flight, **outcome.extra(led), **heard},
     ))

@@ -29,7 +29,13 @@ line), and last ``homefeed audit`` finds nothing.
   counted) and posts, deletes and follows keep being acknowledged.
 - PostgreSQL stopped (``pg_ctl -m fast``) for about 6 s: writes get 503 + Retry-After, never
   a 500; reads that the caches can answer still do; when it is back the service resumes by
-  itself (writes acknowledged again, no process restarted).
+  itself (writes acknowledged again, no process restarted). The outside world goes through
+  it too (issue 12): a webhook receiver subscribed to every event (failing a quarter of the
+  first attempts with 503) and three accounts with an email, with a real SMTP server; the
+  deliveries and mails live in PostgreSQL, so the dispatchers and mail loops lose their
+  store mid-burst. After the recovery every delivery and mail the outcomes make certain
+  arrived, signed, one ``webhook-id`` per event however often it was sent, nothing that no
+  request asked for (``tests/e2e/outside_kit.py``).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import pytest
 from tests.e2e.audit_check import run_audit
 from tests.e2e.crash_kit import Ledger, Load, check_everything, make_world
 from tests.e2e.fault_figures import ScenarioFigures, record
+from tests.e2e.outside_kit import OutsideWorld
 from tests.e2e.scaleout import Deployment, deployment, private_pg_deployment
 
 pytestmark = pytest.mark.slow
@@ -173,10 +180,10 @@ def _hold(seconds: float, since: float) -> None:
     time.sleep(max(0.0, since + seconds - time.monotonic()))
 
 
-def _start_load(dep: Deployment) -> OutageLoad:
+def _start_load(dep: Deployment, before_follows: Callable[[list[dict[str, Any]]], None] | None = None) -> OutageLoad:
     """Six users as ``make_world`` makes them (counted), drained, and the load running."""
     ledger = Ledger()
-    users = make_world(dep.urls[0], "o", ledger)
+    users = make_world(dep.urls[0], "o", ledger, before_follows)
     load = OutageLoad(dep.urls, users, f"out{uuid.uuid4().hex[:10]}", ledger)
     dep.drain()
     load.start()
@@ -185,12 +192,14 @@ def _start_load(dep: Deployment) -> OutageLoad:
 
 def _outage_under_load(dep: Deployment, backend: str, seconds: float, stop: Callable[[], None],
                        start: Callable[[], None],
-                       while_down: Callable[[OutageLoad], None]) -> tuple[OutageLoad, float]:
+                       while_down: Callable[[OutageLoad], None],
+                       before_follows: Callable[[list[dict[str, Any]]], None] | None = None,
+                       ) -> tuple[OutageLoad, float]:
     """The scenario's run: the load warmed up, ``backend`` stopped for ``seconds`` (while
     ``while_down`` checks what users and probes see), started again, and the load let run
     until writes are acknowledged and home timelines read again and ``/readyz`` is green.
     Returns the stopped load and how long the backend was down."""
-    load = _start_load(dep)
+    load = _start_load(dep, before_follows)
     try:
         _wait_for(load, "post acked", 40, "warm-up posts")
         load.phase = "outage"
@@ -300,8 +309,17 @@ def test_redis_stopped_for_10s_under_load_no_5xx_reads_from_postgresql(tmp_path)
                 posts_acked_during_outage=led.counts.get("post acked outage", 0))
 
 
+def _pg_set_email(dep: Deployment) -> Callable[[int, str], None]:
+    """An operator's way to give a user an email address, in the record store."""
+    def set_email(uid: int, address: str) -> None:
+        assert dep.sql("UPDATE users SET email = %s, email_key = %s WHERE id = %s RETURNING id",
+                       (address, address.lower(), uid)) == [(uid,)]
+    return set_email
+
+
 def test_postgresql_stopped_under_load_503_with_retry_after_then_resumes_by_itself(tmp_path) -> None:
-    with private_pg_deployment(tmp_path, SETTINGS) as dep:
+    with OutsideWorld() as outside, private_pg_deployment(tmp_path, {**SETTINGS, **outside.settings}) as dep:
+        outside.subscribe(dep.env)  # before the first account: every event is sent
         def while_down(load: OutageLoad) -> None:
             _wait_for(load, "post unavailable", 5, "posts answered 503 while PostgreSQL is down")
             status, failing = _readiness(dep)
@@ -312,7 +330,9 @@ def test_postgresql_stopped_under_load_503_with_retry_after_then_resumes_by_itse
 
         load, outage_s = _outage_under_load(dep, "PostgreSQL", PG_OUTAGE_S,
                                             stop=lambda: dep.stop_postgres("fast"),
-                                            start=dep.start_postgres, while_down=while_down)
+                                            start=dep.start_postgres, while_down=while_down,
+                                            before_follows=lambda users: outside.give_emails(
+                                                users, _pg_set_email(dep)))
         led = load.ledger
         diag = _diag(dep, load, dep.pg.log_tail())
         # every 5xx was a 503 with Retry-After and {"error": {"code": "unavailable"}}: else an error
@@ -321,5 +341,6 @@ def test_postgresql_stopped_under_load_503_with_retry_after_then_resumes_by_itse
         assert set(k.split()[0] for k in five) == {"503"}, five
         assert five.get("503 before", 0) == 0, five
         outcome, audit = _final_checks(dep, load, "PostgreSQL", diag)
+        heard = outside.check(load.users, led, outcome, diag)
         _record(f"scale-out: PostgreSQL stopped ~{PG_OUTAGE_S:g} s under load", load, outcome, audit, outage_s,
-                writes_503=led.counts.get("post unavailable", 0))
+                writes_503=led.counts.get("post unavailable", 0), **heard)

@@ -12,13 +12,19 @@ reader's dismissals and cleared id. The views are the rules of docs/conversation
   each post's live replies by id;
 - **counters**: live replies, live boosts, favourites;
 - **notifications**: follow / favourite / reblog / mention as a function of the records,
-  minus dismissed ids and ids at or below the cleared id, newest first.
+  minus dismissed ids and ids at or below the cleared id, newest first;
+- **webhooks** (README "Webhooks"): one message per thing that *happened* (an account
+  registered, a post written or deleted, a mention, each follow, unfollow, favourite and
+  boost that changed something), so the model also keeps the history of those changes,
+  not only their present state;
+- **mails** (README "Email", bundling off): one mail per mention of, and per new follower
+  of, an account with an email address.
 """
 
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import NamedTuple
 
 #: Mastodon's mention syntax (Account::MENTION_RE), written again: a username of [A-Za-z0-9_]
@@ -62,6 +68,11 @@ class Records:
         self.favourites: dict[tuple[int, int], int] = {}  # (user, post) -> favourite id
         self.dismissed: dict[int, set[int]] = defaultdict(set)
         self.cleared: dict[int, int] = defaultdict(int)
+        # the history of the changes that make webhooks and mails (only those that changed
+        # something: a second follow of the same account, a favourite twice, make no event)
+        self.follow_events: list[tuple[str, int, int]] = []  # ("follow"|"unfollow", follower, followee)
+        self.favourite_events: list[tuple[int, int]] = []  # (user, original post)
+        self.boost_events: list[tuple[int, int]] = []  # (booster, original post)
 
     # -- writes -----------------------------------------------------------------------------
     def add_post(self, pid: int, author: int, text: str, seq: int, *, parent: int | None = None,
@@ -74,6 +85,7 @@ class Records:
             self.parent_author[pid] = self.posts[parent][0]
         if reblog_of is not None:
             self.reblog_of[pid] = reblog_of
+            self.boost_events.append((author, reblog_of))
         else:
             by_name = {h.lower(): u for u, h in self.users}
             self.mentions[pid] = frozenset(
@@ -92,6 +104,31 @@ class Records:
             for key in [k for k in self.favourites if k[1] == pid]:
                 del self.favourites[key]
         return gone
+
+    def followed(self, follower: int, followee: int) -> bool:
+        """A follow request answered: True (and an event) if it made a new follow."""
+        if (follower, followee) in self.follows:
+            return False
+        self.follows.add((follower, followee))
+        self.follow_events.append(("follow", follower, followee))
+        return True
+
+    def unfollowed(self, follower: int, followee: int) -> bool:
+        """An unfollow request answered: True (and an event) if it ended a follow."""
+        if (follower, followee) not in self.follows:
+            return False
+        self.follows.discard((follower, followee))
+        self.follow_ids.pop((follower, followee), None)
+        self.follow_events.append(("unfollow", follower, followee))
+        return True
+
+    def favourited(self, user: int, original: int, fid: int = 0) -> bool:
+        """A favourite request answered: True (and an event) if it made a new favourite."""
+        if (user, original) in self.favourites:
+            return False
+        self.favourites[(user, original)] = fid
+        self.favourite_events.append((user, original))
+        return True
 
     # -- reads of the records ---------------------------------------------------------------
     def exists(self, pid: int) -> bool:
@@ -213,3 +250,52 @@ class Records:
                 out.append(Notif(pid, "mention", author, pid))
         cleared, dismissed = self.cleared[uid], self.dismissed[uid]
         return sorted((n for n in out if n.id > cleared and n.id not in dismissed), reverse=True)
+
+    # -- what the outside world hears -------------------------------------------------------
+    def webhooks(self) -> tuple[Counter[tuple[str, int, int]], Counter[tuple[str, int, int]]]:
+        """The webhook messages the history makes, as ``(type, a, b)`` keys counted:
+        (must arrive, may arrive). ``a, b``: the account (``account.created``: it, 0), the
+        status (``status.*``: it, 0), (status, mentioned account), (follower, followee),
+        (who favourited or boosted, the original status). Every event is a must, but a
+        favourite or boost of a post deleted since: the message shows the status, and one
+        gone before the consumer rendered it has no message (``Renderer.messages``)."""
+        must: Counter[tuple[str, int, int]] = Counter()
+        may: Counter[tuple[str, int, int]] = Counter()
+
+        def add(key: tuple[str, int, int], sure: bool = True) -> None:
+            may[key] += 1
+            if sure:
+                must[key] += 1
+
+        for uid, _ in self.users:
+            add(("account.created", uid, 0))
+        for pid in self.posts:
+            if pid in self.reblog_of:
+                continue  # a boost is reblog.created; its deletion sends nothing
+            add(("status.created", pid, 0))
+            if pid in self.deleted:
+                add(("status.deleted", pid, 0))
+            for uid in self.mentions.get(pid, ()):
+                add(("mention.created", pid, uid))
+        for kind, a, b in self.follow_events:
+            add(("follow.created" if kind == "follow" else "follow.deleted", a, b))
+        for u, p in self.favourite_events:
+            add(("favourite.created", u, p), self.exists(p))
+        for u, p in self.boost_events:
+            add(("reblog.created", u, p), self.exists(p))
+        return must, may
+
+    def mails(self, reachable: set[int]) -> tuple[Counter[tuple[int, int]], Counter[tuple[int, int]]]:
+        """The notification mails the history makes for the accounts in ``reachable`` (an
+        email, not opted out), bundling off: (mentions as (recipient, post) -> 1, new
+        followers as (recipient, follower) -> how many times they started following)."""
+        mentions: Counter[tuple[int, int]] = Counter()
+        follows: Counter[tuple[int, int]] = Counter()
+        for pid, who in self.mentions.items():
+            for uid in who:
+                if uid in reachable:
+                    mentions[(uid, pid)] += 1
+        for kind, a, b in self.follow_events:
+            if kind == "follow" and b in reachable:
+                follows[(b, a)] += 1
+        return mentions, follows

@@ -44,6 +44,25 @@ of order or twice, and a short page has no ``next``; a notification list never h
 the reader's own actions, a dismissed or cleared one, or one about a gone post. Right after ``create_post`` the
 author's own home timeline starts with the new post (read-your-writes).
 
+The outside world hears it all (README "Webhooks" and "Email"): half the examples (the
+other half keep the run's time: rendering, sending and mailing every event costs) subscribe a
+real HTTP receiver (``tests/webhook_kit.py``) to every webhook event before the first account
+exists, and accounts registered at an even position have an email address, with a real SMTP
+server (``tests/mail_kit.py``, bundling off: one mail per cause). After each drain the
+webhook dispatcher and the mail loop are let settle (nothing pending, nothing waiting for a
+mail; in manual mode they are run here, as they are the consumers' companions), and then:
+
+- every webhook request carries a valid Standard Webhooks signature (``standardwebhooks``),
+  one ``webhook-id`` always carries the same body, and every ``webhook-id`` was answered 2xx
+  at last (some examples' receiver fails the first attempt of a third of the messages: they
+  are retried, with the same id); delivered twice only after a crash restart;
+- the messages delivered, one per ``webhook-id``, are exactly what the model's history says
+  happened (``Records.webhooks``): every account, post, deletion, mention, follow, unfollow,
+  favourite and boost, nothing that did not happen, no event under two ids;
+- the mails are exactly one per mention of and per new follower of an account with an email
+  (``Records.mails``), each to that address, naming the actor, its ``Message-ID`` derived
+  from its cause (distinct causes, distinct ids), none sent twice but after a crash restart.
+
 Each example also draws how the service runs: consumers in the background (as deployed) or
 applied by hand a few events at a time (so reads meet derived stores lagging by a chosen
 amount, each consumer by its own), and normal or tiny caches (3 lists of each kind, 4 posts:
@@ -57,12 +76,16 @@ Run longer with ``HOMEFEED_HYPOTHESIS_PROFILE=oracle-long``.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import itertools
 import json
 import os
 import re
 import shutil
 import sys
 import tempfile
+import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -72,14 +95,19 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 import homefeed.service_layer.feed as feed_module
-from homefeed.bootstrap import open_homefeed
+from homefeed.bootstrap import mail_store, open_homefeed, webhook_store
 from homefeed.config import Settings
 from homefeed.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from homefeed.domain.mastodon.content import extract_mentions
 from homefeed.domain.mastodon.entities import Urls
 from homefeed.domain.mastodon.pagination import Page
 from homefeed.domain.text import index_terms, query_terms
+from homefeed.domain.webhooks import EVENT_TYPES
+from homefeed.service_layer.consumers import MAILER, WEBHOOKS
 from homefeed.service_layer.mastodon import MastodonApi
+from homefeed.service_layer.webhooks import WebhookAdmin
+from tests.mail_kit import MESSAGE_ID, SmtpServer, actor_of, by_message_id
+from tests.webhook_kit import Receiver, Received, verify
 
 from .oracle_model import Records, model_mentions
 
@@ -89,6 +117,17 @@ THRESHOLD = 3
 CAP = 5
 MAX_USERS = 10
 URLS = Urls("http://oracle.test")
+#: The mails' domain (their Message-IDs'): the host of the public URL.
+MAIL_DOMAIN = "oracle.test"
+#: A fast retry schedule (webhooks and mails): a failed attempt is tried again at once.
+RETRY_SCHEDULE = ",".join(["0.01s"] * 6)
+#: Seconds the dispatcher and the mail loop sleep when nothing woke them (1 s in the
+#: product) while the test waits for them to settle: a retry is due 0.01 s after its
+#: failure, and nothing wakes them for it. (Between checks they keep the product's pace:
+#: polling that often all the time would cost the whole run much more than the settling.)
+SETTLE_POLL = 0.01
+#: A hang guard for the webhook dispatcher and the mail loop to settle (not a speed check).
+SETTLE_TIMEOUT = 60.0
 #: The product's boost window (feed_rules.BOOST_WINDOW, which FeedManager reads from its
 #: module at call time). Some examples run with a small window instead, so that the
 #: window decides often with homes of a few dozen posts.
@@ -138,6 +177,40 @@ def model_query_terms(q: str) -> set[str]:
 
 
 # --------------------------------------------------------------------------------------------
+# the outside world: one webhook receiver and one SMTP server for every example (each example
+# has its own receiver path and email addresses, and resets them)
+# --------------------------------------------------------------------------------------------
+
+_OUTSIDE: dict[str, Any] = {}
+_EXAMPLES = itertools.count(1)
+
+
+def outside_world() -> tuple[Receiver, SmtpServer]:
+    if not _OUTSIDE:
+        _OUTSIDE["rx"], _OUTSIDE["smtp"] = Receiver(), SmtpServer()
+        atexit.register(_OUTSIDE["smtp"].close)
+        atexit.register(_OUTSIDE["rx"].close)
+    return _OUTSIDE["rx"], _OUTSIDE["smtp"]
+
+
+def hook_key(payload: dict[str, Any]) -> tuple[str, int, int]:
+    """A webhook message as the model names it (``Records.webhooks``)."""
+    t, d = payload["type"], payload["data"]
+    if t in ("account.created", "status.created", "status.deleted"):
+        return (t, int(d["id"]), 0)
+    if t == "mention.created":
+        return (t, int(d["status"]["id"]), int(d["account"]["id"]))
+    if t in ("follow.created", "follow.deleted"):
+        return (t, int(d["account"]["id"]), int(d["target_account"]["id"]))
+    return (t, int(d["account"]["id"]), int(d["status"]["id"]))  # favourite, reblog
+
+
+def flaky_answer(r: Received, attempt: int) -> int:
+    """The first attempt of a third of the messages fails (500: retried on the schedule)."""
+    return 500 if attempt == 1 and zlib.crc32(r.msg_id.encode()) % 3 == 0 else 204
+
+
+# --------------------------------------------------------------------------------------------
 # settings profiles: ~20-30 s in CI by default
 # --------------------------------------------------------------------------------------------
 
@@ -177,6 +250,20 @@ class HomefeedMachine(RuleBasedStateMachine):
         self.restarts = 0
         self.demoted = 0
         self.old_counters: dict[str, int] = {}  # FeedManager counters of closed instances
+        # -- the outside world: this example's receiver path, secret and email addresses --
+        self.rx, self.smtp = outside_world()
+        self.rx.reset()
+        self.smtp.inbox.reset()
+        self.example = next(_EXAMPLES)
+        self.hook_url = f"{self.rx.url}/{self.example}"
+        self.secret = ""
+        self.emails: dict[int, str] = {}  # user id -> email address
+        self.crashed = False  # a crash restart happened: a message may have been sent twice
+        self.outside = False  # this example has a webhook subscription and mail
+        # webhook requests checked so far (each is verified once): how many, and by webhook-id
+        # its key, bodies and statuses
+        self.hooks_seen = 0
+        self.hooks: dict[str, tuple[tuple[str, int, int], set[bytes], list[int]]] = {}
 
     def run(self, aw: Awaitable[T]) -> T:
         return self.loop.run_until_complete(aw)
@@ -437,6 +524,7 @@ class HomefeedMachine(RuleBasedStateMachine):
                 p = self.run(self.hf.get_post(pid))
                 assert p["text"] == text and p["author"]["handle"] == names[author], p
         self.check_conversations(limits)
+        self.check_outside_world()
 
     def check_conversations(self, limits: list[int]) -> None:
         """After a drain: every status's context, every post's counters and each viewer's
@@ -477,6 +565,102 @@ class HomefeedMachine(RuleBasedStateMachine):
         if any(self.m.boost_shadowed(u) for u, _ in self.users):
             event(f"the boost window ({self.m.window}) hides a boost at a check")
 
+    # -- the outside world: webhooks and mails ---------------------------------------------
+    def settle_outside_world(self) -> None:
+        """After a drain: wait until every webhook delivery is delivered, every mail sent
+        and no notification waits for its mail (a delivery or mail that is dead fails at
+        once). In manual mode no companion runs in the background: the dispatcher and the
+        mail loop run here until then."""
+        async def settle() -> None:
+            hooks, mails = webhook_store(self.hf), mail_store(self.hf)
+            companions = [self.hf.consumers.companions[name] for name in (WEBHOOKS, MAILER)]
+            paces = [c.__self__.poll for c in companions]  # the dispatcher's, the mail loop's
+            for c in companions:
+                c.__self__.poll = SETTLE_POLL
+                c.__self__.wake()
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(c(stop)) for c in companions] if self.manual else []
+            try:
+                deadline = self.loop.time() + SETTLE_TIMEOUT
+                while True:
+                    hc, mc = await hooks.delivery_counts(), await mails.mail_counts()
+                    unmailed = self.hf.store.db.query_value(
+                        "SELECT count(*) FROM mail_notifications WHERE mail_id IS NULL")
+                    stuck = {k: v for k, v in {**hc, **mc}.items() if k not in ("pending", "delivered", "sent")}
+                    assert not stuck, f"webhook deliveries or mails given up: {hc}, {mc}"
+                    if set(hc) <= {"delivered"} and set(mc) <= {"sent"} and not unmailed:
+                        return
+                    assert self.loop.time() < deadline, (
+                        f"webhooks and mails not settled after {SETTLE_TIMEOUT}s: {hc}, {mc}, "
+                        f"{unmailed} notifications without a mail")
+                    await asyncio.sleep(0.002)
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+                for c, pace in zip(companions, paces):
+                    c.__self__.poll = pace
+
+        self.run(settle())
+
+    def check_outside_world(self) -> None:
+        """Webhooks and mails equal what the model's history makes (see the module doc)."""
+        if not self.outside:
+            return
+        self.settle_outside_world()
+        must, may = self.m.webhooks()
+        new = self.rx.snapshot()[self.hooks_seen:]
+        self.hooks_seen += len(new)
+        for r in new:
+            if r.path != f"/hook/{self.example}":  # a request of the example before, cut by its end
+                continue
+            payload = verify(self.secret, r)  # every attempt is signed
+            key, bodies, statuses = self.hooks.setdefault(r.msg_id, (hook_key(payload), set(), []))
+            bodies.add(r.body)
+            statuses.append(r.status)
+        got: Counter[tuple[str, int, int]] = Counter()
+        for msg_id, (key, bodies, statuses) in self.hooks.items():
+            assert len(bodies) == 1, f"webhook-id {msg_id} ({key}): different bodies"
+            ok = [s for s in statuses if 200 <= s < 300]
+            assert ok, f"webhook {msg_id} {key} never delivered: {statuses}"
+            assert len(ok) == 1 or self.crashed, f"webhook {msg_id} {key} delivered {len(ok)} times"
+            if len(statuses) > 1:
+                event("a webhook was sent again (same webhook-id)")
+            got[key] += 1
+        missing, extra = must - got, got - may
+        assert not missing and not extra, (
+            f"webhooks after drain: missing {sorted(missing.elements())}\n"
+            f"  extra (or under two webhook-ids) {sorted(extra.elements())}\n  got {sorted(got.elements())}")
+        if got:
+            event("webhooks checked")
+
+        want_mentions, want_follows = self.m.mails(set(self.emails))
+        address = {a: uid for uid, a in self.emails.items()}
+        names = {h.lower(): uid for uid, h in self.users}
+        got_mentions: Counter[tuple[int, int]] = Counter()
+        got_follows: Counter[tuple[int, int]] = Counter()
+        mine = [(rc, m) for rc, m in self.smtp.inbox.snapshot() if set(rc) & set(address)]
+        for msg_id, copies in by_message_id(mine).items():
+            parsed = MESSAGE_ID.fullmatch(msg_id)
+            assert parsed and parsed.group(4) == MAIL_DOMAIN, f"Message-ID {msg_id!r}"
+            kind, n, uid = parsed.group(1), int(parsed.group(2)), int(parsed.group(3))
+            assert len(copies) == 1 or self.crashed, f"mail {msg_id} sent {len(copies)} times"
+            for rc, m in copies:
+                assert rc == [self.emails.get(uid)] and m["To"] == self.emails.get(uid), (msg_id, rc, m["To"])
+            actor = names[actor_of(copies[0][1])]
+            if kind == "mention":
+                assert self.posts[n][0] == actor, f"mail {msg_id} names {actor}, not the post's author"
+                got_mentions[(uid, n)] += 1
+            else:
+                got_follows[(uid, actor)] += 1
+        assert got_mentions == want_mentions, (
+            f"mention mails: missing {sorted((want_mentions - got_mentions).elements())}, "
+            f"extra {sorted((got_mentions - want_mentions).elements())}")
+        assert got_follows == want_follows, (
+            f"new-follower mails (recipient, follower): missing {sorted((want_follows - got_follows).elements())},"
+            f" extra {sorted((got_follows - want_follows).elements())}")
+        if got_mentions or got_follows:
+            event("mails checked")
+
     def notification_list(self, uid: int, limits: list[int]) -> list[tuple[int, str, int, int | None]]:
         """The user's whole notification list through the Mastodon use case, paged with
         ``max_id``: (id, type, from, status id) newest first."""
@@ -498,9 +682,11 @@ class HomefeedMachine(RuleBasedStateMachine):
 
     # -- rules --------------------------------------------------------------------------------
     @initialize(small_caches=st.booleans(), manual_consumers=st.booleans(),
-                window=st.sampled_from([3, 1, REAL_WINDOW]))
+                window=st.sampled_from([3, 1, REAL_WINDOW]), outside_world=st.booleans(),
+                flaky_receiver=st.booleans())
     def open_with_four_users(self, small_caches: bool, manual_consumers: bool,
-                             window: int = REAL_WINDOW) -> None:
+                             window: int = REAL_WINDOW, outside_world: bool = True,
+                             flaky_receiver: bool = False) -> None:
         """``small_caches``: room for 3 timelines of each kind and 4 posts, so lists are
         evicted all the time (rebuilt on read, skipped by fan-out) and hydration goes to the
         database. ``manual_consumers``: no consumer runs in the background; the ``consume``
@@ -508,12 +694,18 @@ class HomefeedMachine(RuleBasedStateMachine):
         lag behind the writes by a chosen amount (each consumer by its own). ``window``:
         the boost window. The product's is 40 entries; with the few dozen posts of an example
         it rarely decides, so most examples set ``FeedManager``'s module constant (read at
-        call time) to 3 or 1, and the oracle uses the same number."""
+        call time) to 3 or 1, and the oracle uses the same number. ``outside_world``: a
+        webhook subscription (every event, added before the first account exists) and SMTP;
+        ``flaky_receiver``: the webhook receiver fails the first attempt of a third of the
+        messages."""
         feed_module.BOOST_WINDOW = self.m.window = window
         event(f"boost window {window}")
         self.settings = Settings(
             data_dir=self.tmp, celebrity_threshold=THRESHOLD, timeline_cap=CAP,
             sqlite_synchronous="NORMAL",  # durability is test_crash's business; speed here
+            public_url="http://oracle.test", webhooks_allow_private=True,
+            webhook_retry_schedule=RETRY_SCHEDULE, mail_bundle_seconds=0,
+            **(dict(smtp_url=self.smtp.url, mail_from=f"homefeed@{MAIL_DOMAIN}") if outside_world else {}),
             **(dict(cache_max_timelines=3, cache_max_posts=4) if small_caches else {}),
         )
         self.manual = manual_consumers
@@ -522,6 +714,14 @@ class HomefeedMachine(RuleBasedStateMachine):
         if manual_consumers:
             event("manual consumers")
         self.hf = self.open()
+        self.outside = outside_world
+        if outside_world:
+            event("webhooks and mail")
+            self.rx.answer = flaky_answer if flaky_receiver else (lambda r, n: 204)
+            if flaky_receiver:
+                event("flaky webhook receiver")
+            sub = self.run(WebhookAdmin(webhook_store(self.hf), True).add(self.hook_url, ",".join(EVENT_TYPES)))
+            self.secret = sub["secret"]
         for _ in range(4):
             self.register()
 
@@ -533,6 +733,9 @@ class HomefeedMachine(RuleBasedStateMachine):
         assert got["handle"] == handle and got["token"]
         uid = int(got["id"])
         assert uid not in dict(self.users)
+        if self.outside and len(self.users) % 2 == 0:  # before anyone can follow or mention them
+            self.emails[uid] = f"{handle.lower()}.{self.example}@mail.test"
+            assert self.run(self.hf.store.set_password(uid, "not-a-hash", email=self.emails[uid]))
         self.users.append((uid, handle))
         # the same handle in another case is taken, and the failure changes nothing
         try:
@@ -555,8 +758,7 @@ class HomefeedMachine(RuleBasedStateMachine):
         if before >= THRESHOLD:
             event("followed a celebrity")
         assert self.run(self.hf.follow(fa, hb)) == {"following": True}
-        if (fa, fb) not in self.follows:
-            self.follows.add((fa, fb))
+        if self.m.followed(fa, fb):
             self.learn_follow_ids(fb)
         if before < THRESHOLD <= self.followers_count(fb):
             event("crossed the celebrity threshold up")
@@ -599,8 +801,7 @@ class HomefeedMachine(RuleBasedStateMachine):
             raise AssertionError("a user unfollowed themselves")
         before = self.followers_count(fb)
         assert self.run(self.hf.unfollow(fa, hb)) == {"following": False}
-        self.follows.discard((fa, fb))
-        self.m.follow_ids.pop((fa, fb), None)
+        self.m.unfollowed(fa, fb)
         if before >= THRESHOLD > self.followers_count(fb):
             self.demoted += 1
             event("crossed the celebrity threshold down")
@@ -833,7 +1034,7 @@ class HomefeedMachine(RuleBasedStateMachine):
             # its id (the notification's): the newest of the user's favourites, as listed
             body, fids = self.run(self.conv.favourites(URLS, uid, Page(limit=1)))
             assert [int(s["id"]) for s in json.loads(body)] == [o], body
-            self.m.favourites[(uid, o)] = fids[0]
+            self.m.favourited(uid, o, fids[0])
             event("favourited")
         elif not on and self.m.favourites.pop((uid, o), None) is not None:
             event("unfavourited")
@@ -1022,22 +1223,20 @@ class HomefeedMachine(RuleBasedStateMachine):
             elif kind == "fav":
                 uid, o = arg[0], self.m.original(arg[1])
                 assert int(json.loads(res)["id"]) == o
-                if (uid, o) not in self.m.favourites:
-                    self.m.favourites[(uid, o)] = 0  # its id is learnt below
+                if self.m.favourited(uid, o):  # its id (0 for now) is learnt below
                     new_favs.add(uid)
             elif kind == "reply":
                 new_posts.append((res.id, arg[0], arg[2], self.m.original(arg[1]), None))
             elif kind == "follow":
                 assert res == {"following": True}
                 before = self.followers_count(arg[1])
-                self.follows.add(arg)
+                self.m.followed(*arg)
                 if before < THRESHOLD <= self.followers_count(arg[1]):
                     event("crossed the celebrity threshold up (concurrently)")
             elif kind == "unfollow":
                 assert res == {"following": False}
                 before = self.followers_count(arg[1])
-                self.follows.discard(arg)
-                self.m.follow_ids.pop(arg, None)
+                self.m.unfollowed(*arg)
                 if before >= THRESHOLD > self.followers_count(arg[1]):
                     self.demoted += 1
                     event("crossed the celebrity threshold down (concurrently)")
@@ -1074,6 +1273,7 @@ class HomefeedMachine(RuleBasedStateMachine):
         mode it applies the next ``k`` events of each consumer without acknowledging them,
         as a crash between applying and acknowledging would: they are delivered again."""
         self.restarts += 1
+        self.crashed = self.crashed or crash
         note(f"restart #{self.restarts} crash={crash} drain_first={drain_first}")
         if drain_first:
             self.run(self.hf.drain())

@@ -34,7 +34,7 @@ from homefeed.domain.mastodon.content import extract_mentions
 from homefeed.domain.model import Event
 from homefeed.domain.webhooks import parse_retry_schedule, retry_delay
 from homefeed.ports import MailStore
-from homefeed.service_layer.consumers import MAILER  # the consumer's name
+from homefeed.service_layer.consumers import MAILER, is_outage  # the consumer's name
 
 if TYPE_CHECKING:
     from homefeed.config import Settings
@@ -241,8 +241,12 @@ class MailLoop:
             self.counts["sent"] += 1
         except asyncio.CancelledError:
             raise
-        except Exception:  # not recorded: the lease ends and it is sent again
-            log.exception("mailer: mail %s: could not record its outcome", mail_id)
+        except Exception as exc:  # not recorded: the lease ends and it is sent again
+            if is_outage(exc):  # the database is away: expected, and logged by the run loop too
+                log.warning("mailer: mail %s: outcome not recorded (%s); sent again once its lease ends",
+                            mail_id, exc)
+            else:
+                log.exception("mailer: mail %s: could not record its outcome", mail_id)
 
 
 __all__ = ["MAILER", "MailerConsumer", "MailLoop", "DigestSender", "send_mail", "mail_configured",

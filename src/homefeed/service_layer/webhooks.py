@@ -52,7 +52,7 @@ from homefeed.domain.webhooks import (ACCOUNT_CREATED, ATTEMPT_TIMEOUT, DEAD, FA
                                       parse_target, retry_delay, signature_header)
 from homefeed.domain.model import Event, Post
 from homefeed.ports import WebhookStore
-from homefeed.service_layer.consumers import WEBHOOKS  # the consumer's name
+from homefeed.service_layer.consumers import WEBHOOKS, is_outage  # the consumer's name
 
 if TYPE_CHECKING:
     from homefeed.config import Settings
@@ -488,8 +488,12 @@ class Dispatcher:
                 self.wake()
         except asyncio.CancelledError:
             raise
-        except Exception:  # the outcome could not be stored: the lease ends, it is sent again
-            log.exception("webhooks: could not record the outcome of delivery %s", d.id)
+        except Exception as exc:  # the outcome could not be stored: the lease ends, it is sent again
+            if is_outage(exc):  # the database is away: expected, and logged by the run loop too
+                log.warning("webhooks: outcome of delivery %s not recorded (%s); sent again once its"
+                            " lease ends", d.id, exc)
+            else:
+                log.exception("webhooks: could not record the outcome of delivery %s", d.id)
         finally:
             release()
 
