@@ -197,11 +197,18 @@ def test_lags_reads_every_consumers_lag_at_once(event_stream):
             expected = {"all": 0, "two": 4, "fetched": 6, "dead": 5, "never": 6}
             assert await r.stream.lags(names) == expected
             assert {n: await r.stream.lag(n) for n in names} == expected
-            (letter,) = await r.stream.dead_letters("dead")
-            await r.stream.retry_dead_letter(letter.id)  # marked for redelivery: behind again
-            assert (await r.stream.lags(["dead"]))["dead"] == await r.stream.lag("dead") == 6
             await register(r, 1)
+            for _ in range(100):  # JetStream: the relay publishes it in its own time
+                if await r.stream.lag("all") == 1 and await r.stream.lag("two") == 5:
+                    break
+                await asyncio.sleep(0.05)
             assert await r.stream.lags(["all", "all", "two"]) == {"all": 1, "two": 5}
+            (letter,) = await r.stream.dead_letters("dead")
+            # Marked for redelivery: behind again. (On JetStream the retry is a new message
+            # for that consumer only, which the others count until they skip it: so only
+            # "dead" is asserted after it.)
+            await r.stream.retry_dead_letter(letter.id)
+            assert (await r.stream.lags(["dead"]))["dead"] == await r.stream.lag("dead") == 7
 
     run(main())
 
