@@ -492,6 +492,14 @@ class SqliteDatabase:
         assert self.reader is not None, "database is not open"
         return self.reader.execute(sql, params).fetchone()
 
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version`` on the read connection: it changes whenever
+        another connection (this process's writer thread, or another process) has committed
+        since the last call. Lets an in-process cache of what the reads answer be exact:
+        same number, same answers (``MastodonApi``'s kept home pages)."""
+        assert self.reader is not None, "database is not open"
+        return self.reader.execute("PRAGMA data_version").fetchone()[0]  # type: ignore[no-any-return]
+
     def query_value(self, sql: str, params: tuple | list = ()) -> Any:
         """The first column of the one row an aggregate (``count``, ``max``) answers."""
         assert self.reader is not None, "database is not open"
