@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route, request_response
 from starlette.types import Receive, Scope, Send
 
+from homefeed.domain.mastodon.entities import Urls
 from homefeed.domain.mastodon.pagination import Page, parse_limit
 from homefeed.entrypoints.mastodon._common import (
     _LIMIT_ONLY,
@@ -87,8 +88,15 @@ class HomeRoute:
             return
         app: HomefeedApp = scope["app"]
         uid = granted(await app.homefeed.caller(token), _SCOPES)
-        page = Page(limit=parse_limit(m.group(1).decode())) if m is not None else Page()
-        u = urls_for(scope.get("scheme", "http"), host.decode("latin-1"))
+        page = _PAGES.get(raw)
+        if page is None:  # (at most 1,001 queries: nothing, or limit= and 1 to 3 digits)
+            page = _PAGES[raw] = Page(limit=parse_limit(m.group(1).decode())) if m is not None else Page()
+        where = (scope.get("scheme", "http"), host)
+        u = _URLS.get(where)
+        if u is None:
+            if len(_URLS) > 1000:
+                _URLS.clear()
+            u = _URLS[where] = urls_for(where[0], host.decode("latin-1"))
         got = await app.mastodon.home_rendered(u, uid, page)
         path = scope["path"]
         headers = got.headers.get((u.base, path, raw))
@@ -105,6 +113,9 @@ class HomeRoute:
 
 
 _SCOPES = ("read:statuses",)
+#: ``HomeRoute``'s parsed queries, and its ``Urls`` by (scheme, Host header bytes).
+_PAGES: dict[bytes, Page] = {}
+_URLS: dict[tuple[str, bytes], Urls] = {}
 
 routes = [
     Route("/api/v1/timelines/home", HomeRoute(), methods=["GET"]),
