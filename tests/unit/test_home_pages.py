@@ -55,3 +55,14 @@ def test_past_the_bound_the_older_half_is_dropped(monkeypatch) -> None:  # type:
         kept(pages, r)
     kept(pages, 10)
     assert [r for r in range(11) if pages.get(r, 20) is not None] == [5, 6, 7, 8, 9, 10]
+
+
+def test_a_cache_call_the_wrapper_does_not_know_fails_loudly() -> None:
+    cache = InvalidatingTimelineCache(MemoryTimelineCache(cap=7), HomePages())
+    assert cache.cap == 7 and cache._lists is cache.inner._lists  # type: ignore[attr-defined]
+    try:
+        cache.push_many  # type: ignore[attr-defined]  # e.g. a batch push added to the adapter
+    except AttributeError as exc:
+        assert "push_many" in str(exc)
+    else:
+        raise AssertionError("an unknown cache call went past the kept pages")

@@ -121,10 +121,25 @@ class HomePages:
         return {"readers": len(self._pages), "hits": self.hits, "misses": self.misses}
 
 
+#: Public attributes of the wrapped caches read through the wrappers: settings and counters.
+_PASSED_ON = frozenset({"cap", "inactive_seconds", "max_lists", "evictions", "max_posts", "max_tombstones",
+                        "hits", "misses"})
+
+
+def _passed_on(wrapper: Any, name: str) -> Any:
+    if name.startswith("_") or name in _PASSED_ON:
+        return getattr(wrapper.inner, name)
+    raise AttributeError(
+        f"{type(wrapper).__name__} does not pass {name!r} on: a cache call it does not know "
+        "could change a kept home page unseen (wrap it in service_layer/home_pages.py)")
+
+
 class InvalidatingTimelineCache:
     """A ``TimelineCache`` that tells ``pages`` about every change of a list or graph fact
-    before passing it on (see the module's docstring). Anything else (``_lists`` in tests,
-    adapter extras) is the wrapped cache's."""
+    before passing it on (see the module's docstring). Private attributes (``_lists`` in
+    tests) and a few settings are the wrapped cache's; any other public name not written
+    here fails loudly (``_passed_on``): a cache call this class does not know could change
+    a list without dropping the pages that show it."""
 
     backend: ClassVar[str] = "memory"
 
@@ -133,7 +148,7 @@ class InvalidatingTimelineCache:
         self.pages = pages
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        return _passed_on(self, name)
 
     def _changed(self, kind: str, keys: Sequence[int]) -> None:
         if kind == HOME:
@@ -219,7 +234,7 @@ class InvalidatingPostCache:
         self.pages = pages
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        return _passed_on(self, name)
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Post]:
         return await self.inner.get_many(ids)
