@@ -18,6 +18,10 @@ round. Figures:
     .venv/bin/python benchmarks/inproc_request_cost.py --world /tmp/hf14world
     .venv/bin/python benchmarks/inproc_request_cost.py --world /tmp/hf14world --profile healthz
 
+``--fresh`` adds ``home_fresh`` and ``mastodon_fresh``: the same reads with the kept first
+home pages (``service_layer/home_pages.py``) switched off, i.e. computed and rendered on
+every read as before issue 14's kept pages, to compare in the same run.
+
 ``--old-route-order`` adds ``home_old`` and ``mastodon_old``: the same reads on an app whose
 routes are in the order before issue 14 (about, operations, users, then the timelines), to
 measure the route order's cost in the same run.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import cProfile
 import pstats
 import shutil
@@ -59,7 +64,10 @@ async def receive() -> dict[str, Any]:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
-def make_runner(app: Any, path: str, tokens: list[bytes] | None) -> Callable[[int], Any]:
+def make_runner(app: Any, path: str, tokens: list[bytes] | None,
+                without_pages: Any = None) -> Callable[[int], Any]:
+    """``without_pages``: a Homefeed whose kept first home pages are switched off while
+    this figure runs (``*_fresh``: the read as computed before issue 14's kept pages)."""
     statuses: list[int] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -68,9 +76,16 @@ def make_runner(app: Any, path: str, tokens: list[bytes] | None) -> Callable[[in
 
     async def run(n: int) -> None:
         statuses.clear()
-        for i in range(n):
-            tok = tokens[i % len(tokens)] if tokens else None
-            await app(scope_for(path, tok), receive, send)
+        pages = None
+        if without_pages is not None:
+            pages, without_pages.home_pages = without_pages.home_pages, None
+        try:
+            for i in range(n):
+                tok = tokens[i % len(tokens)] if tokens else None
+                await app(scope_for(path, tok), receive, send)
+        finally:
+            if without_pages is not None:
+                without_pages.home_pages = pages
         bad = [s for s in statuses if s != 200]
         if bad:
             raise SystemExit(f"{path}: {len(bad)} answers not 200 (e.g. {bad[0]})")
@@ -86,6 +101,9 @@ async def main() -> None:
     ap.add_argument("--tokens", type=int, default=1000)
     ap.add_argument("--old-route-order", action="store_true")
     ap.add_argument("--profile", help="cProfile this figure instead of timing")
+    ap.add_argument("--fresh", action="store_true",
+                    help="add home_fresh and mastodon_fresh: the same reads with the kept first "
+                         "pages switched off (computed and rendered on every read)")
     args = ap.parse_args()
 
     from bare_app import app as bare
@@ -115,6 +133,9 @@ async def main() -> None:
             "home": make_runner(app, "/v1/timelines/home?limit=20", tokens),
             "mastodon": make_runner(app, "/api/v1/timelines/home?limit=20", tokens),
         }
+        if args.fresh:
+            runs["home_fresh"] = make_runner(app, "/v1/timelines/home?limit=20", tokens, hf)
+            runs["mastodon_fresh"] = make_runner(app, "/api/v1/timelines/home?limit=20", tokens, hf)
         if args.old_route_order:
             from homefeed.entrypoints.mastodon import timelines as mt
             from homefeed.entrypoints.routes import about, operations, timelines, users
@@ -157,6 +178,11 @@ async def main() -> None:
             print(f"| {name} | {statistics.median(us[name]):.1f} | {m:.2f} | {1 / m:.2f} |")
         if "mastodon" in us:
             print("mastodon / home CPU:", f"{statistics.median(a / b for a, b in zip(us['mastodon'], us['home'])):.2f}")
+        for name in ("home", "mastodon"):
+            if f"{name}_fresh" in us:
+                print(f"{name}_fresh / {name} CPU:",
+                      f"{statistics.median(a / b for a, b in zip(us[name + '_fresh'], us[name])):.2f}")
+        print("load average:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     finally:
         await hf.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -383,6 +383,7 @@ class SqliteDatabase:
         self._thread: threading.Thread | None = None
         self._commit_listeners: list[Callable[[], None]] = []
         self.reader: sqlite3.Connection | None = None
+        self._version_cursor: sqlite3.Cursor | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -491,6 +492,18 @@ class SqliteDatabase:
     def query_one(self, sql: str, params: tuple | list = ()) -> tuple | None:
         assert self.reader is not None, "database is not open"
         return self.reader.execute(sql, params).fetchone()
+
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version`` on the read connection: it changes whenever
+        another connection (this process's writer thread, or another process) has committed
+        since the last call. Lets an in-process cache of what the reads answer be exact:
+        same number, same answers (``MastodonApi``'s kept home pages)."""
+        reader = self.reader
+        assert reader is not None, "database is not open"
+        cursor = self._version_cursor
+        if cursor is None or cursor.connection is not reader:  # one cursor, reused: ~0.3 µs less
+            cursor = self._version_cursor = reader.cursor()
+        return cursor.execute("PRAGMA data_version").fetchone()[0]  # type: ignore[no-any-return]
 
     def query_value(self, sql: str, params: tuple | list = ()) -> Any:
         """The first column of the one row an aggregate (``count``, ``max``) answers."""

@@ -32,6 +32,7 @@ from homefeed.domain.mastodon.pagination import Page
 from homefeed.domain.model import Post, User
 from homefeed.domain.text import query_terms
 from homefeed.service_layer.conversations import Conversations
+from homefeed.service_layer.home_pages import first_page
 from homefeed.service_layer.idempotency import IdempotentRequest
 from homefeed.service_layer.services import Homefeed
 
@@ -74,6 +75,12 @@ class MastodonApi:
         self._full: dict[str, dict[int, tuple[float, bytes, int]]] = {}
         #: Threads, favourites, boosts, notifications and markers (issue 11).
         self.conversations = Conversations(self)
+        #: The record store's "nothing was committed since" number (SQLite's
+        #: ``data_version``), which lets a rendered home page be kept (``home_body``); None
+        #: (PostgreSQL, several processes): every read renders.
+        db: Any = getattr(hf.store, "db", None)
+        self._data_version: Callable[[], int] | None = (
+            db.data_version if hf.store.backend == "sqlite" and hasattr(db, "data_version") else None)
 
     # -- accounts -------------------------------------------------------------------------
     async def user_by_id(self, user_id: int) -> User:
@@ -194,8 +201,14 @@ class MastodonApi:
         """Each post as Status bytes (None: a boost whose original is gone), spliced from
         its cached head and ONE ``post_stats`` call for the whole list (counters and the
         viewer's flags of the posts and of the boosted originals)."""
+        return (await self._status_parts(urls, posts, viewer))[0]
+
+    async def _status_parts(self, urls: E.Urls, posts: list[Post],
+                            viewer: int | None) -> tuple[list[bytes | None], float]:
+        """``status_parts`` and the earliest expiry of the Account parts used (a rendering
+        kept longer could show an Account older than ``ACCOUNT_TTL`` allows)."""
         if not posts:
-            return []
+            return [], float("inf")
         wanted = [p.reblog_of_id for p in posts if p.reblog_of_id is not None]
         originals = await self.hf.feed.hydrate(wanted) if wanted else {}
         ids = [p.id for p in posts]
@@ -207,6 +220,7 @@ class MastodonApi:
         now = time.monotonic()
         seen = viewer is not None
         out: list[bytes | None] = []
+        until = float("inf")
         for p in posts:
             inner: bytes | None = None
             if p.reblog_of_id is not None:
@@ -214,14 +228,16 @@ class MastodonApi:
                 if original is None:
                     out.append(None)
                     continue
-                head = await self._head(urls, original, full, now)
-                inner = head + status_tail(stats.get(original.id), None, seen)
-            head = await self._head(urls, p, full, now)
-            out.append(head + status_tail(stats.get(p.id), inner, seen))
-        return out
+                got = await self._head(urls, original, full, now)
+                until = min(until, got[0])
+                inner = got[1] + status_tail(stats.get(original.id), None, seen)
+            got = await self._head(urls, p, full, now)
+            until = min(until, got[0])
+            out.append(got[1] + status_tail(stats.get(p.id), inner, seen))
+        return out, until
 
     async def _head(self, urls: E.Urls, post: Post, full: dict[int, tuple[float, bytes, int]],
-                    now: float) -> bytes:
+                    now: float) -> tuple[float, bytes, int]:
         got = full.get(post.id)
         if got is None or got[0] <= now:
             await self.account_bytes(urls, post.author_id)
@@ -230,7 +246,7 @@ class MastodonApi:
             if len(full) > _MAX_CACHED:
                 full.clear()
             full[post.id] = got
-        return got[1]
+        return got
 
     async def status(self, urls: E.Urls, post: Post, viewer: int | None, with_text: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = orjson.loads(await self.status_bytes(urls, post, viewer))
@@ -281,6 +297,43 @@ class MastodonApi:
             full.pop(post_id, None)
 
     # -- timelines ------------------------------------------------------------------------
+    async def home_body(self, urls: E.Urls, user_id: int, page: Page) -> tuple[bytes, list[int]]:
+        got = await self.home_rendered(urls, user_id, page)
+        return got.body, got.ids
+
+    async def home_rendered(self, urls: E.Urls, user_id: int, page: Page) -> "Rendered":
+        """The home timeline's page as the JSON array of Statuses, and the page's ids (for
+        the ``Link`` header): ``home`` + ``statuses_bytes``, the hot path of
+        ``GET /api/v1/timelines/home``.
+
+        The first page (no cursor) is rendered once and kept with the reader's kept first
+        page (``home_pages``: dropped by pushes, deletes, follows...), for as long as the
+        record store has committed nothing (``data_version``: a favourite, a boost, a reply,
+        a profile change all commit, so the counters, flags and Accounts shown are the ones a
+        fresh rendering would show) and no Account part in it is past ``ACCOUNT_TTL``. A
+        warm read then runs one statement, ``PRAGMA data_version``, instead of the page's
+        ``post_stats``."""
+        version_of = self._data_version
+        kept = None
+        if (version_of is not None and page.max_id is None and page.since_id is None
+                and page.min_id is None and page.limit > 0 and self.hf.home_pages is not None):
+            kept = await first_page(self.hf, user_id, page.limit)
+        if kept is None or (len(kept.posts) < page.limit and kept.next_id is not None):
+            posts = await self.home(user_id, page)
+            return Rendered(0, 0.0, await self.statuses_bytes(urls, posts, user_id), [p.id for p in posts])
+        self.hf.reads.home_read(user_id)  # as ``home``
+        assert version_of is not None
+        version = version_of()
+        got: Rendered | None = kept.views.get(urls.base)
+        if got is not None and got.version == version and got.until > time.monotonic():
+            return got
+        parts, until = await self._status_parts(urls, kept.posts, user_id)
+        got = Rendered(version, until, b"[" + b",".join(p for p in parts if p is not None) + b"]",
+                       [p.id for p in kept.posts])
+        if version_of() == version:  # nothing committed while rendering: keep it
+            kept.views[urls.base] = got
+        return got
+
     async def home(self, user_id: int, page: Page) -> list[Post]:
         self.hf.reads.home_read(user_id)  # the durable read counter (load report, digest)
         return await paged(lambda b, n: self.hf.feed.read_home(user_id, b, n), page)
@@ -330,6 +383,18 @@ class MastodonApi:
             parts = await self.status_parts(urls, [posts[i] for i in ids if i in posts], viewer)
             statuses = [orjson.loads(p) for p in parts if p is not None]
         return E.search_entity(accounts, statuses, hashtags)
+
+
+class Rendered:
+    """A home page rendered as Statuses (``home_rendered``): valid while the record store's
+    ``version`` holds and until ``until`` (monotonic; the Accounts' expiry). ``headers``:
+    the answer's headers, per request path and query, kept by the HTTP layer."""
+
+    __slots__ = ("version", "until", "body", "ids", "headers")
+
+    def __init__(self, version: int, until: float, body: bytes, ids: list[int]) -> None:
+        self.version, self.until, self.body, self.ids = version, until, body, ids
+        self.headers: dict[Any, list[tuple[bytes, bytes]]] = {}
 
 
 _AUTHOR_PLACEHOLDER = E.AccountView(id=0, username="_", display_name="", created_at=id_time(1 << 22))

@@ -14,6 +14,8 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
+import orjson
+
 from homefeed.config import Settings
 from homefeed.domain.errors import Forbidden, InvalidInput, NotFound, Unauthorized, Unavailable
 from homefeed.domain.mastodon.content import extract_mentions
@@ -38,6 +40,7 @@ from homefeed.ports import (
 )
 from homefeed.service_layer.consumers import Consumers
 from homefeed.service_layer.feed import FeedManager
+from homefeed.service_layer.home_pages import HomePages, InvalidatingPostCache, InvalidatingTimelineCache, first_page
 from homefeed.service_layer.idempotency import IdempotentRequest, IdempotentWrites
 from homefeed.service_layer.live import LivePublisher
 from homefeed.service_layer.streaming import StreamHub
@@ -129,6 +132,13 @@ class Homefeed:
         self.relay: OutboxRelay | None = None
         self.store = store
         self.stream = stream
+        #: First home pages kept in memory (``home_pages``): only with the in-process cache,
+        #: whose every change this process makes and so can tell the pages about.
+        self.home_pages: HomePages | None = None
+        if cache.backend == "memory" and settings.feed_strategy != "pull":
+            self.home_pages = HomePages()
+            cache = InvalidatingTimelineCache(cache, self.home_pages)
+            posts = InvalidatingPostCache(posts, self.home_pages)
         self.cache = cache
         self.posts = posts
         self.search_index = search_index
@@ -536,9 +546,24 @@ class Homefeed:
     # -- reads ----------------------------------------------------------------------------
     async def home_timeline(self, user_id: int, limit: int | None = None, before: int | None = None) -> dict[str, Any]:
         limit = check_limit(limit)
-        posts, next_id = await self.feed.read_home(user_id, before, limit)
+        if before is None:  # the first page: kept in memory between changes (home_pages)
+            first = await first_page(self, user_id, limit)
+            posts, next_id = first.posts, first.next_id
+        else:
+            posts, next_id = await self.feed.read_home(user_id, before, limit)
         self.reads.home_read(user_id)
         return page(posts, next_id)
+
+    async def home_timeline_body(self, user_id: int, limit: int | None = None) -> bytes:
+        """``home_timeline(user_id, limit)`` (the first page) as its JSON body, the bytes
+        kept with the page: the hot path of ``GET /v1/timelines/home``."""
+        limit = check_limit(limit)
+        first = await first_page(self, user_id, limit)
+        self.reads.home_read(user_id)
+        body = first.body
+        if body is None:
+            body = first.body = orjson.dumps(page(first.posts, first.next_id))
+        return body
 
     async def user_posts(self, handle: str, limit: int | None = None, before: int | None = None) -> dict[str, Any]:
         user = await self.user(handle)

@@ -62,7 +62,11 @@ def urls(request: Request) -> Urls:
     if not host:
         server = scope.get("server") or ("localhost", 80)
         host = f"{server[0]}:{server[1]}"
-    key = (scope.get("scheme", "http"), host)
+    return urls_for(scope.get("scheme", "http"), host)
+
+
+def urls_for(scheme: str, host: str) -> Urls:
+    key = (scheme, host)
     got = _URLS.get(key)
     if got is None:
         if len(_URLS) > 1000:
@@ -97,6 +101,11 @@ async def user(request: Request, *scopes: str, params: Params | None = None) -> 
     who = await caller(request, params)
     if who is None:
         raise Unauthorized("The access token is invalid")
+    return granted(who, scopes)
+
+
+def granted(who: Caller, scopes: tuple[str, ...]) -> int:
+    """``who``'s user id if it holds one of ``scopes`` (raises otherwise)."""
     key = (who.scopes, scopes)
     if who.user_id is not None and _GRANTED.get(key):
         return who.user_id
@@ -162,16 +171,20 @@ def linked(request: Request, body: bytes | Any, ids: list[int]) -> Response:
     else:
         keep = [(k, v) for k, v in request.query_params.multi_items()
                 if k != "access_token" and k not in PAGE_PARAMS]
-    base = f"{urls(request).base}{request.scope['path']}"
     if not ids:
         return answer(body)
+    link = link_of(f"{urls(request).base}{request.scope['path']}", ids, keep)
+    return answer(body, headers={"Link": link} if link else None)
+
+
+def link_of(base: str, ids: list[int], keep: list[tuple[str, str]]) -> str:
+    """The ``Link`` header of a non-empty page of ``ids`` at ``base`` (the URL without its
+    query), keeping the parameters ``keep``."""
     if all(_SAFE.fullmatch(k) and _SAFE.fullmatch(v) for k, v in keep):
         prefix = "".join(f"{k}={v}&" for k, v in keep)
-        link = (f'<{base}?{prefix}max_id={ids[-1]}>; rel="next", '
+        return (f'<{base}?{prefix}max_id={ids[-1]}>; rel="next", '
                 f'<{base}?{prefix}min_id={ids[0]}>; rel="prev"')
-    else:
-        link = link_header(base, ids, keep) or ""
-    return answer(body, headers={"Link": link} if link else None)
+    return link_header(base, ids, keep) or ""
 
 
 def ids_of(posts: list[Post]) -> list[int]:
