@@ -36,7 +36,7 @@ from itertools import islice
 from typing import Any, ClassVar, Sequence
 
 from homefeed.domain.model import Post
-from homefeed.ports import IdSlice, PostCache, TimelineCache
+from homefeed.ports import HomeView, IdSlice, PostCache, TimelineCache
 
 HOME = "home"
 AUTHOR = "author"
@@ -181,6 +181,9 @@ class InvalidatingTimelineCache:
 
     async def exists(self, kind: str, keys: Sequence[int]) -> list[int]:
         return await self.inner.exists(kind, keys)
+
+    async def home_view(self, user_id: int, before: int | None, limit: int) -> HomeView:
+        return await self.inner.home_view(user_id, before, limit)
 
     async def drop(self, kind: str, key: int) -> None:
         self._changed(kind, (key,))
