@@ -51,9 +51,11 @@ PULL_COST = 10.0
 #: Twitter's reads per post (DDIA ch. 1: 300k home reads/s, 4.6k posts/s), used when this
 #: system has not recorded both.
 TWITTER_READS_PER_POST = 300_000 / 4_600
-#: Bytes one cached timeline entry costs: Redis (sorted-set member with its score and
-#: skiplist node) and the in-process cache (an int in a Python list).
-BYTES_PER_ENTRY = {"redis": 64, "memory": 36}
+#: Bytes one cached timeline entry costs, as measured by ``benchmarks/memory_per_entry.py``
+#: (full 800-id lists grown by fan-out, rounded up): Redis (a list of integers, stored as
+#: listpacks: ``MEMORY USAGE`` 11.6) and the in-process cache (``array('q')``: 8.8 by
+#: tracemalloc, list overhead included).
+BYTES_PER_ENTRY = {"redis": 12, "memory": 9}
 TOP = 10
 #: The most timeline writes one post may cost (its fan-out burst): a post by an account
 #: above this is pulled whatever the averages say, so that one post never occupies the
