@@ -31,7 +31,8 @@
 --
 -- Trimming is lazy on the fan-out path: a push trims only when the list has grown trim_slack
 -- ids past the cap (one LPOP count + LPUSH of the new head), so the steady-state push is two
--- commands. Reads stay exact: slice treats the ids beyond the newest cap as already cut off
+-- commands (LINDEX + RPUSH), or one RPUSHX on the fast path of push.lua (an id above the
+-- kind's top key: newer than every list). Reads stay exact: slice treats the ids beyond the newest cap as already cut off
 -- (they and the stored floor give the effective floor), and install, merge and remove trim
 -- for real, so every answer equals the memory adapter's, which trims at once. (The newest cap
 -- of a union of inserts is the same set whether trimmed after every insert or once at the
