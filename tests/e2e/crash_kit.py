@@ -509,10 +509,12 @@ class Load:
         if body.get("id") != str(pid) or body.get("favourited") is not state:
             with led.lock:  # an earlier request of this pair with no answer may still run
                 unsettled = any(not acked for _, acked in led.fav_ops.get(pair, []))
+                targeted = pid in led.targeted
             if body.get("id") == str(pid) and unsettled:
                 led.count(f"{verb} answered after an earlier request left unanswered")
-            else:
-                led.error(f"{what} answered id {body.get('id')} favourited {body.get('favourited')}")
+            else:  # a delete racing the write is answered 404, never the opposite flag
+                led.error(f"{what} answered id {body.get('id')} favourited {body.get('favourited')}"
+                          f" (a delete of it was sent: {targeted})")
         with led.lock:
             led.fav_ops.setdefault(pair, []).append((state, True))
         self._acked(verb)
