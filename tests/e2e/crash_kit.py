@@ -509,17 +509,12 @@ class Load:
         if body.get("id") != str(pid) or body.get("favourited") is not state:
             with led.lock:  # an earlier request of this pair with no answer may still run
                 unsettled = any(not acked for _, acked in led.fav_ops.get(pair, []))
-                # a delete of the post sent meanwhile may take the new favourite with it
-                # between the write and the answer's read: then the post must be gone
-                deleting = state and pid in led.targeted
-                if deleting:
-                    led.not_found.add(pid)
+                targeted = pid in led.targeted
             if body.get("id") == str(pid) and unsettled:
                 led.count(f"{verb} answered after an earlier request left unanswered")
-            elif body.get("id") == str(pid) and deleting:
-                led.count(f"{verb} answered as its post was deleted")
-            else:
-                led.error(f"{what} answered id {body.get('id')} favourited {body.get('favourited')}")
+            else:  # a delete racing the write is answered 404, never the opposite flag
+                led.error(f"{what} answered id {body.get('id')} favourited {body.get('favourited')}"
+                          f" (a delete of it was sent: {targeted})")
         with led.lock:
             led.fav_ops.setdefault(pair, []).append((state, True))
         self._acked(verb)

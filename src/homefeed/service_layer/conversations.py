@@ -102,13 +102,16 @@ class Conversations:
 
     # -- favourites -----------------------------------------------------------------------
     async def favourite(self, urls: E.Urls, user_id: int, post_id: int, on: bool) -> bytes:
-        """Idempotent; the status with the viewer's ``favourited`` and the new count."""
+        """Idempotent; the status with the viewer's ``favourited`` and the new count, or
+        NotFound when the post was deleted by the time the answer is read (a delete racing
+        the write: the answer must not show ``favourited: false`` for an acknowledged
+        favourite; the favourite went with the post, as Mastodon's would)."""
         post = await self._status_or_original(post_id)
         if on:
             await self.hf.store.favourite(user_id, post.id)
         else:
             await self.hf.store.unfavourite(user_id, post.id)
-        return await self.api.status_bytes(urls, post, user_id)
+        return await self.api.status_bytes(urls, post, user_id, recorded=True)
 
     async def favourites(self, urls: E.Urls, user_id: int, page: Page) -> tuple[bytes, list[int]]:
         """The viewer's favourited statuses, newest favourite first, and the favourites'

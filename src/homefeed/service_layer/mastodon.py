@@ -186,8 +186,14 @@ class MastodonApi:
                 out[user.handle.lower()] = account_view(user)
         return out
 
-    async def status_bytes(self, urls: E.Urls, post: Post, viewer: int | None) -> bytes:
-        part = (await self.status_parts(urls, [post], viewer))[0]
+    async def status_bytes(self, urls: E.Urls, post: Post, viewer: int | None,
+                           recorded: bool = False) -> bytes:
+        """``recorded``: the status must still be in the records when its counters and flags
+        are read, else NotFound. A write's answer (favourite) asks for it: a delete committed
+        after the write (often in the same group commit) would otherwise render the post
+        with no stats row, i.e. zero counters and ``favourited: false``, contradicting the
+        acknowledged write."""
+        part = (await self.status_parts(urls, [post], viewer, recorded=recorded))[0]
         if part is None:  # a boost whose original is gone is gone
             raise NotFound("Record not found")
         return part
@@ -197,8 +203,10 @@ class MastodonApi:
         parts = await self.status_parts(urls, posts, viewer)
         return b"[" + b",".join(p for p in parts if p is not None) + b"]"
 
-    async def status_parts(self, urls: E.Urls, posts: list[Post], viewer: int | None) -> list[bytes | None]:
-        """Each post as Status bytes (None: a boost whose original is gone), spliced from
+    async def status_parts(self, urls: E.Urls, posts: list[Post], viewer: int | None,
+                           recorded: bool = False) -> list[bytes | None]:
+        """Each post as Status bytes (None: a boost whose original is gone, or with
+        ``recorded`` a post whose row is gone by the time of the stats read), spliced from
         its cached head and ONE ``post_stats`` call for the whole list (counters and the
         viewer's flags of the posts and of the boosted originals)."""
         return (await self._status_parts(urls, posts, viewer))[0]
@@ -223,6 +231,9 @@ class MastodonApi:
         until = float("inf")
         for p in posts:
             inner: bytes | None = None
+            if recorded and p.id not in stats:
+                out.append(None)
+                continue
             if p.reblog_of_id is not None:
                 original = originals.get(p.reblog_of_id)
                 if original is None:
