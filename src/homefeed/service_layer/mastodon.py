@@ -209,10 +209,10 @@ class MastodonApi:
         ``recorded`` a post whose row is gone by the time of the stats read), spliced from
         its cached head and ONE ``post_stats`` call for the whole list (counters and the
         viewer's flags of the posts and of the boosted originals)."""
-        return (await self._status_parts(urls, posts, viewer))[0]
+        return (await self._status_parts(urls, posts, viewer, recorded))[0]
 
-    async def _status_parts(self, urls: E.Urls, posts: list[Post],
-                            viewer: int | None) -> tuple[list[bytes | None], float]:
+    async def _status_parts(self, urls: E.Urls, posts: list[Post], viewer: int | None,
+                            recorded: bool = False) -> tuple[list[bytes | None], float]:
         """``status_parts`` and the earliest expiry of the Account parts used (a rendering
         kept longer could show an Account older than ``ACCOUNT_TTL`` allows)."""
         if not posts:
