@@ -70,3 +70,15 @@ echo done
   > $R/issue14_inproc.txt 2>&1
 .venv/bin/python benchmarks/hybrid_vs_pull.py --rounds 5 --reads 300 --chart benchmarks/charts/hybrid_vs_pull.png \
   --json $R/hybrid_vs_pull.json > $R/hybrid_vs_pull.txt 2>&1
+
+# 11. issue 14, second pass (2026-12-07): /healthz and the post path, the kept home pages
+#     (--fresh: the same requests with them off, same run), the fan-out side and memory per entry
+.venv/bin/python benchmarks/inproc_request_cost.py --world /tmp/hf14world --rounds 7 --n 2000 --fresh \
+  > $R/issue14_home_inproc.txt 2>&1
+.venv/bin/python benchmarks/inproc_post_cost.py --world /tmp/hf14world --rounds 3 --n 1500 > $R/issue14_inproc_post.txt 2>&1
+.venv/bin/python -m homefeed bench micro --only fanout_redis,fanout_memory --budget 6 --repeat 1 \
+  --out $R/issue14_micro_fanout.json > $R/issue14_micro_fanout.log 2>&1
+.venv/bin/python benchmarks/memory_per_entry.py --json $R/issue14_memory_per_entry.json > $R/issue14_memory_per_entry.txt 2>&1
+.venv/bin/python benchmarks/fanout_cost.py --rounds 3 --budget 1 --json $R/issue14_fanout_cost.json \
+  --chart benchmarks/charts/fanout_cost.png > $R/issue14_fanout_cost.txt 2>&1
+.venv/bin/python benchmarks/fanout_1m.py --dir /tmp/hfbench/f1m --rounds 10 --json $R/issue14_fanout_1m.json > $R/issue14_fanout_1m.txt 2>&1

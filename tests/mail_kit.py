@@ -20,11 +20,19 @@ MESSAGE_ID = re.compile(r"<(mention|follow)\.(\d+)\.u(\d+)@([^>]+)>")
 
 
 class Inbox:
-    """aiosmtpd handler: keeps every message it accepted (with its envelope recipients)."""
+    """aiosmtpd handler: keeps every message it accepted (with its envelope recipients);
+    refuses recipients in ``refuse`` with 550 (a permanent reject)."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], Message]] = []
+        self.refuse: set[str] = set()
         self._lock = threading.Lock()
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
+        if address in self.refuse:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         with self._lock:

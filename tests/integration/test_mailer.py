@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email
-import socket
-import threading
 from email.message import Message
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 
 from homefeed.bootstrap import CONSUMERS, build, mail_store
 from homefeed.config import Settings
@@ -26,48 +22,13 @@ from homefeed.service_layer import outside
 from homefeed.service_layer.mailer import send_mail
 from homefeed.service_layer.services import Homefeed
 from tests.backends import scratch_pg_database
-
-
-class Inbox:
-    """aiosmtpd handler: keeps every message; refuses recipients in ``refuse`` with 550."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], Message]] = []
-        self.refuse: set[str] = set()
-        self._lock = threading.Lock()
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
-        if address in self.refuse:
-            return "550 5.1.1 no such mailbox"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        with self._lock:
-            self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
-        return "250 Message accepted for delivery"
-
-    def snapshot(self) -> list[tuple[list[str], Message]]:
-        with self._lock:
-            return list(self.messages)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.mail_kit import Inbox, SmtpServer
 
 
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    port = _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
+    with SmtpServer() as server:
+        yield server.inbox, server.port
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
