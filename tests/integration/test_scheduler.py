@@ -220,7 +220,12 @@ def test_three_os_processes_run_each_of_30_slots_exactly_once(profile: str, tmp_
     trace = tmp_path / "trace.log"
     with settings_for(profile, tmp_path) as settings:
         asyncio.run(_create_schema(settings))
-        procs = [_spawn(settings, tmp_path, trace, i + 1, "--job", "tick", "--period", str(period))
+        # Each run lasts longer than a slot (0.7 s): its process is still busy with it when
+        # the next slot starts, so that slot is another process's to claim. Without it one
+        # process can win every slot (its polls come first each time; seen on SQLite), and
+        # the test would not show the slots shared out.
+        procs = [_spawn(settings, tmp_path, trace, i + 1, "--job", "tick", "--period", str(period),
+                        "--work", str(period * 1.4))
                  for i in range(3)]
         try:
             for p in procs:
