@@ -363,22 +363,25 @@ CLOSE_SECONDS = 1.0
 
 
 async def _close_within(pubsub: Any, client: Any, seconds: float) -> None:
-    """Close a subscription and its client, waiting at most ``seconds``. redis-py's
-    ``PubSub.aclose`` shields its teardown from cancellation and waits for the pubsub's lock:
-    a teardown stuck behind that lock held ``Homefeed.close()`` forever (seen once in the
-    oracle with Redis caches). The teardown goes on in the background when the wait ends;
-    a cancellation of the caller still ends the wait at once."""
+    """Close a subscription's connection and its client, waiting at most ``seconds``.
+
+    Not ``PubSub.aclose``: redis-py shields that teardown from cancellation and waits for
+    the pubsub's lock, so a teardown stuck behind the lock held ``Homefeed.close()`` forever
+    (seen in the oracle with Redis caches), and, left to finish in the background, kept
+    ``asyncio.run`` from ever returning (``homefeed webhooks add`` printed its answer and
+    never exited, seen once in CI). The client is discarded, so its connection is simply
+    dropped: ``disconnect`` takes no lock, and everything here can be cancelled."""
 
     async def close() -> None:
+        connection = getattr(pubsub, "connection", None)
         try:
-            await pubsub.aclose()
+            if connection is not None:
+                await connection.disconnect(nowait=True)
         finally:
             await client.aclose()
 
-    teardown = asyncio.ensure_future(close())
-    teardown.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no warning
     try:
-        await asyncio.wait_for(asyncio.shield(teardown), seconds)
+        await asyncio.wait_for(close(), seconds)
     except (asyncio.TimeoutError, Exception):
         pass
 
