@@ -8,11 +8,12 @@ import email
 import re
 import socket
 import threading
-import time
 from email.message import Message
 from typing import Any, Callable
 
 from aiosmtpd.controller import Controller
+
+from tests.waiting import wait_until
 
 #: ``<mention.123.u42@domain>`` / ``<follow.812.u42@domain>`` (README "Email"; bundling off:
 #: one cause per mail, so no ``+N``).
@@ -50,15 +51,7 @@ class Inbox:
     def wait_for(self, done: Callable[[list[tuple[list[str], Message]]], bool], timeout: float = 60.0,
                  what: str = "the expected mails") -> list[tuple[list[str], Message]]:
         """Wait (liveness, not a timing check) until ``done(messages)``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            got = self.snapshot()
-            if done(got):
-                return got
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} did not arrive within {timeout}s; got {len(got)} mails:"
-                                     f" {[m['Message-ID'] for _, m in got][-20:]}")
-            time.sleep(0.02)
+        return wait_until(self.snapshot, done, timeout, what, lambda got: [m["Message-ID"] for _, m in got])
 
 
 def _free_port() -> int:

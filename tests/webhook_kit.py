@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 from standardwebhooks.webhooks import Webhook
+
+from tests.waiting import wait_until
 
 
 class _Server(ThreadingHTTPServer):
@@ -114,15 +115,8 @@ class Receiver:
     def wait_for(self, done: Callable[[list[Received]], bool], timeout: float = 60.0,
                  what: str = "the expected webhooks") -> list[Received]:
         """Wait (liveness, not a timing check) until ``done(requests)``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            got = self.snapshot()
-            if done(got):
-                return got
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} did not arrive within {timeout}s; got {len(got)} requests:"
-                                     f" {[(r.msg_id, r.status, r.json.get('type')) for r in got][-20:]}")
-            time.sleep(0.02)
+        return wait_until(self.snapshot, done, timeout, what,
+                          lambda got: [(r.msg_id, r.status, r.json.get("type")) for r in got])
 
 
 def verify(secret: str, r: Received) -> dict[str, Any]:
