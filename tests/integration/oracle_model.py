@@ -73,6 +73,10 @@ class Records:
         self.follow_events: list[tuple[str, int, int]] = []  # ("follow"|"unfollow", follower, followee)
         self.favourite_events: list[tuple[int, int]] = []  # (user, original post)
         self.boost_events: list[tuple[int, int]] = []  # (booster, original post)
+        # the favourites and boosts (indexes in the lists above) whose original still existed
+        # at a drain after them: the webhooks consumer rendered their message (``drained``)
+        self.rendered_favourites: set[int] = set()
+        self.rendered_boosts: set[int] = set()
 
     # -- writes -----------------------------------------------------------------------------
     def add_post(self, pid: int, author: int, text: str, seq: int, *, parent: int | None = None,
@@ -129,6 +133,13 @@ class Records:
         self.favourites[(user, original)] = fid
         self.favourite_events.append((user, original))
         return True
+
+    def drained(self) -> None:
+        """Every consumer has caught up: a favourite or boost whose original exists now had
+        its message rendered, which must be delivered even if the original goes later."""
+        for events, rendered in ((self.favourite_events, self.rendered_favourites),
+                                 (self.boost_events, self.rendered_boosts)):
+            rendered.update(i for i, (_, p) in enumerate(events) if i not in rendered and self.exists(p))
 
     # -- reads of the records ---------------------------------------------------------------
     def exists(self, pid: int) -> bool:
@@ -257,8 +268,9 @@ class Records:
         (must arrive, may arrive). ``a, b``: the account (``account.created``: it, 0), the
         status (``status.*``: it, 0), (status, mentioned account), (follower, followee),
         (who favourited or boosted, the original status). Every event is a must, but a
-        favourite or boost of a post deleted since: the message shows the status, and one
-        gone before the consumer rendered it has no message (``Renderer.messages``)."""
+        favourite or boost of a post deleted since and not rendered at a drain before
+        (``drained``): the message shows the status, and one gone before the consumer
+        rendered it has no message (``Renderer.messages``)."""
         must: Counter[tuple[str, int, int]] = Counter()
         may: Counter[tuple[str, int, int]] = Counter()
 
@@ -279,10 +291,10 @@ class Records:
                 add(("mention.created", pid, uid))
         for kind, a, b in self.follow_events:
             add(("follow.created" if kind == "follow" else "follow.deleted", a, b))
-        for u, p in self.favourite_events:
-            add(("favourite.created", u, p), self.exists(p))
-        for u, p in self.boost_events:
-            add(("reblog.created", u, p), self.exists(p))
+        for i, (u, p) in enumerate(self.favourite_events):
+            add(("favourite.created", u, p), self.exists(p) or i in self.rendered_favourites)
+        for i, (u, p) in enumerate(self.boost_events):
+            add(("reblog.created", u, p), self.exists(p) or i in self.rendered_boosts)
         return must, may
 
     def mails(self, reachable: set[int]) -> tuple[Counter[tuple[int, int]], Counter[tuple[int, int]]]:
