@@ -294,6 +294,7 @@ class Dispatcher:
         self._done: list[int] = []  # successes waiting for their write
         self._next: asyncio.Future[None] | None = None  # resolved once they are written
         self._writer_active = False
+        self._stopping = False  # run() is ending: no new attempt starts
         #: What this process did (metrics): delivered, failed, dead, gone, postponed.
         self.counts: dict[str, int] = {"delivered": 0, "failed": 0, "dead": 0, "gone": 0}
 
@@ -351,6 +352,8 @@ class Dispatcher:
         delivery whose lease would end before its attempt could is let go unattempted (its
         lease ends; it is claimed again, attempts untouched)."""
         started = 0
+        if self._stopping:  # what is queued keeps its lease: claimed again after it ends
+            return started
         now = time.time()
         while ep.queue and ep.in_flight < self._limit(ep) and ep.open_until <= now:
             d, claimed_at = ep.queue.popleft()
@@ -365,7 +368,10 @@ class Dispatcher:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Until ``stopping`` is set; then waits (at most the attempt timeout) for the
-        attempts in flight to record their outcome."""
+        attempts in flight to record their outcome (starting no new ones meanwhile: an
+        attempt started then would outlive the store, its success unrecorded and the message
+        sent again)."""
+        self._stopping = False
         if self.release_at_start:
             try:
                 await self.store.release_leases()
@@ -388,6 +394,7 @@ class Dispatcher:
                 await asyncio.sleep(0)
                 continue
             await _sleep_or(stopping, self.poll, self._wake)
+        self._stopping = True
         if self._tasks:  # a few seconds for the attempts in flight; the rest are sent again
             _, pending = await asyncio.wait(list(self._tasks), timeout=STOP_GRACE)
             for t in pending:
