@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 import uuid
 from typing import Iterator
 from urllib.parse import urlparse
@@ -29,13 +30,19 @@ _URLS = {"postgresql": PG_ADMIN_URL, "redis": REDIS_URL, "nats": NATS_URL}
 _PORTS = {"postgresql": 5432, "redis": 6379, "nats": 4222}
 
 
-def reachable(name: str, timeout: float = 1.0) -> bool:
+def reachable(name: str, timeout: float = 1.0, tries: int = 1) -> bool:
+    """Whether the server accepts a connection (``tries`` attempts of ``timeout`` seconds,
+    0.5 s apart: on a busy machine, tests running in parallel, one can time out)."""
     u = urlparse(_URLS[name])
-    try:
-        with socket.create_connection((u.hostname or "127.0.0.1", u.port or _PORTS[name]), timeout):
-            return True
-    except OSError:
-        return False
+    for n in range(tries):
+        if n:
+            time.sleep(0.5)
+        try:
+            with socket.create_connection((u.hostname or "127.0.0.1", u.port or _PORTS[name]), timeout):
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def missing_reason(name: str) -> str:
@@ -49,7 +56,7 @@ def needs(name: str) -> pytest.MarkDecorator:
 
 def require(name: str) -> None:
     """Inside a test or fixture: skip (laptop) or fail (CI) when the server is missing."""
-    if not reachable(name):
+    if not reachable(name, timeout=2.0, tries=1 + 2 * IN_CI):
         (pytest.fail if IN_CI else pytest.skip)(missing_reason(name))
 
 

@@ -55,7 +55,9 @@ from tests.e2e.fault_figures import ScenarioFigures, record
 from tests.e2e.outside_kit import OutsideWorld
 from tests.e2e.scaleout import Deployment, deployment, private_pg_deployment
 
-pytestmark = pytest.mark.slow
+# serial: the parallel pass of `make test` leaves these out and they run alone afterwards (a
+# stopped PostgreSQL under load must never overlap other tests that use PostgreSQL)
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 SETTINGS = {"HOMEFEED_CELEBRITY_THRESHOLD": "3", "HOMEFEED_TIMELINE_CAP": "5"}
 REDIS_OUTAGE_S = 10.0

@@ -41,6 +41,11 @@ from homefeed.service_layer.feed import AUTHOR, HOME
 from homefeed.service_layer.services import Homefeed
 from tests.backends import NATS_URL, REDIS_URL, needs, require, scratch_pg_database, unique
 
+# serial: `make test` runs this module alone after the parallel pass. The outbox stream
+# delivers an event once no older transaction is open anywhere on the server (the cluster's
+# snapshot xmin), and these tests read it at once: another test's transaction would delay it.
+pytestmark = pytest.mark.serial
+
 T = TypeVar("T")
 
 THRESHOLD = 3

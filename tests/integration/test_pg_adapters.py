@@ -45,6 +45,11 @@ from homefeed.domain.ids import NODE_BITS, SEQ_BITS
 from homefeed.domain.model import Event, Post
 from homefeed.domain.text import query_terms
 
+# serial: `make test` runs this module alone after the parallel pass. The outbox stream
+# delivers an event once no older transaction is open anywhere on the server (the cluster's
+# snapshot xmin), and these tests read it at once: another test's transaction would delay it.
+pytestmark = pytest.mark.serial
+
 ADMIN_URL = os.environ.get(
     "HOMEFEED_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
