@@ -22,13 +22,15 @@ serve: install
 	$(BIN)/homefeed serve
 
 # The suite in two passes: every test but those marked `serial`, in TEST_WORKERS processes
-# (pytest-xdist; each test has its own databases, key prefixes, ports and temp dirs), then
-# the `serial` ones alone (fault tests that stop PostgreSQL under load). TEST_WORKERS=0: one
-# process. The exit status is the first failure's; "no test" (5) of one pass is not one.
+# (pytest-xdist; each test has its own databases, key prefixes, ports and temp dirs; a
+# module's tests stay in one process, in order, sharing its module fixtures), then
+# the `serial` ones alone (fault tests that stop PostgreSQL under load, outbox readers, a
+# latency bound). TEST_WORKERS=0: one process. The exit status is the first failure's;
+# "no test" (5) of one pass is not one.
 TEST_WORKERS ?= 3
 test: install-test
 	@a=0; b=0; \
-	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal) \
+	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) \
 	  -m "not serial" $(PYTEST_ARGS) || a=$$?; \
 	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS) || b=$$?; \
 	if [ $$a -eq 5 ] && [ $$b -eq 5 ]; then exit 5; fi; \
