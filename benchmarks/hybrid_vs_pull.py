@@ -196,9 +196,12 @@ async def main() -> None:
                     help="then home reads over HTTP at this rate per (reader, strategy) for the p99 (0: skip)")
     ap.add_argument("--http-seconds", type=float, default=10.0)
     ap.add_argument("--http-only", action="store_true", help="only the HTTP phase, on the world of the last run")
+    ap.add_argument("--db", default="hf14hvp", help="the scratch PostgreSQL database (dropped and made again)")
+    ap.add_argument("--redis", default="redis://127.0.0.1:6379/14", help="the Redis URL, with a database number of its own (flushed)")
     ap.add_argument("--chart", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    globals().update(DB=args.db, REDIS=args.redis)
     levels = [int(x) for x in args.followees.split(",")]
     authors = max(levels)
     if args.http_only:

@@ -491,12 +491,23 @@ class HomeView:
     home list and their own author list (None: absent or building, the caller rebuilds);
     ``following`` and ``celebrities`` are the cached sets when the adapter can tell cheaply
     that its copy is current (None: not known by this call, ask ``following`` /
-    ``celebrities`` as usual)."""
+    ``celebrities`` as usual).
+
+    ``fingerprint``: when not None, a value that compares equal (``==``) for two views of
+    the same reader and ``before`` only if nothing a page computed from the view could
+    depend on in this cache changed in between: the two slices (ids and floors), the
+    reader's following set, the celebrity set, and no post deleted from the post cache the
+    adapter watches (``RedisTimelineCache``'s ``deletes_key``). A value seen once is never
+    seen again after such a change (versions are random, not counters). None: the adapter
+    does not vouch (no watched post cache, a version missing, a slice absent): the caller
+    keeps nothing by it. The lists the read merges besides these two (followed celebrities'
+    author lists) are not in it."""
 
     home: IdSlice | None
     own: IdSlice | None
     following: frozenset[int] | None
     celebrities: frozenset[int] | None
+    fingerprint: Any = None
 
 
 class TimelineCache(Closable, Protocol):
