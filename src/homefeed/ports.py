@@ -539,11 +539,14 @@ class TimelineCache(Closable, Protocol):
         """Those of ``keys`` whose list exists."""
     async def drop(self, kind: str, key: int) -> None: ...
 
-    async def home_view(self, user_id: int, before: int | None, limit: int) -> HomeView:
+    async def home_view(self, user_id: int, before: int | None, limit: int, kept: Any = None) -> HomeView:
         """The first round of ``user_id``'s home read at once: ``slice("home", user_id,
         before, limit)``, ``slice("author", user_id, before, limit)`` (TTLs refreshed as by
         ``slice``), and the following and celebrity sets if current copies are at hand
-        (exactly what ``following`` / ``celebrities`` would answer now, or None)."""
+        (exactly what ``following`` / ``celebrities`` would answer now, or None).
+        ``kept``: a ``fingerprint`` of an earlier view the caller holds; when this view's
+        equals it, the adapter may answer the fingerprint alone (``home``, ``own``,
+        ``following``, ``celebrities`` None: the caller has what they would give)."""
 
     # -- graph facts ----------------------------------------------------------------------
     async def following(self, user_id: int) -> frozenset[int] | None: ...

@@ -49,9 +49,7 @@ def _id_slice(r: list[bytes] | None) -> IdSlice | None:
     """A slice script's answer ({floor, ids ascending...} or nil) as an ``IdSlice``."""
     if r is None:
         return None
-    ids = [int(x) for x in r[1:]]
-    ids.reverse()
-    return IdSlice(ids, int(r[0]))
+    return IdSlice(list(map(int, r[:0:-1])), int(r[0]))
 
 
 def _new_version() -> int:
@@ -282,10 +280,11 @@ class RedisTimelineCache:
             self.client, [self._key(kind, key)], [b, max(0, limit), self.cap, self._ttl[kind]]
         ))
 
-    async def home_view(self, user_id: int, before: int | None, limit: int) -> HomeView:
+    async def home_view(self, user_id: int, before: int | None, limit: int, kept: Any = None) -> HomeView:
         """One script (one round trip): both slices and the versions of the following and
         celebrity sets, which validate this process's copies of them (on a Cluster the
-        celebrity version lives in another slot: ``celebrities`` answers it)."""
+        celebrity version lives in another slot: ``celebrities`` answers it). A view equal to
+        ``kept`` is answered as its fingerprint alone (no ids decoded)."""
         b = b"" if before is None or before > MAX_ID else _m(max(0, before))
         keys = [self._fmt["home"] % user_id, self._fmt["author"] % user_id, self._folv % user_id]
         dk = self.deletes_key
@@ -305,6 +304,13 @@ class RedisTimelineCache:
         else:
             r = await self._home_view.call_args(self.client, args)
         fv, cv, home, own, dv = r
+        # Every fact a page computed from this view depends on here, as Redis answered it
+        # (the slices' raw replies: comparing them costs less than their ints).
+        fp = ((fv, cv, dv, home, own)
+              if dv is not None and fv is not None and cv is not None and home is not None and own is not None
+              else None)
+        if fp is not None and fp == kept:
+            return HomeView(None, None, None, None, fp)
         following = None
         if fv is not None:
             memo = self._fol_memo.get(user_id)
@@ -315,11 +321,6 @@ class RedisTimelineCache:
         cached = self._celeb_cache
         if cv is not None and cached is not None and cached[0] == cv:
             celebs = cached[1]
-        # Every fact a page computed from this view depends on here, as Redis answered it
-        # (the slices' raw replies: comparing them costs less than their ints).
-        fp = ((fv, cv, dv, home, own)
-              if dv is not None and fv is not None and cv is not None and home is not None and own is not None
-              else None)
         return HomeView(_id_slice(home), _id_slice(own), following, celebs, fp)
 
     def _memo(self, user_id: int, version: bytes, members: frozenset[int]) -> None:

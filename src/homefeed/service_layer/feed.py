@@ -305,13 +305,17 @@ class FeedManager:
             return HomePage(posts, next_id)
         try:
             n = limit + SLACK
-            view = await _cache(self.cache.home_view(user_id, None, n))
+            kept = pages.get(user_id, limit)
+            view = await _cache(self.cache.home_view(user_id, None, n, None if kept is None else kept[0]))
             fp = view.fingerprint
             if fp is not None:
-                kept = pages.get(user_id, limit)
-                if kept is not None and kept[0] == fp and await self._same_slices(kept[1], n):
-                    pages.hits += 1
-                    return kept[2]
+                if kept is not None and kept[0] == fp:
+                    if await self._same_slices(kept[1], n):
+                        pages.hits += 1
+                        return kept[2]
+                    # a followed celebrity posted: the view answered the fingerprint alone
+                    view = await _cache(self.cache.home_view(user_id, None, n))
+                    fp = view.fingerprint
                 pages.misses += 1
             posts, next_id, source = await self._page_from_view(user_id, view, None, n, limit)
         except CacheUnavailable:

@@ -219,8 +219,8 @@ class InvalidatingTimelineCache:
     async def exists(self, kind: str, keys: Sequence[int]) -> list[int]:
         return await self.inner.exists(kind, keys)
 
-    async def home_view(self, user_id: int, before: int | None, limit: int) -> HomeView:
-        return await self.inner.home_view(user_id, before, limit)
+    async def home_view(self, user_id: int, before: int | None, limit: int, kept: Any = None) -> HomeView:
+        return await self.inner.home_view(user_id, before, limit, kept)
 
     async def drop(self, kind: str, key: int) -> None:
         self._changed(kind, (key,))

@@ -8,15 +8,18 @@
 -- makes it): a page kept under "missing" must not match after a delete made it and an
 -- eviction took it again; a fresh random value each time it is missing rules that out.
 local before, n, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local cv, dv = false, false
-if #KEYS > 3 then cv = redis.call('GET', KEYS[4]) end
+local fv, cv, dv
 if #KEYS > 4 then
-  dv = redis.call('GET', KEYS[5])
+  local v = redis.call('MGET', KEYS[3], KEYS[4], KEYS[5])  -- one call: cheaper in Lua
+  fv, cv, dv = v[1], v[2], v[3]
   if not dv then
     redis.call('SET', KEYS[5], ARGV[6])
     dv = ARGV[6]
   end
+else
+  fv, cv, dv = redis.call('GET', KEYS[3]), false, false
+  if #KEYS > 3 then cv = redis.call('GET', KEYS[4]) end
 end
-return {redis.call('GET', KEYS[3]), cv,
+return {fv, cv,
         slice_list(KEYS[1], before, n, cap, tonumber(ARGV[4])),
         slice_list(KEYS[2], before, n, cap, tonumber(ARGV[5])), dv}
