@@ -84,8 +84,14 @@ def test_kept_scaleout_home_pages_equal_fresh_reads(tmp_path_factory: object, pr
             async def check() -> None:
                 for uid in ids:
                     for _ in range(2):  # the second read of an unchanged page is a kept one
+                        fallbacks = hf.feed.counters["cache_fallbacks"]
                         fresh_posts, nxt = await hf.feed.read_home(uid, None, LIMIT)
                         got = await hf.home_timeline_body(uid, LIMIT)
+                        if hf.feed.counters["cache_fallbacks"] != fallbacks:
+                            # Redis did not answer in time (a loaded machine): a read came
+                            # from the record store, which the lagging fan-out has not caught
+                            # up with; not what this test compares
+                            continue
                         assert got == orjson.dumps(page(fresh_posts, nxt)), (pages.stats(), hf.feed.counters)
 
             for name, a, b in ops:
