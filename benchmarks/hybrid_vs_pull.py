@@ -190,7 +190,7 @@ def proc_cpu(pid: int) -> float:
 
 
 async def http_vs_embedded(levels: list[int], authors: int, embedded_dir: Path, rate: float, seconds: float,
-                           rounds: int) -> list[dict[str, Any]]:
+                           rounds: int, baseline_src: str | None = None) -> list[dict[str, Any]]:
     """Server CPU per HTTP home read (``GET /v1/timelines/home``, 20 posts), the scale-out
     profile against the embedded one, same world, same reader, open at once: two ``homefeed
     serve`` processes, one on PostgreSQL + Redis (hybrid), one on the SQLite file of the same
@@ -224,6 +224,10 @@ async def http_vs_embedded(levels: list[int], authors: int, embedded_dir: Path, 
             "HOMEFEED_FEED_STRATEGY": "hybrid", "HOMEFEED_CELEBRITY_THRESHOLD": str(10**9)}).start(),
         "embedded": ServerProcess(embedded_dir, env={"HOMEFEED_CELEBRITY_THRESHOLD": str(10**9)}).start(),
     }
+    if baseline_src:  # the scale-out server from another source tree (e.g. before a change)
+        servers["scale-out-baseline"] = ServerProcess(tmp / "baseline", env={
+            "HOMEFEED_DATABASE_URL": f"{PG}/{DB}", "HOMEFEED_CACHE_URL": REDIS, "PYTHONPATH": baseline_src,
+            "HOMEFEED_FEED_STRATEGY": "hybrid", "HOMEFEED_CELEBRITY_THRESHOLD": str(10**9)}).start()
     rcli = redis.Redis.from_url(REDIS)
     rows: list[dict[str, Any]] = []
     try:
@@ -242,11 +246,12 @@ async def http_vs_embedded(levels: list[int], authors: int, embedded_dir: Path, 
                                             mix={"home_timeline": 1.0}, seed=r), users)
                     cur = await c.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s"
                                           " AND pid <> pg_backend_pid()", (DB,))
-                    pids = [row[0] for row in await cur.fetchall()] if s == "scale-out" else []
+                    scaleout = s.startswith("scale-out")
+                    pids = [row[0] for row in await cur.fetchall()] if scaleout else []
 
                     def sample() -> tuple[float, float, float, float]:
                         return (time.perf_counter(), proc_cpu(srv.pid),  # type: ignore[arg-type]
-                                backend_cpu(pids), redis_cpu(rcli) if s == "scale-out" else 0.0)
+                                backend_cpu(pids), redis_cpu(rcli) if scaleout else 0.0)
 
                     i0 = sample()
                     await asyncio.sleep(2.0)
@@ -287,6 +292,19 @@ async def http_vs_embedded(levels: list[int], authors: int, embedded_dir: Path, 
         print(f"| {n:,} | {med(x['total_us'] for x in so):,.0f} ({med(x['process_us'] for x in so):,.0f} +"
               f" {med(x['pg_us'] for x in so):,.0f} + {med(x['redis_us'] for x in so):,.0f}) |"
               f" {med(x['total_us'] for x in em):,.0f} | {med(ratios):.2f}x ({', '.join(f'{x:.2f}' for x in ratios)}) |")
+    if baseline_src:
+        print("\n| followees | baseline scale-out µs/request (process + PG + Redis) | baseline / this tree |"
+              " baseline / embedded |")
+        print("|---|---|---|---|")
+        for n in levels:
+            so = [x for x in rows if x["server"] == "scale-out" and x["followees"] == n]
+            bl = [x for x in rows if x["server"] == "scale-out-baseline" and x["followees"] == n]
+            em = [x for x in rows if x["server"] == "embedded" and x["followees"] == n]
+            r1 = [b["total_us"] / a["total_us"] for a, b in zip(so, bl) if a["total_us"] > 0]
+            r2 = [b["total_us"] / e["total_us"] for e, b in zip(em, bl) if e["total_us"] > 0]
+            print(f"| {n:,} | {med(x['total_us'] for x in bl):,.0f} ({med(x['process_us'] for x in bl):,.0f} +"
+                  f" {med(x['pg_us'] for x in bl):,.0f} + {med(x['redis_us'] for x in bl):,.0f}) |"
+                  f" {med(r1):.2f}x ({', '.join(f'{x:.2f}' for x in r1)}) | {med(r2):.2f}x |")
     return rows
 
 
@@ -304,6 +322,8 @@ async def main() -> None:
                     help="then home reads over HTTP at this rate, scale-out server against embedded server"
                          " (server CPU per request, Redis and PostgreSQL included; 0: skip)")
     ap.add_argument("--http-rounds", type=int, default=3)
+    ap.add_argument("--http-baseline-src", help="also a scale-out server run from this source tree"
+                    " (PYTHONPATH; e.g. `git archive <commit> src | tar -x -C DIR`, then DIR/src)")
     ap.add_argument("--skip-inprocess", action="store_true", help="load the world, then only the HTTP phases")
     ap.add_argument("--http-only", action="store_true", help="only the HTTP phase, on the world of the last run")
     ap.add_argument("--db", default="hf14hvp", help="the scratch PostgreSQL database (dropped and made again)")
@@ -354,7 +374,7 @@ async def main() -> None:
 
     if args.skip_inprocess:
         rows = await http_vs_embedded(levels, authors, tmp / "embedded", args.http_embedded or 200.0,
-                                      args.http_seconds, args.http_rounds)
+                                      args.http_seconds, args.http_rounds, args.http_baseline_src)
         if args.json:
             args.json.write_text(json.dumps({"http_embedded": rows}, indent=1))
         return
@@ -478,7 +498,7 @@ async def main() -> None:
               f" {row['nokeep_over_hybrid']:.1f}x; pull / it {row['pull_over_nokeep']:.1f}x) |")
     http = await http_phase(levels, authors, args.http_rate, args.http_seconds) if args.http_rate else []
     http_emb = (await http_vs_embedded(levels, authors, tmp / "embedded", args.http_embedded, args.http_seconds,
-                                       args.http_rounds) if args.http_embedded else [])
+                                       args.http_rounds, args.http_baseline_src) if args.http_embedded else [])
     if args.json:
         args.json.write_text(json.dumps({
             "table": table, "http": http, "http_embedded": http_emb, "loadavg": loads, "rounds": args.rounds, "reads": args.reads,
