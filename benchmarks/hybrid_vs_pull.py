@@ -185,6 +185,129 @@ async def http_phase(levels: list[int], authors: int, rate: float, seconds: floa
     return rows
 
 
+def proc_cpu(pid: int) -> float:
+    return backend_cpu([pid])
+
+
+async def http_vs_embedded(levels: list[int], authors: int, embedded_dir: Path, rate: float, seconds: float,
+                           rounds: int, baseline_src: str | None = None) -> list[dict[str, Any]]:
+    """Server CPU per HTTP home read (``GET /v1/timelines/home``, 20 posts), the scale-out
+    profile against the embedded one, same world, same reader, open at once: two ``homefeed
+    serve`` processes, one on PostgreSQL + Redis (hybrid), one on the SQLite file of the same
+    rows (memory caches). Per (round, reader, server), rotated: a one-second warm-up at the
+    rate, a one-second idle measure, then ``seconds`` of reads at ``rate`` (Poisson). Server
+    CPU = the serve process + (scale-out) the PostgreSQL backends of the database and the
+    Redis server (INFO cpu), each less its idle rate over the idle second (both processes run
+    background work: relays, consumers, timers)."""
+    import sqlite3
+
+    import redis
+
+    from homefeed.bench.loadgen import LoadSpec, User, run_load
+    from homefeed.bench.server import ServerProcess
+    from homefeed.service_layer.services import hash_token
+
+    tokens = {n: f"hvp-reader-{j}" for j, n in enumerate(levels)}
+    async with await psycopg.AsyncConnection.connect(f"{PG}/{DB}", autocommit=True) as c:
+        for j, n in enumerate(levels):
+            await c.execute("UPDATE users SET token_hash = %s WHERE handle = %s",
+                            (hash_token(tokens[n]), f"u{authors + j}"))
+    db = sqlite3.connect(Settings(data_dir=embedded_dir).database_path)
+    for j, n in enumerate(levels):
+        db.execute("UPDATE users SET token_hash = ? WHERE handle = ?", (hash_token(tokens[n]), f"u{authors + j}"))
+    db.commit()
+    db.close()
+    tmp = Path(tempfile.mkdtemp(prefix="hf14hvp-emb-"))
+    servers = {
+        "scale-out": ServerProcess(tmp / "scaleout", env={
+            "HOMEFEED_DATABASE_URL": f"{PG}/{DB}", "HOMEFEED_CACHE_URL": REDIS,
+            "HOMEFEED_FEED_STRATEGY": "hybrid", "HOMEFEED_CELEBRITY_THRESHOLD": str(10**9)}).start(),
+        "embedded": ServerProcess(embedded_dir, env={"HOMEFEED_CELEBRITY_THRESHOLD": str(10**9)}).start(),
+    }
+    if baseline_src:  # the scale-out server from another source tree (e.g. before a change)
+        servers["scale-out-baseline"] = ServerProcess(tmp / "baseline", env={
+            "HOMEFEED_DATABASE_URL": f"{PG}/{DB}", "HOMEFEED_CACHE_URL": REDIS, "PYTHONPATH": baseline_src,
+            "HOMEFEED_FEED_STRATEGY": "hybrid", "HOMEFEED_CELEBRITY_THRESHOLD": str(10**9)}).start()
+    rcli = redis.Redis.from_url(REDIS)
+    rows: list[dict[str, Any]] = []
+    try:
+        async with await psycopg.AsyncConnection.connect(f"{PG}/{DB}", autocommit=True) as c:
+            combos = [(s, n) for n in levels for s in servers]
+            for s, n in combos:  # start-up work (relays, consumers catching up) out of the way
+                await run_load(LoadSpec(url=servers[s].url, rate=rate, duration_s=1.0, mix={"home_timeline": 1.0}),
+                               [User(f"u{authors + levels.index(n)}", tokens[n])])
+            await asyncio.sleep(3.0)
+            for r in range(rounds):
+                order = combos[r % len(combos):] + combos[: r % len(combos)]
+                for s, n in order:
+                    srv = servers[s]
+                    users = [User(f"u{authors + levels.index(n)}", tokens[n])]
+                    await run_load(LoadSpec(url=srv.url, rate=rate, duration_s=1.0,
+                                            mix={"home_timeline": 1.0}, seed=r), users)
+                    cur = await c.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                                          " AND pid <> pg_backend_pid()", (DB,))
+                    scaleout = s.startswith("scale-out")
+                    pids = [row[0] for row in await cur.fetchall()] if scaleout else []
+
+                    def sample() -> tuple[float, float, float, float]:
+                        return (time.perf_counter(), proc_cpu(srv.pid),  # type: ignore[arg-type]
+                                backend_cpu(pids), redis_cpu(rcli) if scaleout else 0.0)
+
+                    i0 = sample()
+                    await asyncio.sleep(2.0)
+                    i1 = sample()
+                    idle = [(b - a) / (i1[0] - i0[0]) for a, b in zip(i0[1:], i1[1:])]
+                    spec = LoadSpec(url=srv.url, rate=rate, duration_s=seconds, mix={"home_timeline": 1.0},
+                                    arrival="poisson", seed=r)
+                    m0 = sample()
+                    res = await run_load(spec, users)
+                    m1 = sample()
+                    wall = m1[0] - m0[0]
+                    parts = [max(0.0, (b - a) - rate_ * wall) for a, b, rate_ in zip(m0[1:], m1[1:], idle)]
+                    summ = res.summary()
+                    row = summ["corrected"].get("home_timeline", summ["corrected"]["all"])
+                    done = max(1, row["count"] - row["errors"])
+                    out = {"round": r, "server": s, "followees": n, "count": row["count"], "errors": row["errors"],
+                           "process_us": parts[0] / done * 1e6, "pg_us": parts[1] / done * 1e6,
+                           "redis_us": parts[2] / done * 1e6, "total_us": sum(parts) / done * 1e6,
+                           "p50_ms": row.get("p50_ms"), "p99_ms": row.get("p99_ms"), "loadavg": os.getloadavg(),
+                           "idle_cpu_per_s": idle}
+                    rows.append(out)
+                    print(f"http r{r} {s} {n}: {out['total_us']:.0f} µs/request (process {out['process_us']:.0f},"
+                          f" PG {out['pg_us']:.0f}, Redis {out['redis_us']:.0f}); p50 {out['p50_ms']} ms;"
+                          f" {row['count']} done, {row['errors']} errors; idle CPU/s {[round(x, 4) for x in idle]};"
+                          f" load {os.getloadavg()[0]:.2f}", flush=True)
+    finally:
+        rcli.close()
+        for srv in servers.values():
+            srv.stop()
+    med = statistics.median
+    print("\n| followees | scale-out µs/request (process + PG + Redis) | embedded µs/request |"
+          " scale-out / embedded (median of per-round ratios) |")
+    print("|---|---|---|---|")
+    for n in levels:
+        so = [x for x in rows if x["server"] == "scale-out" and x["followees"] == n]
+        em = [x for x in rows if x["server"] == "embedded" and x["followees"] == n]
+        ratios = [a["total_us"] / b["total_us"] for a, b in zip(so, em) if b["total_us"] > 0]
+        print(f"| {n:,} | {med(x['total_us'] for x in so):,.0f} ({med(x['process_us'] for x in so):,.0f} +"
+              f" {med(x['pg_us'] for x in so):,.0f} + {med(x['redis_us'] for x in so):,.0f}) |"
+              f" {med(x['total_us'] for x in em):,.0f} | {med(ratios):.2f}x ({', '.join(f'{x:.2f}' for x in ratios)}) |")
+    if baseline_src:
+        print("\n| followees | baseline scale-out µs/request (process + PG + Redis) | baseline / this tree |"
+              " baseline / embedded |")
+        print("|---|---|---|---|")
+        for n in levels:
+            so = [x for x in rows if x["server"] == "scale-out" and x["followees"] == n]
+            bl = [x for x in rows if x["server"] == "scale-out-baseline" and x["followees"] == n]
+            em = [x for x in rows if x["server"] == "embedded" and x["followees"] == n]
+            r1 = [b["total_us"] / a["total_us"] for a, b in zip(so, bl) if a["total_us"] > 0]
+            r2 = [b["total_us"] / e["total_us"] for e, b in zip(em, bl) if e["total_us"] > 0]
+            print(f"| {n:,} | {med(x['total_us'] for x in bl):,.0f} ({med(x['process_us'] for x in bl):,.0f} +"
+                  f" {med(x['pg_us'] for x in bl):,.0f} + {med(x['redis_us'] for x in bl):,.0f}) |"
+                  f" {med(r1):.2f}x ({', '.join(f'{x:.2f}' for x in r1)}) | {med(r2):.2f}x |")
+    return rows
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--followees", default="10,100,1000,5000")
@@ -195,10 +318,47 @@ async def main() -> None:
     ap.add_argument("--http-rate", type=float, default=0.0,
                     help="then home reads over HTTP at this rate per (reader, strategy) for the p99 (0: skip)")
     ap.add_argument("--http-seconds", type=float, default=10.0)
+    ap.add_argument("--http-embedded", type=float, default=0.0,
+                    help="then home reads over HTTP at this rate, scale-out server against embedded server"
+                         " (server CPU per request, Redis and PostgreSQL included; 0: skip)")
+    ap.add_argument("--http-rounds", type=int, default=3)
+    ap.add_argument("--http-baseline-src", help="also a scale-out server run from this source tree"
+                    " (PYTHONPATH; e.g. `git archive <commit> src | tar -x -C DIR`, then DIR/src)")
+    ap.add_argument("--skip-inprocess", action="store_true", help="load the world, then only the HTTP phases")
     ap.add_argument("--http-only", action="store_true", help="only the HTTP phase, on the world of the last run")
+    ap.add_argument("--db", default="hf14hvp", help="the scratch PostgreSQL database (dropped and made again)")
+    ap.add_argument("--redis", default="redis://127.0.0.1:6379/14", help="the Redis URL, with a database number of its own (flushed)")
+    ap.add_argument("--private-redis", action="store_true",
+                    help="start a redis-server of this run's own (a free port, no persistence) instead of --redis:"
+                         " its CPU is then this run's alone (a shared server charges the neighbours' commands)")
     ap.add_argument("--chart", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    globals().update(DB=args.db, REDIS=args.redis)
+    if args.private_redis:
+        import atexit
+        import shutil
+        import socket
+        import subprocess
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        rdir = Path(tempfile.mkdtemp(prefix="hf14hvp-redis-"))
+        proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
+                                 "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(rdir)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        atexit.register(proc.terminate)
+        globals()["REDIS"] = f"redis://127.0.0.1:{port}/0"
+        import redis as _redis
+
+        for _ in range(100):
+            try:
+                _redis.Redis.from_url(REDIS).ping()
+                break
+            except _redis.ConnectionError:
+                time.sleep(0.05)
+        print(f"private redis-server on port {port} (pid {proc.pid})", flush=True)
     levels = [int(x) for x in args.followees.split(",")]
     authors = max(levels)
     if args.http_only:
@@ -212,10 +372,17 @@ async def main() -> None:
     print(f"world: {authors} authors x {args.posts_per_author} posts, readers following {levels};"
           f" loaded in {time.perf_counter() - t:.1f} s; load average {os.getloadavg()}", flush=True)
 
+    if args.skip_inprocess:
+        rows = await http_vs_embedded(levels, authors, tmp / "embedded", args.http_embedded or 200.0,
+                                      args.http_seconds, args.http_rounds, args.http_baseline_src)
+        if args.json:
+            args.json.write_text(json.dumps({"http_embedded": rows}, indent=1))
+        return
     import redis
 
     rcli = redis.Redis.from_url(REDIS)
-    variants = ["pull", "hybrid"] + ([] if args.no_baseline else ["hybrid-redispy", "hybrid-v1"]) + ["embedded"]
+    variants = (["pull", "hybrid", "hybrid-nokeep"] + ([] if args.no_baseline else ["hybrid-redispy", "hybrid-v1"])
+                + ["embedded"])
     hfs = {}
     for v in variants:
         if v == "embedded":
@@ -225,6 +392,9 @@ async def main() -> None:
                                 celebrity_threshold=10**9, feed_strategy="pull" if v == "pull" else "hybrid")
         hfs[v] = build(settings)
         await hfs[v].start(run_consumers=False)
+    for v in ("hybrid-nokeep", "hybrid-redispy", "hybrid-v1"):  # no kept first pages (ViewPages)
+        if v in hfs:
+            hfs[v].view_pages = None
     for v in ("hybrid-redispy", "hybrid-v1"):  # redis-py's client for every command
         if v in hfs:
             for cache in (hfs[v].feed.cache, hfs[v].feed.posts):
@@ -295,8 +465,9 @@ async def main() -> None:
     print("| followees | pull CPU µs | hybrid CPU µs | pull / hybrid | pull+Redis | hybrid+Redis |"
           " pull / hybrid (with Redis) | hybrid-v1 CPU µs (+Redis; / hybrid) |"
           " hybrid-redispy CPU µs (+Redis; / hybrid) | embedded CPU µs |"
-          " scale-out / embedded (hybrid+Redis) | pull wall µs | hybrid wall µs |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          " scale-out / embedded (hybrid+Redis) | pull wall µs | hybrid wall µs |"
+          " hybrid without kept pages CPU µs (+Redis; / hybrid; pull / it) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     table = []
     for n in levels:
         row: dict[str, Any] = {"followees": n}
@@ -309,6 +480,8 @@ async def main() -> None:
         row["ratio_with_redis"] = ratio(total("pull", n), total("hybrid", n))
         row["scaleout_over_embedded"] = ratio(cpu[("hybrid", n)], cpu[("embedded", n)])
         row["scaleout_over_embedded_with_redis"] = ratio(total("hybrid", n), cpu[("embedded", n)])
+        row["nokeep_over_hybrid"] = ratio(total("hybrid-nokeep", n), total("hybrid", n))
+        row["pull_over_nokeep"] = ratio(cpu[("pull", n)], cpu[("hybrid-nokeep", n)])
         if "hybrid-v1" in hfs:
             row["v1_over_hybrid"] = ratio(total("hybrid-v1", n), total("hybrid", n))
             row["redispy_over_hybrid"] = ratio(total("hybrid-redispy", n), total("hybrid", n))
@@ -320,11 +493,15 @@ async def main() -> None:
               f" {row['pull_total_us']:,.0f} | {row['hybrid_total_us']:,.0f} | {row['ratio_with_redis']:.1f}x |"
               f" {v1} | {row['embedded_cpu_us']:,.0f} | {row['scaleout_over_embedded_with_redis']:.1f}x"
               f" ({row['scaleout_over_embedded']:.1f}x without Redis) |"
-              f" {row['pull_wall_us']:,.0f} | {row['hybrid_wall_us']:,.0f} |")
+              f" {row['pull_wall_us']:,.0f} | {row['hybrid_wall_us']:,.0f} |"
+              f" {row['hybrid-nokeep_cpu_us']:,.0f} ({row['hybrid-nokeep_total_us']:,.0f};"
+              f" {row['nokeep_over_hybrid']:.1f}x; pull / it {row['pull_over_nokeep']:.1f}x) |")
     http = await http_phase(levels, authors, args.http_rate, args.http_seconds) if args.http_rate else []
+    http_emb = (await http_vs_embedded(levels, authors, tmp / "embedded", args.http_embedded, args.http_seconds,
+                                       args.http_rounds, args.http_baseline_src) if args.http_embedded else [])
     if args.json:
         args.json.write_text(json.dumps({
-            "table": table, "http": http, "loadavg": loads, "rounds": args.rounds, "reads": args.reads,
+            "table": table, "http": http, "http_embedded": http_emb, "loadavg": loads, "rounds": args.rounds, "reads": args.reads,
             "cpu": {f"{v}:{n}": x for (v, n), x in cpu.items()},
             "redis_cpu": {f"{v}:{n}": x for (v, n), x in rcpu.items()},
         }, indent=1))

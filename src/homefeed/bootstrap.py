@@ -158,12 +158,13 @@ def build(settings: Settings, node: int | None = 0) -> Homefeed:
         from homefeed.adapters.redis_post_cache import RedisPostCache
         from homefeed.adapters.redis_timeline_cache import RedisTimelineCache
 
+        posts = RedisPostCache(settings.cache_url)
         cache = RedisTimelineCache(
             settings.cache_url,
             cap=settings.timeline_cap,
             inactive_seconds=settings.inactive_days * 86400,
+            deletes_key=posts.deletes_key,  # same server: home views carry a fingerprint
         )
-        posts = RedisPostCache(settings.cache_url)
         resources += [cache, posts]
     else:
         from homefeed.adapters.memory_cache import MemoryPostCache, MemoryTimelineCache

@@ -491,12 +491,23 @@ class HomeView:
     home list and their own author list (None: absent or building, the caller rebuilds);
     ``following`` and ``celebrities`` are the cached sets when the adapter can tell cheaply
     that its copy is current (None: not known by this call, ask ``following`` /
-    ``celebrities`` as usual)."""
+    ``celebrities`` as usual).
+
+    ``fingerprint``: when not None, a value that compares equal (``==``) for two views of
+    the same reader and ``before`` only if nothing a page computed from the view could
+    depend on in this cache changed in between: the two slices (ids and floors), the
+    reader's following set, the celebrity set, and no post deleted from the post cache the
+    adapter watches (``RedisTimelineCache``'s ``deletes_key``). A value seen once is never
+    seen again after such a change (versions are random, not counters). None: the adapter
+    does not vouch (no watched post cache, a version missing, a slice absent): the caller
+    keeps nothing by it. The lists the read merges besides these two (followed celebrities'
+    author lists) are not in it."""
 
     home: IdSlice | None
     own: IdSlice | None
     following: frozenset[int] | None
     celebrities: frozenset[int] | None
+    fingerprint: Any = None
 
 
 class TimelineCache(Closable, Protocol):
@@ -528,11 +539,14 @@ class TimelineCache(Closable, Protocol):
         """Those of ``keys`` whose list exists."""
     async def drop(self, kind: str, key: int) -> None: ...
 
-    async def home_view(self, user_id: int, before: int | None, limit: int) -> HomeView:
+    async def home_view(self, user_id: int, before: int | None, limit: int, kept: Any = None) -> HomeView:
         """The first round of ``user_id``'s home read at once: ``slice("home", user_id,
         before, limit)``, ``slice("author", user_id, before, limit)`` (TTLs refreshed as by
         ``slice``), and the following and celebrity sets if current copies are at hand
-        (exactly what ``following`` / ``celebrities`` would answer now, or None)."""
+        (exactly what ``following`` / ``celebrities`` would answer now, or None).
+        ``kept``: a ``fingerprint`` of an earlier view the caller holds; when this view's
+        equals it, the adapter may answer the fingerprint alone (``home``, ``own``,
+        ``following``, ``celebrities`` None: the caller has what they would give)."""
 
     # -- graph facts ----------------------------------------------------------------------
     async def following(self, user_id: int) -> frozenset[int] | None: ...

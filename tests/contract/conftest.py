@@ -309,7 +309,9 @@ def redis_timeline_cache(tmp_path: Path) -> Opener:
 
     @contextlib.asynccontextmanager
     async def opener(cap: int = 800) -> AsyncIterator[TimelineCache]:
-        cache = RedisTimelineCache(REDIS_URL, cap=cap, prefix=prefix)
+        # deletes_key as bootstrap wires it (a post cache's on the same server): views carry
+        # a fingerprint
+        cache = RedisTimelineCache(REDIS_URL, cap=cap, prefix=prefix, deletes_key=f"{prefix}:p:deleted".encode())
         try:
             yield cache
         finally:

@@ -444,3 +444,73 @@ def test_home_view_gives_the_celebrities_once_read(timeline_cache):
             assert got in (None, frozenset({7, 8, 9}))
 
     run(main())
+
+
+# -- home_view's fingerprint: equal fingerprints, equal first rounds ---------------------------
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_VIEW_OPS, limit=st.integers(0, 8))
+def test_equal_fingerprints_mean_equal_slices_and_sets(timeline_cache, ops, limit):
+    """A kept first page is served while the view's ``fingerprint`` is unchanged
+    (``FeedManager.first_home_page``), so two views with the same (non-None) fingerprint must
+    see the same home and own slices, following set and celebrity set, whatever happened in
+    between. ``home_view(kept=fp)`` answers either a full view or, when nothing changed, the
+    fingerprint ``fp`` itself. (The memory adapter gives no fingerprint: the embedded profile
+    keeps its pages by invalidation, ``home_pages.HomePages``.)
+
+    The sets are compared when both views know them: an absent set is loaded from the record
+    store on demand, under the version the view saw, so "not loaded" and "loaded" under one
+    version are the same facts. Loads follow the record store's rule: the set changes only
+    with a follow change, which calls ``forget_following`` (a load after none reloads the
+    same set)."""
+    async def main():
+        async with timeline_cache(cap=5) as c:
+            seen: list[tuple[object, tuple]] = []
+            truth: frozenset[int] | None = None  # the record store's following set of user 1
+            await c.forget_following(1)  # (examples share the cache: a new truth from here on)
+
+            def same(a, b) -> bool:
+                return a == b or a is None or b is None
+
+            async def observe() -> None:
+                view = await c.home_view(1, None, limit)
+                fp = view.fingerprint
+                state = (await c.slice(HOME, 1, None, limit), await c.slice(AUTHOR, 1, None, limit),
+                         await c.following(1), await c.celebrities())
+                if fp is None:
+                    return
+                assert (view.home, view.own) == state[:2]
+                for old_fp, old_state in seen:
+                    if old_fp == fp:
+                        assert old_state[:2] == state[:2]
+                        assert same(old_state[2], state[2]) and same(old_state[3], state[3])
+                seen.append((fp, state))
+                again = await c.home_view(1, None, limit, kept=fp)
+                if again.fingerprint != fp:  # something changed meanwhile (following() may renew a version)
+                    assert again.home == await c.slice(HOME, 1, None, limit)
+
+            await observe()
+            for op in ops:
+                kind = op[0]
+                if kind == "install":
+                    await c.install(op[1], 1, op[2], op[3])
+                elif kind == "begin":
+                    await c.begin(op[1], 1)
+                elif kind == "push":
+                    await c.push(op[1], [1], op[2])
+                elif kind == "drop":
+                    await c.drop(op[1], 1)
+                elif kind == "load_following":
+                    if truth is None:
+                        truth = op[1]
+                    version = await c.following_version(1)
+                    await c.set_following(1, sorted(truth), version)
+                elif kind == "forget_following":
+                    await c.forget_following(1)
+                    truth = None
+                elif kind == "set_celebrities":
+                    await c.set_celebrities(sorted(op[1]))
+                else:
+                    await c.mark_celebrity(op[1], op[2])
+                await observe()
+
+    run(main())

@@ -235,3 +235,39 @@ def test_a_closed_cache_does_not_reconnect() -> None:
             await c.home_view(1, None, 5)
 
     asyncio.run(main())
+
+
+def test_a_post_deleted_through_the_post_cache_changes_the_fingerprint() -> None:
+    """The post cache a timeline cache watches (``deletes_key``, as bootstrap wires them)
+    changes every view's fingerprint by any delete, and a deletes key that went missing
+    (evicted, flushed) comes back as a value no earlier view had."""
+    from homefeed.adapters.redis_cache import OUTAGE
+
+    while OUTAGE.recently_failed():  # a test before stopped a server: calls would fail at once
+        time.sleep(0.05)
+
+    async def main() -> None:
+        prefix = "hfhv" + uuid.uuid4().hex[:10]
+        p = RedisPostCache(REDIS_URL, prefix=prefix)
+        c = RedisTimelineCache(REDIS_URL, prefix=prefix, deletes_key=p.deletes_key, top_if_unknown=0)
+        try:
+            await c.install("home", 1, [10, 11], 0)
+            await c.install("author", 1, [11], 0)
+            await _load(c, 1, [2])
+            await c.set_celebrities([])
+            first = (await c.home_view(1, None, 5)).fingerprint
+            assert first is not None
+            assert (await c.home_view(1, None, 5)).fingerprint == first  # nothing changed
+            await p.delete([99])  # any post, on no list
+            second = (await c.home_view(1, None, 5)).fingerprint
+            assert second is not None and second != first
+            await c.client.delete(p.deletes_key)
+            third = (await c.home_view(1, None, 5)).fingerprint
+            assert third is not None and third not in (first, second)
+            assert (await c.home_view(1, None, 5, kept=third)).fingerprint == third
+        finally:
+            await _cleanup(c, prefix)
+            await c.close()
+            await p.close()
+
+    asyncio.run(main())

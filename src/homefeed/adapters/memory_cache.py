@@ -17,7 +17,7 @@ import time
 from array import array
 from bisect import bisect_left
 from collections import OrderedDict
-from typing import ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 from homefeed.domain.model import Post
 from homefeed.ports import HomeView, IdSlice
@@ -210,7 +210,7 @@ class MemoryTimelineCache:
     async def keys(self, kind: str) -> list[int]:
         return [k for k in list(self._lists[kind]) if self._alive(kind, k) is not None]
 
-    async def home_view(self, user_id: int, before: int | None, limit: int) -> HomeView:
+    async def home_view(self, user_id: int, before: int | None, limit: int, kept: Any = None) -> HomeView:
         return HomeView(await self.slice("home", user_id, before, limit),
                         await self.slice("author", user_id, before, limit),
                         await self.following(user_id), self._celebrities)

@@ -12,6 +12,7 @@ back. (On a Cluster, ``get_many`` is a pipeline of GETs, since an MGET must stay
 
 from __future__ import annotations
 
+import random
 from typing import Any, ClassVar, Sequence
 
 import orjson
@@ -42,6 +43,11 @@ class RedisPostCache:
             raise ValueError("prefix must not contain braces")
         self.client, self._owned = connect(url_or_client)
         self._fmt = prefix.encode() + b":p:%d"
+        #: Set to a new random value by every ``delete`` (after its tombstones), never
+        #: expiring: a timeline cache on the same server that watches it
+        #: (``RedisTimelineCache(deletes_key=...)``) puts it in its home views'
+        #: fingerprints, so a page kept by one says "no post deleted since".
+        self.deletes_key = prefix.encode() + b":p:deleted"
         self._ttl_ms = ms(ttl_seconds)
         self._tomb_ms = ms(tombstone_seconds)
         self.per_key = isinstance(self.client, RedisCluster) if per_key is None else per_key
@@ -144,4 +150,7 @@ class RedisPostCache:
         pipe = self.client.pipeline(transaction=False)
         for i in ids:
             pipe.set(fmt % i, self.TOMBSTONE, px=ttl)
+        # After the tombstones (one connection: in this order): a page computed before the
+        # new value is seen was computed before the tombstones, or read them.
+        pipe.set(self.deletes_key, b"%d" % (random.getrandbits(60) | 1))
         await pipe.execute()

@@ -49,9 +49,7 @@ def _id_slice(r: list[bytes] | None) -> IdSlice | None:
     """A slice script's answer ({floor, ids ascending...} or nil) as an ``IdSlice``."""
     if r is None:
         return None
-    ids = [int(x) for x in r[1:]]
-    ids.reverse()
-    return IdSlice(ids, int(r[0]))
+    return IdSlice(list(map(int, r[:0:-1])), int(r[0]))
 
 
 def _new_version() -> int:
@@ -84,6 +82,7 @@ class RedisTimelineCache:
         top_if_unknown: int | None = None,
         following_memo: int = 1_000_000,
         fast_reads: bool = True,
+        deletes_key: bytes | None = None,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError("prefix must not contain braces (they are Redis Cluster hash tags)")
@@ -142,6 +141,10 @@ class RedisTimelineCache:
         self._fol_memo_members = 0
         self.following_memo = max(0, following_memo)
         self._cluster = cluster
+        #: The key a post cache on the same server changes on every delete
+        #: (``RedisPostCache.deletes_key``): read by ``home_view`` for its ``fingerprint``.
+        #: None, or a Cluster (another slot): views carry no fingerprint.
+        self.deletes_key = None if cluster else deletes_key
         #: ``home_view`` over a bare connection (``redis_cache.FastLane``) when given a
         #: ``redis://`` URL of a standalone server; redis-py's client otherwise.
         self._fast = FastLane.for_url(url_or_client) if fast_reads and isinstance(url_or_client, str) and not cluster else None
@@ -277,15 +280,21 @@ class RedisTimelineCache:
             self.client, [self._key(kind, key)], [b, max(0, limit), self.cap, self._ttl[kind]]
         ))
 
-    async def home_view(self, user_id: int, before: int | None, limit: int) -> HomeView:
+    async def home_view(self, user_id: int, before: int | None, limit: int, kept: Any = None) -> HomeView:
         """One script (one round trip): both slices and the versions of the following and
         celebrity sets, which validate this process's copies of them (on a Cluster the
-        celebrity version lives in another slot: ``celebrities`` answers it)."""
+        celebrity version lives in another slot: ``celebrities`` answers it). A view equal to
+        ``kept`` is answered as its fingerprint alone (no ids decoded)."""
         b = b"" if before is None or before > MAX_ID else _m(max(0, before))
         keys = [self._fmt["home"] % user_id, self._fmt["author"] % user_id, self._folv % user_id]
+        dk = self.deletes_key
         if not self._cluster:
             keys.append(self._celebs_v)
-        args = (len(keys), *keys, b, max(0, limit), self.cap, self._ttl["home"], self._ttl["author"])
+            if dk is not None:
+                keys.append(dk)
+        args: tuple[Any, ...] = (len(keys), *keys, b, max(0, limit), self.cap, self._ttl["home"], self._ttl["author"])
+        if dk is not None:
+            args += (b"%d" % _new_version(),)
         if self._fast is not None:
             try:
                 r = await self._fast.call(b"EVALSHA", self._home_view.sha, *args)
@@ -294,7 +303,14 @@ class RedisTimelineCache:
                 r = await self._fast.call(b"EVALSHA", self._home_view.sha, *args)
         else:
             r = await self._home_view.call_args(self.client, args)
-        fv, cv, home, own = r
+        fv, cv, home, own, dv = r
+        # Every fact a page computed from this view depends on here, as Redis answered it
+        # (the slices' raw replies: comparing them costs less than their ints).
+        fp = ((fv, cv, dv, home, own)
+              if dv is not None and fv is not None and cv is not None and home is not None and own is not None
+              else None)
+        if fp is not None and fp == kept:
+            return HomeView(None, None, None, None, fp)
         following = None
         if fv is not None:
             memo = self._fol_memo.get(user_id)
@@ -305,7 +321,7 @@ class RedisTimelineCache:
         cached = self._celeb_cache
         if cv is not None and cached is not None and cached[0] == cv:
             celebs = cached[1]
-        return HomeView(_id_slice(home), _id_slice(own), following, celebs)
+        return HomeView(_id_slice(home), _id_slice(own), following, celebs, fp)
 
     def _memo(self, user_id: int, version: bytes, members: frozenset[int]) -> None:
         if len(members) > self.following_memo:

@@ -48,7 +48,8 @@ from typing import Awaitable, Callable, Protocol, Sequence, TypeVar
 from homefeed.domain.errors import CacheUnavailable, Unavailable
 from homefeed.domain.feed_rules import BOOST_WINDOW, boost_hidden, is_celebrity, is_home_entry, on_public_list
 from homefeed.domain.model import Post
-from homefeed.ports import IdSlice, PostCache, RecordStore, TimelineCache
+from homefeed.ports import HomeView, IdSlice, PostCache, RecordStore, TimelineCache
+from homefeed.service_layer.home_pages import HomePage, ViewPages
 
 log = logging.getLogger("homefeed.feed")
 
@@ -272,6 +273,12 @@ class FeedManager:
         ``_home_page``): that is what the view slices."""
         n = limit + SLACK
         view = await _cache(self.cache.home_view(user_id, before, n))
+        posts, next_id, _ = await self._page_from_view(user_id, view, before, n, limit)
+        return posts, next_id
+
+    async def _page_from_view(
+        self, user_id: int, view: HomeView, before: int | None, n: int, limit: int
+    ) -> tuple[list[Post], int | None, "_CachedHomeIds"]:
         following = view.following
         if following is None:
             following = await self.following_of(user_id)
@@ -280,7 +287,51 @@ class FeedManager:
             celebs = await self.celebrities()
         pulled = self._pulled_authors(user_id, following, celebs)
         source = _CachedHomeIds(self, user_id, pulled, before, first=(n, view.home, view.own))
-        return await self._home_page(user_id, following, source, limit)
+        posts, next_id = await self._home_page(user_id, following, source, limit)
+        return posts, next_id, source
+
+    async def first_home_page(self, user_id: int, limit: int, pages: ViewPages) -> HomePage:
+        """``read_home(user_id, None, limit)`` as a ``HomePage``, the kept one of ``pages``
+        when it is still what a fresh read would compute (the scale-out profile's kept first
+        pages, ``home_pages.ViewPages``): the ``home_view`` call a read starts with is made
+        anyway, and its ``fingerprint`` (the two slices, the following and celebrity
+        versions, the post deletes' version) equals the one the kept page was computed
+        from, and so do the slices of the followed celebrities' author lists (asked again,
+        one call each). Only a page computed from the first round alone is kept (no later
+        round, nothing read past the lists' floor from the record store): then it is a
+        function of exactly those facts and of the posts, which never change but by a delete."""
+        if self.strategy == "pull":
+            posts, next_id = await self.read_home_from_store(user_id, None, limit)
+            return HomePage(posts, next_id)
+        try:
+            n = limit + SLACK
+            kept = pages.get(user_id, limit)
+            view = await _cache(self.cache.home_view(user_id, None, n, None if kept is None else kept[0]))
+            fp = view.fingerprint
+            if fp is not None:
+                if kept is not None and kept[0] == fp:
+                    if await self._same_slices(kept[1], n):
+                        pages.hits += 1
+                        return kept[2]
+                    # a followed celebrity posted: the view answered the fingerprint alone
+                    view = await _cache(self.cache.home_view(user_id, None, n))
+                    fp = view.fingerprint
+                pages.misses += 1
+            posts, next_id, source = await self._page_from_view(user_id, view, None, n, limit)
+        except CacheUnavailable:
+            self.counters["cache_fallbacks"] += 1
+            posts, next_id = await self.read_home_from_store(user_id, None, limit)
+            return HomePage(posts, next_id)
+        page = HomePage(posts, next_id)
+        if fp is not None and source.rounds == 1:
+            pages.put(user_id, limit, (fp, source.pulled_slices, page))
+        return page
+
+    async def _same_slices(self, slices: Sequence[tuple[int, IdSlice]], n: int) -> bool:
+        for author, s in slices:
+            if await _cache(self.cache.slice(AUTHOR, author, None, n)) != s:
+                return False
+        return True
 
     async def _home_page(
         self, user_id: int, following: frozenset[int], source: "_IdSource", limit: int
@@ -547,8 +598,13 @@ class _CachedHomeIds:
         #: (n, home slice, own author slice) already read for the first round at ``before``
         #: (``home_view``); a None slice (absent, building) is sliced again, which rebuilds.
         self.first = first
+        #: Calls of ``next`` so far, and the pulled author lists' slices (not the reader's
+        #: own) of the first (what a kept first page was computed from: ``first_home_page``).
+        self.rounds = 0
+        self.pulled_slices: list[tuple[int, IdSlice]] = []
 
     async def next(self, n: int) -> list[int]:
+        self.rounds += 1
         if self.store_ids is not None:
             ids = await self.store_ids.next(n)
             self.done = self.store_ids.done
@@ -565,6 +621,8 @@ class _CachedHomeIds:
                 slices.append(own)
             else:
                 slices.append(await feed._slice(AUTHOR, author, cursor, n))
+                if author != user_id and self.rounds == 1:
+                    self.pulled_slices.append((author, slices[-1]))
         floor_bound = 0
         cut_bound = 0  # below this a source that returned n ids may hold more
         for s in slices:

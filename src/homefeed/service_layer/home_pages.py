@@ -121,6 +121,43 @@ class HomePages:
         return {"readers": len(self._pages), "hits": self.hits, "misses": self.misses}
 
 
+class ViewPages:
+    """First home pages kept by the scale-out profile's API processes (a shared Redis cache,
+    changed by other processes: nothing here hears of a change). So a kept page is not
+    dropped by changes but checked at each read: it is served only while the fingerprint of
+    the ``home_view`` call every read starts with (``HomeView.fingerprint``: the reader's
+    home and own slices, the following and celebrity versions, the post deletes' version)
+    and the followed celebrities' slices are what the page was computed from
+    (``FeedManager.first_home_page``). A hit saves the post cache round trip, the posts'
+    decoding, the home rules and the rendering (``HomePage.body``); the ``home_view`` round
+    trip stays. Bounded like ``HomePages``."""
+
+    def __init__(self) -> None:
+        #: reader -> limit -> (fingerprint, [(celebrity, slice)], page)
+        self._pages: dict[int, dict[int, tuple[Any, list[tuple[int, IdSlice]], HomePage]]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, reader: int, limit: int) -> tuple[Any, list[tuple[int, IdSlice]], HomePage] | None:
+        pages = self._pages.get(reader)
+        if pages is None:
+            return None
+        return pages.get(limit)
+
+    def put(self, reader: int, limit: int, kept: tuple[Any, list[tuple[int, IdSlice]], HomePage]) -> None:
+        pages = self._pages
+        if reader not in pages and len(pages) >= MAX_READERS:
+            for r in list(islice(pages, len(pages) // 2)):
+                del pages[r]
+        pages.setdefault(reader, {})[limit] = kept
+
+    def clear(self) -> None:
+        self._pages.clear()
+
+    def stats(self) -> dict[str, int]:
+        return {"readers": len(self._pages), "hits": self.hits, "misses": self.misses}
+
+
 #: Public attributes of the wrapped caches read through the wrappers: settings and counters.
 _PASSED_ON = frozenset({"cap", "inactive_seconds", "max_lists", "evictions", "max_posts", "max_tombstones",
                         "hits", "misses"})
@@ -182,8 +219,8 @@ class InvalidatingTimelineCache:
     async def exists(self, kind: str, keys: Sequence[int]) -> list[int]:
         return await self.inner.exists(kind, keys)
 
-    async def home_view(self, user_id: int, before: int | None, limit: int) -> HomeView:
-        return await self.inner.home_view(user_id, before, limit)
+    async def home_view(self, user_id: int, before: int | None, limit: int, kept: Any = None) -> HomeView:
+        return await self.inner.home_view(user_id, before, limit, kept)
 
     async def drop(self, kind: str, key: int) -> None:
         self._changed(kind, (key,))
@@ -262,8 +299,11 @@ class InvalidatingPostCache:
 async def first_page(hf: Any, reader: int, limit: int) -> HomePage:
     """The reader's first home page of ``limit`` posts: the kept one, else computed by the
     home rules (``FeedManager.read_home``) and kept. ``hf`` is the ``Homefeed`` (its
-    ``home_pages`` None: nothing kept, computed every time)."""
+    ``home_pages`` None: nothing kept, computed every time; unless its ``view_pages``, the
+    scale-out profile's, are there: ``FeedManager.first_home_page``)."""
     pages: HomePages | None = hf.home_pages
+    if pages is None and hf.view_pages is not None:
+        return await hf.feed.first_home_page(reader, limit, hf.view_pages)
     if pages is not None:
         got = pages.get(reader, limit)
         if got is not None:

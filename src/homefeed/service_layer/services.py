@@ -40,7 +40,8 @@ from homefeed.ports import (
 )
 from homefeed.service_layer.consumers import Consumers
 from homefeed.service_layer.feed import FeedManager
-from homefeed.service_layer.home_pages import HomePages, InvalidatingPostCache, InvalidatingTimelineCache, first_page
+from homefeed.service_layer.home_pages import (HomePages, InvalidatingPostCache, InvalidatingTimelineCache,
+                                               ViewPages, first_page)
 from homefeed.service_layer.idempotency import IdempotentRequest, IdempotentWrites
 from homefeed.service_layer.live import LivePublisher
 from homefeed.service_layer.streaming import StreamHub
@@ -135,10 +136,15 @@ class Homefeed:
         #: First home pages kept in memory (``home_pages``): only with the in-process cache,
         #: whose every change this process makes and so can tell the pages about.
         self.home_pages: HomePages | None = None
+        #: With a shared (Redis) cache: first home pages kept while the home read's first
+        #: round says nothing they depend on changed (``home_pages.ViewPages``).
+        self.view_pages: ViewPages | None = None
         if cache.backend == "memory" and settings.feed_strategy != "pull":
             self.home_pages = HomePages()
             cache = InvalidatingTimelineCache(cache, self.home_pages)
             posts = InvalidatingPostCache(posts, self.home_pages)
+        elif settings.feed_strategy != "pull":
+            self.view_pages = ViewPages()
         self.cache = cache
         self.posts = posts
         self.search_index = search_index

@@ -4,7 +4,7 @@ reader gets with the very code readers run, touching nothing."""
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Sequence
+from typing import Any, Sequence
 
 from homefeed.domain.model import Post
 from homefeed.ports import HomeView, IdSlice, PostCache, TimelineCache
@@ -61,7 +61,7 @@ class ReadOnlyTimelines:
         await self._pacer.tick()
         return got
 
-    async def home_view(self, user_id: int, before: int | None, limit: int) -> HomeView:
+    async def home_view(self, user_id: int, before: int | None, limit: int, kept: Any = None) -> HomeView:
         return HomeView(await self.peek(HOME, user_id, before, limit),
                         await self.peek(AUTHOR, user_id, before, limit), None, None)
 
