@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, ClassVar, Collection, Iterable, Protocol, Sequence, TypedDict
@@ -29,6 +30,13 @@ from homefeed.domain.model import Event, Marker, Notification, Post, PostStats, 
 from homefeed.domain.oauth import AccessToken, AuthCode, OAuthApp
 from homefeed.domain.mail import MailNotification
 from homefeed.domain.webhooks import Delivery, NewDelivery, Subscription
+
+#: Set (True) in a task whose writes only keep derived data in step and that no request
+#: waits for (the event consumers, ``Consumers``): a record store may then hold such a
+#: write back a little to commit it together with the next write a request waits for (the
+#: embedded profile's group commit does: ``homefeed.adapters.sqlite_db``). A hint: an
+#: adapter may ignore it; either way the write is committed before it returns.
+background_writes: ContextVar[bool] = ContextVar("homefeed_background_writes", default=False)
 
 #: The names an adapter's ``backend`` takes, for each part ``Homefeed.backends()`` names:
 #: what the OpenAPI document lists (``/readyz``). The adapters are where a name comes from;

@@ -16,6 +16,7 @@ event is applied after newer events: retry once the cause is fixed, then run the
 from __future__ import annotations
 
 import asyncio
+import bisect
 import sqlite3
 import time
 from typing import Sequence
@@ -30,8 +31,10 @@ from homefeed.adapters.dead_letter_rows import dead_letter_from_row, retry_all
 
 #: How often ``fetch`` looks for dead letters marked for retry (by any process).
 RETRY_POLL = 1.0
-#: Decoded events kept for the other consumers (a few batches' worth).
-DECODED_KEEP = 4096
+#: Newest events kept decoded for every consumer (``_read``): a few batches' worth.
+TAIL_KEEP = 4096
+#: Most events read into the tail at once.
+TAIL_READ = 1024
 
 
 class _Retry:
@@ -50,8 +53,11 @@ class OutboxEventStream(OutboxStreamBase):
         self._waiters: set[asyncio.Event] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry_due: dict[str, float] = {}  # consumer -> when to look for retries next
-        #: seq -> the event as decoded by the first consumer that read it (see ``_read``)
-        self._decoded: dict[int, Event] = {}
+        #: The newest events, decoded once for every consumer (see ``_read``).
+        self._tail: list[Event] = []
+        self._tail_lo = 0
+        self._tail_hi = -1  # -1: nothing read yet
+        self._tail_version: int | None = None
         #: Commits seen so far (any commit may add events or move an offset): ``/healthz``
         #: keeps its lag snapshot only while this has not moved (``Homefeed.health``).
         self.commits = 0
@@ -78,25 +84,47 @@ class OutboxEventStream(OutboxStreamBase):
         return self._offsets[consumer]
 
     def _read(self, after: int, max_events: int) -> list[Event]:
-        """The events after ``after``. Every consumer reads every event: each is decoded
-        once and the same (frozen) ``Event`` handed to the others (``_decoded``); decoding
-        was most of a read's cost, five times over (issue 14's profile of posts)."""
+        """The events after ``after``, at most ``max_events``.
+
+        Every consumer reads every event, mostly the same new ones right after a commit
+        (issue 14's profile of posts: five consumers reading each batch, and reading again
+        after commits that added nothing). So the newest events are kept, decoded once,
+        in ``_tail``: every row with ``_tail_lo < seq <= _tail_hi``, in seq order. The one
+        writer at a time commits in seq order (a commit holds the next seqs), so a read of
+        ``seq > _tail_hi`` extends it without a hole. It is read again only when the
+        database changed since (``PRAGMA data_version``: a commit by any connection, this
+        process's writer or another process), once for every consumer. A consumer behind
+        the tail (replaying, or started behind the others) reads the table itself."""
+        if self._tail_hi < 0 or after < self._tail_lo:
+            if self._tail_hi < 0:  # the first read: the tail starts where this consumer is
+                self._tail_lo = self._tail_hi = after
+            else:
+                return self._read_rows(after, max_events)
+        version = self.db.data_version()
+        if version != self._tail_version:
+            rows = self._read_rows(self._tail_hi, TAIL_READ)
+            if rows:
+                self._tail.extend(rows)
+                self._tail_hi = rows[-1].seq
+            if len(rows) < TAIL_READ:  # all there was: nothing more until the next commit
+                self._tail_version = version
+            if len(self._tail) > TAIL_KEEP:  # forget the oldest half: consumers read near the head
+                drop = len(self._tail) // 2
+                self._tail_lo = self._tail[drop - 1].seq
+                del self._tail[:drop]
+        tail = self._tail
+        if after >= self._tail_hi:
+            # past the tail: nothing more, unless the tail stopped at TAIL_READ events
+            return [] if self._tail_version == version else self._read_rows(after, max_events)
+        start = bisect.bisect_right(tail, after, key=_seq)
+        return tail[start : start + max_events]
+
+    def _read_rows(self, after: int, max_events: int) -> list[Event]:
         rows = self.db.query(
             "SELECT seq, type, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, max_events),
         )
-        decoded = self._decoded
-        out = []
-        for seq, type_, data in rows:
-            event = decoded.get(seq)
-            if event is None:
-                event = decoded[seq] = Event(seq, type_, orjson.loads(data))
-            out.append(event)
-        if len(decoded) > DECODED_KEEP:
-            # forget the oldest half: the consumers read near the head
-            for seq in sorted(decoded)[: len(decoded) // 2]:
-                del decoded[seq]
-        return out
+        return [Event(seq, type_, orjson.loads(data)) for seq, type_, data in rows]
 
     async def fetch(self, consumer: str, max_events: int, timeout: float) -> list[Event]:
         self._loop = asyncio.get_running_loop()
@@ -146,8 +174,13 @@ class OutboxEventStream(OutboxStreamBase):
                 (consumer, seq),
             )
 
-        await self.db.write(tx)
+        # The offset moves here at once (the next fetch starts after it); its row is a
+        # deferred write that rides the next commit (``SqliteDatabase.write_soon``): no
+        # commit of its own, and the consumer does not wait for one. A crash before that
+        # commit delivers these events again, which at-least-once allows (applying them
+        # again changes nothing).
         self._offsets[consumer] = max(self._offset(consumer), seq)
+        self.db.write_soon(tx)
 
     async def head(self) -> int:
         return int(self.db.query_value("SELECT coalesce(max(seq), 0) FROM outbox"))
@@ -204,7 +237,9 @@ class OutboxEventStream(OutboxStreamBase):
         return (0, await self.head())
 
     async def acked_position(self, consumer: str) -> StreamPosition:
-        return (0, await self.position(consumer))
+        """The stored offset, or the one this process acknowledged if its row is still
+        waiting for its commit (``ack``): every event up to either has been applied."""
+        return (0, max(await self.position(consumer), self._offsets.get(consumer, 0)))
 
     async def seek_before(self, consumer: str, seq: int) -> None:
         """Move ``consumer`` so that the next event it gets is the one with ``seq`` (0 or 1:
@@ -284,6 +319,10 @@ class OutboxEventStream(OutboxStreamBase):
 
     async def retry_dead_letters(self, consumer: str | None = None) -> int:
         return await retry_all(self, consumer)
+
+
+def _seq(event: Event) -> int:
+    return event.seq
 
 
 def _dead(row: tuple) -> DeadLetter:

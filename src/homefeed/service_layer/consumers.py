@@ -26,7 +26,7 @@ from homefeed.domain import model
 from homefeed.domain.errors import Unavailable
 from homefeed.domain.feed_rules import is_indexed
 from homefeed.domain.model import Event, Notification, Post
-from homefeed.ports import ConsumerLeaderFactory, EventStream, SearchIndex
+from homefeed.ports import ConsumerLeaderFactory, EventStream, SearchIndex, background_writes
 from homefeed.service_layer.feed import FeedManager
 
 log = logging.getLogger("homefeed.consumers")
@@ -242,6 +242,9 @@ class Consumers:
         self._tasks = []
 
     async def _run(self, name: str) -> None:
+        # This task's writes (the index, notifications, acknowledgements) keep derived data
+        # in step: the record store may let them ride the next commit a request waits for.
+        background_writes.set(True)
         backoff = 0.05
         assert self._stopping is not None
         final = False
