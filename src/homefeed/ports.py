@@ -626,6 +626,11 @@ class LiveBus(Closable, Protocol):
 
     async def publish(self, message: bytes) -> None:
         """Send ``message`` to every listener (this process's included)."""
+    def listened(self) -> bool:
+        """False only when a message published now would reach nobody, so that a publisher
+        need not even make it (the in-process bus before any stream opened in the process:
+        issue 14, a post's live message was built for nobody). A bus between processes
+        cannot tell: True."""
     async def listen(
         self, on_message: Callable[[bytes], None], on_reset: Callable[[bool], None]
     ) -> None:

@@ -35,6 +35,9 @@ RETRY_POLL = 1.0
 TAIL_KEEP = 4096
 #: Most events read into the tail at once.
 TAIL_READ = 1024
+#: How often ``fetch`` looks for events committed by another process (``PRAGMA
+#: data_version``); this process's own commits wake the consumers at once.
+FOREIGN_POLL = 0.1
 
 
 class _Retry:
@@ -57,7 +60,9 @@ class OutboxEventStream(OutboxStreamBase):
         self._tail: list[Event] = []
         self._tail_lo = 0
         self._tail_hi = -1  # -1: nothing read yet
-        self._tail_version: int | None = None
+        self._tail_commits = -1  # ``commits`` when the tail was last read to the end; -1: not
+        self._foreign_due = 0.0  # when to look again for another process's commits
+        self._version: int | None = None  # ``PRAGMA data_version`` when last looked
         #: Commits seen so far (any commit may add events or move an offset): ``/healthz``
         #: keeps its lag snapshot only while this has not moved (``Homefeed.health``).
         self.commits = 0
@@ -91,23 +96,24 @@ class OutboxEventStream(OutboxStreamBase):
         after commits that added nothing). So the newest events are kept, decoded once,
         in ``_tail``: every row with ``_tail_lo < seq <= _tail_hi``, in seq order. The one
         writer at a time commits in seq order (a commit holds the next seqs), so a read of
-        ``seq > _tail_hi`` extends it without a hole. It is read again only when the
-        database changed since (``PRAGMA data_version``: a commit by any connection, this
-        process's writer or another process), once for every consumer. A consumer behind
-        the tail (replaying, or started behind the others) reads the table itself."""
+        ``seq > _tail_hi`` extends it without a hole. It is read again, once for every
+        consumer, only after a commit of this process (``commits``) or, looked for at
+        most every ``FOREIGN_POLL`` seconds, of another one (``PRAGMA data_version``). A
+        consumer behind the tail (replaying, or started behind the others) reads the
+        table itself."""
         if self._tail_hi < 0 or after < self._tail_lo:
             if self._tail_hi < 0:  # the first read: the tail starts where this consumer is
                 self._tail_lo = self._tail_hi = after
             else:
                 return self._read_rows(after, max_events)
-        version = self.db.data_version()
-        if version != self._tail_version:
+        commits = self.commits
+        if commits != self._tail_commits or self._foreign_commit():
             rows = self._read_rows(self._tail_hi, TAIL_READ)
             if rows:
                 self._tail.extend(rows)
                 self._tail_hi = rows[-1].seq
-            if len(rows) < TAIL_READ:  # all there was: nothing more until the next commit
-                self._tail_version = version
+            # all there was (else read on at the next call): nothing more until a commit
+            self._tail_commits = commits if len(rows) < TAIL_READ else -1
             if len(self._tail) > TAIL_KEEP:  # forget the oldest half: consumers read near the head
                 drop = len(self._tail) // 2
                 self._tail_lo = self._tail[drop - 1].seq
@@ -115,9 +121,19 @@ class OutboxEventStream(OutboxStreamBase):
         tail = self._tail
         if after >= self._tail_hi:
             # past the tail: nothing more, unless the tail stopped at TAIL_READ events
-            return [] if self._tail_version == version else self._read_rows(after, max_events)
+            return [] if self._tail_commits >= 0 else self._read_rows(after, max_events)
         start = bisect.bisect_right(tail, after, key=_seq)
         return tail[start : start + max_events]
+
+    def _foreign_commit(self) -> bool:
+        """Whether another process committed since the last look, looked at most every
+        ``FOREIGN_POLL`` seconds (this process's commits are counted: ``commits``)."""
+        now = time.monotonic()
+        if now < self._foreign_due:
+            return False
+        self._foreign_due = now + FOREIGN_POLL
+        version, self._version = self._version, self.db.data_version()
+        return version != self._version
 
     def _read_rows(self, after: int, max_events: int) -> list[Event]:
         rows = self.db.query(
