@@ -638,7 +638,10 @@ def test_random_writes_reads_agree_with_a_model(records, ops, page):
                     follows.discard(pair)
                     assert n == sum(1 for _, e in follows if e == op[2])
 
+            of = await s.follower_ids_of([*uid, uid[0]])  # a repeated id is answered once
             for i, u in enumerate(users):
+                assert sorted(of.get(u.id, [])) == sorted(uid[f] for f, e in follows if e == i)
+                assert sorted(await s.follower_ids(u.id)) == sorted(of.get(u.id, []))
                 got = await s.user_by_id(u.id)
                 assert got.posts_count == sum(1 for a in posts.values() if a == i)
                 assert got.followers_count == sum(1 for _, e in follows if e == i)

@@ -106,11 +106,18 @@ class Consumers:
         feed = self.feed
         created: dict[int, int] = {}  # post id -> author id
         follows: dict[tuple[int, int], bool] = {}  # (follower, followee) -> the last event's say
+        # The authors' followers in one read for the batch (issue 14: a read per post was a
+        # fifth of this consumer's CPU). Read before the events are applied, as a read per
+        # post was: either way the records may be ahead of the events, and every follow or
+        # unfollow committed meanwhile has its own event, applied after this one.
+        authors = {e.data["author_id"] for e in events if e.type == model.POST_CREATED}
+        followers = await feed.followers_to_push(authors) if len(authors) > 1 else {}
         for e in events:
             d = e.data
             if e.type == model.POST_CREATED:
-                await feed.fan_out_post(post_of(d))
-                created[d["post_id"]] = d["author_id"]
+                author = d["author_id"]
+                await feed.fan_out_post(post_of(d), followers.get(author))  # None: not read yet
+                created[d["post_id"]] = author
             elif e.type == model.POST_DELETED:
                 await feed.fan_out_delete(d["post_id"], d["author_id"])
             elif e.type == model.FOLLOWED:
