@@ -418,6 +418,12 @@ class PgRecordStore(PgAccountsStore, PgAdminStore, PgConversationsStore):
         )
         return [Post(*r) for r in rows]
 
+    async def present_post_ids(self, ids: Sequence[int]) -> set[int]:
+        if not ids:
+            return set()
+        rows = await self.db.fetch("SELECT id FROM posts WHERE id = ANY(%s::bigint[])", (list(ids),))
+        return {r[0] for r in rows}
+
     async def author_post_ids(self, author_id: int, before: int | None, limit: int) -> list[int]:
         rows = await self.db.fetch(
             "SELECT id FROM posts WHERE author_id = %s AND id < %s ORDER BY id DESC LIMIT %s",

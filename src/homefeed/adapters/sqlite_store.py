@@ -309,6 +309,14 @@ class SqliteRecordStore(SqliteAccountsStore, SqliteConversationsStore):
             )
         return out
 
+    async def present_post_ids(self, ids: Sequence[int]) -> set[int]:
+        out: set[int] = set()
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = list(ids[i : i + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            out.update(r[0] for r in self.db.query(f"SELECT id FROM posts WHERE id IN ({marks})", chunk))
+        return out
+
     async def author_post_ids(self, author_id: int, before: int | None, limit: int) -> list[int]:
         return [
             r[0]

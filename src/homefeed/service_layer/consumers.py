@@ -146,7 +146,7 @@ class Consumers:
         """Those of ``post_ids`` that the record store no longer has."""
         if not post_ids:
             return []
-        alive = {p.id for p in await self.feed.store.posts_by_ids(list(post_ids))}
+        alive = await self.feed.store.present_post_ids(list(post_ids))
         return [i for i in post_ids if i not in alive]
 
     async def index_events(self, events: Sequence[Event]) -> None:
