@@ -53,7 +53,7 @@ class OutboxEventStream(OutboxStreamBase):
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
         self._offsets: dict[str, int] = {}
-        self._waiters: set[asyncio.Event] = set()
+        self._waiters: set[asyncio.Future[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry_due: dict[str, float] = {}  # consumer -> when to look for retries next
         #: The newest events, decoded once for every consumer (see ``_read``).
@@ -80,7 +80,7 @@ class OutboxEventStream(OutboxStreamBase):
 
     def _wake(self) -> None:
         for w in self._waiters:
-            w.set()
+            _wake_one(w)
 
     def _offset(self, consumer: str) -> int:
         if consumer not in self._offsets:
@@ -153,24 +153,23 @@ class OutboxEventStream(OutboxStreamBase):
             return events
         loop = self._loop
         deadline = loop.time() + timeout
-        waiter = asyncio.Event()
-        self._waiters.add(waiter)
-        try:
-            while True:
+        while True:
+            # A future and a timer, not ``wait_for`` (a task per wait): consumers wait once
+            # or more per commit each.
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.add(waiter)
+            timer = loop.call_at(deadline, _wake_one, waiter)
+            try:
                 events = self._read(after, max_events)  # a commit may have landed meanwhile
                 if events:
                     return events
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return []
-                waiter.clear()
-                try:
-                    # Any commit wakes us (another consumer's ack too): read again.
-                    await asyncio.wait_for(waiter.wait(), remaining)
-                except asyncio.TimeoutError:
-                    return []
-        finally:
-            self._waiters.discard(waiter)
+                # Any commit wakes us (another consumer's ack too), or the deadline: read again.
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiters.discard(waiter)
+            if loop.time() >= deadline:
+                return self._read(after, max_events)
 
     async def ack(self, consumer: str, events: Sequence[Event]) -> None:
         retried = [e.ack_handle.id for e in events if isinstance(e.ack_handle, _Retry)]
@@ -190,13 +189,11 @@ class OutboxEventStream(OutboxStreamBase):
                 (consumer, seq),
             )
 
-        # The offset moves here at once (the next fetch starts after it); its row is a
-        # deferred write that rides the next commit (``SqliteDatabase.write_soon``): no
-        # commit of its own, and the consumer does not wait for one. A crash before that
-        # commit delivers these events again, which at-least-once allows (applying them
-        # again changes nothing).
+        # From a consumer, a deferred write (``homefeed.ports.background_writes``): it rides
+        # the next commit of a request's write instead of making one of its own, and the
+        # consumer, waiting for it, takes a bigger batch next.
+        await self.db.write(tx)
         self._offsets[consumer] = max(self._offset(consumer), seq)
-        self.db.write_soon(tx)
 
     async def head(self) -> int:
         return int(self.db.query_value("SELECT coalesce(max(seq), 0) FROM outbox"))
@@ -253,9 +250,7 @@ class OutboxEventStream(OutboxStreamBase):
         return (0, await self.head())
 
     async def acked_position(self, consumer: str) -> StreamPosition:
-        """The stored offset, or the one this process acknowledged if its row is still
-        waiting for its commit (``ack``): every event up to either has been applied."""
-        return (0, max(await self.position(consumer), self._offsets.get(consumer, 0)))
+        return (0, await self.position(consumer))
 
     async def seek_before(self, consumer: str, seq: int) -> None:
         """Move ``consumer`` so that the next event it gets is the one with ``seq`` (0 or 1:
@@ -335,6 +330,11 @@ class OutboxEventStream(OutboxStreamBase):
 
     async def retry_dead_letters(self, consumer: str | None = None) -> int:
         return await retry_all(self, consumer)
+
+
+def _wake_one(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _seq(event: Event) -> int:

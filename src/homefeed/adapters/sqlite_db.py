@@ -12,12 +12,13 @@ see the last committed state and never wait for the writer.
 
 Deferred writes (issue 14). A write made where ``homefeed.ports.background_writes`` is set
 (the event consumers: the search index, notifications, their acknowledgements) updates
-derived data that nobody waits for: it does not start a commit of its own at once. It
-waits, at most ``DEFER_MAX`` seconds, for a write that somebody does wait for (a request's),
-and rides in its commit; only if none comes does it commit alone. Under a load of posts the
-consumers' writes so cost no fsync of their own, and a post never waits behind a commit that
-holds only them. A deferred write is still committed before its caller hears of it, like
-any other.
+derived data that nobody waits for: it does not start a commit of its own at once. While
+requests are writing (one committed within ``WRITING_WINDOW``), it waits, at most
+``DEFER_MAX`` seconds, for a write that somebody does wait for (a request's) and rides in its
+commit; only if none comes does it commit alone. Under a load of posts the consumers' writes
+(index, notifications, acknowledgements) so cost no fsync of their own, and a post never
+waits behind a commit that holds only them. A deferred write is still committed before its
+caller hears of it, like any other: nothing about durability or delivery changes.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ T = TypeVar("T")
 
 #: Longest time a deferred write (see the module docstring) waits for a commit to ride in.
 DEFER_MAX = 0.010
+#: Deferred writes wait only while requests write: one was committed within this many
+#: seconds. Else they are committed at once (consumers catching up with nobody posting).
+WRITING_WINDOW = 0.1
 
 # Versioned migrations: index i brings the schema from version i to i + 1. Append only.
 MIGRATIONS: list[str] = [
@@ -396,6 +400,7 @@ class SqliteDatabase:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._commit_listeners: list[Callable[[], None]] = []
+        self._last_waited = 0.0  # (writer thread) when the last batch with a waited-for write began
         self.reader: sqlite3.Connection | None = None
         self._version_cursor: sqlite3.Cursor | None = None
 
@@ -436,16 +441,6 @@ class SqliteDatabase:
         self._queue.put((fn, loop, fut, background_writes.get()))
         return await fut
 
-    def write_soon(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
-        """Queue ``fn(conn)`` as a deferred write and return at once, without waiting for
-        its commit: for writes whose loss in a crash costs nothing but some redone work (a
-        consumer's acknowledgement: the events after the last committed one are delivered
-        again, and applying them again changes nothing). Writes queued later commit in the
-        same or a later transaction. A failure is logged."""
-        if self._thread is None:
-            raise Unavailable("the database is closed")
-        self._queue.put((fn, None, None, True))
-
     def _run_writer(self, conn: sqlite3.Connection) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
         while True:
@@ -463,9 +458,13 @@ class SqliteDatabase:
                 except queue.Empty:
                     if waited:
                         break
-                    # Only deferred writes so far: wait for one that somebody waits for.
+                    # Only deferred writes so far: wait for one that somebody waits for, if
+                    # requests are writing (one was committed within WRITING_WINDOW); else
+                    # (consumers catching up alone) there is nothing to wait for.
                     now = time.monotonic()
                     if not deadline:
+                        if now - self._last_waited > WRITING_WINDOW:
+                            break
                         deadline = now + DEFER_MAX
                     if now >= deadline:
                         break
@@ -478,6 +477,8 @@ class SqliteDatabase:
                     break
                 batch.append(nxt)
                 waited = waited or not nxt[3]
+            if waited:
+                self._last_waited = time.monotonic()
             self._commit_batch(conn, batch)
             if stop:
                 conn.close()
@@ -516,10 +517,6 @@ class SqliteDatabase:
     def _settle(batch: list[Any], outcomes: list[tuple[bool, Any]]) -> None:
         by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
         for (_, loop, target, _), (ok, value) in zip(batch, outcomes):
-            if target is None:  # write_soon: nobody waits
-                if not ok:
-                    log.error("a deferred write failed: %r", value)
-                continue
             by_loop.setdefault(loop, []).append((target, ok, value))
         for loop, items in by_loop.items():
             try:
