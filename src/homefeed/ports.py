@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, ClassVar, Collection, Iterable, Protocol, Sequence, TypedDict
@@ -29,6 +30,13 @@ from homefeed.domain.model import Event, Marker, Notification, Post, PostStats, 
 from homefeed.domain.oauth import AccessToken, AuthCode, OAuthApp
 from homefeed.domain.mail import MailNotification
 from homefeed.domain.webhooks import Delivery, NewDelivery, Subscription
+
+#: Set (True) in a task whose writes only keep derived data in step and that no request
+#: waits for (the event consumers, ``Consumers``): a record store may then hold such a
+#: write back a little to commit it together with the next write a request waits for (the
+#: embedded profile's group commit does: ``homefeed.adapters.sqlite_db``). A hint: an
+#: adapter may ignore it; either way the write is committed before it returns.
+background_writes: ContextVar[bool] = ContextVar("homefeed_background_writes", default=False)
 
 #: The names an adapter's ``backend`` takes, for each part ``Homefeed.backends()`` names:
 #: what the OpenAPI document lists (``/readyz``). The adapters are where a name comes from;
@@ -216,10 +224,17 @@ class RecordStore(Resource, Protocol):
         self, user_id: int, before: int | None, limit: int
     ) -> list[tuple[int, User]]: ...
     async def follower_ids(self, user_id: int) -> list[int]: ...
+    async def follower_ids_of(self, user_ids: Sequence[int]) -> dict[int, list[int]]:
+        """``follower_ids`` of each of ``user_ids`` in one read (the fan-out of a batch of
+        posts: one statement for its authors, not one per post). A user without followers
+        may be left out."""
     async def following_ids(self, user_id: int) -> list[int]: ...
     async def followers_count(self, user_id: int) -> int: ...
     async def celebrity_ids(self, threshold: int) -> list[int]: ...
     async def posts_by_ids(self, ids: Sequence[int]) -> list[Post]: ...
+    async def present_post_ids(self, ids: Sequence[int]) -> set[int]:
+        """Those of ``ids`` that are stored posts (the consumers' check, after applying a
+        batch, for posts deleted meanwhile: an index lookup each, no post read)."""
     async def author_post_ids(self, author_id: int, before: int | None, limit: int) -> list[int]: ...
     async def public_post_ids(self, before: int | None, limit: int) -> list[int]:
         """Ids of public posts below ``before``, newest first, boosts and replies to others
@@ -632,6 +647,11 @@ class LiveBus(Closable, Protocol):
 
     async def publish(self, message: bytes) -> None:
         """Send ``message`` to every listener (this process's included)."""
+    def listened(self) -> bool:
+        """False only when a message published now would reach nobody, so that a publisher
+        need not even make it (the in-process bus before any stream opened in the process:
+        issue 14, a post's live message was built for nobody). A bus between processes
+        cannot tell: True."""
     async def listen(
         self, on_message: Callable[[bytes], None], on_reset: Callable[[bool], None]
     ) -> None:

@@ -610,6 +610,7 @@ def test_random_writes_reads_agree_with_a_model(records, ops, page):
             uid = [u.id for u in users]
             posts: dict[int, int] = {}  # post id -> author index
             follows: set[tuple[int, int]] = set()
+            deleted: list[int] = []
             for op in ops:
                 if op[0] == "post":
                     p = await s.create_post(uid[op[1]], users[op[1]].handle, "x")
@@ -622,6 +623,7 @@ def test_random_writes_reads_agree_with_a_model(records, ops, page):
                     if posts[pid] == op[1]:
                         await s.delete_post(pid, uid[op[1]])
                         del posts[pid]
+                        deleted.append(pid)
                     else:
                         with pytest.raises(Forbidden):
                             await s.delete_post(pid, uid[op[1]])
@@ -638,7 +640,12 @@ def test_random_writes_reads_agree_with_a_model(records, ops, page):
                     follows.discard(pair)
                     assert n == sum(1 for _, e in follows if e == op[2])
 
+            everyone = [p.id for u in uid for p in await s.user_posts(u, None, 1000)]
+            assert await s.present_post_ids([*everyone, *deleted, 1]) == set(posts)
+            of = await s.follower_ids_of([*uid, uid[0]])  # a repeated id is answered once
             for i, u in enumerate(users):
+                assert sorted(of.get(u.id, [])) == sorted(uid[f] for f, e in follows if e == i)
+                assert sorted(await s.follower_ids(u.id)) == sorted(of.get(u.id, []))
                 got = await s.user_by_id(u.id)
                 assert got.posts_count == sum(1 for a in posts.values() if a == i)
                 assert got.followers_count == sum(1 for _, e in follows if e == i)

@@ -137,6 +137,9 @@ def test_a_full_queue_drops_and_counts_never_blocks() -> None:
         async def publish(self, message: bytes) -> None:
             await asyncio.Event().wait()  # a bus that never answers
 
+        def listened(self) -> bool:
+            return True  # someone waits for the messages, so they are made and queued
+
     async def run() -> None:
         publisher = LivePublisher(StuckBus(), queue_max=5)
         publisher.start()
@@ -144,6 +147,33 @@ def test_a_full_queue_drops_and_counts_never_blocks() -> None:
             publisher.on_notifications([Notification(i + 1, 1, "follow", 2)])
         await asyncio.sleep(0.01)
         assert publisher.counters["dropped"] >= 14
+        await publisher.stop()
+
+    asyncio.run(run())
+
+
+def test_nothing_is_made_for_an_in_process_bus_nobody_listens_to() -> None:
+    """Before any stream opened in the process, the in-process bus has no listener: the
+    publisher makes no message (issue 14: a post's live message cost the fan-out ~15%);
+    from the first listener on, every message is published again."""
+    async def run() -> None:
+        bus = LocalLiveBus()
+        publisher = LivePublisher(bus)
+        publisher.start()
+        heard: list[bytes] = []
+        publisher.on_event(Event(1, model.POST_CREATED, {"post_id": 10, "author_id": 2, "text": "unheard"}))
+        publisher.on_notifications([Notification(3, 20, "follow", 2)])
+        await asyncio.sleep(0.01)
+        assert publisher.counters["published"] == 0 and publisher.counters["dropped"] == 0
+        listening = asyncio.create_task(bus.listen(heard.append, lambda subscribed: None))
+        await asyncio.sleep(0)
+        publisher.on_event(Event(2, model.POST_CREATED, {"post_id": 11, "author_id": 2, "text": "heard"}))
+        for _ in range(100):
+            if heard:
+                break
+            await asyncio.sleep(0.01)
+        assert [orjson.loads(m)["id"] for m in heard] == [11]
+        listening.cancel()
         await publisher.stop()
 
     asyncio.run(run())

@@ -18,6 +18,10 @@ class LocalLiveBus:
         for on_message in list(self._listeners):
             on_message(message)  # a listener only queues it (StreamHub.on_message)
 
+    def listened(self) -> bool:
+        """Whether a listener (this process's ``StreamHub``, from its first stream on) is here."""
+        return bool(self._listeners)
+
     async def listen(
         self, on_message: Callable[[bytes], None], on_reset: Callable[[bool], None]
     ) -> None:

@@ -16,6 +16,7 @@ event is applied after newer events: retry once the cause is fixed, then run the
 from __future__ import annotations
 
 import asyncio
+import bisect
 import sqlite3
 import time
 from typing import Sequence
@@ -30,8 +31,13 @@ from homefeed.adapters.dead_letter_rows import dead_letter_from_row, retry_all
 
 #: How often ``fetch`` looks for dead letters marked for retry (by any process).
 RETRY_POLL = 1.0
-#: Decoded events kept for the other consumers (a few batches' worth).
-DECODED_KEEP = 4096
+#: Newest events kept decoded for every consumer (``_read``): a few batches' worth.
+TAIL_KEEP = 4096
+#: Most events read into the tail at once.
+TAIL_READ = 1024
+#: How often ``fetch`` looks for events committed by another process (``PRAGMA
+#: data_version``); this process's own commits wake the consumers at once.
+FOREIGN_POLL = 0.1
 
 
 class _Retry:
@@ -47,11 +53,16 @@ class OutboxEventStream(OutboxStreamBase):
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
         self._offsets: dict[str, int] = {}
-        self._waiters: set[asyncio.Event] = set()
+        self._waiters: set[asyncio.Future[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry_due: dict[str, float] = {}  # consumer -> when to look for retries next
-        #: seq -> the event as decoded by the first consumer that read it (see ``_read``)
-        self._decoded: dict[int, Event] = {}
+        #: The newest events, decoded once for every consumer (see ``_read``).
+        self._tail: list[Event] = []
+        self._tail_lo = 0
+        self._tail_hi = -1  # -1: nothing read yet
+        self._tail_commits = -1  # ``commits`` when the tail was last read to the end; -1: not
+        self._foreign_due = 0.0  # when to look again for another process's commits
+        self._version: int | None = None  # ``PRAGMA data_version`` when last looked
         #: Commits seen so far (any commit may add events or move an offset): ``/healthz``
         #: keeps its lag snapshot only while this has not moved (``Homefeed.health``).
         self.commits = 0
@@ -69,7 +80,7 @@ class OutboxEventStream(OutboxStreamBase):
 
     def _wake(self) -> None:
         for w in self._waiters:
-            w.set()
+            _wake_one(w)
 
     def _offset(self, consumer: str) -> int:
         if consumer not in self._offsets:
@@ -78,25 +89,58 @@ class OutboxEventStream(OutboxStreamBase):
         return self._offsets[consumer]
 
     def _read(self, after: int, max_events: int) -> list[Event]:
-        """The events after ``after``. Every consumer reads every event: each is decoded
-        once and the same (frozen) ``Event`` handed to the others (``_decoded``); decoding
-        was most of a read's cost, five times over (issue 14's profile of posts)."""
+        """The events after ``after``, at most ``max_events``.
+
+        Every consumer reads every event, mostly the same new ones right after a commit
+        (issue 14's profile of posts: five consumers reading each batch, and reading again
+        after commits that added nothing). So the newest events are kept, decoded once,
+        in ``_tail``: every row with ``_tail_lo < seq <= _tail_hi``, in seq order. The one
+        writer at a time commits in seq order (a commit holds the next seqs), so a read of
+        ``seq > _tail_hi`` extends it without a hole. It is read again, once for every
+        consumer, only after a commit of this process (``commits``) or, looked for at
+        most every ``FOREIGN_POLL`` seconds, of another one (``PRAGMA data_version``). A
+        consumer behind the tail (replaying, or started behind the others) reads the
+        table itself."""
+        if self._tail_hi < 0 or after < self._tail_lo:
+            if self._tail_hi < 0:  # the first read: the tail starts where this consumer is
+                self._tail_lo = self._tail_hi = after
+            else:
+                return self._read_rows(after, max_events)
+        commits = self.commits
+        if commits != self._tail_commits or self._foreign_commit():
+            rows = self._read_rows(self._tail_hi, TAIL_READ)
+            if rows:
+                self._tail.extend(rows)
+                self._tail_hi = rows[-1].seq
+            # all there was (else read on at the next call): nothing more until a commit
+            self._tail_commits = commits if len(rows) < TAIL_READ else -1
+            if len(self._tail) > TAIL_KEEP:  # forget the oldest half: consumers read near the head
+                drop = len(self._tail) // 2
+                self._tail_lo = self._tail[drop - 1].seq
+                del self._tail[:drop]
+        tail = self._tail
+        if after >= self._tail_hi:
+            # past the tail: nothing more, unless the tail stopped at TAIL_READ events
+            return [] if self._tail_commits >= 0 else self._read_rows(after, max_events)
+        start = bisect.bisect_right(tail, after, key=_seq)
+        return tail[start : start + max_events]
+
+    def _foreign_commit(self) -> bool:
+        """Whether another process committed since the last look, looked at most every
+        ``FOREIGN_POLL`` seconds (this process's commits are counted: ``commits``)."""
+        now = time.monotonic()
+        if now < self._foreign_due:
+            return False
+        self._foreign_due = now + FOREIGN_POLL
+        version, self._version = self._version, self.db.data_version()
+        return version != self._version
+
+    def _read_rows(self, after: int, max_events: int) -> list[Event]:
         rows = self.db.query(
             "SELECT seq, type, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, max_events),
         )
-        decoded = self._decoded
-        out = []
-        for seq, type_, data in rows:
-            event = decoded.get(seq)
-            if event is None:
-                event = decoded[seq] = Event(seq, type_, orjson.loads(data))
-            out.append(event)
-        if len(decoded) > DECODED_KEEP:
-            # forget the oldest half: the consumers read near the head
-            for seq in sorted(decoded)[: len(decoded) // 2]:
-                del decoded[seq]
-        return out
+        return [Event(seq, type_, orjson.loads(data)) for seq, type_, data in rows]
 
     async def fetch(self, consumer: str, max_events: int, timeout: float) -> list[Event]:
         self._loop = asyncio.get_running_loop()
@@ -109,24 +153,23 @@ class OutboxEventStream(OutboxStreamBase):
             return events
         loop = self._loop
         deadline = loop.time() + timeout
-        waiter = asyncio.Event()
-        self._waiters.add(waiter)
-        try:
-            while True:
+        while True:
+            # A future and a timer, not ``wait_for`` (a task per wait): consumers wait once
+            # or more per commit each.
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.add(waiter)
+            timer = loop.call_at(deadline, _wake_one, waiter)
+            try:
                 events = self._read(after, max_events)  # a commit may have landed meanwhile
                 if events:
                     return events
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return []
-                waiter.clear()
-                try:
-                    # Any commit wakes us (another consumer's ack too): read again.
-                    await asyncio.wait_for(waiter.wait(), remaining)
-                except asyncio.TimeoutError:
-                    return []
-        finally:
-            self._waiters.discard(waiter)
+                # Any commit wakes us (another consumer's ack too), or the deadline: read again.
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiters.discard(waiter)
+            if loop.time() >= deadline:
+                return self._read(after, max_events)
 
     async def ack(self, consumer: str, events: Sequence[Event]) -> None:
         retried = [e.ack_handle.id for e in events if isinstance(e.ack_handle, _Retry)]
@@ -146,6 +189,9 @@ class OutboxEventStream(OutboxStreamBase):
                 (consumer, seq),
             )
 
+        # From a consumer, a deferred write (``homefeed.ports.background_writes``): it rides
+        # the next commit of a request's write instead of making one of its own, and the
+        # consumer, waiting for it, takes a bigger batch next.
         await self.db.write(tx)
         self._offsets[consumer] = max(self._offset(consumer), seq)
 
@@ -284,6 +330,15 @@ class OutboxEventStream(OutboxStreamBase):
 
     async def retry_dead_letters(self, consumer: str | None = None) -> int:
         return await retry_all(self, consumer)
+
+
+def _wake_one(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _seq(event: Event) -> int:
+    return event.seq
 
 
 def _dead(row: tuple) -> DeadLetter:

@@ -386,6 +386,16 @@ class PgRecordStore(PgAccountsStore, PgAdminStore, PgConversationsStore):
         rows = await self.db.fetch("SELECT follower_id FROM follows WHERE followee_id = %s", (user_id,))
         return [r[0] for r in rows]
 
+    async def follower_ids_of(self, user_ids: Sequence[int]) -> dict[int, list[int]]:
+        if not user_ids:
+            return {}
+        rows = await self.db.fetch(
+            "SELECT followee_id, array_agg(follower_id) FROM follows"
+            " WHERE followee_id = ANY(%s::bigint[]) GROUP BY followee_id",
+            (list(dict.fromkeys(user_ids)),),
+        )
+        return {r[0]: list(r[1]) for r in rows}
+
     async def following_ids(self, user_id: int) -> list[int]:
         rows = await self.db.fetch("SELECT followee_id FROM follows WHERE follower_id = %s", (user_id,))
         return [r[0] for r in rows]
@@ -407,6 +417,12 @@ class PgRecordStore(PgAccountsStore, PgAdminStore, PgConversationsStore):
             (list(ids),),
         )
         return [Post(*r) for r in rows]
+
+    async def present_post_ids(self, ids: Sequence[int]) -> set[int]:
+        if not ids:
+            return set()
+        rows = await self.db.fetch("SELECT id FROM posts WHERE id = ANY(%s::bigint[])", (list(ids),))
+        return {r[0] for r in rows}
 
     async def author_post_ids(self, author_id: int, before: int | None, limit: int) -> list[int]:
         rows = await self.db.fetch(

@@ -38,6 +38,10 @@ class RedisLiveBus:
             self._client, _ = connect(self._url)
         await self._client.publish(await self._name(), message)
 
+    def listened(self) -> bool:
+        """Always True: listeners in other processes are not known here."""
+        return True
+
     async def listen(
         self, on_message: Callable[[bytes], None], on_reset: Callable[[bool], None]
     ) -> None:

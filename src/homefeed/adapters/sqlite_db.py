@@ -9,6 +9,16 @@ taken handle, say) rolls back alone and the others in the batch commit.
 
 Reads run on the caller's thread (the event loop) on their own connection: in WAL mode they
 see the last committed state and never wait for the writer.
+
+Deferred writes (issue 14). A write made where ``homefeed.ports.background_writes`` is set
+(the event consumers: the search index, notifications, their acknowledgements) updates
+derived data that nobody waits for: it does not start a commit of its own at once. While
+requests are writing (one committed within ``WRITING_WINDOW``), it waits, at most
+``DEFER_MAX`` seconds, for a write that somebody does wait for (a request's) and rides in its
+commit; only if none comes does it commit alone. Under a load of posts the consumers' writes
+(index, notifications, acknowledgements) so cost no fsync of their own, and a post never
+waits behind a commit that holds only them. A deferred write is still committed before its
+caller hears of it, like any other: nothing about durability or delivery changes.
 """
 
 from __future__ import annotations
@@ -18,14 +28,22 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from homefeed.domain.errors import Unavailable
+from homefeed.ports import background_writes
 
 log = logging.getLogger("homefeed.sqlite")
 
 T = TypeVar("T")
+
+#: Longest time a deferred write (see the module docstring) waits for a commit to ride in.
+DEFER_MAX = 0.010
+#: Deferred writes wait only while requests write: one was committed within this many
+#: seconds. Else they are committed at once (consumers catching up with nobody posting).
+WRITING_WINDOW = 0.1
 
 # Versioned migrations: index i brings the schema from version i to i + 1. Append only.
 MIGRATIONS: list[str] = [
@@ -382,6 +400,7 @@ class SqliteDatabase:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._commit_listeners: list[Callable[[], None]] = []
+        self._last_waited = 0.0  # (writer thread) when the last batch with a waited-for write began
         self.reader: sqlite3.Connection | None = None
         self._version_cursor: sqlite3.Cursor | None = None
 
@@ -419,26 +438,47 @@ class SqliteDatabase:
             raise Unavailable("the database is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, loop, fut))
+        self._queue.put((fn, loop, fut, background_writes.get()))
         return await fut
 
     def _run_writer(self, conn: sqlite3.Connection) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
         while True:
-            job = self._queue.get()
+            job = get()
             if job is None:
                 conn.close()
                 return
             batch = [job]
             stop = False
+            waited = not job[3]  # a write somebody waits for: commit what is queued, at once
+            deadline = 0.0
             while len(batch) < self.group_commit_max:
                 try:
-                    nxt = self._queue.get_nowait()
+                    nxt = get_nowait()
                 except queue.Empty:
-                    break
+                    if waited:
+                        break
+                    # Only deferred writes so far: wait for one that somebody waits for, if
+                    # requests are writing (one was committed within WRITING_WINDOW); else
+                    # (consumers catching up alone) there is nothing to wait for.
+                    now = time.monotonic()
+                    if not deadline:
+                        if now - self._last_waited > WRITING_WINDOW:
+                            break
+                        deadline = now + DEFER_MAX
+                    if now >= deadline:
+                        break
+                    try:
+                        nxt = get(timeout=deadline - now)
+                    except queue.Empty:
+                        break
                 if nxt is None:
                     stop = True
                     break
                 batch.append(nxt)
+                waited = waited or not nxt[3]
+            if waited:
+                self._last_waited = time.monotonic()
             self._commit_batch(conn, batch)
             if stop:
                 conn.close()
@@ -448,7 +488,7 @@ class SqliteDatabase:
         outcomes: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, _, _ in batch:
+            for fn, _, _, _ in batch:
                 conn.execute("SAVEPOINT w")
                 try:
                     result = fn(conn)
@@ -476,7 +516,7 @@ class SqliteDatabase:
     @staticmethod
     def _settle(batch: list[Any], outcomes: list[tuple[bool, Any]]) -> None:
         by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
-        for (_, loop, target), (ok, value) in zip(batch, outcomes):
+        for (_, loop, target, _), (ok, value) in zip(batch, outcomes):
             by_loop.setdefault(loop, []).append((target, ok, value))
         for loop, items in by_loop.items():
             try:

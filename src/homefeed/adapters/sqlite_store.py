@@ -266,6 +266,20 @@ class SqliteRecordStore(SqliteAccountsStore, SqliteConversationsStore):
         )
         return json.loads(row[0]) if row else []
 
+    async def follower_ids_of(self, user_ids: Sequence[int]) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        ids = list(dict.fromkeys(user_ids))
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for followee, followers in self.db.query(
+                "SELECT followee_id, json_group_array(follower_id) FROM follows"
+                f" WHERE followee_id IN ({marks}) GROUP BY followee_id",
+                chunk,
+            ):
+                out[followee] = json.loads(followers)
+        return out
+
     async def following_ids(self, user_id: int) -> list[int]:
         return [
             r[0] for r in self.db.query("SELECT followee_id FROM follows WHERE follower_id = ?", (user_id,))
@@ -293,6 +307,14 @@ class SqliteRecordStore(SqliteAccountsStore, SqliteConversationsStore):
                     chunk,
                 )
             )
+        return out
+
+    async def present_post_ids(self, ids: Sequence[int]) -> set[int]:
+        out: set[int] = set()
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = list(ids[i : i + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            out.update(r[0] for r in self.db.query(f"SELECT id FROM posts WHERE id IN ({marks})", chunk))
         return out
 
     async def author_post_ids(self, author_id: int, before: int | None, limit: int) -> list[int]:

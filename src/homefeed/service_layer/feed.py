@@ -43,7 +43,7 @@ which wait for the cache to return, apply the same updates from the events.
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable, Protocol, Sequence, TypeVar
+from typing import Awaitable, Callable, Iterable, Protocol, Sequence, TypeVar
 
 from homefeed.domain.errors import CacheUnavailable, Unavailable
 from homefeed.domain.feed_rules import BOOST_WINDOW, boost_hidden, is_celebrity, is_home_entry, on_public_list
@@ -498,13 +498,27 @@ class FeedManager:
         log.debug("cache update after a %s left to the consumers: %s", what, exc)
 
     # -- fan-out (the consumer of post and follow events) ----------------------------------
-    async def fan_out_post(self, post: Post) -> int:
+    async def followers_to_push(self, author_ids: Iterable[int]) -> dict[int, list[int]]:
+        """The followers of the authors whose posts ``fan_out_post`` pushes, read at once
+        for a batch of posts (``RecordStore.follower_ids_of``): every author but the
+        celebrities (pulled, and whose lists are long) has an entry, empty or not."""
+        if self.strategy == "pull":
+            return {}
+        celebs = await self.celebrities()
+        wanted = [a for a in author_ids if a not in celebs]
+        if not wanted:
+            return {}
+        got = await self.store.follower_ids_of(wanted)
+        return {a: got.get(a, []) for a in wanted}
+
+    async def fan_out_post(self, post: Post, followers: Sequence[int] | None = None) -> int:
         """Push a new post (a boost too: it fans out by the booster's followers) into its
         followers' cached timelines, unless its author is a celebrity (then it is pulled
         from the author list, which holds their boosts and replies too); a public post that
         is neither a boost nor a reply to someone else also goes into the public timeline's
         list. Replies to others are pushed like posts: the reply rule is applied on read.
-        Idempotent: pushing an id twice leaves one entry."""
+        Idempotent: pushing an id twice leaves one entry. ``followers``: the author's, if
+        the caller read them already (``followers_to_push``)."""
         if on_public_list(post):
             await self.cache.push(PUBLIC, [PUBLIC_KEY], post.id)
         if self.strategy == "pull":
@@ -512,7 +526,8 @@ class FeedManager:
         await self.cache.push(AUTHOR, [post.author_id], post.id)
         if await self.is_celebrity(post.author_id):
             return 0
-        followers = await self.store.follower_ids(post.author_id)
+        if followers is None:
+            followers = await self.store.follower_ids(post.author_id)
         taken = await self.cache.push(HOME, followers, post.id)
         self.counters["pushes"] += taken
         return taken

@@ -108,6 +108,8 @@ class LivePublisher:
             consumers.on_notified = on_notified
 
     def on_event(self, e: Event) -> None:
+        if not self.bus.listened():  # nobody to receive it: not even made
+            return
         try:
             message = event_message(e)
         except Exception:  # a malformed event is the fan-out's business, not ours
@@ -117,6 +119,8 @@ class LivePublisher:
             self._put(message)
 
     def on_notifications(self, notes: Iterable[Notification]) -> None:
+        if not self.bus.listened():
+            return
         for n in notes:
             self._put(notification_message(n))
 

@@ -236,11 +236,11 @@ class WebhookConsumer:
         candidates = [e for e in events if Renderer.types_of(e)]
         if not candidates:
             return
+        subs = [s for s in await self.store.subscriptions() if s.enabled]
+        if not subs:  # nothing to render: no reason to let the fan-out go first
+            return
         if self.yield_to is not None:
             await self.yield_to()
-        subs = [s for s in await self.store.subscriptions() if s.enabled]
-        if not subs:
-            return
         rows: list[NewDelivery] = []
         stamp = _now_iso()
         for e in candidates:
