@@ -6,8 +6,8 @@ the rate limits when configured, ``ExceptionMiddleware`` (which builds a ``Reque
 router and ``Route.handle``: five coroutines in, and each response message out through four
 ``send`` wrappers. In process that is ~2.5 µs of a request; over HTTP, where the server's own
 work runs between requests and the caches are cold, the same Python costs 2-3x more: the
-whole stack was ~10 µs of a ``wrk`` request against the bare route's ~30 µs (server CPU per
-request, ``benchmarks/results/issue14_p15http.md``).
+whole stack cost 11-14 µs of server CPU per ``wrk`` request, against the bare route's ~32 µs
+in all (``benchmarks/results/issue14_p15http.md``).
 
 ``HotPath.serve`` does, for a fixed set of (method, path), exactly what those layers do, in
 one coroutine and one ``send`` wrapper, using the stack's own instances (so their settings
@@ -17,8 +17,8 @@ and their state, e.g. the rate limiter's fail-open cooldown, are the same ones):
   variable and the ``X-Request-Id`` header, requests in flight, the latency recorded by
   (method, route template, status), the access log's rule, and an exception escaping the
   route answered with the usual 500 (after it is logged);
-- ``Cors``: its three headers on ``/api/`` paths for an allowed origin (GET only: no
-  preflight reaches here);
+- ``Cors``: its three headers on ``/api/`` paths for an allowed origin (only GET and HEAD
+  are taken here: a preflight goes to the stack);
 - ``RateLimits`` when configured: the same ``_check`` and ``_refuse`` on ``/v1/`` paths;
 - ``ExceptionMiddleware``: a raised exception goes to the app's handler for it (status
   handlers first for an ``HTTPException``), answered through the same ``send``;

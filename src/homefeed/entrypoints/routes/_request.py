@@ -59,8 +59,8 @@ class HomefeedApp(Starlette):
     lifespan_send: Callable[[Send], Send] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Starlette's ``__call__``, with ``GET /healthz`` and both home timelines taken by
-        the hot path when there is one (the same work as the stack, in one layer)."""
+        """Starlette's ``__call__``, with ``/healthz`` and both home timelines (GET, HEAD)
+        taken by the hot path when there is one (the same work as the stack, in one layer)."""
         scope["app"] = self
         if self.middleware_stack is None:
             self.middleware_stack = self.build_middleware_stack()
