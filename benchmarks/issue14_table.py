@@ -14,7 +14,10 @@ rate limits). Each round drives, with ``wrk -t1 -c32``, in a rotated order:
 Posts run last in each round (they grow the timelines the next round reads). The answer is
 req/s and p99 per figure and round, and the ratio of each figure to the bare route **of the
 same round** (median over rounds); ``mastodon`` is also given against ``home``, and ``post``
-against ``home``, as the issue's goals are stated.
+against ``home``, as the issue's goals are stated. Beside the rates: each server's CPU time
+per request during the figure (``/proc/PID/stat``, user + system), and the bare route's
+CPU per request over the figure's: the rate ratio the server would reach with a core to
+itself, steadier than rates on a shared machine (wrk and other work compete for the cores).
 
     .venv/bin/homefeed demo --no-serve --data-dir /tmp/hf14world       # the demo world, once
     .venv/bin/python benchmarks/issue14_table.py --world /tmp/hf14world
@@ -38,13 +41,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ab_http import ROOT, WRK, free_port, parse_wrk, stop, wait_healthy  # noqa: E402
 
 
-def wrk(url: str, script: Path | None, tokens: Path, seconds: int, connections: int) -> tuple[float, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, script: Path | None, tokens: Path, seconds: int, connections: int,
+        pid: int | None = None) -> tuple[float, float, float]:
+    """req/s, p99 ms and the server's CPU µs per request (``pid``'s, 0 if not given)."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if script is not None:
         cmd += ["-s", str(script)]
+    before = cpu_seconds(pid) if pid is not None else 0.0
     out = subprocess.run(cmd + [url], env={**os.environ, "TOKENS": str(tokens)},
                          capture_output=True, text=True, check=True).stdout
-    return parse_wrk(out)
+    used = cpu_seconds(pid) - before if pid is not None else 0.0
+    rps, p99 = parse_wrk(out)
+    return rps, p99, used / max(1.0, rps * seconds) * 1e6
 
 
 def main() -> None:
@@ -84,43 +98,50 @@ def main() -> None:
             stdout=log, stderr=log, env=env, start_new_session=True))
         bare, hf = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{hf_port}"
         wait_healthy(hf)
-        targets: dict[str, tuple[str, Path | None]] = {
-            "bare": (bare + "/", None),
-            "healthz": (hf + "/healthz", None),
-            "home": (hf, WRK / "home.lua"),
-            "mastodon": (hf, WRK / "mastodon_home.lua"),
-            "post": (hf, WRK / "post.lua"),
+        bare_pid, hf_pid = procs[0].pid, procs[1].pid
+        targets: dict[str, tuple[str, Path | None, int]] = {
+            "bare": (bare + "/", None, bare_pid),
+            "healthz": (hf + "/healthz", None, hf_pid),
+            "home": (hf, WRK / "home.lua", hf_pid),
+            "mastodon": (hf, WRK / "mastodon_home.lua", hf_pid),
+            "post": (hf, WRK / "post.lua", hf_pid),
         }
         for name in [s for s in args.skip.split(",") if s]:
             targets.pop(name)
-        for name, (url, script) in targets.items():  # warm every cache, JIT-less but page cache
+        for name, (url, script, _) in targets.items():  # warm every cache, JIT-less but page cache
             if name != "post":
                 wrk(url, script, tokens, args.warmup, args.connections)
         reads = [n for n in targets if n != "post"]
-        rows: dict[str, list[tuple[float, float]]] = {n: [] for n in targets}
+        rows: dict[str, list[tuple[float, float, float]]] = {n: [] for n in targets}
         for r in range(args.rounds):
             order = reads[r % len(reads):] + reads[: r % len(reads)]
             if "post" in targets:
                 order.append("post")
             for name in order:
-                url, script = targets[name]
-                rows[name].append(wrk(url, script, tokens, args.seconds, args.connections))
+                url, script, pid = targets[name]
+                rows[name].append(wrk(url, script, tokens, args.seconds, args.connections, pid))
             print(f"round {r + 1}: " + "; ".join(
-                f"{n} {rows[n][-1][0]:.0f} req/s p99 {rows[n][-1][1]:.1f} ms" for n in targets), flush=True)
+                f"{n} {rows[n][-1][0]:.0f} req/s p99 {rows[n][-1][1]:.1f} ms cpu {rows[n][-1][2]:.1f} us"
+                for n in targets), flush=True)
 
         def ratio(a: str, b: str) -> float:
             return statistics.median(x[0] / y[0] for x, y in zip(rows[a], rows[b]))
 
+        def cpu_ratio(a: str, b: str) -> float:  # b's CPU per request over a's: a rate ratio
+            return statistics.median(y[2] / x[2] for x, y in zip(rows[a], rows[b]) if x[2] > 0)
+
         print(f"\nmedian of {args.rounds} rounds, wrk -t1 -c{args.connections} -d{args.seconds}s:")
-        print("| figure | req/s | p99 ms | ratio to bare (same round) |")
-        print("|---|---|---|---|")
+        print("| figure | req/s | p99 ms | ratio to bare (same round) | server CPU µs/request | bare's CPU / this CPU |")
+        print("|---|---|---|---|---|---|")
         for n in targets:
             rps = statistics.median(x[0] for x in rows[n])
             p99 = statistics.median(x[1] for x in rows[n])
+            us = statistics.median(x[2] for x in rows[n])
             vs = f"{ratio(n, 'bare'):.2f}" if "bare" in targets else "-"
-            print(f"| {n} | {rps:,.0f} | {p99:.1f} | {vs} |")
+            by_cpu = f"{cpu_ratio(n, 'bare'):.2f}" if "bare" in targets else "-"
+            print(f"| {n} | {rps:,.0f} | {p99:.1f} | {vs} | {us:.1f} | {by_cpu} |")
         if "mastodon" in targets and "home" in targets:
-            print(f"mastodon / home: {ratio('mastodon', 'home'):.2f}")
+            print(f"mastodon / home: {ratio('mastodon', 'home'):.2f} (by CPU: {cpu_ratio('mastodon', 'home'):.2f})")
         if "post" in targets and "home" in targets:
             print(f"post / home: {ratio('post', 'home'):.2f}")
         if args.json:

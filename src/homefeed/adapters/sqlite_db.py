@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Hashable, TypeVar
 
 from homefeed.domain.errors import Unavailable
 from homefeed.ports import background_writes
@@ -403,6 +404,7 @@ class SqliteDatabase:
         self._last_waited = 0.0  # (writer thread) when the last batch with a waited-for write began
         self.reader: sqlite3.Connection | None = None
         self._version_cursor: sqlite3.Cursor | None = None
+        self._shm: int | None = None  # the -shm file's descriptor (data_version)
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -412,6 +414,10 @@ class SqliteDatabase:
         writer = connect(self.path, self.synchronous)
         migrate(writer)
         self.reader = connect(self.path, self.synchronous)
+        try:  # the wal-index, opened by the connections above (``data_version``)
+            self._shm = os.open(f"{self.path}-shm", os.O_RDONLY)
+        except OSError:
+            self._shm = None
         self._thread = threading.Thread(
             target=self._run_writer, args=(writer,), name="homefeed-sqlite-writer", daemon=True
         )
@@ -426,6 +432,9 @@ class SqliteDatabase:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
+        if self._shm is not None:
+            os.close(self._shm)
+            self._shm = None
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from the writer thread) after every commit."""
@@ -533,11 +542,27 @@ class SqliteDatabase:
         assert self.reader is not None, "database is not open"
         return self.reader.execute(sql, params).fetchone()
 
-    def data_version(self) -> int:
-        """SQLite's ``PRAGMA data_version`` on the read connection: it changes whenever
-        another connection (this process's writer thread, or another process) has committed
-        since the last call. Lets an in-process cache of what the reads answer be exact:
-        same number, same answers (``MastodonApi``'s kept home pages)."""
+    def data_version(self) -> Hashable:
+        """A value that changes whenever any connection (this process's writer thread, or
+        another process) has committed since the last call. Lets an in-process cache of what
+        the reads answer be exact: equal values, same answers (``MastodonApi``'s kept home
+        pages).
+
+        The database is in WAL mode: every commit rewrites the wal-index header at the start
+        of the ``-shm`` file (SQLite's documented WAL-index format: the header twice, 48 bytes
+        each, with the WAL's last valid frame, its salts and checksums; readers take their
+        snapshot from it). The value is that header, read with one ``pread``: ~0.6 µs, no
+        statement and no lock, where ``PRAGMA data_version`` takes and drops a shared lock
+        (two ``fcntl`` calls) in ~4.4 µs. A header that changes without a commit (a
+        checkpoint) only costs a fresh rendering. While a writer is between its two copies
+        (they differ) the value is a new object, equal to nothing: nothing is kept. Without
+        a ``-shm`` file (not WAL): ``PRAGMA data_version``."""
+        fd = self._shm
+        if fd is not None:
+            header = os.pread(fd, 96, 0)
+            if len(header) == 96 and header[:48] == header[48:]:
+                return header[:48]
+            return object()
         reader = self.reader
         assert reader is not None, "database is not open"
         cursor = self._version_cursor

@@ -110,6 +110,12 @@ class StaticPathRouter(Router):
         self._built_for = (id(self.routes), len(self.routes))
         return table
 
+    def static_route(self, method: str, path: str) -> Route | None:
+        """The route the scan would pick for an ``http`` request of ``method`` and ``path``
+        (no ``root_path``), when that is decided by method and path alone; else None."""
+        table = self._table if self._built_for == (id(self.routes), len(self.routes)) else self._build()
+        return table.get((method, path))
+
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
             table = self._table if self._built_for == (id(self.routes), len(self.routes)) else self._build()
@@ -249,7 +255,11 @@ def create_app(hf: Homefeed, process_plan: Plan | None = None, manage_lifecycle:
             Exception: on_unexpected,
         },
     )
-    app.router = StaticPathRouter(app.router.routes, lifespan=lifespan)
+    router = app.router = StaticPathRouter(app.router.routes, lifespan=lifespan)
+    if observe:
+        from homefeed.entrypoints.hot import HotPath
+
+        app.hot_path_factory = lambda stack: HotPath.of(stack, router)
     app.homefeed = hf
     app.sampler = sampler
     app.mastodon = MastodonApi(hf)

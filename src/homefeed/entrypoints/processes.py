@@ -122,6 +122,10 @@ class _StartupWatch:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
             return await self.app(scope, receive, send)
+        await self.app(scope, receive, self.wrap(send))
+
+    def wrap(self, send: Any) -> Any:
+        """``send`` of the lifespan, watched."""
 
         async def watched(message: Any) -> None:
             if message.get("type") == "lifespan.startup.failed":
@@ -130,7 +134,7 @@ class _StartupWatch:
                     message = {**message, "message": ""}  # no traceback in the log
             await send(message)
 
-        await self.app(scope, receive, watched)
+        return watched
 
 
 class _DropStartupFailed(logging.Filter):
@@ -164,6 +168,7 @@ def _serve_until_drained(app: object, sock: socket.socket, settings: Settings, *
     import uvicorn
 
     from homefeed.entrypoints import admin
+    from homefeed.entrypoints.routes._request import HomefeedApp
 
     watch = _StartupWatch(app)
     log = logging.getLogger("homefeed")
@@ -199,7 +204,10 @@ def _serve_until_drained(app: object, sock: socket.socket, settings: Settings, *
                 hf.streams.close_all()  # open streams never end by themselves: end them now
             await super().shutdown(sockets)
 
-    server = DrainingServer(uvicorn.Config(watch, **config))
+    # homefeed's app takes the watch as a hook on its lifespan: no wrapper on every request
+    if isinstance(app, HomefeedApp):
+        app.lifespan_send = watch.wrap
+    server = DrainingServer(uvicorn.Config(app if isinstance(app, HomefeedApp) else watch, **config))
 
     def after_drain(signum: int, frame: object) -> None:
         if server.started:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Hashable
 
 import orjson
 
@@ -75,11 +75,11 @@ class MastodonApi:
         self._full: dict[str, dict[int, tuple[float, bytes, int]]] = {}
         #: Threads, favourites, boosts, notifications and markers (issue 11).
         self.conversations = Conversations(self)
-        #: The record store's "nothing was committed since" number (SQLite's
-        #: ``data_version``), which lets a rendered home page be kept (``home_body``); None
+        #: The record store's "nothing was committed since" value (SQLite's wal-index
+        #: header: ``SqliteDatabase.data_version``), which lets a rendered home page be kept (``home_body``); None
         #: (PostgreSQL, several processes): every read renders.
         db: Any = getattr(hf.store, "db", None)
-        self._data_version: Callable[[], int] | None = (
+        self._data_version: Callable[[], Hashable] | None = (
             db.data_version if hf.store.backend == "sqlite" and hasattr(db, "data_version") else None)
 
     # -- accounts -------------------------------------------------------------------------
@@ -322,8 +322,8 @@ class MastodonApi:
         record store has committed nothing (``data_version``: a favourite, a boost, a reply,
         a profile change all commit, so the counters, flags and Accounts shown are the ones a
         fresh rendering would show) and no Account part in it is past ``ACCOUNT_TTL``. A
-        warm read then runs one statement, ``PRAGMA data_version``, instead of the page's
-        ``post_stats``."""
+        warm read then runs no statement (one ``pread`` of SQLite's wal-index header)
+        instead of the page's ``post_stats``."""
         version_of = self._data_version
         kept = None
         if (version_of is not None and page.max_id is None and page.since_id is None
@@ -403,7 +403,7 @@ class Rendered:
 
     __slots__ = ("version", "until", "body", "ids", "headers")
 
-    def __init__(self, version: int, until: float, body: bytes, ids: list[int]) -> None:
+    def __init__(self, version: Hashable, until: float, body: bytes, ids: list[int]) -> None:
         self.version, self.until, self.body, self.ids = version, until, body, ids
         self.headers: dict[Any, list[tuple[bytes, bytes]]] = {}
 

@@ -29,7 +29,7 @@ from homefeed.entrypoints.routes._request import HomefeedApp
 
 async def home(request: Request) -> Response:
     """The hot path: the first page is kept rendered while nothing changes it (a warm read
-    runs one ``PRAGMA data_version``); other pages are cached statuses spliced as bytes with
+    runs no SQL: it reads SQLite's wal-index header); other pages are cached statuses spliced as bytes with
     one statement, the page's counters and the reader's flags (``post_stats``)."""
     uid = await user(request, "read:statuses")
     body, ids = await api(request).home_body(urls(request), uid, page(request))

@@ -9,12 +9,13 @@ today's and the Mastodon API's, gets it by calling these. Nothing here knows a r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from homefeed.domain.errors import BadJson, InvalidInput, PayloadTooLarge, Unauthorized
 from homefeed.domain.ids import parse_id
@@ -27,10 +28,13 @@ from homefeed.service_layer.idempotency import (
 from homefeed.service_layer.services import MAX_LIMIT, Homefeed
 
 if TYPE_CHECKING:
+    from homefeed.entrypoints.hot import HotPath
     from homefeed.entrypoints.metrics import Sampler
     from homefeed.service_layer.mastodon import MastodonApi
 
 JSON = "application/json"
+#: The paths ``entrypoints/hot.py`` serves in one layer (kept here: checked on every request).
+HOT_PATHS = frozenset({"/healthz", "/v1/timelines/home", "/api/v1/timelines/home"})
 #: Longest ``limit`` value read as a number: more digits cannot be in range (and a huge
 #: string of digits is refused before ``int()`` spends time on it).
 _LIMIT_DIGITS = len(str(MAX_LIMIT)) + 1
@@ -46,6 +50,32 @@ class HomefeedApp(Starlette):
     sampler: Sampler
     #: The Mastodon API's views (statuses and accounts cached as JSON bytes).
     mastodon: MastodonApi
+    #: Makes the hot path (``entrypoints/hot.py``) for the middleware stack once it is
+    #: built; None: every request takes the stack.
+    hot_path_factory: Callable[[ASGIApp], HotPath | None] | None = None
+    hot: HotPath | None = None
+    #: Wraps the lifespan's ``send`` (``homefeed serve`` keeps the start-up failure's
+    #: exception): a hook here instead of a wrapper app around every request.
+    lifespan_send: Callable[[Send], Send] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Starlette's ``__call__``, with ``/healthz`` and both home timelines (GET, HEAD)
+        taken by the hot path when there is one (the same work as the stack, in one layer)."""
+        scope["app"] = self
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+            factory = self.hot_path_factory
+            self.hot = factory(self.middleware_stack) if factory is not None else None
+        hot = self.hot
+        kind = scope["type"]
+        if hot is not None and kind == "http" and scope["path"] in HOT_PATHS and not scope.get("root_path"):
+            route = hot.route(scope)
+            if route is not None:
+                await hot.serve(route, scope, receive, send)
+                return
+        elif kind == "lifespan" and self.lifespan_send is not None:
+            send = self.lifespan_send(send)
+        await self.middleware_stack(scope, receive, send)
 
 
 def service(request: Request) -> Homefeed:
