@@ -19,7 +19,7 @@ import asyncio
 import bisect
 import sqlite3
 import time
-from typing import Sequence
+from typing import Hashable, Sequence
 
 import orjson
 
@@ -62,7 +62,7 @@ class OutboxEventStream(OutboxStreamBase):
         self._tail_hi = -1  # -1: nothing read yet
         self._tail_commits = -1  # ``commits`` when the tail was last read to the end; -1: not
         self._foreign_due = 0.0  # when to look again for another process's commits
-        self._version: int | None = None  # ``PRAGMA data_version`` when last looked
+        self._version: Hashable = None  # ``SqliteDatabase.data_version()`` when last looked
         #: Commits seen so far (any commit may add events or move an offset): ``/healthz``
         #: keeps its lag snapshot only while this has not moved (``Homefeed.health``).
         self.commits = 0

@@ -14,8 +14,9 @@ import asyncio
 import collections
 import functools
 import inspect
+import ssl
 from typing import Any, Callable, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -338,52 +339,65 @@ async def subscribe_forever(
     delivers only to connected subscribers: what is published while down is missed, which
     is what ``on_reset`` tells the listener (the token revocations and the live bus)."""
     while True:
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0)
-        pubsub = client.pubsub()
         try:
-            await pubsub.subscribe(channel)
-            async for message in pubsub.listen():
-                kind = message.get("type")
-                if kind == "message":
-                    on_message(bytes(message["data"]))
-                elif kind == "subscribe":
-                    on_reset(True)
+            await _subscribe_once(url, channel, on_message, on_reset)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             on_down(exc)
             on_reset(False)
             await asyncio.sleep(0.5)
-        finally:
-            await _close_within(pubsub, client, CLOSE_SECONDS)
 
 
-#: How long ``subscribe_forever`` waits for its connection's teardown before leaving it.
-CLOSE_SECONDS = 1.0
+#: Seconds to connect (and authenticate) a subscription before calling Redis down.
+SUBSCRIBE_CONNECT_SECONDS = 1.0
 
 
-async def _close_within(pubsub: Any, client: Any, seconds: float) -> None:
-    """Close a subscription's connection and its client, waiting at most ``seconds``.
+async def _subscribe_once(
+    url: str, channel: str, on_message: Callable[[bytes], None], on_reset: Callable[[bool], None],
+) -> None:
+    """One subscription's connection, read until it fails (``ConnectionError``) or the task
+    is cancelled. A plain asyncio stream with hiredis's parser (already a dependency), not
+    redis-py's ``PubSub``: cancelling a task blocked in ``PubSub.listen`` did not always end
+    it (redis-py 8's pub/sub teardown waits on its lock and on futures that ignore
+    ``cancel``), so ``Homefeed.close()`` and ``asyncio.run`` waited forever
+    (``homefeed webhooks add`` printed its answer and never exited, 1 run in 5 here). Here
+    a cancellation ends the read at once and the connection is aborted: nothing waits.
+    ``redis://``, ``rediss://`` and ``unix://`` URLs, with user and password (the db does
+    not matter to pub/sub, whose channels are server-wide)."""
+    import hiredis
 
-    Not ``PubSub.aclose``: redis-py shields that teardown from cancellation and waits for
-    the pubsub's lock, so a teardown stuck behind the lock held ``Homefeed.close()`` forever
-    (seen in the oracle with Redis caches), and, left to finish in the background, kept
-    ``asyncio.run`` from ever returning (``homefeed webhooks add`` printed its answer and
-    never exited, seen once in CI). The client is discarded, so its connection is simply
-    dropped: ``disconnect`` takes no lock, and everything here can be cancelled."""
-
-    async def close() -> None:
-        connection = getattr(pubsub, "connection", None)
-        try:
-            if connection is not None:
-                await connection.disconnect(nowait=True)
-        finally:
-            await client.aclose()
-
+    u = urlsplit(url)
+    tls: ssl.SSLContext | None = ssl.create_default_context() if u.scheme == "rediss" else None
     try:
-        await asyncio.wait_for(close(), seconds)
-    except (asyncio.TimeoutError, Exception):
-        pass
+        opening = (asyncio.open_unix_connection(u.path) if u.scheme == "unix"
+                   else asyncio.open_connection(u.hostname or "127.0.0.1", u.port or 6379, ssl=tls))
+        reader, writer = await asyncio.wait_for(opening, SUBSCRIBE_CONNECT_SECONDS)
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise redis_errors.ConnectionError(f"cannot connect to Redis for {channel}: {exc!r}") from exc
+    try:
+        parser = hiredis.Reader()
+        if u.password is not None:
+            auth = (b"AUTH", unquote(u.username), unquote(u.password)) if u.username else (b"AUTH", unquote(u.password))
+            writer.write(hiredis.pack_command(auth))  # type: ignore[arg-type]
+        writer.write(hiredis.pack_command((b"SUBSCRIBE", channel)))  # type: ignore[arg-type]
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                raise redis_errors.ConnectionError("Redis closed the subscription's connection")
+            parser.feed(data)
+            while (reply := parser.gets()) is not False:
+                if isinstance(reply, Exception):
+                    raise redis_errors.ConnectionError(f"Redis refused the subscription: {reply}")
+                if not isinstance(reply, list):
+                    continue  # AUTH's OK
+                kind = reply[0]
+                if kind == b"message":
+                    on_message(bytes(reply[2]))
+                elif kind == b"subscribe":
+                    on_reset(True)
+    finally:
+        writer.transport.abort()  # no flush, no wait: the connection is simply dropped
 
 
 def __getattr__(name: str) -> Any:
