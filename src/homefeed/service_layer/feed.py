@@ -470,11 +470,20 @@ class FeedManager:
     # the same updates from the event once the backend is back, and reads meanwhile come
     # from the record store.
     async def posted(self, post: Post) -> None:
+        """Read-your-writes after a post's commit: its author list (and the public list)
+        has it before the fan-out consumer gets to it. A boost can be deleted before this
+        runs (deleting its original deletes its boosts, by someone else's request), and its
+        delete's event may be applied already: then this push would put back what nobody
+        removes again. So, as the consumers do, apply, then check the record store, then
+        correct (a boost only: nothing but its author deletes a plain post, and the author
+        has not had its id yet)."""
         try:
             await self.posts.put_many([post])
             await self.cache.push(AUTHOR, [post.author_id], post.id)
             if on_public_list(post):
                 await self.cache.push(PUBLIC, [PUBLIC_KEY], post.id)
+            if post.reblog_of_id is not None and not await self.store.present_post_ids([post.id]):
+                await self.deleted(post.id, post.author_id)
         except Unavailable as exc:
             self._update_skipped("post", exc)
 
