@@ -379,6 +379,30 @@ def test_public_ids_leave_out_boosts_and_replies_to_others(records):
 # --------------------------------------------------------------------------------------------
 
 
+def test_a_bulk_loaded_world_has_the_notifications_its_follows_make(records):
+    """``bulk_load`` bypasses the outbox, so the notifier never sees its follows: the load
+    itself writes what the records say (each follow notifies its followee; a self-follow
+    does not), and the audit's diff is empty (the demo world's audit named every follow)."""
+    async def main():
+        async with records() as r:
+            s = r.store
+            base = random.randrange(1 << 40, 1 << 50) << 8
+            n = 12
+            uids = [base + i for i in range(n)]
+            users_ = [(u, f"bl{u}", f"bulk {i}", f"blt{u}".encode()) for i, u in enumerate(uids)]
+            follows = [(uids[i], uids[j], base + 1000 + i * n + j)
+                       for i in range(n) for j in range(n) if (i + j) % 3 == 0]  # self-follows too
+            posts = [(base + 5000 + i, uids[i % n], f"bulk post {i}") for i in range(30)]
+            await s.bulk_load(users_, follows + follows[:5], posts)  # duplicates ignored
+            assert await s.notification_diff(uids) == {}
+            for j, followee in enumerate(uids):
+                got = {(x.type, x.from_user_id, x.id) for x in await s.notifications_page(followee, limit=40)}
+                want = {("follow", f, i) for f, e, i in follows if e == followee and f != followee}
+                assert got == want, (j, got ^ want)
+
+    run(main())
+
+
 def test_notifications_follow_the_records_and_pages_filter(records):
     async def main():
         async with records() as r:

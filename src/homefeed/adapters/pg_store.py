@@ -474,8 +474,8 @@ class PgRecordStore(PgAccountsStore, PgAdminStore, PgConversationsStore):
         posts: Iterable[tuple[int, int, str]],
     ) -> None:
         """Load a world in one transaction with COPY, bypassing the outbox (a batch job: the
-        derived stores are rebuilt afterwards), then recompute every counter from the
-        records. Duplicate follows are ignored, as in SQLite. While it runs, its open
+        derived stores are rebuilt afterwards), then recompute every counter and the
+        follows' notifications from the records. Duplicate follows are ignored, as in SQLite. While it runs, its open
         transaction holds back outbox delivery (see pg_outbox): load before serving."""
         async with self.db.connection() as conn:
             async with conn.transaction():
@@ -496,6 +496,20 @@ class PgRecordStore(PgAccountsStore, PgAdminStore, PgConversationsStore):
                 await cur.execute(
                     "INSERT INTO follows (follower_id, followee_id, id)"
                     " SELECT follower_id, followee_id, id FROM follows_load ON CONFLICT DO NOTHING",
+                    prepare=False,
+                )
+                # Notifications are a function of the records (docs/conversations.md): a
+                # loaded follow notifies its followee, as the notifier would have.
+                await cur.execute(
+                    "INSERT INTO notifications (user_id, id, type, from_user_id, post_id)"
+                    " SELECT f.followee_id, f.id, 'follow', f.follower_id, NULL"
+                    " FROM follows_load l JOIN follows f ON f.follower_id = l.follower_id"
+                    "  AND f.followee_id = l.followee_id"
+                    " JOIN users u ON u.id = f.followee_id"
+                    " WHERE f.follower_id <> f.followee_id AND f.id > u.notifications_cleared_id"
+                    " AND NOT EXISTS (SELECT FROM notification_dismissals d"
+                    "  WHERE d.user_id = f.followee_id AND d.id = f.id)"
+                    " ON CONFLICT DO NOTHING",
                     prepare=False,
                 )
                 async with cur.copy("COPY posts (id, author_id, text) FROM STDIN") as cp:

@@ -377,7 +377,8 @@ class SqliteRecordStore(SqliteAccountsStore, SqliteConversationsStore):
         posts: Iterable[tuple[int, int, str]],
     ) -> None:
         """Load a world in one transaction, bypassing the outbox (a batch job: the derived
-        stores are rebuilt afterwards), then recompute every counter from the records."""
+        stores are rebuilt afterwards), then recompute every counter and the follows'
+        notifications from the records."""
 
         def tx(conn: sqlite3.Connection) -> None:
             conn.executemany(
@@ -390,6 +391,17 @@ class SqliteRecordStore(SqliteAccountsStore, SqliteConversationsStore):
             )
             conn.executemany("INSERT INTO posts(id, author_id, text) VALUES (?, ?, ?)", posts)
             recount_users(conn)
+            # Notifications are a function of the records (docs/conversations.md): a loaded
+            # follow notifies its followee, as the notifier would have (loaded posts have no
+            # favourites, boosts or mentions). Without it the audit named every follow.
+            conn.execute(
+                "INSERT OR IGNORE INTO notifications(user_id, id, type, from_user_id, post_id)"
+                " SELECT f.followee_id, f.id, 'follow', f.follower_id, NULL FROM follows f"
+                " JOIN users u ON u.id = f.followee_id"
+                " WHERE f.follower_id <> f.followee_id AND f.id > u.notifications_cleared_id"
+                " AND NOT EXISTS (SELECT 1 FROM notification_dismissals d"
+                "  WHERE d.user_id = f.followee_id AND d.id = f.id)"
+            )
 
         await self.db.write(tx)
         await self.open()  # the id generator must start above the loaded ids
