@@ -28,7 +28,7 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Iterator, TypeVar
+from typing import Any, Awaitable, Iterator, Sequence, TypeVar
 
 import pytest
 
@@ -768,10 +768,10 @@ def test_a_poison_event_is_dead_lettered_listed_and_retried(profile: Profile) ->
             real = feed.fan_out_post
             broken = {"on": True}
 
-            async def fan_out_post(post: Post) -> int:
+            async def fan_out_post(post: Post, followers: Sequence[int] | None = None) -> int:
                 if broken["on"] and "poison" in post.text:
                     raise RuntimeError("cannot fan out this one")
-                return await real(post)
+                return await real(post, followers)
 
             feed.fan_out_post = fan_out_post  # type: ignore[method-assign]
             poison = int((await hf.create_post(w["u1"], "poison pill"))["id"])

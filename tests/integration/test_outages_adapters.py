@@ -24,7 +24,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, Sequence, TypeVar
 
 import psycopg
 import pytest
@@ -409,13 +409,13 @@ def test_a_consumer_rides_out_an_outage_longer_than_the_dead_letter_limit(tmp_pa
             real = hf.feed.fan_out_post
             outage = {"calls_left": 4 * MAX_ATTEMPTS}
 
-            async def fan_out_post(post: Post) -> int:
+            async def fan_out_post(post: Post, followers: Sequence[int] | None = None) -> int:
                 if outage["calls_left"] > 0:
                     outage["calls_left"] -= 1
                     raise Unavailable("the cache (Redis) is unavailable; retry later")
                 if "poison" in post.text:
                     raise RuntimeError("this event is bad")
-                return await real(post)
+                return await real(post, followers)
 
             hf.feed.fan_out_post = fan_out_post  # type: ignore[method-assign]
             hf.consumers.outage_backoff = (0.01, 0.05)  # the same path, faster
