@@ -24,30 +24,12 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from homefeed.bootstrap import open_homefeed
 from homefeed.config import Settings
-from homefeed.domain.errors import HomefeedError
-from homefeed.domain.mastodon.entities import Urls
 from homefeed.domain.mastodon.pagination import Page
 from homefeed.service_layer.mastodon import MastodonApi
 from homefeed.service_layer.services import page
+from tests.integration.page_ops import LIMIT, URLS, USERS, WRITES, apply, post_ix, user
 
-USERS = 5
-LIMIT = 4
-
-user = st.integers(0, USERS - 1)
-post_ix = st.integers(0, 40)
-op = st.one_of(
-    st.tuples(st.just("post"), user, st.booleans()),
-    st.tuples(st.just("reply"), user, post_ix),
-    st.tuples(st.just("boost"), user, post_ix),
-    st.tuples(st.just("unboost"), user, post_ix),
-    st.tuples(st.just("fav"), user, post_ix),
-    st.tuples(st.just("unfav"), user, post_ix),
-    st.tuples(st.just("delete"), post_ix, st.booleans()),
-    st.tuples(st.just("follow"), user, user),
-    st.tuples(st.just("unfollow"), user, user),
-    st.tuples(st.just("drain"), st.just(0), st.just(0)),
-    st.tuples(st.just("consume"), st.integers(0, 3), st.integers(1, 4)),
-)
+op = st.one_of(*WRITES, st.tuples(st.just("fav"), user, post_ix), st.tuples(st.just("unfav"), user, post_ix))
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -65,7 +47,7 @@ def test_kept_home_pages_equal_fresh_reads(tmp_path_factory: object, ops: list[t
         try:
             assert hf.home_pages is not None
             api = MastodonApi(hf)
-            urls = Urls("http://h:1")
+            urls = URLS
             ids = [int((await hf.register(f"u{i}"))["id"]) for i in range(USERS)]
             await hf.follow(ids[0], "u1")
             posts: list[tuple[int, int]] = []  # (post id, author id), deleted ones included
@@ -84,38 +66,7 @@ def test_kept_home_pages_equal_fresh_reads(tmp_path_factory: object, ops: list[t
                         rendered += got.version != 0
 
             for name, a, b in ops:
-                try:
-                    if name == "post":
-                        p = await hf.write_post(ids[a], f"hello from u{a}", "public" if b else "unlisted")
-                        posts.append((p.id, ids[a]))
-                    elif name == "reply" and posts:
-                        target = posts[b % len(posts)][0]
-                        p = await hf.write_post(ids[a], "a reply", in_reply_to_id=target)
-                        posts.append((p.id, ids[a]))
-                    elif name in ("boost", "unboost", "fav", "unfav") and posts:
-                        target = posts[b % len(posts)][0]
-                        c = api.conversations
-                        if name == "boost":
-                            await c.reblog(urls, ids[a], target, "public")
-                        elif name == "unboost":
-                            await c.unreblog(urls, ids[a], target)
-                        else:
-                            await c.favourite(urls, ids[a], target, name == "fav")
-                    elif name == "delete" and posts:
-                        pid, author = posts[a % len(posts)]
-                        if b:
-                            await api.delete(urls, author, pid)
-                        else:
-                            await hf.delete_post(author, pid)
-                    elif name in ("follow", "unfollow") and a != b:
-                        await (hf.follow if name == "follow" else hf.unfollow)(ids[a], f"u{b}")
-                    elif name == "drain":
-                        await hf.drain()
-                    elif name == "consume" and manual:  # the next events of one consumer
-                        names = sorted(hf.consumers.handlers)
-                        await hf.consumers.run_once(names[a % len(names)], b)
-                except HomefeedError:
-                    pass  # e.g. a favourite of a deleted post: refused, nothing changed
+                await apply(hf, api, ids, posts, name, a, b, consume=manual)
                 await check()
             await hf.drain()
             await check()

@@ -28,30 +28,16 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 from homefeed.adapters.redis_cache import OUTAGE
 from homefeed.bootstrap import open_homefeed
 from homefeed.config import Settings
-from homefeed.domain.errors import HomefeedError
-from homefeed.domain.mastodon.entities import Urls
 from homefeed.service_layer.mastodon import MastodonApi
 from homefeed.service_layer.services import page
 from tests.backends import needs
+from tests.integration.page_ops import LIMIT, USERS, WRITES, apply, user
 from tests.integration.test_redis_cache import private_redis_url  # noqa: F401 (a fixture)
 
 pytestmark = needs("redis")
 
-USERS = 5
-LIMIT = 4
-
-user = st.integers(0, USERS - 1)
-post_ix = st.integers(0, 40)
 op = st.one_of(
-    st.tuples(st.just("post"), user, st.booleans()),
-    st.tuples(st.just("reply"), user, post_ix),
-    st.tuples(st.just("boost"), user, post_ix),
-    st.tuples(st.just("unboost"), user, post_ix),
-    st.tuples(st.just("delete"), post_ix, st.booleans()),
-    st.tuples(st.just("follow"), user, user),
-    st.tuples(st.just("unfollow"), user, user),
-    st.tuples(st.just("drain"), st.just(0), st.just(0)),
-    st.tuples(st.just("consume"), st.integers(0, 3), st.integers(1, 4)),
+    *WRITES,
     st.tuples(st.just("evict"), user, st.sampled_from(["home", "author"])),
     st.tuples(st.just("flush"), st.just(0), st.just(0)),
 )
@@ -80,7 +66,6 @@ def test_kept_scaleout_home_pages_equal_fresh_reads(tmp_path_factory: object, pr
             pages = hf.view_pages
             assert pages is not None and hf.home_pages is None
             api = MastodonApi(hf)
-            urls = Urls("http://h:1")
             ids = [int((await hf.register(f"u{i}"))["id"]) for i in range(USERS)]
             await hf.follow(ids[0], "u1")
             posts: list[tuple[int, int]] = []  # (post id, author id), deleted ones included
@@ -99,40 +84,12 @@ def test_kept_scaleout_home_pages_equal_fresh_reads(tmp_path_factory: object, pr
                         assert got == orjson.dumps(page(fresh_posts, nxt)), (pages.stats(), hf.feed.counters)
 
             for name, a, b in ops:
-                try:
-                    if name == "post":
-                        p = await hf.write_post(ids[a], f"hello from u{a}", "public" if b else "unlisted")
-                        posts.append((p.id, ids[a]))
-                    elif name == "reply" and posts:
-                        target = posts[b % len(posts)][0]
-                        p = await hf.write_post(ids[a], "a reply", in_reply_to_id=target)
-                        posts.append((p.id, ids[a]))
-                    elif name in ("boost", "unboost") and posts:
-                        target = posts[b % len(posts)][0]
-                        c = api.conversations
-                        if name == "boost":
-                            await c.reblog(urls, ids[a], target, "public")
-                        else:
-                            await c.unreblog(urls, ids[a], target)
-                    elif name == "delete" and posts:
-                        pid, author = posts[a % len(posts)]
-                        if b:
-                            await api.delete(urls, author, pid)
-                        else:
-                            await hf.delete_post(author, pid)
-                    elif name in ("follow", "unfollow") and a != b:
-                        await (hf.follow if name == "follow" else hf.unfollow)(ids[a], f"u{b}")
-                    elif name == "drain":
-                        await hf.drain()
-                    elif name == "consume":  # the next events of one consumer
-                        names = sorted(hf.consumers.handlers)
-                        await hf.consumers.run_once(names[a % len(names)], b)
-                    elif name == "evict":
-                        await hf.feed.cache.drop(b, ids[a])
-                    elif name == "flush":
-                        r.flushall()
-                except HomefeedError:
-                    pass  # e.g. a boost of a deleted post: refused, nothing changed
+                if await apply(hf, api, ids, posts, name, a, b):
+                    pass  # one of the shared writes
+                elif name == "evict":  # a list dropped behind the process's back
+                    await hf.feed.cache.drop(b, ids[a])
+                elif name == "flush":  # the whole shared cache, likewise
+                    r.flushall()
                 await check()
             await hf.drain()
             await check()
