@@ -20,13 +20,20 @@ STEPS = st.lists(st.sampled_from(["own", "other", "checkpoint", "restart", "noth
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=STEPS)
-def test_every_commit_changes_the_value_and_nothing_keeps_it(tmp_path_factory: object, steps: list[str]) -> None:
+@given(steps=STEPS, mapped=st.booleans())
+def test_every_commit_changes_the_value_and_nothing_keeps_it(tmp_path_factory: object, steps: list[str],
+                                                              mapped: bool) -> None:
+    """``mapped``: the header read from the mapped file (the usual way), else with ``pread``
+    (the way when the file could not be mapped)."""
     path = tmp_path_factory.mktemp("dv") / "homefeed.db"  # type: ignore[attr-defined]
 
     async def main() -> None:
         db = SqliteDatabase(path)
         db.open()
+        assert db._shm_map is not None  # a fresh WAL database's -shm is mapped
+        if not mapped:
+            db._shm_map.close()
+            db._shm_map = None
         other = sqlite3.connect(path, isolation_level=None)  # as another process would
         other.execute("PRAGMA journal_mode=WAL")
         try:
@@ -65,7 +72,9 @@ def test_without_a_wal_index_it_is_sqlites_data_version(tmp_path: Path) -> None:
         db = SqliteDatabase(tmp_path / "homefeed.db")
         db.open()
         try:
-            assert db._shm is not None
+            assert db._shm is not None and db._shm_map is not None
+            db._shm_map.close()
+            db._shm_map = None
             os.close(db._shm)
             db._shm = None  # as when the -shm could not be opened
             await db.write(lambda c: c.execute("CREATE TABLE t (x INTEGER)"))

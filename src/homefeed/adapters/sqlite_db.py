@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import os
 import queue
 import sqlite3
@@ -405,6 +406,7 @@ class SqliteDatabase:
         self.reader: sqlite3.Connection | None = None
         self._version_cursor: sqlite3.Cursor | None = None
         self._shm: int | None = None  # the -shm file's descriptor (data_version)
+        self._shm_map: mmap.mmap | None = None  # its first page, mapped read-only (data_version)
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -418,6 +420,18 @@ class SqliteDatabase:
             self._shm = os.open(f"{self.path}-shm", os.O_RDONLY)
         except OSError:
             self._shm = None
+        self._shm_map = None
+        if self._shm is not None:
+            # Mapped as SQLite's own connections map it (shared: every commit's header is
+            # seen at once). The file is never shortened while a connection has it open
+            # (only the first connection to open a database resets it), and ``reader`` is
+            # open until ``close``, which unmaps first. Not mappable (too short: not an
+            # initialised wal-index): ``pread`` as before.
+            try:
+                if os.fstat(self._shm).st_size >= _WAL_HEADERS:
+                    self._shm_map = mmap.mmap(self._shm, _WAL_HEADERS, mmap.MAP_SHARED, mmap.PROT_READ)
+            except (OSError, ValueError):
+                self._shm_map = None
         self._thread = threading.Thread(
             target=self._run_writer, args=(writer,), name="homefeed-sqlite-writer", daemon=True
         )
@@ -429,6 +443,9 @@ class SqliteDatabase:
         self._queue.put(None)
         self._thread.join()
         self._thread = None
+        if self._shm_map is not None:
+            self._shm_map.close()
+            self._shm_map = None
         if self.reader is not None:
             self.reader.close()
             self.reader = None
@@ -551,12 +568,22 @@ class SqliteDatabase:
         The database is in WAL mode: every commit rewrites the wal-index header at the start
         of the ``-shm`` file (SQLite's documented WAL-index format: the header twice, 48 bytes
         each, with the WAL's last valid frame, its salts and checksums; readers take their
-        snapshot from it). The value is that header, read with one ``pread``: ~0.6 µs, no
-        statement and no lock, where ``PRAGMA data_version`` takes and drops a shared lock
-        (two ``fcntl`` calls) in ~4.4 µs. A header that changes without a commit (a
-        checkpoint) only costs a fresh rendering. While a writer is between its two copies
-        (they differ) the value is a new object, equal to nothing: nothing is kept. Without
-        a ``-shm`` file (not WAL): ``PRAGMA data_version``."""
+        snapshot from it). The value is that header, read from the file mapped as SQLite maps
+        it: ~0.35 µs, no system call, no statement and no lock, where ``PRAGMA data_version``
+        takes and drops a shared lock (two ``fcntl`` calls) in ~4.4 µs and a ``pread`` (the
+        fallback when the file could not be mapped) costs ~0.7 µs and a system call. The
+        copies are read in SQLite's reader's order (the first, then the second; a writer
+        writes the second, then the first), so a header being written reads as two copies
+        that differ. A header that changes without a commit (a checkpoint) only costs a
+        fresh rendering. While a writer is between its two copies (they differ) the value is
+        a new object, equal to nothing: nothing is kept. Without a ``-shm`` file (not WAL):
+        ``PRAGMA data_version``."""
+        shm = self._shm_map
+        if shm is not None:
+            first = shm[:48]
+            if first == shm[48:96]:
+                return first
+            return object()
         fd = self._shm
         if fd is not None:
             header = os.pread(fd, 96, 0)
@@ -576,6 +603,10 @@ class SqliteDatabase:
         row = self.reader.execute(sql, params).fetchone()
         assert row is not None, "an aggregate answers one row"
         return row[0]
+
+
+#: The wal-index header: two copies of 48 bytes at the start of the ``-shm`` file.
+_WAL_HEADERS = 96
 
 
 def _resolve_all(items: list[tuple[asyncio.Future, bool, Any]]) -> None:

@@ -345,6 +345,27 @@ class MastodonApi:
             kept.views[urls.base] = got
         return got
 
+    def warm_home(self, urls: E.Urls, user_id: int, page: Page) -> "Rendered | None":
+        """``home_rendered(urls, user_id, page)`` when its answer is the kept rendering, still
+        valid (the same checks: the reader's kept first page, nothing committed since, no
+        Account part expired), counted the same way (the kept-page hit, the read counter);
+        None otherwise (then ``home_rendered``). No coroutine: the hot path's."""
+        version_of = self._data_version
+        pages = self.hf.home_pages
+        if (version_of is None or pages is None or page.max_id is not None or page.since_id is not None
+                or page.min_id is not None or page.limit <= 0):
+            return None
+        kept = pages.get(user_id, page.limit)
+        if kept is None:
+            return None
+        got: Rendered | None = kept.views.get(urls.base)
+        if got is None or got.version != version_of() or got.until <= time.monotonic():
+            return None
+        # (a kept rendering is of a full page, or of the last one: ``home_rendered``)
+        pages.hits += 1
+        self.hf.reads.home_read(user_id)
+        return got
+
     async def home(self, user_id: int, page: Page) -> list[Post]:
         self.hf.reads.home_read(user_id)  # the durable read counter (load report, digest)
         return await paged(lambda b, n: self.hf.feed.read_home(user_id, b, n), page)

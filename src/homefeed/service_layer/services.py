@@ -358,6 +358,18 @@ class Homefeed:
             raise Forbidden("this action needs a user's token, not an app's")
         return caller.user_id
 
+    def known_caller(self, token: str) -> Caller | None:
+        """``caller(token)`` when this process knows the token (its memory, which a
+        revocation empties at once) and it has not passed its recheck time; None otherwise
+        (the awaited ``caller`` then answers or refuses). No coroutine: the hot paths'."""
+        hit = self._callers.get(hash_token(token))
+        if hit is None:
+            return None
+        known, until = hit
+        if until is not None and until <= time.time():
+            return None
+        return known
+
     async def caller(self, token: str | None) -> Caller:
         """Who ``token`` acts for, with its scopes; Unauthorized (401) when it is missing,
         unknown, expired or revoked. A ``/v1`` registration token is the user's own key:
@@ -570,6 +582,35 @@ class Homefeed:
         if body is None:
             body = first.body = orjson.dumps(page(first.posts, first.next_id))
         return body
+
+    def warm_home_body(self, token: str, limit: int | None) -> bytes | None:
+        """``home_timeline_body(await authenticate(token, "read"), limit)`` when all of it is
+        in this process's memory: the token known (``caller``'s cache, which a revocation
+        empties at once) and the reader's first page of ``limit`` kept with its body. The
+        same answer, the same counters (the kept-page hit, the durable read counter) and the
+        same scope rule, without the four coroutines of the awaited path: None when
+        anything is missing or wrong (unknown or expired token, an app's token outside
+        ``read``, a limit out of range, no kept page), and the caller takes that path, which
+        answers or refuses."""
+        pages = self.home_pages
+        if pages is None:
+            return None
+        known = self.known_caller(token)
+        if known is None:
+            return None
+        uid = known.user_id
+        if uid is None or (known.app_id is not None and not covers(known.scopes, "read")):
+            return None
+        if limit is None:
+            limit = DEFAULT_LIMIT
+        elif not 1 <= limit <= MAX_LIMIT:
+            return None
+        page = pages.get(uid, limit)
+        if page is None or page.body is None:
+            return None
+        pages.hits += 1
+        self.reads.home_read(uid)
+        return page.body
 
     async def user_posts(self, handle: str, limit: int | None = None, before: int | None = None) -> dict[str, Any]:
         user = await self.user(handle)

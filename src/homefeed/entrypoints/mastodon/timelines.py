@@ -87,7 +87,9 @@ class HomeRoute:
             await self.slow(scope, receive, send)
             return
         app: HomefeedApp = scope["app"]
-        uid = granted(await app.homefeed.caller(token), _SCOPES)
+        hf = app.homefeed
+        known = hf.known_caller(token)  # (no coroutine when the token is known)
+        uid = granted(known if known is not None else await hf.caller(token), _SCOPES)
         page = _PAGES.get(raw)
         if page is None:  # (at most 1,001 queries: nothing, or limit= and 1 to 3 digits)
             page = _PAGES[raw] = Page(limit=parse_limit(m.group(1).decode())) if m is not None else Page()
@@ -97,7 +99,9 @@ class HomeRoute:
             if len(_URLS) > 1000:
                 _URLS.clear()
             u = _URLS[where] = urls_for(where[0], host.decode("latin-1"))
-        got = await app.mastodon.home_rendered(u, uid, page)
+        got = app.mastodon.warm_home(u, uid, page)  # the kept rendering: no coroutine
+        if got is None:
+            got = await app.mastodon.home_rendered(u, uid, page)
         path = scope["path"]
         headers = got.headers.get((u.base, path, raw))
         if headers is None:
