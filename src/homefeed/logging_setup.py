@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from contextvars import ContextVar
-from typing import Any, TextIO
+from typing import Any, Iterable, TextIO
 
 import orjson
 
@@ -68,6 +68,16 @@ def clean_request_id(raw: bytes | str | None) -> str | None:
     if not 0 < len(raw) <= MAX_REQUEST_ID_LENGTH or not REQUEST_ID_CHARS.issuperset(raw):
         return None
     return raw.decode("ascii")
+
+
+def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The request's id: the client's ``X-Request-Id`` (ASGI header pairs) if it is clean,
+    else a fresh one."""
+    for key, value in headers:
+        if key == b"x-request-id":
+            rid = clean_request_id(value)
+            return rid if rid is not None else new_request_id()
+    return new_request_id()
 
 
 def current_request_id() -> str | None:

@@ -51,7 +51,7 @@ from homefeed.entrypoints.mastodon.cors import _EXPOSE, Cors, cors_path
 from homefeed.entrypoints.observe import _ERROR_HEADERS, _INTERNAL_ERROR, Observe, access_log, log
 from homefeed.entrypoints.ratelimit import LIMITED_PREFIX, RateLimits
 from homefeed.entrypoints.routes._request import HOT_PATHS
-from homefeed.logging_setup import clean_request_id, new_request_id, request_id as request_id_var
+from homefeed.logging_setup import request_id as request_id_var, request_id_of
 
 if TYPE_CHECKING:
     from homefeed.entrypoints.http import StaticPathRouter
@@ -91,13 +91,7 @@ class HotPath:
         return self.router.static_route(scope["method"], scope["path"])
 
     async def serve(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
-        rid = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                rid = clean_request_id(value)
-                break
-        if rid is None:
-            rid = new_request_id()
+        rid = request_id_of(scope["headers"])
         reset_token = request_id_var.set(rid)
         path: str = scope["path"]
         extra = [(b"x-request-id", rid.encode())]

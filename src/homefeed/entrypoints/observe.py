@@ -23,9 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from homefeed.entrypoints import metrics as obs
 from homefeed.logging_setup import (
     access_log_mode,
-    clean_request_id,
-    new_request_id,
     request_id as request_id_var,
+    request_id_of,
     slow_request_seconds,
 )
 
@@ -56,13 +55,7 @@ class Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                rid = clean_request_id(value)
-                break
-        if rid is None:
-            rid = new_request_id()
+        rid = request_id_of(scope["headers"])
         reset_token = request_id_var.set(rid)
         rid_header = (b"x-request-id", rid.encode())
         status = 0
