@@ -361,12 +361,15 @@ class Homefeed:
     def known_caller(self, token: str) -> Caller | None:
         """``caller(token)`` when this process knows the token (its memory, which a
         revocation empties at once) and it has not passed its recheck time; None otherwise
-        (the awaited ``caller`` then answers or refuses). No coroutine: the hot paths'."""
-        hit = self._callers.get(hash_token(token))
+        (the awaited ``caller`` then answers or refuses). No coroutine: the hot paths', and
+        ``caller``'s own first look."""
+        h = hash_token(token)
+        hit = self._callers.get(h)
         if hit is None:
             return None
         known, until = hit
         if until is not None and until <= time.time():
+            del self._callers[h]  # past its recheck: read again
             return None
         return known
 
@@ -379,14 +382,11 @@ class Homefeed:
         revocation drops the entry here and on every other process (``TokenRevocations``)."""
         if not token:
             raise Unauthorized("missing bearer token")
+        known = self.known_caller(token)
+        if known is not None:
+            return known
         h = hash_token(token)
         now = time.time()
-        hit = self._callers.get(h)
-        if hit is not None:
-            cached, until = hit
-            if until is None or until > now:
-                return cached
-            del self._callers[h]
         epoch = self._token_epoch
         recheck = None
         uid = await self.store.user_id_by_token_hash(h)
