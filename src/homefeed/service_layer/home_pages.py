@@ -33,7 +33,7 @@ while the page was computed.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Generic, Sequence, TypeVar
 
 from homefeed.domain.model import Post
 from homefeed.ports import HomeView, IdSlice, PostCache, TimelineCache
@@ -60,33 +60,50 @@ class HomePage:
         self.views: dict[Any, Any] = {}
 
 
-class HomePages:
+K = TypeVar("K")
+
+
+class _KeptPages(Generic[K]):
+    """reader -> limit -> what is kept, for at most ``MAX_READERS`` readers (the oldest half
+    forgotten when full), with hit and miss counts: what both kinds of kept pages share."""
+
     def __init__(self) -> None:
-        #: reader -> limit -> page
-        self._pages: dict[int, dict[int, HomePage]] = {}
-        #: author -> readers whose kept page merges that author's list (self, celebrities)
-        self._deps: dict[int, set[int]] = {}
-        #: bumped by every change that may drop a page
-        self.generation = 0
+        self._pages: dict[int, dict[int, K]] = {}
         self.hits = 0
         self.misses = 0
 
-    def get(self, reader: int, limit: int) -> HomePage | None:
+    def get(self, reader: int, limit: int) -> K | None:
         pages = self._pages.get(reader)
         if pages is None:
             return None
         return pages.get(limit)
+
+    def _keep(self, reader: int, limit: int, kept: K) -> None:
+        pages = self._pages
+        if reader not in pages and len(pages) >= MAX_READERS:
+            for r in list(islice(pages, len(pages) // 2)):
+                del pages[r]
+        pages.setdefault(reader, {})[limit] = kept
+
+    def stats(self) -> dict[str, int]:
+        return {"readers": len(self._pages), "hits": self.hits, "misses": self.misses}
+
+
+class HomePages(_KeptPages[HomePage]):
+    def __init__(self) -> None:
+        super().__init__()
+        #: author -> readers whose kept page merges that author's list (self, celebrities)
+        #: (a forgotten reader's entries stay: dropping a page twice is harmless)
+        self._deps: dict[int, set[int]] = {}
+        #: bumped by every change that may drop a page
+        self.generation = 0
 
     def put(self, reader: int, limit: int, page: HomePage, generation: int, authors: Sequence[int]) -> bool:
         """Keep ``page`` unless anything changed since ``generation`` was read (before the
         page was computed). ``authors``: the author lists it merged."""
         if generation != self.generation:
             return False
-        pages = self._pages
-        if len(pages) >= MAX_READERS:
-            for r in list(islice(pages, len(pages) // 2)):
-                del pages[r]  # (their ``_deps`` entries stay: dropping a page twice is harmless)
-        pages.setdefault(reader, {})[limit] = page
+        self._keep(reader, limit, page)
         for a in authors:
             self._deps.setdefault(a, set()).add(reader)
         return True
@@ -117,11 +134,12 @@ class HomePages:
         self._pages.clear()
         self._deps.clear()
 
-    def stats(self) -> dict[str, int]:
-        return {"readers": len(self._pages), "hits": self.hits, "misses": self.misses}
+
+#: What a scale-out page is kept with: (fingerprint, [(celebrity, slice)], page).
+ViewKept = tuple[Any, list[tuple[int, IdSlice]], HomePage]
 
 
-class ViewPages:
+class ViewPages(_KeptPages[ViewKept]):
     """First home pages kept by the scale-out profile's API processes (a shared Redis cache,
     changed by other processes: nothing here hears of a change). So a kept page is not
     dropped by changes but checked at each read: it is served only while the fingerprint of
@@ -132,30 +150,11 @@ class ViewPages:
     decoding, the home rules and the rendering (``HomePage.body``); the ``home_view`` round
     trip stays. Bounded like ``HomePages``."""
 
-    def __init__(self) -> None:
-        #: reader -> limit -> (fingerprint, [(celebrity, slice)], page)
-        self._pages: dict[int, dict[int, tuple[Any, list[tuple[int, IdSlice]], HomePage]]] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, reader: int, limit: int) -> tuple[Any, list[tuple[int, IdSlice]], HomePage] | None:
-        pages = self._pages.get(reader)
-        if pages is None:
-            return None
-        return pages.get(limit)
-
-    def put(self, reader: int, limit: int, kept: tuple[Any, list[tuple[int, IdSlice]], HomePage]) -> None:
-        pages = self._pages
-        if reader not in pages and len(pages) >= MAX_READERS:
-            for r in list(islice(pages, len(pages) // 2)):
-                del pages[r]
-        pages.setdefault(reader, {})[limit] = kept
+    def put(self, reader: int, limit: int, kept: ViewKept) -> None:
+        self._keep(reader, limit, kept)
 
     def clear(self) -> None:
         self._pages.clear()
-
-    def stats(self) -> dict[str, int]:
-        return {"readers": len(self._pages), "hits": self.hits, "misses": self.misses}
 
 
 #: Public attributes of the wrapped caches read through the wrappers: settings and counters.
