@@ -608,6 +608,41 @@ def test_with_nothing_consuming_differences_are_reported_with_the_lag(tmp_path: 
     run(body())
 
 
+@profiles("embedded", "scaleout", "pg-outbox")
+def test_health_says_caught_up_only_once_a_write_of_this_process_is_applied(profile: Profile) -> None:
+    """``/healthz`` keeps a lag snapshot (``HEALTH_MAX_AGE``), but never one read before a
+    write this process committed: a client that writes, then waits for every consumer to
+    be 0 behind, finds its post searchable and in its follower's home. (A stale snapshot
+    said "0 behind" within 250 ms of the write on the server-backed profiles, and CI's
+    e2e drain then read notifications that were not written yet.)"""
+
+    async def caught_up(hf: Homefeed) -> bool:
+        body = await hf.health()
+        return bool(body["consumers"]) and all(c["behind"] == 0 for c in body["consumers"].values())
+
+    async def body() -> None:
+        hf = await profile.open()
+        try:
+            author = int((await hf.register("hz_author"))["id"])
+            reader = int((await hf.register("hz_reader"))["id"])
+            await hf.follow(reader, "hz_author")
+            await settle(hf)
+            for i in range(12):
+                assert await caught_up(hf)  # a fresh snapshot saying 0 behind
+                word = f"healthlag{i}"
+                pid = int((await hf.create_post(author, word))["id"])
+                deadline = time.monotonic() + 20
+                while not await caught_up(hf):
+                    assert time.monotonic() < deadline, await hf.health()
+                    await asyncio.sleep(0.005)
+                assert await search_ids(hf, word) == [pid], i
+                assert (await home_ids(hf, reader))[0] == pid, i
+        finally:
+            await hf.close()
+
+    run(body())
+
+
 # --------------------------------------------------------------------------------------------
 # rebuild while posts keep coming
 # --------------------------------------------------------------------------------------------

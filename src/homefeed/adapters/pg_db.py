@@ -157,6 +157,10 @@ class PgDatabase:
         self._listening: asyncio.Event | None = None
         self._notifier: asyncio.Task | None = None
         self._notify_wanted: asyncio.Event | None = None
+        #: Commits of this process that held outbox rows: ``/healthz`` keeps its lag snapshot
+        #: only while this has not moved (``Homefeed.health``), so a write's own event is
+        #: never reported as applied by a snapshot read before it.
+        self.outbox_commits = 0
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -354,6 +358,7 @@ class PgDatabase:
     def outbox_committed(self) -> None:
         """A transaction holding outbox rows committed: wake local waiters now, and other
         processes' waiters through one coalesced NOTIFY."""
+        self.outbox_commits += 1
         self._wake()
         if self._closed or self._pool is None:
             return

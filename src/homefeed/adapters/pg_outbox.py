@@ -203,6 +203,11 @@ class PgOutboxEventStream(OutboxStreamBase):
         self.poll_interval = poll_interval if poll_interval is not None else db.poll_interval
         self._retry_due: dict[str, float] = {}  # consumer -> when to look for retries next
 
+    @property
+    def commits(self) -> int:
+        """This process's commits that added events (see ``PgDatabase.outbox_commits``)."""
+        return self.db.outbox_commits
+
     # -- EventStream ----------------------------------------------------------------------
     async def fetch(self, consumer: str, max_events: int, timeout: float) -> list[Event]:
         retried = await self._due_retries(consumer, max_events)

@@ -395,8 +395,8 @@ def _ops_paths() -> dict[str, Any]:
             _responses(_html("the page")))},
         "/healthz": {"get": _op(
             "health", "liveness, and how far behind each consumer is (the lag is read at most"
-                      " every 250 ms and shared: it may be up to 250 ms old; on the embedded"
-                      " profile any commit renews it)",
+                      " every 250 ms and shared: it may be up to 250 ms old, but never older than"
+                      " a write this process committed)",
             _responses({"200": _json(_ref("Health"), "alive (200 even while a backend is down:"
                                                       " then lag_error says why consumers is empty)")}))},
         "/readyz": {"get": _op(

@@ -191,7 +191,7 @@ class Homefeed:
         self._batch_tasks: list[asyncio.Task[None]] = []
         #: ``health``'s snapshot: (when its read began, the answer), and the read under way.
         self._health: tuple[float, dict[str, Any], int | None] | None = None
-        self._health_read: asyncio.Future[dict[str, Any]] | None = None
+        self._health_read: tuple[asyncio.Future[dict[str, Any]], int | None] | None = None
 
     def backends(self) -> dict[str, str]:
         """Which backend serves each part: ``{"store", "cache", "stream", "search"}`` ->
@@ -644,25 +644,29 @@ class Homefeed:
         the lag is missing (``/readyz`` is the check that names the failing backend).
 
         The answer is a snapshot at most ``HEALTH_MAX_AGE`` seconds old (its age counted from
-        when its read began), and on the embedded profile none older than the last commit;
-        requests that find it expired share one new read. Callers must not change the dict
-        returned: it is the snapshot."""
+        when its read began), and never one read before a commit of this process that added
+        events (on every profile: a client that wrote here and then waits for "behind 0" is
+        never told so before its own event is applied). Requests that find it expired share
+        one new read, if that read began after this process's last such commit. Callers
+        must not change the dict returned: it is the snapshot."""
+        commits = self._outbox_commits()
         snap = self._health
-        if (snap is not None and time.monotonic() - snap[0] < HEALTH_MAX_AGE
-                and snap[2] == getattr(self.stream, "commits", None)):
+        if snap is not None and time.monotonic() - snap[0] < HEALTH_MAX_AGE and snap[2] == commits:
             return snap[1]
         pending = self._health_read
-        if pending is None:
-            pending = self._health_read = asyncio.ensure_future(self._read_health())
+        if pending is None or pending[1] != commits:
+            pending = self._health_read = (asyncio.ensure_future(self._read_health(commits)), commits)
         # shielded: a client that hangs up does not cancel the read the others wait for
-        return await asyncio.shield(pending)
+        return await asyncio.shield(pending[0])
 
-    async def _read_health(self) -> dict[str, Any]:
+    def _outbox_commits(self) -> int | None:
+        """How many commits that added events this process has made (the outbox counts
+        them: SQLite's every commit, PostgreSQL's holding outbox rows), or None."""
+        outbox = self.relay_parts.get("source", self.stream)
+        return getattr(outbox, "commits", None)
+
+    async def _read_health(self, commits: int | None) -> dict[str, Any]:
         began = time.monotonic()
-        # A stream that counts its commits (the SQLite outbox, whose writes all pass through
-        # this process) invalidates the snapshot at once: "behind 0" is then never an answer
-        # read before the last commit. Elsewhere the age alone bounds it.
-        commits = getattr(self.stream, "commits", None)
         try:
             try:
                 lags = await self.lags()
@@ -670,10 +674,12 @@ class Homefeed:
                 body: dict[str, Any] = {"status": "ok", "consumers": {}, "lag_error": exc.message}
             else:
                 body = {"status": "ok", "consumers": {k: {"behind": v} for k, v in lags.items()}}
-            self._health = (began, body, commits)
+            if self._outbox_commits() == commits:  # else a newer read is already due
+                self._health = (began, body, commits)
             return body
         finally:
-            self._health_read = None
+            if self._health_read is not None and self._health_read[1] == commits:
+                self._health_read = None
 
     async def readiness(self, timeout: float = 2.0) -> dict[str, dict[str, Any]]:
         """Ask each backend one cheap read through its port, all at once, each within
