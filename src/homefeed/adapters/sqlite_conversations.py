@@ -462,12 +462,23 @@ class SqliteConversationsStore:
         users = list(dict.fromkeys(user_ids))
 
         def tx(conn: sqlite3.Connection) -> int:
+            # Set-based: one INSERT per chunk, not two statements per missing row. Each
+            # statement's journal is released inside the writer's SAVEPOINT, and with the
+            # sub-journal in memory a release walks all of it: per-row statements made a
+            # rebuild quadratic in the pages it dirtied (the demo world's 316k notifications:
+            # 1,300 users/s at first, under 5 users/s by the end).
             changed = 0
             for chunk in _chunks(users):
                 expected, actual = self._expected_and_actual(conn, chunk)
                 extra = actual - expected
                 _delete_rows(conn, extra)
-                changed += len(extra) + len(_insert_visible(conn, sorted(expected - actual)))
+                visible = _VISIBLE.replace("{r}", _marks(len(chunk)))
+                changed += len(extra) + conn.execute(
+                    f"INSERT INTO notifications({_NOTIF_COLS}) SELECT * FROM ({visible}) v"
+                    " WHERE NOT EXISTS (SELECT 1 FROM notifications n"
+                    "  WHERE n.user_id = v.user_id AND n.id = v.id)",
+                    (*chunk, *chunk, *chunk, *chunk),
+                ).rowcount
             return changed
 
         return await self.db.write(tx)
@@ -534,8 +545,7 @@ class SqliteConversationsStore:
 
 
 def _delete_rows(conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
-    for row in rows:
-        conn.execute("DELETE FROM notifications WHERE user_id = ? AND id = ?", (row[0], row[1]))
+    conn.executemany("DELETE FROM notifications WHERE user_id = ? AND id = ?", ((r[0], r[1]) for r in rows))
 
 
 def _tally(out: dict[int, tuple[int, int]], expected: set[tuple], actual: set[tuple]) -> None:
