@@ -396,6 +396,18 @@ class PgRecordStore(PgAccountsStore, PgAdminStore, PgConversationsStore):
         )
         return {r[0]: list(r[1]) for r in rows}
 
+    async def followers_among(self, user_id: int, candidates: Sequence[int]) -> list[int]:
+        # A primary-key probe (follower_id, followee_id) per candidate: joining the unnested
+        # array keeps the planner off the followee index, which would read every follower.
+        if not candidates:
+            return []
+        rows = await self.db.fetch(
+            "SELECT c FROM unnest(%s::bigint[]) AS c"
+            " WHERE EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = c AND f.followee_id = %s)",
+            (list(dict.fromkeys(candidates)), user_id),
+        )
+        return [r[0] for r in rows]
+
     async def following_ids(self, user_id: int) -> list[int]:
         rows = await self.db.fetch("SELECT followee_id FROM follows WHERE follower_id = %s", (user_id,))
         return [r[0] for r in rows]

@@ -280,6 +280,18 @@ class SqliteRecordStore(SqliteAccountsStore, SqliteConversationsStore):
                 out[followee] = json.loads(followers)
         return out
 
+    async def followers_among(self, user_id: int, candidates: Sequence[int]) -> list[int]:
+        # One primary-key probe (follower_id, followee_id) per candidate, the candidates
+        # passed as one JSON array and the answer returned as one (see follower_ids).
+        if not candidates:
+            return []
+        row = self.db.query_one(
+            "SELECT json_group_array(f.follower_id) FROM json_each(?) c"
+            " JOIN follows f ON f.follower_id = c.value AND f.followee_id = ?",
+            (json.dumps(list(dict.fromkeys(candidates))), user_id),
+        )
+        return json.loads(row[0]) if row else []
+
     async def following_ids(self, user_id: int) -> list[int]:
         return [
             r[0] for r in self.db.query("SELECT followee_id FROM follows WHERE follower_id = ?", (user_id,))

@@ -63,6 +63,9 @@ PUBLIC_KEY = 0
 SLACK = 8
 
 T = TypeVar("T")
+#: See ``FeedManager.small_side_min`` / ``small_side_ratio``.
+SMALL_SIDE_MIN = 10_000
+SMALL_SIDE_RATIO = 4
 
 
 def post_fields(p: Post) -> tuple:
@@ -102,7 +105,12 @@ class FeedManager:
         self.strategy = strategy
         self.threshold = celebrity_threshold if strategy != "push" else (1 << 62)
         self.cap = timeline_cap
-        self.counters = {"rebuilds": 0, "author_rebuilds": 0, "pushes": 0, "db_pages": 0,
+        #: The fan-out intersects from the small side (``_home_targets``) for an author with
+        #: at least this many followers, when they outnumber the cached home timelines at
+        #: least ``small_side_ratio`` times (benchmarks/results/issue14_p16push.md).
+        self.small_side_min = SMALL_SIDE_MIN
+        self.small_side_ratio = SMALL_SIDE_RATIO
+        self.counters = {"small_side_fanouts": 0, "rebuilds": 0, "author_rebuilds": 0, "pushes": 0, "db_pages": 0,
                          # reads served by the record store because the cache was down
                          "cache_fallbacks": 0,
                          # read-your-writes cache updates left to the consumers (cache down)
@@ -535,11 +543,42 @@ class FeedManager:
         await self.cache.push(AUTHOR, [post.author_id], post.id)
         if await self.is_celebrity(post.author_id):
             return 0
-        if followers is None:
-            followers = await self.store.follower_ids(post.author_id)
-        taken = await self.cache.push(HOME, followers, post.id)
+        taken = await self.cache.push(HOME, await self._home_targets(post.author_id, followers), post.id)
         self.counters["pushes"] += taken
         return taken
+
+    async def _home_targets(self, author_id: int, followers: Sequence[int] | None) -> Sequence[int]:
+        """The home lists a post of ``author_id`` is pushed to: their followers (``followers``
+        if read already), or, when they far outnumber the cached home timelines (1,000,000
+        followers, 10,000 timelines), the followers among the users with a cached timeline
+        (``TimelineCache.home_keys``, then ``RecordStore.followers_among``): 10,000 lookups
+        instead of reading 1,000,000 followers and pushing to 990,000 absent lists.
+
+        Why both reach the same lists (the race with a rebuild). A rebuild calls ``begin``
+        (from then on pushes land in the list), then reads the record store, then installs.
+        The old path pushes to every follower's list that exists at the moment of its push;
+        a list created after that moment is rebuilt by a store read that follows the post's
+        commit (the fan-out runs from the outbox, after the commit), so it holds the post
+        anyway. The small side lists the cached timelines a little earlier (before the
+        follower lookup) and pushes only to those: a list created between the listing and
+        the push is skipped. It too was created after the fan-out began, hence after the
+        commit, so its rebuild holds the post for the same reason. Every list that exists
+        at the listing is in it (``home_keys`` promises it; on Redis the registry is kept by
+        the very scripts that create lists, ``lua/live.lua``), so the window is the old
+        one, moved earlier, never wider. Followers are a snapshot either way (read at some
+        moment of the fan-out); a follow committed meanwhile has its own event, whose merge
+        brings the post."""
+        n = len(followers) if followers is not None else await self.store.followers_count(author_id)
+        if n >= self.small_side_min:
+            live = await self.cache.home_keys(n // max(1, self.small_side_ratio))
+            if live is not None:
+                self.counters["small_side_fanouts"] += 1
+                if followers is not None:
+                    return list(set(live).intersection(followers))
+                return await self.store.followers_among(author_id, live)
+        if followers is None:
+            followers = await self.store.follower_ids(author_id)
+        return followers
 
     async def fan_out_delete(self, post_id: int, author_id: int) -> None:
         await self.posts.delete([post_id])
