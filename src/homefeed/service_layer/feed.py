@@ -109,7 +109,7 @@ class FeedManager:
         #: at least this many followers, when they outnumber the cached home timelines at
         #: least ``small_side_ratio`` times (benchmarks/results/issue14_p16push.md).
         self.small_side_min = SMALL_SIDE_MIN
-        self.small_side_ratio = SMALL_SIDE_RATIO
+        self.small_side_ratio: float = SMALL_SIDE_RATIO
         self.counters = {"small_side_fanouts": 0, "rebuilds": 0, "author_rebuilds": 0, "pushes": 0, "db_pages": 0,
                          # reads served by the record store because the cache was down
                          "cache_fallbacks": 0,
@@ -570,7 +570,7 @@ class FeedManager:
         brings the post."""
         n = len(followers) if followers is not None else await self.store.followers_count(author_id)
         if n >= self.small_side_min:
-            live = await self.cache.home_keys(n // max(1, self.small_side_ratio))
+            live = await self.cache.home_keys(int(n / self.small_side_ratio))
             if live is not None:
                 self.counters["small_side_fanouts"] += 1
                 if followers is not None:
