@@ -24,7 +24,7 @@ raising ``small_side_min``; ``--old-path`` runs only that one). The small side's
 
     .venv/bin/python benchmarks/fanout_1m.py [--dir /tmp/hf1m] [--followers 1000000]
         [--active 10000] [--rounds 15] [--caches memory,redis] [--paths small,old]
-        [--old-path] [--json out.json]
+        [--old-path] [--small-side-ratio R] [--json out.json]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ async def _load(hf: Any, followers: int) -> None:
 
 
 def run(cache_kind: str, directory: Path, followers: int, active: int, rounds: int,
-        paths: list[str]) -> list[dict[str, Any]]:
+        paths: list[str], ratio: float | None = None) -> list[dict[str, Any]]:
     from homefeed.bootstrap import build
     from homefeed.config import Settings
 
@@ -88,6 +88,9 @@ def run(cache_kind: str, directory: Path, followers: int, active: int, rounds: i
                 for i in range(0, len(act), 32):
                     await asyncio.gather(*(cache.install("home", u, [first], 0) for u in act[i:i + 32]))
                 small_min = feed.small_side_min
+                if ratio is not None:  # the small side however many cached timelines there are
+                    feed.small_side_ratio = ratio
+                    small_min = 0
 
                 def use(path: str) -> None:
                     feed.small_side_min = small_min if path == "small" else 1 << 62
@@ -165,12 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--caches", default="memory,redis")
     ap.add_argument("--paths", default="small,old", help="fan-out paths, interleaved: small, old")
     ap.add_argument("--old-path", action="store_true", help="only the old path (every follower)")
+    ap.add_argument("--small-side-ratio", type=float,
+                    help="FeedManager.small_side_ratio (and no minimum): to find the threshold")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     paths = ["old"] if a.old_path else a.paths.split(",")
     out: dict[str, Any] = {"load_average_before": os.getloadavg(), "results": []}
     for kind in a.caches.split(","):
-        for r in run(kind, Path(a.dir), a.followers, a.active, a.rounds, paths):
+        for r in run(kind, Path(a.dir), a.followers, a.active, a.rounds, paths, a.small_side_ratio):
             out["results"].append(r)
             split = ("follower_ids {:.0f} ms, pushes again {:.0f} ms" if r["path"] == "old"
                      else "home_keys {:.0f} ms, followers_among {:.0f} ms").format(*r["split_cpu_ms_p50"])

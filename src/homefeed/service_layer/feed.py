@@ -65,7 +65,9 @@ SLACK = 8
 T = TypeVar("T")
 #: See ``FeedManager.small_side_min`` / ``small_side_ratio``.
 SMALL_SIDE_MIN = 10_000
-SMALL_SIDE_RATIO = 4
+SMALL_SIDE_RATIO = 3
+#: How many authors' follower counts ``_home_targets`` remembers (then it forgets them all).
+FOLLOWER_COUNT_MEMO = 65_536
 
 
 def post_fields(p: Post) -> tuple:
@@ -110,6 +112,9 @@ class FeedManager:
         #: least ``small_side_ratio`` times (benchmarks/results/issue14_p16push.md).
         self.small_side_min = SMALL_SIDE_MIN
         self.small_side_ratio: float = SMALL_SIDE_RATIO
+        #: The follower count each author's last fan-out saw (``_home_targets``): an author
+        #: known to have few followers is not asked for again (a query per post).
+        self._follower_counts: dict[int, int] = {}
         self.counters = {"small_side_fanouts": 0, "rebuilds": 0, "author_rebuilds": 0, "pushes": 0, "db_pages": 0,
                          # reads served by the record store because the cache was down
                          "cache_fallbacks": 0,
@@ -568,17 +573,31 @@ class FeedManager:
         one, moved earlier, never wider. Followers are a snapshot either way (read at some
         moment of the fan-out); a follow committed meanwhile has its own event, whose merge
         brings the post."""
-        n = len(followers) if followers is not None else await self.store.followers_count(author_id)
-        if n >= self.small_side_min:
-            live = await self.cache.home_keys(int(n / self.small_side_ratio))
-            if live is not None:
-                self.counters["small_side_fanouts"] += 1
-                if followers is not None:
-                    return list(set(live).intersection(followers))
-                return await self.store.followers_among(author_id, live)
+        counts = self._follower_counts
+        n = len(followers) if followers is not None else counts.get(author_id)
+        if n is None or n >= self.small_side_min:  # a big author, or not known: ask
+            if followers is None:
+                n = await self.store.followers_count(author_id)
+                self._remember(author_id, n)
+            if n >= self.small_side_min:
+                live = await self.cache.home_keys(int(n / self.small_side_ratio))
+                if live is not None:
+                    self.counters["small_side_fanouts"] += 1
+                    if followers is not None:
+                        return list(set(live).intersection(followers))
+                    return await self.store.followers_among(author_id, live)
         if followers is None:
             followers = await self.store.follower_ids(author_id)
+        self._remember(author_id, len(followers))
         return followers
+
+    def _remember(self, author_id: int, count: int) -> None:
+        """The follower count seen for an author (exact when the followers were read; a
+        count gone stale only picks the other path for one post, both are correct)."""
+        counts = self._follower_counts
+        if len(counts) >= FOLLOWER_COUNT_MEMO and author_id not in counts:
+            counts.clear()  # bounded; cheaper than an LRU on every post
+        counts[author_id] = count
 
     async def fan_out_delete(self, post_id: int, author_id: int) -> None:
         await self.posts.delete([post_id])
