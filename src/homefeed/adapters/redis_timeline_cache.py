@@ -131,9 +131,10 @@ class RedisTimelineCache:
         #: may touch only the keys it declares, in one slot.
         self._top = {kind: p + b":{top}:" + kind.encode() for kind in KINDS}
         #: The home registry (``lua/live.lua``): the users whose home list exists, kept by
-        #: the scripts that create lists, packed calls only (a Cluster script may touch only
-        #: the keys it declares, in one slot). None: ``home_keys`` answers None.
-        self._live = p + b":{live}:home" if self.fanout == "packed" else None
+        #: the scripts that create lists; a standalone server only, whatever ``fanout`` (on
+        #: a Cluster it lives in another slot than the lists). None: ``home_keys`` answers
+        #: None.
+        self._live = None if cluster else p + b":{live}:home"
         self._celebs_v = p + b":{celebs}:v"
         self._celeb_cache: tuple[bytes, frozenset[int]] | None = None
         #: Following sets kept in this process, each under the version (``folv``) it was
@@ -370,7 +371,11 @@ class RedisTimelineCache:
         keys = [self._key(kind, key)]
         if self.fanout == "packed":
             keys.append(self._top[kind])  # ids entering a list raise the kind's top
-            keys += self._registry(kind)
+        registry = self._registry(kind)
+        if registry:
+            if self.fanout != "packed":
+                keys.append(b"")  # no top key: the script finds the registry at KEYS[3]
+            keys += registry
         await self._union(
             self.client,
             keys,

@@ -573,12 +573,11 @@ class FeedManager:
         one, moved earlier, never wider. Followers are a snapshot either way (read at some
         moment of the fan-out); a follow committed meanwhile has its own event, whose merge
         brings the post."""
-        counts = self._follower_counts
-        n = len(followers) if followers is not None else counts.get(author_id)
-        if n is None or n >= self.small_side_min:  # a big author, or not known: ask
-            if followers is None:
-                n = await self.store.followers_count(author_id)
-                self._remember(author_id, n)
+        known = len(followers) if followers is not None else self._follower_counts.get(author_id)
+        if known is None or known >= self.small_side_min:  # a big author, or not known: ask
+            n = known if followers is not None else await self.store.followers_count(author_id)
+            assert n is not None
+            self._remember(author_id, n)
             if n >= self.small_side_min:
                 live = await self.cache.home_keys(int(n / self.small_side_ratio))
                 if live is not None:
@@ -603,8 +602,10 @@ class FeedManager:
         await self.posts.delete([post_id])
         await self.cache.remove(AUTHOR, [author_id], [post_id])
         await self.cache.remove(PUBLIC, [PUBLIC_KEY], [post_id])
-        followers = await self.store.follower_ids(author_id)
-        # The author's own home list too: a rebuild fills it with their own posts.
+        # The followers' cached lists, chosen as for the post (``_home_targets``: a list
+        # created after the choice is rebuilt by a store read after the delete's commit),
+        # and the author's own home list too: a rebuild fills it with their own posts.
+        followers = await self._home_targets(author_id, None)
         await self.cache.remove(HOME, [*followers, author_id], [post_id])
 
     async def merge_followee(self, follower_id: int, followee_id: int) -> None:

@@ -18,7 +18,7 @@ local f, building = floor_of(s), is_building(s)
 if gt(ARGV[2], f) then f = ARGV[2] end
 if mode ~= 'm' then building = false end
 -- ids may enter the list: raise the kind's top to the largest (pushes above it skip checks)
-if KEYS[2] and #ARGV >= 6 then
+if KEYS[2] and KEYS[2] ~= '' and #ARGV >= 6 then
   local v = redis.call('GET', KEYS[2])
   local top = v and string.match(v, '^(%d+) ')
   if not top then top = ARGV[5] end
