@@ -523,11 +523,15 @@ class FeedManager:
     async def followers_to_push(self, author_ids: Iterable[int]) -> dict[int, list[int]]:
         """The followers of the authors whose posts ``fan_out_post`` pushes, read at once
         for a batch of posts (``RecordStore.follower_ids_of``): every author but the
-        celebrities (pulled, and whose lists are long) has an entry, empty or not."""
+        celebrities (pulled, and whose lists are long) and those known to have as many
+        followers as take the small side has an entry, empty or not."""
         if self.strategy == "pull":
             return {}
         celebs = await self.celebrities()
-        wanted = [a for a in author_ids if a not in celebs]
+        # Not the authors known to take the small side (``_home_targets``): reading their
+        # followers is what it avoids (1,000,000 rows); ``fan_out_post`` reads for them.
+        counts, big = self._follower_counts, self.small_side_min
+        wanted = [a for a in author_ids if a not in celebs and counts.get(a, 0) < big]
         if not wanted:
             return {}
         got = await self.store.follower_ids_of(wanted)
