@@ -115,7 +115,9 @@ class FeedManager:
         #: The follower count each author's last fan-out saw (``_home_targets``): an author
         #: known to have few followers is not asked for again (a query per post).
         self._follower_counts: dict[int, int] = {}
-        self.counters = {"small_side_fanouts": 0, "rebuilds": 0, "author_rebuilds": 0, "pushes": 0, "db_pages": 0,
+        self.counters = {"rebuilds": 0, "author_rebuilds": 0, "pushes": 0, "db_pages": 0,
+                         # fan-outs (posts, deletes) that took the small side (_home_targets)
+                         "small_side_fanouts": 0,
                          # reads served by the record store because the cache was down
                          "cache_fallbacks": 0,
                          # read-your-writes cache updates left to the consumers (cache down)
