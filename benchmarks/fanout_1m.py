@@ -15,8 +15,16 @@ figure a busy machine distorts least). Split, in CPU: ``follower_ids`` (the reco
 and the cache pushes (pushed again after the round: the same lookups, nothing taken). Caches: ``memory`` (embedded, what ``bench fanout`` runs) and
 ``redis`` (a private ``redis-server``, stopped afterwards). p50/p99/max over ``--rounds``.
 
+Two paths, interleaved round by round in the same run (same-run ratios): ``small``, the
+fan-out from the small side (``FeedManager._home_targets``: the users with a cached home
+timeline, ``TimelineCache.home_keys``, then which of them follow the author,
+``RecordStore.followers_among``), and ``old``, every follower read and pushed (forced by
+raising ``small_side_min``; ``--old-path`` runs only that one). The small side's split:
+``home_keys`` and ``followers_among`` done again after the round.
+
     .venv/bin/python benchmarks/fanout_1m.py [--dir /tmp/hf1m] [--followers 1000000]
-        [--active 10000] [--rounds 15] [--caches memory,redis] [--json out.json]
+        [--active 10000] [--rounds 15] [--caches memory,redis] [--paths small,old]
+        [--old-path] [--small-side-ratio R] [--json out.json]
 """
 
 from __future__ import annotations
@@ -51,7 +59,8 @@ async def _load(hf: Any, followers: int) -> None:
     await hf.store.bulk_load(users, follows, [])
 
 
-def run(cache_kind: str, directory: Path, followers: int, active: int, rounds: int) -> dict[str, Any]:
+def run(cache_kind: str, directory: Path, followers: int, active: int, rounds: int,
+        paths: list[str], ratio: float | None = None) -> list[dict[str, Any]]:
     from homefeed.bootstrap import build
     from homefeed.config import Settings
 
@@ -62,7 +71,7 @@ def run(cache_kind: str, directory: Path, followers: int, active: int, rounds: i
         settings = Settings(data_dir=directory, cache_url=srv.url if srv else "", feed_strategy="push",
                             cache_max_timelines=max(active, 1000) + 1000)
 
-        async def go() -> dict[str, Any]:
+        async def go() -> list[dict[str, Any]]:
             hf = build(settings)
             await hf.start(run_consumers=False)
             try:
@@ -78,37 +87,69 @@ def run(cache_kind: str, directory: Path, followers: int, active: int, rounds: i
                 act = list(range(2, followers + 2, step))[:active]
                 for i in range(0, len(act), 32):
                     await asyncio.gather(*(cache.install("home", u, [first], 0) for u in act[i:i + 32]))
-                await feed.fan_out_post(Post(gen.next_id(), AUTHOR, "u1", "warm-up"))
-                total, fol, push, cpu, rcpu = [], [], [], [], []
+                small_min = feed.small_side_min
+                if ratio is not None:  # the small side however many cached timelines there are
+                    feed.small_side_ratio = ratio
+                    small_min = 0
+
+                def use(path: str) -> None:
+                    feed.small_side_min = small_min if path == "small" else 1 << 62
+
+                for path in paths:  # warm-up (on Redis the first small side seeds the registry)
+                    use(path)
+                    await feed.fan_out_post(Post(gen.next_id(), AUTHOR, "u1", "warm-up"))
+                m: dict[str, dict[str, list[float]]] = {
+                    p: {k: [] for k in ("total", "cpu", "rcpu", "a", "b", "la")} for p in paths}
+                taken = {p: 0 for p in paths}
 
                 async def redis_cpu() -> float:
                     return _redis_cpu_s(await cache.client.info("cpu")) if cache_kind == "redis" else 0.0
 
-                taken = 0
-                for _ in range(rounds):
-                    p = Post(gen.next_id(), AUTHOR, "u1", "a post to a million followers")
-                    r0 = await redis_cpu()
-                    c0, t0 = time.process_time(), time.perf_counter()
-                    taken = await feed.fan_out_post(p)
-                    total.append(time.perf_counter() - t0)
-                    cpu.append(time.process_time() - c0)
-                    rcpu.append(await redis_cpu() - r0)
-                    t1 = time.process_time()
-                    ids = await hf.store.follower_ids(AUTHOR)
-                    t2 = time.process_time()
-                    await cache.push("home", ids, p.id)  # again: already there, same work
-                    t3 = time.process_time()
-                    fol.append(t2 - t1)
-                    push.append(t3 - t2)
-                    await asyncio.sleep(0.05)
+                n_fol = 0
+                for r in range(rounds):
+                    for path in paths if r % 2 == 0 else paths[::-1]:  # interleaved, alternating order
+                        use(path)
+                        x = m[path]
+                        x["la"].append(os.getloadavg()[0])
+                        p = Post(gen.next_id(), AUTHOR, "u1", "a post to a million followers")
+                        smalls = feed.counters["small_side_fanouts"]
+                        r0 = await redis_cpu()
+                        c0, t0 = time.process_time(), time.perf_counter()
+                        taken[path] = await feed.fan_out_post(p)
+                        x["total"].append(time.perf_counter() - t0)
+                        x["cpu"].append(time.process_time() - c0)
+                        x["rcpu"].append(await redis_cpu() - r0)
+                        assert (feed.counters["small_side_fanouts"] > smalls) == (path == "small"), path
+                        # the split, done again (the same lookups, nothing taken)
+                        t1 = time.process_time()
+                        if path == "small":
+                            live = await cache.home_keys(1 << 40)
+                            t2 = time.process_time()
+                            ids = await hf.store.followers_among(AUTHOR, live)
+                        else:
+                            ids = await hf.store.follower_ids(AUTHOR)
+                            n_fol = len(ids)
+                            t2 = time.process_time()
+                            await cache.push("home", ids, p.id)  # already there, same work
+                        t3 = time.process_time()
+                        x["a"].append(t2 - t1)
+                        x["b"].append(t3 - t2)
+                        await asyncio.sleep(0.05)
                 ms = lambda xs, q: _pct(xs, q) * 1000  # noqa: E731
-                return {"cache": cache_kind, "followers": len(ids), "active": len(act), "taken": taken,
-                        "rounds": rounds, "load_s": load_s,
-                        "delay_ms": {"p50": ms(total, 0.5), "p99": ms(total, 0.99), "max": max(total) * 1000},
-                        "process_cpu_ms": {"p50": ms(cpu, 0.5), "max": max(cpu) * 1000},
-                        "redis_cpu_ms": {"p50": ms(rcpu, 0.5), "max": max(rcpu) * 1000},
-                        "follower_ids_cpu_ms_p50": ms(fol, 0.5), "push_again_cpu_ms_p50": ms(push, 0.5),
-                        "all_ms": [round(x * 1000, 1) for x in total]}
+                out = []
+                for path in paths:
+                    x = m[path]
+                    out.append({"cache": cache_kind, "path": path, "followers": n_fol or followers,
+                                "active": len(act), "taken": taken[path], "rounds": rounds, "load_s": load_s,
+                                "delay_ms": {"p50": ms(x["total"], 0.5), "p99": ms(x["total"], 0.99),
+                                             "max": max(x["total"]) * 1000},
+                                "process_cpu_ms": {"p50": ms(x["cpu"], 0.5), "max": max(x["cpu"]) * 1000},
+                                "redis_cpu_ms": {"p50": ms(x["rcpu"], 0.5), "max": max(x["rcpu"]) * 1000},
+                                # old: follower_ids, the pushes again; small: home_keys, followers_among
+                                "split_cpu_ms_p50": [ms(x["a"], 0.5), ms(x["b"], 0.5)],
+                                "load1_median": statistics.median(x["la"]),
+                                "all_ms": [round(v * 1000, 1) for v in x["total"]]})
+                return out
             finally:
                 await hf.close()
 
@@ -125,18 +166,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--active", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--caches", default="memory,redis")
+    ap.add_argument("--paths", default="small,old", help="fan-out paths, interleaved: small, old")
+    ap.add_argument("--old-path", action="store_true", help="only the old path (every follower)")
+    ap.add_argument("--small-side-ratio", type=float,
+                    help="FeedManager.small_side_ratio (and no minimum): to find the threshold")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
+    paths = ["old"] if a.old_path else a.paths.split(",")
     out: dict[str, Any] = {"load_average_before": os.getloadavg(), "results": []}
     for kind in a.caches.split(","):
-        r = run(kind, Path(a.dir), a.followers, a.active, a.rounds)
-        out["results"].append(r)
-        print(f"{kind}: {r['followers']:,} followers, {r['active']:,} active, took {r['taken']:,};"
-              f" delay p50 {r['delay_ms']['p50']:.0f} ms, p99 {r['delay_ms']['p99']:.0f} ms,"
-              f" max {r['delay_ms']['max']:.0f} ms; process CPU p50 {r['process_cpu_ms']['p50']:.0f} ms,"
-              f" Redis CPU p50 {r['redis_cpu_ms']['p50']:.0f} ms"
-              f" (follower_ids {r['follower_ids_cpu_ms_p50']:.0f} ms, pushes again"
-              f" {r['push_again_cpu_ms_p50']:.0f} ms); world loaded in {r['load_s']:.0f} s", flush=True)
+        for r in run(kind, Path(a.dir), a.followers, a.active, a.rounds, paths, a.small_side_ratio):
+            out["results"].append(r)
+            split = ("follower_ids {:.0f} ms, pushes again {:.0f} ms" if r["path"] == "old"
+                     else "home_keys {:.0f} ms, followers_among {:.0f} ms").format(*r["split_cpu_ms_p50"])
+            print(f"{kind} {r['path']}: {r['followers']:,} followers, {r['active']:,} active, took {r['taken']:,};"
+                  f" delay p50 {r['delay_ms']['p50']:.0f} ms, p99 {r['delay_ms']['p99']:.0f} ms,"
+                  f" max {r['delay_ms']['max']:.0f} ms; process CPU p50 {r['process_cpu_ms']['p50']:.1f} ms,"
+                  f" Redis CPU p50 {r['redis_cpu_ms']['p50']:.1f} ms ({split}); load1 median"
+                  f" {r['load1_median']:.1f}; world loaded in {r['load_s']:.0f} s", flush=True)
     out["load_average_after"] = os.getloadavg()
     print("load average before", out["load_average_before"], "after", out["load_average_after"])
     if a.json:

@@ -228,6 +228,12 @@ class RecordStore(Resource, Protocol):
         """``follower_ids`` of each of ``user_ids`` in one read (the fan-out of a batch of
         posts: one statement for its authors, not one per post). A user without followers
         may be left out."""
+    async def followers_among(self, user_id: int, candidates: Sequence[int]) -> list[int]:
+        """Those of ``candidates`` who follow ``user_id``, each once, in any order. The
+        fan-out of an author whose followers far outnumber the cached home timelines asks
+        this for the users with a cached timeline (``TimelineCache.home_keys``): a lookup
+        per candidate instead of reading every follower (1,000,000 rows for 10,000
+        timelines)."""
     async def following_ids(self, user_id: int) -> list[int]: ...
     async def followers_count(self, user_id: int) -> int: ...
     async def celebrity_ids(self, threshold: int) -> list[int]: ...
@@ -553,6 +559,13 @@ class TimelineCache(Closable, Protocol):
     async def exists(self, kind: str, keys: Sequence[int]) -> list[int]:
         """Those of ``keys`` whose list exists."""
     async def drop(self, kind: str, key: int) -> None: ...
+    async def home_keys(self, limit: int) -> list[int] | None:
+        """The users whose home list may exist, for a fan-out that intersects from the small
+        side (``FeedManager.fan_out_post``): every user whose home list exists when the call
+        starts is in it (one created later is not needed: its rebuild reads the record store
+        after the post's commit); users without one may be (harmless: a push skips them).
+        None when there are more than ``limit`` of them, or the adapter cannot tell: the
+        caller then pushes to every follower."""
 
     async def home_view(self, user_id: int, before: int | None, limit: int, kept: Any = None) -> HomeView:
         """The first round of ``user_id``'s home read at once: ``slice("home", user_id,

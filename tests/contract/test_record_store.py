@@ -237,6 +237,32 @@ def test_follow_and_unfollow_are_idempotent_and_keep_counters(records):
     run(main())
 
 
+def test_followers_among_is_the_candidates_who_follow(records):
+    """``followers_among``: the candidates following the user, each once, whatever else
+    the candidates hold (non-followers, the user, unknown ids, repeats)."""
+    async def main():
+        async with records() as r:
+            s = r.store
+            star, other = await new_user(s), await new_user(s)
+            fans = [await new_user(s) for _ in range(6)]
+            for f in fans[:4]:
+                await s.follow(f.id, star.id)
+            await s.follow(fans[4].id, other.id)  # follows someone else
+            await s.follow(star.id, fans[0].id)  # the other way round
+            assert await s.followers_among(star.id, []) == []
+            cands = [fans[1].id, fans[4].id, fans[5].id, star.id, 10**15, fans[1].id, fans[3].id, fans[0].id]
+            assert sorted(await s.followers_among(star.id, cands)) == sorted([fans[0].id, fans[1].id, fans[3].id])
+            assert await s.followers_among(other.id, cands) == [fans[4].id]
+            assert await s.followers_among(10**15, cands) == []
+            await s.unfollow(fans[1].id, star.id)
+            assert sorted(await s.followers_among(star.id, cands)) == sorted([fans[0].id, fans[3].id])
+            # many candidates (more than one statement's worth of parameters on some stores)
+            many = list(range(10**12, 10**12 + 40_000)) + [fans[3].id]
+            assert await s.followers_among(star.id, many) == [fans[3].id]
+
+    run(main())
+
+
 def test_concurrent_follows_count_exactly(records):
     async def main():
         async with records() as r:

@@ -514,3 +514,59 @@ def test_equal_fingerprints_mean_equal_slices_and_sets(timeline_cache, ops, limi
                 await observe()
 
     run(main())
+
+
+# --------------------------------------------------------------------------------------------
+# home_keys: the users with a cached home list (the fan-out's small side)
+# --------------------------------------------------------------------------------------------
+
+
+def test_home_keys_holds_every_home_list_and_answers_none_over_the_limit(timeline_cache):
+    async def main():
+        async with timeline_cache(cap=10) as c:
+            keys = await c.home_keys(100)
+            if keys is None:  # an adapter that cannot tell (a Redis Cluster): allowed
+                return
+            assert keys == []
+            await c.install(HOME, 1, [5], 0)
+            await c.begin(HOME, 2)  # building lists take pushes: they are in it
+            await c.install(HOME, 3, [], 0)
+            await c.install(AUTHOR, 4, [6], 0)  # another kind: not a home timeline
+            await c.merge(HOME, 5, [7], 0)  # creates nothing
+            assert set(await c.home_keys(100)) >= {1, 2, 3}
+            assert set(await c.home_keys(100)) <= {1, 2, 3}  # nothing above was left out...
+            assert await c.home_keys(2) is None  # ...and over the limit: None
+            await c.drop(HOME, 3)
+            got = await c.home_keys(100)
+            assert got is not None and {1, 2} <= set(got) <= {1, 2, 3}  # gone ones may stay
+            await c.install(HOME, 3, [8], 0)  # and come back
+            assert set(await c.home_keys(100)) == {1, 2, 3}
+            assert await c.push(HOME, await c.home_keys(100), 9) == 3
+
+    run(main())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(st.sampled_from(["install", "begin", "drop", "list"]), _KEYS), max_size=30))
+def test_home_keys_never_misses_an_existing_list(timeline_cache, ops):
+    """After any sequence of creations and drops, every user whose home list exists is in
+    ``home_keys`` (a missing one would lose a fan-out's push)."""
+    async def main():
+        async with timeline_cache(cap=5) as c:
+            for key in (1, 2, 3):
+                await c.drop(HOME, key)
+            for op, key in ops:
+                if op == "install":
+                    await c.install(HOME, key, [key], 0)
+                elif op == "begin":
+                    await c.begin(HOME, key)
+                elif op == "drop":
+                    await c.drop(HOME, key)
+                got = await c.home_keys(1000)
+                if got is None:
+                    return
+                assert len(got) == len(set(got))
+                assert set(await c.exists(HOME, [1, 2, 3])) <= set(got)
+
+    run(main())
+

@@ -160,6 +160,14 @@ class MemoryTimelineCache:
     async def drop(self, kind: str, key: int) -> None:
         self._lists[kind].pop(key, None)
 
+    async def home_keys(self, limit: int) -> list[int] | None:
+        """Every home list held, those past their inactivity deadline too (a push skips and
+        drops them): nothing here suspends, so no list can appear between this answer and
+        the fan-out's next step unless a rebuild runs in between, and a rebuild reads the
+        record store after the post's commit."""
+        lists = self._lists["home"]
+        return None if len(lists) > limit else list(lists)
+
     def _union(self, lst: _IdList, ids: Sequence[int], floor: int) -> None:
         if floor > lst.floor:
             lst.floor = floor

@@ -396,6 +396,21 @@ class PgRecordStore(PgAccountsStore, PgAdminStore, PgConversationsStore):
         )
         return {r[0]: list(r[1]) for r in rows}
 
+    async def followers_among(self, user_id: int, candidates: Sequence[int]) -> list[int]:
+        # A primary-key probe (follower_id, followee_id) per candidate. The LATERAL ... LIMIT 1
+        # forces that nested loop: with EXISTS or = ANY the planner hashed or filtered every
+        # follower of the author (a 300,000-follower author, 10,000 candidates: a hash join
+        # over 300,000 rows, 404 ms, against 303 ms of probes at load 20, and the probes' cost
+        # does not grow with the followers).
+        if not candidates:
+            return []
+        rows = await self.db.fetch(
+            "SELECT c FROM unnest(%s::bigint[]) AS c CROSS JOIN LATERAL"
+            " (SELECT 1 FROM follows f WHERE f.follower_id = c AND f.followee_id = %s LIMIT 1) AS x",
+            (list(dict.fromkeys(candidates)), user_id),
+        )
+        return [r[0] for r in rows]
+
     async def following_ids(self, user_id: int) -> list[int]:
         rows = await self.db.fetch("SELECT followee_id FROM follows WHERE follower_id = %s", (user_id,))
         return [r[0] for r in rows]

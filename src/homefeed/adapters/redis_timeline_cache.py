@@ -130,6 +130,11 @@ class RedisTimelineCache:
         #: The fast fan-out's top keys (``lua/push.lua``); packed calls only: a Cluster script
         #: may touch only the keys it declares, in one slot.
         self._top = {kind: p + b":{top}:" + kind.encode() for kind in KINDS}
+        #: The home registry (``lua/live.lua``): the users whose home list exists, kept by
+        #: the scripts that create lists; a standalone server only, whatever ``fanout`` (on
+        #: a Cluster it lives in another slot than the lists). None: ``home_keys`` answers
+        #: None.
+        self._live = None if cluster else p + b":{live}:home"
         self._celebs_v = p + b":{celebs}:v"
         self._celeb_cache: tuple[bytes, frozenset[int]] | None = None
         #: Following sets kept in this process, each under the version (``folv``) it was
@@ -161,7 +166,10 @@ class RedisTimelineCache:
         self._set_celebs = LuaScript("set_celebs")
         self._mark_celeb = LuaScript("mark_celeb")
         self._get_celebs = LuaScript("get_celebs")
-        self.counters = {"pushed": 0, "push_calls": 0, "node_fallbacks": 0, "fast_push_calls": 0}
+        self._live_keys = LuaScript("live")
+        self._seed_done = LuaScript("seed_done")
+        self.counters = {"pushed": 0, "push_calls": 0, "node_fallbacks": 0, "fast_push_calls": 0,
+                         "registry_seeds": 0}
 
     async def close(self) -> None:
         if self._fast is not None:
@@ -340,8 +348,12 @@ class RedisTimelineCache:
         if old is not None:
             self._fol_memo_members -= len(old[1])
 
+    def _registry(self, kind: str) -> list[bytes]:
+        """The home registry as an extra key of a script that creates ``kind`` lists."""
+        return [self._live] if kind == "home" and self._live is not None else []
+
     async def begin(self, kind: str, key: int) -> None:
-        await self._begin(self.client, [self._key(kind, key)], [self._build_ms])
+        await self._begin(self.client, [self._key(kind, key), *self._registry(kind)], [self._build_ms])
 
     async def install(self, kind: str, key: int, ids: Sequence[int], floor: int) -> None:
         """As the port says, with one option: ``strict_install`` installs only into a list
@@ -359,6 +371,11 @@ class RedisTimelineCache:
         keys = [self._key(kind, key)]
         if self.fanout == "packed":
             keys.append(self._top[kind])  # ids entering a list raise the kind's top
+        registry = self._registry(kind)
+        if registry:
+            if self.fanout != "packed":
+                keys.append(b"")  # no top key: the script finds the registry at KEYS[3]
+            keys += registry
         await self._union(
             self.client,
             keys,
@@ -401,7 +418,35 @@ class RedisTimelineCache:
         return [k for k in keys if k in present]
 
     async def drop(self, kind: str, key: int) -> None:
-        await self.client.unlink(self._key(kind, key))
+        await self.client.unlink(self._key(kind, key))  # its registry member goes lazily
+
+    async def home_keys(self, limit: int) -> list[int] | None:
+        """The home registry's users whose list exists (``lua/live.lua``), or None (over
+        ``limit``, a Cluster, or a registry that could not be seeded). A registry not known
+        complete (a new deployment, or lost) is seeded first: one SCAN of the home lists,
+        once per deployment (``_seed_registry``)."""
+        if self._live is None:
+            return None
+        args = (max(0, limit), self._pre, self._suf["home"])
+        r = await self._live_keys(self.client, [self._live], args)
+        if r[0] == 0 and await self._seed_registry():
+            r = await self._live_keys(self.client, [self._live], args)
+        if r[0] != 2:
+            return None
+        return [int(x) for x in r[1].split(b",")] if r[1] else []
+
+    async def _seed_registry(self) -> bool:
+        """Add every existing home list's user to the registry and mark it complete; see
+        ``lua/seed_done.lua`` for why a token added first makes that safe against lists
+        created meanwhile and against the registry being lost meanwhile."""
+        assert self._live is not None
+        self.counters["registry_seeds"] += 1
+        token = b"?%x" % random.getrandbits(64)
+        await self.client.sadd(self._live, token)
+        users = await self.keys("home")
+        for i in range(0, len(users), 10_000):
+            await self.client.sadd(self._live, *users[i : i + 10_000])
+        return bool(await self._seed_done(self.client, [self._live], [token]))
 
     # -- administration (audit, rebuild) --------------------------------------------------
     async def peek(

@@ -63,6 +63,11 @@ PUBLIC_KEY = 0
 SLACK = 8
 
 T = TypeVar("T")
+#: See ``FeedManager.small_side_min`` / ``small_side_ratio``.
+SMALL_SIDE_MIN = 10_000
+SMALL_SIDE_RATIO = 3
+#: How many authors' follower counts ``_home_targets`` remembers (then it forgets them all).
+FOLLOWER_COUNT_MEMO = 65_536
 
 
 def post_fields(p: Post) -> tuple:
@@ -102,7 +107,17 @@ class FeedManager:
         self.strategy = strategy
         self.threshold = celebrity_threshold if strategy != "push" else (1 << 62)
         self.cap = timeline_cap
+        #: The fan-out intersects from the small side (``_home_targets``) for an author with
+        #: at least this many followers, when they outnumber the cached home timelines at
+        #: least ``small_side_ratio`` times (benchmarks/results/issue14_p16push.md).
+        self.small_side_min = SMALL_SIDE_MIN
+        self.small_side_ratio: float = SMALL_SIDE_RATIO
+        #: The follower count each author's last fan-out saw (``_home_targets``): an author
+        #: known to have few followers is not asked for again (a query per post).
+        self._follower_counts: dict[int, int] = {}
         self.counters = {"rebuilds": 0, "author_rebuilds": 0, "pushes": 0, "db_pages": 0,
+                         # fan-outs (posts, deletes) that took the small side (_home_targets)
+                         "small_side_fanouts": 0,
                          # reads served by the record store because the cache was down
                          "cache_fallbacks": 0,
                          # read-your-writes cache updates left to the consumers (cache down)
@@ -510,11 +525,15 @@ class FeedManager:
     async def followers_to_push(self, author_ids: Iterable[int]) -> dict[int, list[int]]:
         """The followers of the authors whose posts ``fan_out_post`` pushes, read at once
         for a batch of posts (``RecordStore.follower_ids_of``): every author but the
-        celebrities (pulled, and whose lists are long) has an entry, empty or not."""
+        celebrities (pulled, and whose lists are long) and those known to have as many
+        followers as take the small side has an entry, empty or not."""
         if self.strategy == "pull":
             return {}
         celebs = await self.celebrities()
-        wanted = [a for a in author_ids if a not in celebs]
+        # Not the authors known to take the small side (``_home_targets``): reading their
+        # followers is what it avoids (1,000,000 rows); ``fan_out_post`` reads for them.
+        counts, big = self._follower_counts, self.small_side_min
+        wanted = [a for a in author_ids if a not in celebs and counts.get(a, 0) < big]
         if not wanted:
             return {}
         got = await self.store.follower_ids_of(wanted)
@@ -535,18 +554,64 @@ class FeedManager:
         await self.cache.push(AUTHOR, [post.author_id], post.id)
         if await self.is_celebrity(post.author_id):
             return 0
-        if followers is None:
-            followers = await self.store.follower_ids(post.author_id)
-        taken = await self.cache.push(HOME, followers, post.id)
+        taken = await self.cache.push(HOME, await self._home_targets(post.author_id, followers), post.id)
         self.counters["pushes"] += taken
         return taken
+
+    async def _home_targets(self, author_id: int, followers: Sequence[int] | None) -> Sequence[int]:
+        """The home lists a post of ``author_id`` is pushed to: their followers (``followers``
+        if read already), or, when they far outnumber the cached home timelines (1,000,000
+        followers, 10,000 timelines), the followers among the users with a cached timeline
+        (``TimelineCache.home_keys``, then ``RecordStore.followers_among``): 10,000 lookups
+        instead of reading 1,000,000 followers and pushing to 990,000 absent lists.
+
+        Why both reach the same lists (the race with a rebuild). A rebuild calls ``begin``
+        (from then on pushes land in the list), then reads the record store, then installs.
+        The old path pushes to every follower's list that exists at the moment of its push;
+        a list created after that moment is rebuilt by a store read that follows the post's
+        commit (the fan-out runs from the outbox, after the commit), so it holds the post
+        anyway. The small side lists the cached timelines a little earlier (before the
+        follower lookup) and pushes only to those: a list created between the listing and
+        the push is skipped. It too was created after the fan-out began, hence after the
+        commit, so its rebuild holds the post for the same reason. Every list that exists
+        at the listing is in it (``home_keys`` promises it; on Redis the registry is kept by
+        the very scripts that create lists, ``lua/live.lua``), so the window is the old
+        one, moved earlier, never wider. Followers are a snapshot either way (read at some
+        moment of the fan-out); a follow committed meanwhile has its own event, whose merge
+        brings the post."""
+        known = len(followers) if followers is not None else self._follower_counts.get(author_id)
+        if known is None or known >= self.small_side_min:  # a big author, or not known: ask
+            n = known if followers is not None else await self.store.followers_count(author_id)
+            assert n is not None
+            self._remember(author_id, n)
+            if n >= self.small_side_min:
+                live = await self.cache.home_keys(int(n / self.small_side_ratio))
+                if live is not None:
+                    self.counters["small_side_fanouts"] += 1
+                    if followers is not None:
+                        return list(set(live).intersection(followers))
+                    return await self.store.followers_among(author_id, live)
+        if followers is None:
+            followers = await self.store.follower_ids(author_id)
+        self._remember(author_id, len(followers))
+        return followers
+
+    def _remember(self, author_id: int, count: int) -> None:
+        """The follower count seen for an author (exact when the followers were read; a
+        count gone stale only picks the other path for one post, both are correct)."""
+        counts = self._follower_counts
+        if len(counts) >= FOLLOWER_COUNT_MEMO and author_id not in counts:
+            counts.clear()  # bounded; cheaper than an LRU on every post
+        counts[author_id] = count
 
     async def fan_out_delete(self, post_id: int, author_id: int) -> None:
         await self.posts.delete([post_id])
         await self.cache.remove(AUTHOR, [author_id], [post_id])
         await self.cache.remove(PUBLIC, [PUBLIC_KEY], [post_id])
-        followers = await self.store.follower_ids(author_id)
-        # The author's own home list too: a rebuild fills it with their own posts.
+        # The followers' cached lists, chosen as for the post (``_home_targets``: a list
+        # created after the choice is rebuilt by a store read after the delete's commit),
+        # and the author's own home list too: a rebuild fills it with their own posts.
+        followers = await self._home_targets(author_id, None)
         await self.cache.remove(HOME, [*followers, author_id], [post_id])
 
     async def merge_followee(self, follower_id: int, followee_id: int) -> None:

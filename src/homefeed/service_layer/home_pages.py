@@ -218,6 +218,9 @@ class InvalidatingTimelineCache:
     async def exists(self, kind: str, keys: Sequence[int]) -> list[int]:
         return await self.inner.exists(kind, keys)
 
+    async def home_keys(self, limit: int) -> list[int] | None:
+        return await self.inner.home_keys(limit)  # changes no list
+
     async def home_view(self, user_id: int, before: int | None, limit: int, kept: Any = None) -> HomeView:
         return await self.inner.home_view(user_id, before, limit, kept)
 

@@ -1,4 +1,5 @@
--- KEYS: list. ARGV: ttl ms for a list created here.
+-- KEYS: list [, the home registry (live.lua): a home list on a standalone server]. ARGV: ttl ms
+-- for a list created here.
 local k = KEYS[1]
 local s = head(k)
 if s then
@@ -8,4 +9,5 @@ else
   redis.call('RPUSH', k, '!0b')
   redis.call('PEXPIRE', k, ARGV[1])
 end
+if KEYS[2] then redis.call('SADD', KEYS[2], string.match(k, '{(%d+)}')) end
 return 1
