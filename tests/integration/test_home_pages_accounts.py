@@ -15,6 +15,7 @@ old rule with a TTL of 0 never keeping anything (checked: ``kept_warm``).
 from __future__ import annotations
 
 import asyncio
+import gzip
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,7 @@ def test_kept_renderings_past_the_ttl_equal_an_uncached_rendering(
                         if warm is not None:
                             kept_warm += bool(warm.ids)
                             assert warm.body == uncached
+                            assert gzip.decompress(warm.gzipped()) == uncached
 
             for name, a, b in ops:
                 if name == "profile":  # as another process would: no forget_account here

@@ -373,8 +373,14 @@ class MastodonApi:
         if got is not None and got.version == version and got.until > time.monotonic():
             return got
         parts, until = await self._status_parts(urls, kept.posts, user_id)
-        got = Rendered(version, until, b"[" + b",".join(p for p in parts if p is not None) + b"]",
-                       [p.id for p in kept.posts])
+        body = b"[" + b",".join(p for p in parts if p is not None) + b"]"
+        ids = [p.id for p in kept.posts]
+        if got is not None and got.body == body and got.ids == ids:
+            # A commit that changed nothing here (the read counter's, once a minute; another
+            # reader's favourite): the same bytes, so its compressed body and headers too.
+            got = got.again(version, until)
+        else:
+            got = Rendered(version, until, body, ids)
         if version_of() == version:  # nothing committed while rendering: keep it
             got.kept = True
             kept.views[urls.base] = got
@@ -467,6 +473,14 @@ class Rendered:
         self.headers: dict[Any, list[tuple[bytes, bytes]]] = {}
         self.kept = False
         self._gzipped: bytes | None = None
+
+    def again(self, version: Hashable, until: float) -> Rendered:
+        """The same rendering found valid again at ``version`` (rendered anew to the same
+        bytes): a new one, its compressed body and headers shared (they depend on the bytes
+        only); this one stays as it was for a request still holding it."""
+        new = Rendered(version, until, self.body, self.ids)
+        new.headers, new._gzipped = self.headers, self._gzipped
+        return new
 
     def gzipped(self) -> bytes:
         """``body`` gzip-compressed, once (level 1: ~10x smaller for these pages, at a
