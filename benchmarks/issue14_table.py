@@ -16,6 +16,10 @@ it), two more figures, ``home_ae`` and ``mastodon_ae``: the same reads sending
 ``Accept-Encoding: VALUE`` (the kept Mastodon renderings then go gzip-compressed; the
 ``/v1`` home answers as before), so the ratios with and without it come from one run.
 
+``--warm-all`` reads every token's first page once through each read figure before the
+timed warm-up (a plain keep-alive client): on a loaded machine a timed warm-up can end
+with pages still cold, and a cold read (a timeline rebuilt from SQLite) costs ~50 warm ones.
+
 Posts run last in each round (they grow the timelines the next round reads). The answer is
 req/s and p99 per figure and round, and the ratio of each figure to the bare route **of the
 same round** (median over rounds); ``mastodon`` is also given against ``home``, and ``post``
@@ -66,6 +70,27 @@ def wrk(url: str, script: Path | None, tokens: Path, seconds: int, connections: 
     return rps, p99, used / max(1.0, rps * seconds) * 1e6
 
 
+def warm_all(url: str, path: str, tokens: list[str], accept_encoding: str) -> None:
+    """GET ``path`` once per token (keep-alive), so that every reader's page is kept."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
+    try:
+        for token in tokens:
+            headers = {"Authorization": f"Bearer {token}"}
+            if accept_encoding:
+                headers["Accept-Encoding"] = accept_encoding
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise SystemExit(f"warm-up: {path} answered {resp.status}")
+    finally:
+        conn.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world", type=Path, required=True, help="a data dir made by `homefeed demo --no-serve`")
@@ -76,6 +101,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=3000, help="rotating tokens")
     ap.add_argument("--skip", default="", help="comma-separated figures to leave out (e.g. post)")
     ap.add_argument("--json", type=Path, help="write every round's figures here")
+    ap.add_argument("--warm-all", action="store_true", help="read every token's page once per read figure first")
     ap.add_argument("--accept-encoding", default="",
                     help="also run both home reads sending this Accept-Encoding (home_ae, mastodon_ae)")
     args = ap.parse_args()
@@ -120,6 +146,12 @@ def main() -> None:
             del targets["home_ae"], targets["mastodon_ae"]
         for name in [s for s in args.skip.split(",") if s]:
             targets.pop(name)
+        paths = {"home.lua": "/v1/timelines/home?limit=20", "mastodon_home.lua": "/api/v1/timelines/home?limit=20"}
+        if args.warm_all:
+            listed = tokens.read_text().split()
+            for name, (url, script, _, enc) in targets.items():
+                if script is not None and script.name in paths:
+                    warm_all(url, paths[script.name], listed, enc)
         for name, (url, script, _, enc) in targets.items():  # warm every cache, JIT-less but page cache
             if name != "post":
                 wrk(url, script, tokens, args.warmup, args.connections, accept_encoding=enc)
