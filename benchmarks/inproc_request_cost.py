@@ -12,7 +12,10 @@ round. Figures:
 - ``stack``:         the bare route's handler mounted first in homefeed's app: homefeed's
                      middleware (Observe, CORS) and exception layers, nothing else;
 - ``home``:          ``GET /v1/timelines/home?limit=20`` (warm, rotating tokens);
-- ``mastodon``:      ``GET /api/v1/timelines/home?limit=20`` (warm, same tokens).
+- ``mastodon``:      ``GET /api/v1/timelines/home?limit=20`` (warm, same tokens);
+- ``mastodon_gz``:   the same with ``Accept-Encoding: gzip`` (the kept rendering's compressed
+                     body: in process it costs what identity does; what it saves is the
+                     kernel's copy of 37 KB, seen only over HTTP: ``issue14_table.py``).
 
     .venv/bin/homefeed demo --no-serve --data-dir /tmp/hf14world       # once
     .venv/bin/python benchmarks/inproc_request_cost.py --world /tmp/hf14world
@@ -49,9 +52,9 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def scope_for(path: str, token: bytes | None) -> dict[str, Any]:
+def scope_for(path: str, token: bytes | None, extra: tuple[tuple[bytes, bytes], ...] = ()) -> dict[str, Any]:
     p, _, q = path.partition("?")
-    headers = [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
+    headers = [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"wrk"), (b"accept", b"*/*"), *extra]
     if token is not None:
         headers.append((b"authorization", b"Bearer " + token))
     return {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
@@ -65,7 +68,7 @@ async def receive() -> dict[str, Any]:
 
 
 def make_runner(app: Any, path: str, tokens: list[bytes] | None,
-                without_pages: Any = None) -> Callable[[int], Any]:
+                without_pages: Any = None, extra: tuple[tuple[bytes, bytes], ...] = ()) -> Callable[[int], Any]:
     """``without_pages``: a Homefeed whose kept first home pages are switched off while
     this figure runs (``*_fresh``: the read as computed before issue 14's kept pages)."""
     statuses: list[int] = []
@@ -82,7 +85,7 @@ def make_runner(app: Any, path: str, tokens: list[bytes] | None,
         try:
             for i in range(n):
                 tok = tokens[i % len(tokens)] if tokens else None
-                await app(scope_for(path, tok), receive, send)
+                await app(scope_for(path, tok, extra), receive, send)
         finally:
             if without_pages is not None:
                 without_pages.home_pages = pages
@@ -132,6 +135,8 @@ async def main() -> None:
             "stack": make_runner(app, "/__bare", None),
             "home": make_runner(app, "/v1/timelines/home?limit=20", tokens),
             "mastodon": make_runner(app, "/api/v1/timelines/home?limit=20", tokens),
+            "mastodon_gz": make_runner(app, "/api/v1/timelines/home?limit=20", tokens,
+                                       extra=((b"accept-encoding", b"gzip, deflate, br"),)),
         }
         if args.fresh:
             runs["home_fresh"] = make_runner(app, "/v1/timelines/home?limit=20", tokens, hf)

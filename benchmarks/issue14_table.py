@@ -11,6 +11,15 @@ rate limits). Each round drives, with ``wrk -t1 -c32``, in a rotated order:
 - ``mastodon``: ``GET /api/v1/timelines/home?limit=20``, same tokens (``wrk/mastodon_home.lua``);
 - ``post``:     ``POST /v1/posts``, durable, fan-out and indexing running (``wrk/post.lua``).
 
+With ``--accept-encoding VALUE`` (e.g. ``gzip``: every Mastodon client and browser sends
+it), two more figures, ``home_ae`` and ``mastodon_ae``: the same reads sending
+``Accept-Encoding: VALUE`` (the kept Mastodon renderings then go gzip-compressed; the
+``/v1`` home answers as before), so the ratios with and without it come from one run.
+
+``--warm-all`` reads every token's first page once through each read figure before the
+timed warm-up (a plain keep-alive client): on a loaded machine a timed warm-up can end
+with pages still cold, and a cold read (a timeline rebuilt from SQLite) costs ~50 warm ones.
+
 Posts run last in each round (they grow the timelines the next round reads). The answer is
 req/s and p99 per figure and round, and the ratio of each figure to the bare route **of the
 same round** (median over rounds); ``mastodon`` is also given against ``home``, and ``post``
@@ -48,17 +57,38 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wrk(url: str, script: Path | None, tokens: Path, seconds: int, connections: int,
-        pid: int | None = None) -> tuple[float, float, float]:
+        pid: int | None = None, accept_encoding: str = "") -> tuple[float, float, float]:
     """req/s, p99 ms and the server's CPU µs per request (``pid``'s, 0 if not given)."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if script is not None:
         cmd += ["-s", str(script)]
     before = cpu_seconds(pid) if pid is not None else 0.0
-    out = subprocess.run(cmd + [url], env={**os.environ, "TOKENS": str(tokens)},
+    out = subprocess.run(cmd + [url], env={**os.environ, "TOKENS": str(tokens), "ACCEPT_ENCODING": accept_encoding},
                          capture_output=True, text=True, check=True).stdout
     used = cpu_seconds(pid) - before if pid is not None else 0.0
     rps, p99 = parse_wrk(out)
     return rps, p99, used / max(1.0, rps * seconds) * 1e6
+
+
+def warm_all(url: str, path: str, tokens: list[str], accept_encoding: str) -> None:
+    """GET ``path`` once per token (keep-alive), so that every reader's page is kept."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
+    try:
+        for token in tokens:
+            headers = {"Authorization": f"Bearer {token}"}
+            if accept_encoding:
+                headers["Accept-Encoding"] = accept_encoding
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise SystemExit(f"warm-up: {path} answered {resp.status}")
+    finally:
+        conn.close()
 
 
 def main() -> None:
@@ -71,6 +101,9 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=3000, help="rotating tokens")
     ap.add_argument("--skip", default="", help="comma-separated figures to leave out (e.g. post)")
     ap.add_argument("--json", type=Path, help="write every round's figures here")
+    ap.add_argument("--warm-all", action="store_true", help="read every token's page once per read figure first")
+    ap.add_argument("--accept-encoding", default="",
+                    help="also run both home reads sending this Accept-Encoding (home_ae, mastodon_ae)")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
@@ -99,18 +132,29 @@ def main() -> None:
         bare, hf = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{hf_port}"
         wait_healthy(hf)
         bare_pid, hf_pid = procs[0].pid, procs[1].pid
-        targets: dict[str, tuple[str, Path | None, int]] = {
-            "bare": (bare + "/", None, bare_pid),
-            "healthz": (hf + "/healthz", None, hf_pid),
-            "home": (hf, WRK / "home.lua", hf_pid),
-            "mastodon": (hf, WRK / "mastodon_home.lua", hf_pid),
-            "post": (hf, WRK / "post.lua", hf_pid),
+        ae = args.accept_encoding
+        targets: dict[str, tuple[str, Path | None, int, str]] = {
+            "bare": (bare + "/", None, bare_pid, ""),
+            "healthz": (hf + "/healthz", None, hf_pid, ""),
+            "home": (hf, WRK / "home.lua", hf_pid, ""),
+            "mastodon": (hf, WRK / "mastodon_home.lua", hf_pid, ""),
+            "home_ae": (hf, WRK / "home.lua", hf_pid, ae),
+            "mastodon_ae": (hf, WRK / "mastodon_home.lua", hf_pid, ae),
+            "post": (hf, WRK / "post.lua", hf_pid, ""),
         }
+        if not ae:
+            del targets["home_ae"], targets["mastodon_ae"]
         for name in [s for s in args.skip.split(",") if s]:
             targets.pop(name)
-        for name, (url, script, _) in targets.items():  # warm every cache, JIT-less but page cache
+        paths = {"home.lua": "/v1/timelines/home?limit=20", "mastodon_home.lua": "/api/v1/timelines/home?limit=20"}
+        if args.warm_all:
+            listed = tokens.read_text().split()
+            for name, (url, script, _, enc) in targets.items():
+                if script is not None and script.name in paths:
+                    warm_all(url, paths[script.name], listed, enc)
+        for name, (url, script, _, enc) in targets.items():  # warm every cache, JIT-less but page cache
             if name != "post":
-                wrk(url, script, tokens, args.warmup, args.connections)
+                wrk(url, script, tokens, args.warmup, args.connections, accept_encoding=enc)
         reads = [n for n in targets if n != "post"]
         rows: dict[str, list[tuple[float, float, float]]] = {n: [] for n in targets}
         for r in range(args.rounds):
@@ -118,9 +162,9 @@ def main() -> None:
             if "post" in targets:
                 order.append("post")
             for name in order:
-                url, script, pid = targets[name]
-                rows[name].append(wrk(url, script, tokens, args.seconds, args.connections, pid))
-            print(f"round {r + 1}: " + "; ".join(
+                url, script, pid, enc = targets[name]
+                rows[name].append(wrk(url, script, tokens, args.seconds, args.connections, pid, enc))
+            print(f"round {r + 1} (load {os.getloadavg()[0]:.1f}): " + "; ".join(
                 f"{n} {rows[n][-1][0]:.0f} req/s p99 {rows[n][-1][1]:.1f} ms cpu {rows[n][-1][2]:.1f} us"
                 for n in targets), flush=True)
 
@@ -142,6 +186,9 @@ def main() -> None:
             print(f"| {n} | {rps:,.0f} | {p99:.1f} | {vs} | {us:.1f} | {by_cpu} |")
         if "mastodon" in targets and "home" in targets:
             print(f"mastodon / home: {ratio('mastodon', 'home'):.2f} (by CPU: {cpu_ratio('mastodon', 'home'):.2f})")
+        if "mastodon_ae" in targets and "home_ae" in targets:
+            print(f"with Accept-Encoding: {ae}: mastodon_ae / home_ae: {ratio('mastodon_ae', 'home_ae'):.2f} "
+                  f"(by CPU: {cpu_ratio('mastodon_ae', 'home_ae'):.2f})")
         if "post" in targets and "home" in targets:
             print(f"post / home: {ratio('post', 'home'):.2f}")
         if args.json:

@@ -7,7 +7,8 @@ Every timeline rule stays in ``FeedManager``; this module only shapes what it re
 Speed: a Status is spliced per request from bytes: the post's viewer-independent part
 (``status_base`` without ``account`` and without what changes, cached per post: the post is
 immutable), the author's Account entity (cached per user for ``ACCOUNT_TTL`` seconds, since
-its counts change) and its tail (``conversations.status_tail``): the counters, the boosted
+its counts change, or longer while the record store has committed nothing since it was
+read: ``MastodonApi._fresh``) and its tail (``conversations.status_tail``): the counters, the boosted
 original (a boost is the booster's wrapper with ``reblog`` = the original's Status) and the
 viewer's ``favourited``/``reblogged``. The tails of a whole page come from ONE
 ``RecordStore.post_stats`` call: a warm home read runs exactly that one statement and
@@ -16,6 +17,7 @@ renders no HTML.
 
 from __future__ import annotations
 
+import gzip
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -36,6 +38,8 @@ from homefeed.service_layer.home_pages import first_page
 from homefeed.service_layer.idempotency import IdempotentRequest
 from homefeed.service_layer.services import Homefeed
 
+#: zlib level of the kept home renderings' gzip answers (``Rendered.gzipped``).
+GZIP_LEVEL = 1
 #: Seconds an Account entity (with its counts) is reused before it is read again.
 ACCOUNT_TTL = 30.0
 _MAX_CACHED = 100_000
@@ -45,6 +49,10 @@ MIN_ID_WALK = 4000
 #: The members of ``status_base`` that change after a post is written: spliced per request
 #: (``status_tail``) from one ``post_stats`` call, never cached.
 _SPLICED = ("replies_count", "reblogs_count", "favourites_count", "reblog")
+
+#: A Status's cached head (``MastodonApi._full``): the expiry of its Account part, the
+#: bytes (account and base, open), the author's id and the version its Account was read at.
+Head = tuple[float, bytes, int, Hashable]
 
 Fetch = Callable[[int | None, int], Awaitable[tuple[list[Post], int | None]]]
 
@@ -67,12 +75,14 @@ class MastodonApi:
         self.hf = hf
         # (base url, post id) -> the status without account/viewer, as JSON object members
         self._bases: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-        # (base url, user id) -> (expiry, Account JSON bytes, Account dict)
-        self._accounts: dict[tuple[str, int], tuple[float, bytes, dict[str, Any]]] = {}
+        # (base url, user id) -> (expiry, Account JSON bytes, Account dict, the record
+        # store's version read just before the user was read, or None: ``_fresh``)
+        self._accounts: dict[tuple[str, int], tuple[float, bytes, dict[str, Any], Hashable]] = {}
         # base url -> post id -> (expiry of its account part, the Status's head: account and
-        # base, open, and the author's id, to forget it when the author's profile changes):
-        # a warm timeline is one dict lookup per status, plus its tail (status_tail).
-        self._full: dict[str, dict[int, tuple[float, bytes, int]]] = {}
+        # base, open, the author's id, to forget it when the author's profile changes, and
+        # the account part's version): a warm timeline is one dict lookup per status, plus
+        # its tail (status_tail).
+        self._full: dict[str, dict[int, Head]] = {}
         #: Threads, favourites, boosts, notifications and markers (issue 11).
         self.conversations = Conversations(self)
         #: The record store's "nothing was committed since" value (SQLite's wal-index
@@ -89,19 +99,37 @@ class MastodonApi:
             raise NotFound("Record not found")
         return user
 
-    def _account_from_user(self, urls: E.Urls, user: User) -> tuple[bytes, dict[str, Any]]:
+    def _account_from_user(self, urls: E.Urls, user: User, version: Hashable = None) -> tuple[bytes, dict[str, Any]]:
+        """``version``: the record store's version read before ``user`` was (None: unknown)."""
         entity = E.account_entity(account_view(user), urls)
         raw = orjson.dumps(entity)
         if len(self._accounts) > _MAX_CACHED:
             self._accounts.clear()
-        self._accounts[(urls.base, user.id)] = (time.monotonic() + ACCOUNT_TTL, raw, entity)
+        self._accounts[(urls.base, user.id)] = (time.monotonic() + ACCOUNT_TTL, raw, entity, version)
         return raw, entity
+
+    def _version(self) -> Hashable:
+        """The record store's version now (None without one: PostgreSQL)."""
+        version_of = self._data_version
+        return None if version_of is None else version_of()
+
+    def _fresh(self, expiry: float, version: Hashable, now: float) -> bool:
+        """May a cached Account part (read at ``version``, kept until ``expiry``) be shown?
+        Within ``ACCOUNT_TTL`` of its read, as always; and past it while the record store
+        has committed nothing since it was read (its version now is still ``version``): the row
+        is then the one a new read would return, so showing it is as fresh as reading it
+        again. Without that second rule every kept home rendering was rendered again as soon
+        as the first of its ~20 Account parts expired, i.e. every ~1.5 s (the parts are shared
+        by all pages and expire at spread times), one ``post_stats`` statement and ~20 users
+        read each time, on a store where nothing had changed."""
+        return expiry > now or (version is not None and version == self._version())
 
     async def account_bytes(self, urls: E.Urls, user_id: int) -> tuple[bytes, dict[str, Any]]:
         got = self._accounts.get((urls.base, user_id))
-        if got is not None and got[0] > time.monotonic():
+        if got is not None and self._fresh(got[0], got[3], time.monotonic()):
             return got[1], got[2]
-        return self._account_from_user(urls, await self.user_by_id(user_id))
+        version = self._version()
+        return self._account_from_user(urls, await self.user_by_id(user_id), version)
 
     async def account(self, urls: E.Urls, user_id: int) -> dict[str, Any]:
         return (await self.account_bytes(urls, user_id))[1]
@@ -213,10 +241,14 @@ class MastodonApi:
 
     async def _status_parts(self, urls: E.Urls, posts: list[Post], viewer: int | None,
                             recorded: bool = False) -> tuple[list[bytes | None], float]:
-        """``status_parts`` and the earliest expiry of the Account parts used (a rendering
-        kept longer could show an Account older than ``ACCOUNT_TTL`` allows)."""
+        """``status_parts`` and until when they may be shown while the record store's
+        version stays what it was when this was called: the earliest expiry of the Account
+        parts used that were read at another version (a rendering kept longer could show an
+        Account older than ``ACCOUNT_TTL`` allows); those read at this version are as fresh
+        as a new read while it holds (``_fresh``)."""
         if not posts:
             return [], float("inf")
+        current = self._version()
         wanted = [p.reblog_of_id for p in posts if p.reblog_of_id is not None]
         originals = await self.hf.feed.hydrate(wanted) if wanted else {}
         ids = [p.id for p in posts]
@@ -240,20 +272,21 @@ class MastodonApi:
                     out.append(None)
                     continue
                 got = await self._head(urls, original, full, now)
-                until = min(until, got[0])
+                if got[3] is None or got[3] != current:
+                    until = min(until, got[0])
                 inner = got[1] + status_tail(stats.get(original.id), None, seen)
             got = await self._head(urls, p, full, now)
-            until = min(until, got[0])
+            if got[3] is None or got[3] != current:
+                until = min(until, got[0])
             out.append(got[1] + status_tail(stats.get(p.id), inner, seen))
         return out, until
 
-    async def _head(self, urls: E.Urls, post: Post, full: dict[int, tuple[float, bytes, int]],
-                    now: float) -> tuple[float, bytes, int]:
+    async def _head(self, urls: E.Urls, post: Post, full: dict[int, Head], now: float) -> Head:
         got = full.get(post.id)
-        if got is None or got[0] <= now:
+        if got is None or not self._fresh(got[0], got[3], now):
             await self.account_bytes(urls, post.author_id)
-            expiry, account, _ = self._accounts[(urls.base, post.author_id)]
-            got = (expiry, b'{"account":' + account + b"," + await self._base(urls, post), post.author_id)
+            expiry, account, _, version = self._accounts[(urls.base, post.author_id)]
+            got = (expiry, b'{"account":' + account + b"," + await self._base(urls, post), post.author_id, version)
             if len(full) > _MAX_CACHED:
                 full.clear()
             full[post.id] = got
@@ -321,7 +354,8 @@ class MastodonApi:
         page (``home_pages``: dropped by pushes, deletes, follows...), for as long as the
         record store has committed nothing (``data_version``: a favourite, a boost, a reply,
         a profile change all commit, so the counters, flags and Accounts shown are the ones a
-        fresh rendering would show) and no Account part in it is past ``ACCOUNT_TTL``. A
+        fresh rendering would show) and no Account part in it read at another version is past
+        ``ACCOUNT_TTL`` (``_status_parts``). A
         warm read then runs no statement (one ``pread`` of SQLite's wal-index header)
         instead of the page's ``post_stats``."""
         version_of = self._data_version
@@ -339,9 +373,16 @@ class MastodonApi:
         if got is not None and got.version == version and got.until > time.monotonic():
             return got
         parts, until = await self._status_parts(urls, kept.posts, user_id)
-        got = Rendered(version, until, b"[" + b",".join(p for p in parts if p is not None) + b"]",
-                       [p.id for p in kept.posts])
+        body = b"[" + b",".join(p for p in parts if p is not None) + b"]"
+        ids = [p.id for p in kept.posts]
+        if got is not None and got.body == body and got.ids == ids:
+            # A commit that changed nothing here (the read counter's, once a minute; another
+            # reader's favourite): the same bytes, so its compressed body and headers too.
+            got = got.again(version, until)
+        else:
+            got = Rendered(version, until, body, ids)
         if version_of() == version:  # nothing committed while rendering: keep it
+            got.kept = True
             kept.views[urls.base] = got
         return got
 
@@ -420,13 +461,34 @@ class MastodonApi:
 class Rendered:
     """A home page rendered as Statuses (``home_rendered``): valid while the record store's
     ``version`` holds and until ``until`` (monotonic; the Accounts' expiry). ``headers``:
-    the answer's headers, per request path and query, kept by the HTTP layer."""
+    the answer's headers, per request path, query and encoding, kept by the HTTP layer.
+    ``kept``: it is the reader's kept rendering (read again until a commit), so worth
+    compressing once for the clients that accept gzip (``gzipped``); one rendered for a
+    single read is not (compressing 37 KB costs more than writing it)."""
 
-    __slots__ = ("version", "until", "body", "ids", "headers")
+    __slots__ = ("version", "until", "body", "ids", "headers", "kept", "_gzipped")
 
     def __init__(self, version: Hashable, until: float, body: bytes, ids: list[int]) -> None:
         self.version, self.until, self.body, self.ids = version, until, body, ids
         self.headers: dict[Any, list[tuple[bytes, bytes]]] = {}
+        self.kept = False
+        self._gzipped: bytes | None = None
+
+    def again(self, version: Hashable, until: float) -> Rendered:
+        """The same rendering found valid again at ``version`` (rendered anew to the same
+        bytes): a new one, its compressed body and headers shared (they depend on the bytes
+        only); this one stays as it was for a request still holding it."""
+        new = Rendered(version, until, self.body, self.ids)
+        new.headers, new._gzipped = self.headers, self._gzipped
+        return new
+
+    def gzipped(self) -> bytes:
+        """``body`` gzip-compressed, once (level 1: ~10x smaller for these pages, at a
+        third of level 6's CPU; ``mtime`` 0, so the same body gives the same bytes)."""
+        got = self._gzipped
+        if got is None:
+            got = self._gzipped = gzip.compress(self.body, GZIP_LEVEL, mtime=0)
+        return got
 
 
 _AUTHOR_PLACEHOLDER = E.AccountView(id=0, username="_", display_name="", created_at=id_time(1 << 22))

@@ -57,6 +57,40 @@ async def tag(request: Request) -> Response:
 
 
 _JSON_TYPE = (b"content-type", JSON.encode())
+_VARY = (b"vary", b"Accept-Encoding")
+_GZIP = (b"content-encoding", b"gzip")
+
+
+def accepts_gzip(value: bytes) -> bool:
+    """Does an ``Accept-Encoding`` value accept gzip? (RFC 9110, 12.5.3: ``gzip`` or
+    ``x-gzip`` listed with a q-value above 0, or ``*`` above 0 when gzip is not listed; a q
+    of 0 refuses.) Answers are kept per value (clients send one of a few)."""
+    got = _ACCEPTS.get(value)
+    if got is None:
+        named = star = None
+        for item in value.decode("latin-1").lower().split(","):
+            coding, _, params = item.partition(";")
+            coding = coding.strip()
+            q = 1.0
+            for param in params.split(";"):
+                k, _, v = param.partition("=")
+                if k.strip() == "q":
+                    try:
+                        q = float(v.strip())
+                    except ValueError:
+                        q = 0.0
+            if coding in ("gzip", "x-gzip"):
+                named = q if named is None else max(named, q)
+            elif coding == "*":
+                star = q
+        got = (named > 0) if named is not None else (star is not None and star > 0)
+        if len(_ACCEPTS) > 1000:
+            _ACCEPTS.clear()
+        _ACCEPTS[value] = got
+    return got
+
+
+_ACCEPTS: dict[bytes, bool] = {}
 
 
 class HomeRoute:
@@ -64,8 +98,12 @@ class HomeRoute:
     header, no query or ``limit=N`` alone) is answered from the rendered page and its kept
     headers (``MastodonApi.home_rendered``) without building a ``Request`` or a ``Response``;
     anything else (other parameters, ``access_token`` in the query, a malformed header:
-    the errors) goes to ``home``. The answer is the same, byte for byte and header for
-    header (``linked``'s ``Link``, then the length and type)."""
+    the errors) goes to ``home``. The answer is ``home``'s, byte for byte and header for
+    header (``linked``'s ``Link``, then the length and type), plus ``Vary: Accept-Encoding``;
+    a kept rendering goes gzip-compressed to a client that accepts it (compressed once per
+    rendering: ``Rendered.gzipped``), a 37 KB page becoming ~4 KB: writing the body and its
+    kernel copy cost more server CPU than homefeed's own work on a warm read
+    (``benchmarks/results/issue14_p16read.md``)."""
 
     def __init__(self) -> None:
         self.slow = request_response(home)
@@ -73,7 +111,7 @@ class HomeRoute:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw: bytes = scope["query_string"]
         m = _LIMIT_ONLY.fullmatch(raw) if raw else None
-        auth = host = b""
+        auth = host = encodings = b""
         for key, value in scope["headers"]:
             if key == b"authorization":
                 if not auth:
@@ -81,6 +119,8 @@ class HomeRoute:
             elif key == b"host":
                 if not host:
                     host = value
+            elif key == b"accept-encoding":
+                encodings = value if not encodings else encodings + b"," + value
         scheme, _, token = auth.decode("latin-1").partition(" ")
         token = token.strip()
         if (raw and m is None) or scheme.lower() != "bearer" or not token or not host:
@@ -103,17 +143,21 @@ class HomeRoute:
         if got is None:
             got = await app.mastodon.home_rendered(u, uid, page)
         path = scope["path"]
-        headers = got.headers.get((u.base, path, raw))
+        gz = got.kept and bool(encodings) and accepts_gzip(encodings)
+        body = got.gzipped() if gz else got.body
+        headers = got.headers.get((u.base, path, raw, gz))
         if headers is None:
-            headers = [(b"content-length", b"%d" % len(got.body)), _JSON_TYPE]
+            headers = [(b"content-length", b"%d" % len(body)), _JSON_TYPE, _VARY]
+            if gz:
+                headers.append(_GZIP)
             if got.ids:
                 keep = [("limit", raw[6:].decode())] if raw else []
                 link = link_of(f"{u.base}{path}", got.ids, keep)
                 if link:
                     headers.insert(0, (b"link", link.encode("latin-1")))
-            got.headers[(u.base, path, raw)] = headers
+            got.headers[(u.base, path, raw, gz)] = headers
         await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
-        await send({"type": "http.response.body", "body": got.body})
+        await send({"type": "http.response.body", "body": body})
 
 
 _SCOPES = ("read:statuses",)
