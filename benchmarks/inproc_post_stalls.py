@@ -109,7 +109,12 @@ def install_probes(out: Path) -> None:
 
     start = consumers.Consumers.start
 
+    skip = set(filter(None, os.environ.get("HF_PROBE_SKIP", "").split(",")))
+
     def timed_start(self: Any, *a: Any, **kw: Any) -> None:
+        if skip:  # run elsewhere (--indexer-apart): the names this process runs
+            names = [n for n in (a[0] if a and a[0] is not None else kw.get("names") or self.handlers) if n not in skip]
+            a, kw = (names, *a[1:]), {k: v for k, v in kw.items() if k != "names"}
         for name, handler in list(self.handlers.items()):
             def wrapped(events: Any, handler: Any = handler, name: str = name) -> Any:
                 seen["batches"].append((time.perf_counter() - t0, name, len(events)))
@@ -178,11 +183,12 @@ def wrk(url: str, script: str, seconds: int, tokens: Path) -> dict[str, float]:
     return got
 
 
-def behind(url: str) -> int:
-    """The most behind consumer's lag, events (``/healthz``)."""
+def behind(url: str, skip: Sequence[str] = ()) -> int:
+    """The most behind consumer's lag, events (``/healthz``), but those in ``skip`` (run by
+    another process: the server's figure for them is its cached offset, not theirs)."""
     with urllib.request.urlopen(url + "/healthz", timeout=5) as r:
         body = json.loads(r.read())
-    return max((int(c.get("behind") or 0) for c in body.get("consumers", {}).values()), default=0)
+    return max((int(c.get("behind") or 0) for n, c in body.get("consumers", {}).items() if n not in skip), default=0)
 
 
 def report(seen: dict[str, Any], t_from: float, t_to: float, big: float) -> None:
@@ -199,7 +205,8 @@ def report(seen: dict[str, Any], t_from: float, t_to: float, big: float) -> None
           f" > 10 ms: {sum(x > 10 for x in late)}, > 20 ms: {sum(x > 20 for x in late)},"
           f" > 50 ms: {sum(x > 50 for x in late)}")
     print(f"  the loop thread's CPU during them (ms): p50 {q(cpu, .5):.2f} p99 {q(cpu, .99):.2f}"
-          f" p99.9 {q(cpu, .999):.2f} max {max(cpu):.1f}; wall - CPU (preempted, or waiting for the GIL)"
+          f" p99.9 {q(cpu, .999):.2f} max {max(cpu):.1f}; > 5 ms {sum(x > 5 for x in cpu)}, > 10 ms"
+          f" {sum(x > 10 for x in cpu)}, > 20 ms {sum(x > 20 for x in cpu)}; wall - CPU (preempted, or waiting for the GIL)"
           f" p99 {q([a - b for a, b in zip(late, cpu)], .99):.2f}")
     for h in seen["heap2"]:
         print(f"  heap at a gen-2 collection: {h}")
@@ -241,7 +248,45 @@ def report(seen: dict[str, Any], t_from: float, t_to: float, big: float) -> None
           + ", ".join(f"{k} {v:.0f}" for k, v in sorted(causes.items(), key=lambda kv: -kv[1])))
 
 
+def run_apart(data: Path, names: list[str], out: Path) -> None:
+    """The consumers ``names`` in a process of their own, on the served database (the
+    embedded profile's outbox read from another process: ``FOREIGN_POLL``), until SIGTERM;
+    writes this process's CPU seconds to ``out``."""
+    import asyncio
+
+    from homefeed.bootstrap import build
+    from homefeed.config import Settings
+
+    async def go() -> None:
+        hf = build(Settings(data_dir=data), node=None)
+        await hf.start(consumers=names)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        c0 = time.process_time()
+        await stop.wait()
+        out.write_text(str(time.process_time() - c0))
+        await hf.close()
+
+    asyncio.run(go())
+
+
+def position(db: Path, consumer: str) -> tuple[int, int]:
+    """(the outbox's last seq, ``consumer``'s acknowledged seq), read from the file."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        head = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
+        row = conn.execute("SELECT seq FROM consumer_offsets WHERE consumer = ?", (consumer,)).fetchone()
+        return int(head), int(row[0]) if row else 0
+    finally:
+        conn.close()
+
+
 def main() -> None:
+    if len(sys.argv) > 3 and sys.argv[1] == "--apart":
+        run_apart(Path(sys.argv[2]), sys.argv[3].split(","), Path(sys.argv[4]))
+        return
     if len(sys.argv) > 2 and sys.argv[1] == "--serve-probe":
         install_probes(Path(sys.argv[2]))
         from homefeed.entrypoints.cli import main as cli
@@ -253,6 +298,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=6)
     ap.add_argument("--big", type=float, default=10.0, help="a stall worth attributing, ms")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
+    ap.add_argument("--apart", default="", help="consumers to run in a second process (e.g. indexer)")
     args = ap.parse_args()
     from ab_http import free_port, stop, wait_healthy
 
@@ -268,17 +314,29 @@ def main() -> None:
     out = tmp / "seen.json"
     env = {**os.environ, "HOMEFEED_LOG_LEVEL": "WARNING", "PYTHONPATH": str(args.src.resolve())}
     env.update(dict(e.split("=", 1) for e in args.env))
+    apart = [n for n in args.apart.split(",") if n]
+    if apart:
+        env["HF_PROBE_SKIP"] = ",".join(apart)
     proc = subprocess.Popen([sys.executable, __file__, "--serve-probe", str(out), "serve", "--data-dir", str(data),
                              "--port", str(port)], env=env, start_new_session=True)
+    side = None
+    apart_lags: list[int] = []
     try:
         wait_healthy(url)
+        if apart:
+            side = subprocess.Popen([sys.executable, __file__, "--apart", str(data), ",".join(apart), str(tmp / "side.cpu")],
+                                    env=env, start_new_session=True)
         wrk(url, "home.lua", args.warmup, tokens)
+        wrk(url, "post.lua", 2, tokens)  # the post path's first use (each user's handle) out of the figures
         lags: list[int] = []
         done = threading.Event()
 
         def poll() -> None:
             while not done.wait(0.5):
-                lags.append(behind(url))
+                lags.append(behind(url, apart))
+                if apart:
+                    head, at = position(data / "homefeed.db", apart[0])
+                    apart_lags.append(head - at)
 
         poller = threading.Thread(target=poll)
         load0 = os.getloadavg()[0]
@@ -289,7 +347,7 @@ def main() -> None:
         poller.join()
         t_end = time.perf_counter()
         drained = time.perf_counter()
-        while behind(url):
+        while behind(url, apart) or apart and (position(data / "homefeed.db", apart[0])[0] - position(data / "homefeed.db", apart[0])[1]):
             time.sleep(0.05)
         drained = time.perf_counter() - drained
         home = wrk(url, "home.lua", args.seconds, tokens)
@@ -298,7 +356,13 @@ def main() -> None:
               f" home {home['rps']:.0f}/s p99 {home['p99']:.1f} ms; post/home {posts['rps'] / home['rps']:.3f}")
         print(f"behind (the most behind consumer, /healthz every 0.5 s): median {q(lags, .5):.0f} max {max(lags)};"
               f" drained {drained:.2f} s after the last post")
+        if apart:
+            print(f"{','.join(apart)} in a process apart: behind median {q(apart_lags, .5):.0f} max {max(apart_lags)}")
     finally:
+        if side is not None:
+            stop(side)
+            if (tmp / "side.cpu").exists():
+                print(f"the process apart used {float((tmp / 'side.cpu').read_text()):.2f} s of CPU")
         stop(proc)
     seen = json.loads(out.read_text())
     shutil.rmtree(tmp, ignore_errors=True)

@@ -52,6 +52,8 @@ OUTAGE_BACKOFF = (0.1, 2.0)
 #: request in flight waited that long). Past it the consumer yields one turn of the loop,
 #: then goes on with the batch: the requests queued meanwhile run between its slices.
 SLICE = 0.002
+#: Authors whose followers the fan-out reads in one query (see ``fan_out``).
+FOLLOWERS_READ = 8
 
 
 class LoopSlice:
@@ -134,9 +136,15 @@ class Consumers:
         # fifth of this consumer's CPU). Read before the events are applied, as a read per
         # post was: either way the records may be ahead of the events, and every follow or
         # unfollow committed meanwhile has its own event, applied after this one.
-        authors = {e.data["author_id"] for e in events if e.type == model.POST_CREATED}
-        followers = await feed.followers_to_push(authors) if len(authors) > 1 else {}
+        authors = list({e.data["author_id"]: None for e in events if e.type == model.POST_CREATED})
+        followers: dict[int, list[int]] = {}
         slice_ = LoopSlice()
+        if len(authors) > 1:
+            # In reads of FOLLOWERS_READ authors, yielding between them: one read for a
+            # batch of 25 authors cost up to 4.4 ms of the loop (a heavy tail of followers).
+            for i in range(0, len(authors), FOLLOWERS_READ):
+                followers.update(await feed.followers_to_push(authors[i : i + FOLLOWERS_READ]))
+                await slice_.pause()
         for e in events:
             await slice_.pause()  # a post's pushes at a time, in slices of the loop's time
             d = e.data
