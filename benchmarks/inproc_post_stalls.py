@@ -145,10 +145,22 @@ def install_probes(out: Path) -> None:
     commit_batch = sqlite_db.SqliteDatabase._commit_batch
 
     def timed_commit(self: Any, conn: Any, batch: list[Any]) -> None:
+        spent = [0.0, 0.0]  # in the writes somebody waits for, in deferred ones (background_writes)
+
+        def timed(fn: Any, deferred: bool) -> Any:
+            def run(c: Any) -> Any:
+                t = time.perf_counter()
+                try:
+                    return fn(c)
+                finally:
+                    spent[deferred] += time.perf_counter() - t
+            return run
+
         t = time.perf_counter()
-        commit_batch(self, conn, batch)
+        commit_batch(self, conn, [(timed(j[0], bool(j[3])), *j[1:]) for j in batch])
         e = time.perf_counter()
-        seen["commits"].append((e - t0, (e - t) * 1e3, len(batch)))
+        seen["commits"].append((e - t0, (e - t) * 1e3, len(batch), spent[0] * 1e3, spent[1] * 1e3,
+                                sum(1 for j in batch if not j[3])))
 
     sqlite_db.SqliteDatabase._commit_batch = timed_commit  # type: ignore[method-assign]
     _ = outbox_stream
@@ -225,6 +237,13 @@ def report(seen: dict[str, Any], t_from: float, t_to: float, big: float) -> None
         d, w = [c[1] for c in commits], [c[2] for c in commits]
         print(f"commit batches: n {len(d)} ms p50 {q(d, .5):.2f} p99 {q(d, .99):.2f} max {max(d):.1f};"
               f" writes median {q(w, .5):.0f} max {max(w)}")
+        mixed = [c for c in commits if c[5] and c[5] < c[2]]
+        if mixed:
+            dw, dd = [c[3] for c in mixed], [c[4] for c in mixed]
+            print(f"  commits holding requests' writes and deferred ones: {len(mixed)} of {len(d)}; ms in the"
+                  f" requests' writes p50 {q(dw, .5):.2f} p99 {q(dw, .99):.2f}, in the deferred ones"
+                  f" p50 {q(dd, .5):.2f} p99 {q(dd, .99):.2f}; whole commit p50 {q([c[1] for c in mixed], .5):.2f}"
+                  f" p99 {q([c[1] for c in mixed], .99):.2f}")
     # what overlapped each big stall: a step or collection ending inside it
     causes: dict[str, float] = {}
     n_big = 0
