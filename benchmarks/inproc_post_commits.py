@@ -113,7 +113,8 @@ async def main() -> None:
 
         await posts(0, 300)  # warm-up
         await hf.drain(timeout=120)
-        counts.clear(), commit_ms.clear(), batch_sizes.clear(), latency.clear()
+        for kept in (counts, commit_ms, batch_sizes, latency):
+            kept.clear()
         t0, c0 = time.perf_counter(), time.thread_time()
         await posts(300, args.n)
         t1 = time.perf_counter()
