@@ -125,6 +125,9 @@ def install_probes(out: Path) -> None:
         self.stream.ack = lambda *a, **kw: Timed(ack(*a, **kw), "ack")
         start(self, *a, **kw)
         asyncio.get_running_loop().create_task(beat())
+        if os.environ.get("HF_PROBE_SLICE"):  # consumers.SLICE and fts5_index.TOKENIZE_SLICE
+            from homefeed.adapters import fts5_index
+            consumers.SLICE = fts5_index.TOKENIZE_SLICE = float(os.environ["HF_PROBE_SLICE"])  # type: ignore[attr-defined]
         for k in knob.split(","):
             if k == "freeze":
                 gc.collect()

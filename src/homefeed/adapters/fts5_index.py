@@ -20,9 +20,9 @@ from homefeed.domain.text import index_terms
 
 _MAX = (1 << 63) - 1
 #: Longest stretch, in seconds, of tokenizing a batch without yielding the event loop
-#: (issue 14: ~50 µs of CPU a post, so a consumer's batch of 64-256 posts held the loop,
-#: and the requests in flight, 3-13 ms at once). As ``consumers.SLICE``.
-TOKENIZE_SLICE = 0.002
+#: (issue 14: ~50 µs of CPU a post, so a consumer's batch of 256 posts would hold the loop,
+#: and the requests in flight, ~13 ms at once). As ``consumers.SLICE``, and why 10 ms.
+TOKENIZE_SLICE = 0.010
 
 
 def match_expression(terms: Sequence[str]) -> str:

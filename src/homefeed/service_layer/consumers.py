@@ -48,12 +48,17 @@ MAX_ATTEMPTS = 5
 OUTAGE_BACKOFF = (0.1, 2.0)
 #: Longest stretch, in seconds, a consumer applies its batch without letting the event loop
 #: run anything else (issue 14: on the embedded profile the in-process fan-out's pushes never
-#: suspend, so a batch of ~30 posts held the loop for up to 9 ms of CPU at once, and every
-#: request in flight waited that long). Past it the consumer yields one turn of the loop,
-#: then goes on with the batch: the requests queued meanwhile run between its slices.
-SLICE = 0.002
-#: Authors whose followers the fan-out reads in one query (see ``fan_out``).
-FOLLOWERS_READ = 8
+#: suspend, so a batch held the loop, and every request in flight, for as long as it took:
+#: 7-9 ms of CPU for ~30 posts at 400 posts/s, several times that for the bigger batches of
+#: a faster machine). Past it the consumer yields one turn of the loop, then goes on with
+#: the batch: the requests queued meanwhile run between its slices. 10 ms, not less: one
+#: turn of the loop under ``wrk -c32`` posts is already 10-17 ms of request work, and 2-ms
+#: slices cost 25-35% of the posts' rate in process (the figures are in
+#: ``benchmarks/results/issue14_p16post.md``).
+SLICE = 0.010
+#: Authors whose followers the fan-out reads in one query (see ``fan_out``): one read of
+#: 25 authors was up to 4.4 ms of the loop (a heavy tail of followers).
+FOLLOWERS_READ = 32
 
 
 class LoopSlice:
@@ -140,8 +145,7 @@ class Consumers:
         followers: dict[int, list[int]] = {}
         slice_ = LoopSlice()
         if len(authors) > 1:
-            # In reads of FOLLOWERS_READ authors, yielding between them: one read for a
-            # batch of 25 authors cost up to 4.4 ms of the loop (a heavy tail of followers).
+            # In reads of FOLLOWERS_READ authors, with the slice's check between them.
             for i in range(0, len(authors), FOLLOWERS_READ):
                 followers.update(await feed.followers_to_push(authors[i : i + FOLLOWERS_READ]))
                 await slice_.pause()
