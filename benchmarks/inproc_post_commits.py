@@ -39,12 +39,23 @@ async def main() -> None:
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--tokens", type=int, default=1000)
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="sys.setswitchinterval, seconds (the GIL's; Python's default 0.005)")
+    ap.add_argument("--settle-gc", action="store_true", help="as a served process does (processes.settle_gc)")
+    ap.add_argument("--slice", type=float, default=None,
+                    help="consumers.SLICE and fts5_index.TOKENIZE_SLICE, seconds (trees that have them)")
     args = ap.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     sys.path.insert(0, str(args.src))
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from inproc_post_cost import call, scope_for
 
-    from homefeed.adapters import outbox_stream, sqlite_db
+    from homefeed.adapters import fts5_index, outbox_stream, sqlite_db
+    from homefeed.service_layer import consumers
+
+    if args.slice is not None:
+        consumers.SLICE = fts5_index.TOKENIZE_SLICE = args.slice  # type: ignore[attr-defined]
     from homefeed.bootstrap import open_homefeed
     from homefeed.config import Settings
     from homefeed.entrypoints.http import create_app
@@ -81,6 +92,9 @@ async def main() -> None:
     lines = (args.world / "demo-tokens.tsv").read_text().splitlines()[1 : args.tokens + 1]
     tokens = [line.split("\t")[1].encode() for line in lines]
     hf = await open_homefeed(Settings(data_dir=tmp))
+    if args.settle_gc:
+        from homefeed.entrypoints.processes import settle_gc
+        settle_gc()
     try:
         app = create_app(hf, manage_lifecycle=False)
         latency: list[float] = []
@@ -105,13 +119,16 @@ async def main() -> None:
 
         await posts(0, 300)  # warm-up
         await hf.drain(timeout=120)
-        counts.clear(), commit_ms.clear(), batch_sizes.clear(), latency.clear()
+        for kept in (counts, commit_ms, batch_sizes, latency):
+            kept.clear()
         t0, c0 = time.perf_counter(), time.thread_time()
         await posts(300, args.n)
         t1 = time.perf_counter()
         await hf.drain(timeout=120)
         t2, c2 = time.perf_counter(), time.thread_time()
         n = args.n
+        print(f"switch interval {sys.getswitchinterval() * 1e3:g} ms, gc threshold {__import__('gc').get_threshold()},"
+              f" slice {getattr(consumers, 'SLICE', None)}")
         print(f"source {args.src}: {n} posts answered in {t1 - t0:.2f} s ({n / (t1 - t0):,.0f}/s), drained"
               f" {t2 - t1:.2f} s later; loop CPU {1e6 * (c2 - c0) / n:.0f} µs/post")
         print(f"commits/post {len(commit_ms) / n:.3f}, writes/commit {statistics.mean(batch_sizes):.1f},"

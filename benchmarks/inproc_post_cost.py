@@ -136,8 +136,8 @@ async def main() -> None:
         print(f"\nsource {args.src}; median of {args.rounds} rounds x {args.n}:")
         print("| figure | CPU µs/request |")
         print("|---|---|")
-        for k, v in loop_us.items():
-            print(f"| {k} | {statistics.median(v):.1f} |")
+        for k, us in loop_us.items():
+            print(f"| {k} | {statistics.median(us):.1f} |")
         print(f"home / post loop CPU (≈ posts/s ÷ home reads/s): {statistics.median(ratios):.2f}")
     finally:
         await hf.close()

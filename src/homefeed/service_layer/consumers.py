@@ -46,6 +46,37 @@ BATCH = 256
 MAX_ATTEMPTS = 5
 #: Backoff (first, cap) in seconds while a backend is unavailable.
 OUTAGE_BACKOFF = (0.1, 2.0)
+#: Longest stretch, in seconds, a consumer applies its batch without letting the event loop
+#: run anything else (issue 14: on the embedded profile the in-process fan-out's pushes never
+#: suspend, so a batch held the loop, and every request in flight, for as long as it took:
+#: 7-9 ms of CPU for ~30 posts at 400 posts/s, several times that for the bigger batches of
+#: a faster machine). Past it the consumer yields one turn of the loop, then goes on with
+#: the batch: the requests queued meanwhile run between its slices. 10 ms, not less: one
+#: turn of the loop under ``wrk -c32`` posts is already 10-17 ms of request work, and 2-ms
+#: slices cost 25-35% of the posts' rate in process (the figures are in
+#: ``benchmarks/results/issue14_p16post.md``).
+SLICE = 0.010
+#: Authors whose followers the fan-out reads in one query (see ``fan_out``): one read of
+#: 25 authors was up to 4.4 ms of the loop (a heavy tail of followers).
+FOLLOWERS_READ = 32
+
+
+class LoopSlice:
+    """Yields the event loop once ``SLICE`` seconds of work have passed since the last
+    yield: cheap to ask (a clock read) after each unit of a batch's work. A yield is one
+    turn of the loop (``sleep(0)``), not a wait: the consumer goes on as soon as what was
+    ready ran, so a consumer is slowed only by work that was waiting anyway and its lag
+    stays bounded by the loop's capacity, as before."""
+
+    __slots__ = ("until",)
+
+    def __init__(self) -> None:
+        self.until = time.perf_counter() + SLICE
+
+    async def pause(self) -> None:
+        if time.perf_counter() >= self.until:
+            await asyncio.sleep(0)
+            self.until = time.perf_counter() + SLICE
 
 
 def post_of(d: dict[str, Any]) -> Post:
@@ -110,9 +141,16 @@ class Consumers:
         # fifth of this consumer's CPU). Read before the events are applied, as a read per
         # post was: either way the records may be ahead of the events, and every follow or
         # unfollow committed meanwhile has its own event, applied after this one.
-        authors = {e.data["author_id"] for e in events if e.type == model.POST_CREATED}
-        followers = await feed.followers_to_push(authors) if len(authors) > 1 else {}
+        authors = list({e.data["author_id"]: None for e in events if e.type == model.POST_CREATED})
+        followers: dict[int, list[int]] = {}
+        slice_ = LoopSlice()
+        if len(authors) > 1:
+            # In reads of FOLLOWERS_READ authors, with the slice's check between them.
+            for i in range(0, len(authors), FOLLOWERS_READ):
+                followers.update(await feed.followers_to_push(authors[i : i + FOLLOWERS_READ]))
+                await slice_.pause()
         for e in events:
+            await slice_.pause()  # a post's pushes at a time, in slices of the loop's time
             d = e.data
             if e.type == model.POST_CREATED:
                 author = d["author_id"]
@@ -134,8 +172,10 @@ class Consumers:
         # So: apply, THEN read the record store, then correct what an older event undid. A
         # change committed after that read has its own event, applied after this one.
         for post_id in await self._gone(created):  # deleted meanwhile: pushed for nothing
+            await slice_.pause()
             await feed.fan_out_delete(post_id, created[post_id])
         for (follower, followee), followed in follows.items():
+            await slice_.pause()
             now = followee in set(await feed.store.following_ids(follower))
             if now and not followed:  # an old unfollow after a newer follow
                 await feed.merge_followee(follower, followee)
