@@ -101,6 +101,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
     def length(module: str) -> tuple[int, float, int, int]:
         known = module in MODULE_SECONDS
-        return (0 if known else 1, -MODULE_SECONDS.get(module, 0.0), -len(by_module[module]), first_seen[module])
+        return (0 if known else 1, -MODULE_SECONDS.get(module, 0.0), -len(by_module[module]),
+                first_seen[module])
 
     items[:] = [item for module in sorted(by_module, key=length) for item in by_module[module]]
