@@ -23,14 +23,15 @@ serve: install
 
 # The suite in two passes: every test but those marked `serial`, in TEST_WORKERS processes
 # (pytest-xdist; each test has its own databases, key prefixes, ports and temp dirs; a
-# module's tests stay in one process, in order, sharing its module fixtures), then
+# module's tests stay in one process, in order, sharing its module fixtures; the longest
+# modules first: --no-loadscope-reorder keeps the order tests/conftest.py gives), then
 # the `serial` ones alone (fault tests that stop PostgreSQL under load, outbox readers, a
 # latency bound). TEST_WORKERS=0: one process. The exit status is the first failure's;
 # "no test" (5) of one pass is not one.
 TEST_WORKERS ?= 3
 test: install-test
 	@a=0; b=0; \
-	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) \
+	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) \
 	  -m "not serial" $(PYTEST_ARGS) || a=$$?; \
 	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS) || b=$$?; \
 	if [ $$a -eq 5 ] && [ $$b -eq 5 ]; then exit 5; fi; \
