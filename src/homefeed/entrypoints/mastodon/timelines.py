@@ -9,6 +9,7 @@ from starlette.types import Receive, Scope, Send
 
 from homefeed.domain.mastodon.entities import Urls
 from homefeed.domain.mastodon.pagination import Page, parse_limit
+from homefeed.entrypoints.accept_encoding import accepts_gzip
 from homefeed.entrypoints.mastodon._common import (
     _LIMIT_ONLY,
     JSON,
@@ -61,36 +62,6 @@ _VARY = (b"vary", b"Accept-Encoding")
 _GZIP = (b"content-encoding", b"gzip")
 
 
-def accepts_gzip(value: bytes) -> bool:
-    """Does an ``Accept-Encoding`` value accept gzip? (RFC 9110, 12.5.3: ``gzip`` or
-    ``x-gzip`` listed with a q-value above 0, or ``*`` above 0 when gzip is not listed; a q
-    of 0 refuses.) Answers are kept per value (clients send one of a few)."""
-    got = _ACCEPTS.get(value)
-    if got is None:
-        named = star = None
-        for item in value.decode("latin-1").lower().split(","):
-            coding, _, params = item.partition(";")
-            coding = coding.strip()
-            q = 1.0
-            for param in params.split(";"):
-                k, _, v = param.partition("=")
-                if k.strip() == "q":
-                    try:
-                        q = float(v.strip())
-                    except ValueError:
-                        q = 0.0
-            if coding in ("gzip", "x-gzip"):
-                named = q if named is None else max(named, q)
-            elif coding == "*":
-                star = q
-        got = (named > 0) if named is not None else (star is not None and star > 0)
-        if len(_ACCEPTS) > 1000:
-            _ACCEPTS.clear()
-        _ACCEPTS[value] = got
-    return got
-
-
-_ACCEPTS: dict[bytes, bool] = {}
 
 
 class HomeRoute:

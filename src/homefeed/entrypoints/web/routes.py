@@ -9,6 +9,7 @@ from starlette.routing import BaseRoute, Route
 
 from homefeed.domain.errors import NotFound
 from homefeed.entrypoints import web
+from homefeed.entrypoints.accept_encoding import accepts_gzip
 from homefeed.entrypoints.mastodon import _common  # noqa: F401  (registers the {id:digits} convertor)
 
 #: The addresses the client routes itself (each answers the same shell): home, the public
@@ -34,7 +35,7 @@ def _answer(request: Request, asset: web.Asset, cache_control: str, extra: dict[
                "X-Content-Type-Options": "nosniff", **extra}
     if request.headers.get("if-none-match") == asset.etag:
         return Response(status_code=304, headers=headers)
-    if "gzip" in request.headers.get("accept-encoding", ""):
+    if accepts_gzip(request.headers.get("accept-encoding", "").encode("latin-1")):
         headers["Content-Encoding"] = "gzip"
         return Response(asset.gzipped, media_type=asset.media_type, headers=headers)
     return Response(asset.body, media_type=asset.media_type, headers=headers)
