@@ -116,6 +116,7 @@ class HotPath:
         scope["starlette.exception_handlers"] = self.handlers
         rec = self.observe.recorder
         rec.in_flight += 1
+        template = route.path
         t0 = perf_counter()
         try:
             try:
@@ -123,7 +124,8 @@ class HotPath:
                 refused = await limits._check(scope) if limits is not None and path.startswith(LIMITED_PREFIX) else None
                 if refused is None:
                     await route.app(scope, receive, send_hot)
-                else:
+                else:  # refused before routing in the stack too: counted as unmatched there
+                    template = obs.UNMATCHED
                     await limits._refuse(send_hot, *refused)  # type: ignore[union-attr]
             except Exception as exc:  # ExceptionMiddleware's part
                 handler = None
@@ -153,13 +155,13 @@ class HotPath:
             if method not in obs.METHODS:
                 method = "OTHER"
             rec.in_flight -= 1
-            rec.observe_request(method, route.path, status or 500, t1 - t0, t1)
+            rec.observe_request(method, template, status or 500, t1 - t0, t1)
             mode = self.observe.log_mode
             if mode != "off" and (mode == "all" or method not in ("GET", "HEAD") or status >= 500
                                   or not status or t1 - t0 >= self.observe.slow):
                 access_log.info(
                     "%s %s %d", method, path, status or 500,
-                    extra={"method": method, "route": route.path, "path": path,
+                    extra={"method": method, "route": template, "path": path,
                            "status": status or 500, "ms": round((t1 - t0) * 1000, 2)},
                 )
             request_id_var.reset(reset_token)
