@@ -378,6 +378,15 @@ class EventStream(Resource, Protocol):
     #: "outbox", "jetstream".
     backend: ClassVar[str]
 
+    @property
+    def redelivery_after(self) -> float | None:
+        """Seconds after which an event fetched and not acknowledged is delivered again, to
+        any process (JetStream's ``ack_wait``): a consumer whose batch takes longer reports
+        it ``in_progress`` before then, or a busy worker would see its batch applied a
+        second time elsewhere, out of order, and spend the event's ``max_deliver``. None
+        where nothing is redelivered on a deadline (the outbox: an event stays in hand
+        until acknowledged)."""
+
     # -- consuming -------------------------------------------------------------------------
     async def fetch(self, consumer: str, max_events: int, timeout: float) -> list[Event]:
         """The next events after what ``consumer`` acknowledged; waits up to ``timeout``

@@ -426,6 +426,56 @@ def test_relay_processes_sigkill_and_takeover_no_loss_no_duplicate(names: Names,
                     p.kill()
 
 
+def test_a_batch_slower_than_ack_wait_is_applied_once_by_the_worker_that_holds_it(
+    names: Names, tmp_path: Path
+) -> None:
+    """Two workers share the fan-out consumer; one gets a batch that takes 2.5 x ``ack_wait``
+    to apply (a loaded machine). It reports the batch in progress while it works, so JetStream
+    does not give it to the other worker: every event is applied once, on its first
+    delivery, and nothing goes towards ``max_deliver`` (2 here, so a single redelivery would
+    dead-letter it). Without the reports the other worker applied the batch a second time,
+    beside the first, and the events were dead-lettered."""
+    from homefeed.service_layer.consumers import FANOUT, Consumers
+
+    async def main() -> None:
+        async with Outbox(tmp_path / "hf.db") as ob:
+            a = await ob.store.create_user("alice", "A", os.urandom(16))
+            for i in range(6):
+                await ob.store.create_post(a.id, "alice", f"p{i}")
+            async with names.make(ack_wait=1.0, max_deliver=2) as js1, \
+                    names.make(ack_wait=1.0, max_deliver=2) as js2:
+                await OutboxRelay(ob.stream, js1).drain()
+                applied: list[tuple[str, int, int]] = []  # (worker, seq, deliveries)
+                slow_done = asyncio.Event()
+
+                def worker(name: str, js: JetStreamEventStream) -> Consumers:
+                    c = Consumers(None, js, None)  # type: ignore[arg-type]  # the handler needs neither
+                    c.handlers.clear()
+
+                    async def handle(batch: Any) -> None:
+                        if not slow_done.is_set():
+                            await asyncio.sleep(2.5)  # the first batch: longer than ack_wait
+                            slow_done.set()
+                        applied.extend((name, e.seq, e.deliveries) for e in batch)
+                    c.register(FANOUT, handle)
+                    return c
+
+                w1, w2 = worker("w1", js1), worker("w2", js2)
+                w1.start([FANOUT])
+                await asyncio.sleep(0.3)  # w1 fetches first, and takes every event there is
+                w2.start([FANOUT])
+                await slow_done.wait()
+                await asyncio.sleep(1.5)  # past another ack_wait: a redelivery would be in
+                await w1.stop()
+                await w2.stop()
+                assert sorted(seq for _, seq, _ in applied) == [1, 2, 3, 4, 5, 6, 7]
+                assert {d for _, _, d in applied} == {1}
+                assert await js1.lag(FANOUT) == 0
+                assert await js1.dead_letters() == []
+
+    run(main())
+
+
 def test_dead_letter_after_max_deliver_then_retry(names: Names, tmp_path: Path) -> None:
     async def main() -> None:
         async with Outbox(tmp_path / "hf.db") as ob:

@@ -19,6 +19,9 @@ from homefeed.service_layer.consumers import FANOUT, Consumers
 class ScriptedStream:
     """An event stream whose fetches return what the test puts in ``results``."""
 
+    backend = "scripted"
+    redelivery_after = None  # no deadline: nothing here is about ack_wait
+
     def __init__(self, delivered: Sequence[Event] = ()) -> None:
         self.results: asyncio.Queue[list[Event]] = asyncio.Queue()
         self.fetching = asyncio.Event()  # a fetch is waiting for its result

@@ -35,6 +35,11 @@ _DELIVERY_SETTLE = 0.05
 class JetStreamConsumer(JetStreamDeadLetters):
     """The consuming side of the EventStream port."""
 
+    @property
+    def redelivery_after(self) -> float | None:
+        """``ack_wait``: JetStream delivers an unacknowledged event again after it."""
+        return self.ack_wait
+
     async def fetch(self, consumer: str, max_events: int, timeout: float) -> list[Event]:
         """Up to ``max_events`` events for ``consumer`` (redeliveries included: see
         ``Event.deliveries``); waits up to ``timeout`` for at least one. Returns ``[]`` when

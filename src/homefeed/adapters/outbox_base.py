@@ -15,6 +15,8 @@ class OutboxStreamBase:
     """Base of the outbox ``EventStream`` adapters: ``seek_before`` is theirs."""
 
     backend: ClassVar[str] = "outbox"
+    #: No deadline: an event stays in hand until it is acknowledged.
+    redelivery_after: float | None = None
 
     async def open(self) -> None:
         """Nothing to open: the stream reads the database the record store opened."""

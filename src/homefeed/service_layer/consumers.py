@@ -27,7 +27,7 @@ from homefeed.domain.errors import Unavailable
 from homefeed.domain.feed_rules import is_indexed
 from homefeed.domain.model import Event, Notification, Post
 from homefeed.ports import ConsumerLeaderFactory, EventStream, SearchIndex, background_writes
-from homefeed.service_layer.feed import FeedManager
+from homefeed.service_layer.feed import FeedManager, Pushed
 
 log = logging.getLogger("homefeed.consumers")
 
@@ -120,6 +120,12 @@ class Consumers:
         #: consumer -> a task run beside it while it runs, given the stop event (the
         #: webhook dispatcher beside ``webhooks``, the mail sender beside ``mailer``).
         self.companions: dict[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = {}
+        #: Several processes may apply one consumer's events at once: workers sharing a
+        #: durable JetStream consumer. (An outbox stream is read by one process at a time:
+        #: the embedded profile's own, or the leader of ``exclusive`` consumers.) The fan-out
+        #: then checks its pushes against the unfollows committed meanwhile
+        #: (``FeedManager.unpush_unfollowed``).
+        self.parallel = stream.backend != "outbox"
 
     def register(
         self, name: str, handler: Callable[[Sequence[Event]], Awaitable[None]],
@@ -143,6 +149,7 @@ class Consumers:
         # unfollow committed meanwhile has its own event, applied after this one.
         authors = list({e.data["author_id"]: None for e in events if e.type == model.POST_CREATED})
         followers: dict[int, list[int]] = {}
+        pushed: Pushed | None = {} if self.parallel else None
         slice_ = LoopSlice()
         if len(authors) > 1:
             # In reads of FOLLOWERS_READ authors, with the slice's check between them.
@@ -154,7 +161,7 @@ class Consumers:
             d = e.data
             if e.type == model.POST_CREATED:
                 author = d["author_id"]
-                await feed.fan_out_post(post_of(d), followers.get(author))  # None: not read yet
+                await feed.fan_out_post(post_of(d), followers.get(author), pushed)  # None: not read yet
                 created[d["post_id"]] = author
             elif e.type == model.POST_DELETED:
                 await feed.fan_out_delete(d["post_id"], d["author_id"])
@@ -171,6 +178,8 @@ class Consumers:
         # in parallel, and a redelivery (lost ack, crashed worker) comes after newer events.
         # So: apply, THEN read the record store, then correct what an older event undid. A
         # change committed after that read has its own event, applied after this one.
+        if pushed:  # other workers apply newer events meanwhile: unfollows among them
+            await feed.unpush_unfollowed(pushed)
         for post_id in await self._gone(created):  # deleted meanwhile: pushed for nothing
             await slice_.pause()
             await feed.fan_out_delete(post_id, created[post_id])
@@ -365,11 +374,10 @@ class Consumers:
         outage the batch stays in hand and is applied again, with capped backoff, until it
         works. Returns False if the consumer is stopping meanwhile (nothing acknowledged:
         the batch is redelivered). Any other failure is raised: the event's fault."""
-        handler = self.handlers[name]
         delay = 0.0
         while True:
             try:
-                await handler(events)
+                await self._handle(name, events)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -385,6 +393,31 @@ class Consumers:
                 continue
             self._outage_ended(name)
             return True
+
+    async def _handle(self, name: str, events: Sequence[Event]) -> None:
+        """Run ``name``'s handler on ``events``. On a stream that redelivers what is not
+        acknowledged within a deadline (JetStream's ``ack_wait``), report the batch in
+        progress every third of it while the handler runs: a batch slowed down by a loaded
+        machine is not taken for a dead worker's, given to another worker to apply a second
+        time beside this one (out of order with newer events) and counted towards the
+        events' ``max_deliver``. A worker that dies stops reporting, so its batch is
+        redelivered after the deadline, as before."""
+        handler = self.handlers[name]
+        after = self.stream.redelivery_after
+        if not after:
+            await handler(events)
+            return
+        beat = asyncio.create_task(self._report_progress(events, after / 3))
+        try:
+            await handler(events)
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+
+    async def _report_progress(self, events: Sequence[Event], every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            await self._keep_in_hand(events)
 
     async def _keep_in_hand(self, events: Sequence[Event]) -> None:
         """Tell the stream the events are being worked on (JetStream resets their

@@ -11,6 +11,9 @@
 - **trim**: every cached list keeps only its newest ``timeline_cap`` ids; what is cut off
   raises the list's *floor*: the list holds every id it should above its floor.
 - **rebuild**: a missing list is recomputed from the record store (the system of record).
+- **unpush**: where several workers fan out at once, a batch's pushes are checked against
+  the followers read again after them, and taken back from anyone who unfollowed meanwhile
+  (``unpush_unfollowed``).
 - **hydrate**: ids become posts through the post cache, then the record store.
 - **public**: one more cached list (kind ``public``, key 0) holds the ids of public posts
   (not unlisted ones), pushed by the fan-out consumer, trimmed to the cap, rebuilt from the
@@ -69,6 +72,10 @@ SMALL_SIDE_RATIO = 3
 #: How many authors' follower counts ``_home_targets`` remembers (then it forgets them all).
 FOLLOWER_COUNT_MEMO = 65_536
 
+#: What a batch of the fan-out pushed into home lists, for the check after it
+#: (``FeedManager.unpush_unfollowed``): author -> (their post ids, the users pushed to).
+Pushed = dict[int, tuple[list[int], set[int]]]
+
 
 def post_fields(p: Post) -> tuple:
     """What a cached post must agree on with the record store: what reads show and what
@@ -121,7 +128,10 @@ class FeedManager:
                          # reads served by the record store because the cache was down
                          "cache_fallbacks": 0,
                          # read-your-writes cache updates left to the consumers (cache down)
-                         "cache_updates_skipped": 0}
+                         "cache_updates_skipped": 0,
+                         # home lists a post was taken back from: its reader had unfollowed
+                         # its author while the fan-out pushed it (unpush_unfollowed)
+                         "unpushed": 0}
 
     # -- graph facts ----------------------------------------------------------------------
     async def following_of(self, user_id: int) -> frozenset[int]:
@@ -539,14 +549,16 @@ class FeedManager:
         got = await self.store.follower_ids_of(wanted)
         return {a: got.get(a, []) for a in wanted}
 
-    async def fan_out_post(self, post: Post, followers: Sequence[int] | None = None) -> int:
+    async def fan_out_post(self, post: Post, followers: Sequence[int] | None = None,
+                           pushed: Pushed | None = None) -> int:
         """Push a new post (a boost too: it fans out by the booster's followers) into its
         followers' cached timelines, unless its author is a celebrity (then it is pulled
         from the author list, which holds their boosts and replies too); a public post that
         is neither a boost nor a reply to someone else also goes into the public timeline's
         list. Replies to others are pushed like posts: the reply rule is applied on read.
         Idempotent: pushing an id twice leaves one entry. ``followers``: the author's, if
-        the caller read them already (``followers_to_push``)."""
+        the caller read them already (``followers_to_push``). ``pushed``: where to note
+        whom the post went to, for ``unpush_unfollowed``."""
         if on_public_list(post):
             await self.cache.push(PUBLIC, [PUBLIC_KEY], post.id)
         if self.strategy == "pull":
@@ -554,9 +566,48 @@ class FeedManager:
         await self.cache.push(AUTHOR, [post.author_id], post.id)
         if await self.is_celebrity(post.author_id):
             return 0
-        taken = await self.cache.push(HOME, await self._home_targets(post.author_id, followers), post.id)
+        targets = await self._home_targets(post.author_id, followers)
+        taken = await self.cache.push(HOME, targets, post.id)
         self.counters["pushes"] += taken
+        if pushed is not None and targets:
+            ids, users = pushed.setdefault(post.author_id, ([], set()))
+            ids.append(post.id)
+            users.update(targets)
         return taken
+
+    async def unpush_unfollowed(self, pushed: Pushed) -> int:
+        """Take a batch's posts back from the home lists of users who unfollowed the author
+        while the fan-out pushed them. Needed where several workers apply the fan-out's
+        events at once (JetStream): the fan-out reads an author's followers, then pushes;
+        an unfollow committed in between and applied by another worker in between too (its
+        unmerge removes what the list held then) leaves the post in the list of someone who
+        no longer follows its author, and no later event removes it (reads hide it, by the
+        author rule; the audit finds it). One worker applying events in order needs none of
+        this: the unfollow's event comes after the post's and is applied after its push.
+
+        So, after the pushes: read the followers again and remove the batch's posts from
+        the lists of those who stopped following. An unfollow committed after that read is
+        unmerged after it, hence after the pushes. A follow committed again between the
+        read and the removal may have merged the posts just before they are removed: those
+        users are looked up once more and merged again. Returns the lists corrected."""
+        if not pushed:
+            return 0
+        big = [a for a in pushed if self._follower_counts.get(a, 0) >= self.small_side_min]
+        small = [a for a in pushed if a not in big]
+        now = await self.store.follower_ids_of(small) if small else {}
+        for a in big:  # 1,000,000 followers: look up only those pushed to
+            now[a] = await self.store.followers_among(a, list(pushed[a][1]))
+        fixed = 0
+        for author, (post_ids, users) in pushed.items():
+            gone = users.difference(now.get(author, ()))
+            if not gone:
+                continue
+            await self.cache.remove(HOME, list(gone), post_ids)
+            fixed += len(gone)
+            for back in await self.store.followers_among(author, list(gone)):
+                await self.merge_followee(back, author)
+        self.counters["unpushed"] += fixed
+        return fixed
 
     async def _home_targets(self, author_id: int, followers: Sequence[int] | None) -> Sequence[int]:
         """The home lists a post of ``author_id`` is pushed to: their followers (``followers``

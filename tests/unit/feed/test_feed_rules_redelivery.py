@@ -9,6 +9,7 @@ floor: later pages of that reader come from the record store. Reads are the cont
 
 import pytest
 from homefeed.domain import model
+from homefeed.service_layer.consumers import FANOUT
 
 
 def _everything(world):
@@ -153,3 +154,74 @@ def test_redelivery_does_not_create_absent_timelines(world):
     assert all(world.cached_home(u) is None for u in world.names)
     world.redeliver(world.delivered)
     assert all(world.cached_home(u) is None for u in world.names)
+
+
+class _UnfollowDuringTheRead:
+    """The record store as a fan-out sees it when another worker is quicker: its read of
+    the author's followers answers what was true at the read, and then, before the pushes,
+    ``meanwhile`` runs (an unfollow is committed and applied by the other worker)."""
+
+    def __init__(self, store, meanwhile) -> None:
+        self._store = store
+        self._meanwhile = meanwhile
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def _then(self, got):
+        if self._meanwhile is not None:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            await meanwhile()
+        return got
+
+    async def follower_ids(self, user_id):
+        return await self._then(await self._store.follower_ids(user_id))
+
+    async def follower_ids_of(self, user_ids):
+        return await self._then(await self._store.follower_ids_of(user_ids))
+
+
+@pytest.mark.parametrize("authors", [1, 2], ids=["one-author", "batch-of-authors"])
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel-workers", "one-worker"])
+def test_an_unfollow_applied_by_another_worker_during_a_push_leaves_nothing_behind(world, authors, parallel):
+    """Two workers share the fan-out (JetStream). One reads the followers of ana's new post;
+    bob unfollows ana, and the other worker applies that unfollow (its unmerge finds nothing
+    of the post yet); then the first worker pushes the post to the followers it read, bob
+    among them. The post must not stay in bob's cached list: nothing would ever remove it
+    (reads hide it; the audit reports it). With one worker applying events in order the
+    race cannot happen, and the check is not made (``Consumers.parallel``)."""
+    ana, bob, cat, other = world.users("ana", "bob", "cat", "other")
+    for f in (bob, cat):
+        world.follow(f, ana)
+        world.follow(f, other)
+    world.deliver()
+    world.home(bob), world.home(cat)
+    posts = [world.post(ana)] + ([world.post(other)] if authors == 2 else [])
+    batch = world.pending()
+    assert [e.type for e in batch] == [model.POST_CREATED] * authors
+
+    late = []
+
+    async def unfollow_elsewhere():
+        await world.hf.unfollow(bob, world.prefix + "ana")
+        late.extend(e for e in await world.hf.stream.fetch(FANOUT, 100, timeout=0) if e.seq > batch[-1].seq)
+        assert [e.type for e in late] == [model.UNFOLLOWED]
+        await world.hf.consumers.fan_out(late)  # the other worker
+
+    world.hf.consumers.parallel = parallel
+    real = world.feed.store
+    world.feed.store = _UnfollowDuringTheRead(real, unfollow_elsewhere)
+    try:
+        world.run(world.hf.consumers.fan_out(batch))
+    finally:
+        world.feed.store = real
+    world.run(world.hf.stream.ack(FANOUT, batch + late))  # both workers acknowledge
+    assert world.pending() == []
+    assert world.home(bob) == posts[1:]  # the author rule hides ana's post either way
+    assert world.home(cat) == posts[::-1]
+    cached = world.cached_home(bob).ids
+    if parallel:
+        assert posts[0] not in cached
+        assert posts[1:] == [p for p in posts[1:] if p in cached]  # other's post stays
+    else:  # one worker never interleaves like this, and does not pay for the check:
+        assert posts[0] in cached  # without it, the post would stay (what the check is for)
