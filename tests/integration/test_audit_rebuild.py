@@ -805,10 +805,11 @@ def test_a_poison_event_is_dead_lettered_listed_and_retried(profile: Profile) ->
             real = feed.fan_out_post
             broken = {"on": True}
 
-            async def fan_out_post(post: Post, followers: Sequence[int] | None = None) -> int:
+            async def fan_out_post(post: Post, followers: Sequence[int] | None = None,
+                                   pushed: Any = None) -> int:
                 if broken["on"] and "poison" in post.text:
                     raise RuntimeError("cannot fan out this one")
-                return await real(post, followers)
+                return await real(post, followers, pushed)
 
             feed.fan_out_post = fan_out_post  # type: ignore[method-assign]
             poison = int((await hf.create_post(w["u1"], "poison pill"))["id"])

@@ -409,13 +409,14 @@ def test_a_consumer_rides_out_an_outage_longer_than_the_dead_letter_limit(tmp_pa
             real = hf.feed.fan_out_post
             outage = {"calls_left": 4 * MAX_ATTEMPTS}
 
-            async def fan_out_post(post: Post, followers: Sequence[int] | None = None) -> int:
+            async def fan_out_post(post: Post, followers: Sequence[int] | None = None,
+                                   pushed: Any = None) -> int:
                 if outage["calls_left"] > 0:
                     outage["calls_left"] -= 1
                     raise Unavailable("the cache (Redis) is unavailable; retry later")
                 if "poison" in post.text:
                     raise RuntimeError("this event is bad")
-                return await real(post, followers)
+                return await real(post, followers, pushed)
 
             hf.feed.fan_out_post = fan_out_post  # type: ignore[method-assign]
             hf.consumers.outage_backoff = (0.01, 0.05)  # the same path, faster
