@@ -253,7 +253,8 @@ class Deployment:
     PostgreSQL database. Build it with :func:`deployment`."""
 
     def __init__(self, workdir: Path, database_url: str, settings: dict[str, str],
-                 apis: int = 2, workers: int = 2, ack_wait: float = ACK_WAIT) -> None:
+                 apis: int = 2, workers: int = 2, ack_wait: float = ACK_WAIT,
+                 max_deliver: int | None = None) -> None:
         self.workdir = workdir
         self.log_dir = workdir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -263,7 +264,8 @@ class Deployment:
         self.nats_monitor_port = free_port()
         self.cache_url = f"redis://{HOST}:{self.redis_port}/0"
         self.bus_url = (f"nats://{HOST}:{self.nats_port}?stream={STREAM}"
-                        f"&subject_prefix={SUBJECT_PREFIX}&ack_wait={ack_wait:g}")
+                        f"&subject_prefix={SUBJECT_PREFIX}&ack_wait={ack_wait:g}"
+                        + (f"&max_deliver={max_deliver}" if max_deliver is not None else ""))
         self.settings = dict(settings)
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEFEED_")}
