@@ -30,7 +30,8 @@ from tests.integration.page_ops import LIMIT, URLS, USERS, WRITES, apply, post_i
 
 op = st.one_of(*WRITES, st.tuples(st.just("fav"), user, post_ix),
                st.tuples(st.just("profile"), user, st.integers(0, 3)),
-               st.tuples(st.just("idle"), st.just(0), st.just(0)))
+               st.tuples(st.just("idle"), st.just(0), st.just(0)),
+               st.tuples(st.just("reads"), st.just(0), st.just(0)))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -71,11 +72,46 @@ def test_kept_renderings_past_the_ttl_equal_an_uncached_rendering(
             for name, a, b in ops:
                 if name == "profile":  # as another process would: no forget_account here
                     await hf.store.update_profile(ids[a], f"name {b}", f"note {b}")
+                elif name == "reads":  # the read counter's commit: kept renderings stay
+                    await hf.reads.flush(hf.job_store)
                 elif name != "idle":
                     await apply(hf, api, ids, posts, name, a, b)
                 await check()
             if shown:
                 assert kept_warm  # a page of posts kept past a TTL of 0: the version rule
+        finally:
+            await hf.close()
+
+    asyncio.run(main())
+
+
+def test_the_read_counters_commit_keeps_the_kept_renderings(tmp_path: Path) -> None:
+    """The read counter commits once a minute, and that commit changes nothing a Status shows.
+    A kept rendering therefore stays kept through it: the same object, with no new
+    rendering. Before ``shown_version`` every such commit rendered every kept page again. A
+    commit that can change a page, here a profile change, still drops it."""
+
+    async def main() -> None:
+        hf = await open_homefeed(Settings(data_dir=tmp_path))
+        try:
+            api = MastodonApi(hf)
+            a, b = [int((await hf.register(h))["id"]) for h in ("a", "b")]
+            await hf.follow(a, "b")
+            await hf.write_post(b, "hello from b")
+            await hf.drain()
+            page = Page(limit=LIMIT)
+            for _ in range(10):  # kept once a rendering saw no commit (consumers' acks) while it ran
+                first = await api.home_rendered(URLS, a, page)
+                if api.warm_home(URLS, a, page) is first:
+                    break
+                await asyncio.sleep(0.05)
+            assert b"hello from b" in first.body
+            assert api.warm_home(URLS, a, page) is first
+            await hf.reads.flush(hf.job_store)
+            assert sum((await hf.job_store.home_reads(0)).values()) >= 2  # committed
+            assert api.warm_home(URLS, a, page) is first
+            await hf.store.update_profile(b, "B", "a new note")
+            assert api.warm_home(URLS, a, page) is None
         finally:
             await hf.close()
 

@@ -1,7 +1,10 @@
 """``SqliteDatabase.data_version``: the value the Mastodon home's kept rendering is checked
 against (read from SQLite's wal-index header, without SQL). Whatever mix of commits, from
 this process's writer or from another connection (another process), and checkpoints: after
-a commit the value is new (never one seen before), and with nothing done it stays equal."""
+a commit the value is new (never one seen before), and with nothing done it stays equal.
+
+``shown_version`` is the same, except that this process's commits of neutral writes only (the
+read counter's) leave it as it was; any other commit still gives a value never seen before."""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from homefeed.adapters.sqlite_db import SqliteDatabase
 
-STEPS = st.lists(st.sampled_from(["own", "other", "checkpoint", "restart", "nothing", "read"]),
+STEPS = st.lists(st.sampled_from(["own", "other", "checkpoint", "restart", "nothing", "read", "neutral",
+                                  "neutral+own"]),
                  min_size=1, max_size=25)
 
 
@@ -39,11 +43,20 @@ def test_every_commit_changes_the_value_and_nothing_keeps_it(tmp_path_factory: o
         try:
             await db.write(lambda c: c.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)"))
             seen: list[Hashable] = [db.data_version()]
+            shown: list[Hashable] = [db.shown_version()]
             for n, step in enumerate(steps):
                 before = db.data_version()
+                shown_before = db.shown_version()
                 assert before == seen[-1] or step == "read"  # nothing happened since
+                assert shown_before == shown[-1]
                 if step == "own":
                     await db.write(lambda c, n=n: c.execute("INSERT INTO t VALUES (?)", (n,)))
+                elif step == "neutral":
+                    await db.write(lambda c, n=n: c.execute("INSERT INTO t VALUES (?)", (n,)), neutral=True)
+                elif step == "neutral+own":  # one commit (group commit) holding both
+                    await asyncio.gather(
+                        db.write(lambda c, n=n: c.execute("INSERT INTO t VALUES (?)", (n,)), neutral=True),
+                        db.write(lambda c, n=n: c.execute("INSERT INTO t VALUES (?)", (n,))))
                 elif step == "other":
                     other.execute("INSERT INTO t VALUES (?)", (-n,))
                 elif step == "checkpoint":
@@ -53,11 +66,17 @@ def test_every_commit_changes_the_value_and_nothing_keeps_it(tmp_path_factory: o
                 elif step == "read":
                     assert db.query("SELECT count(*) FROM t")[0][0] >= 0
                 after = db.data_version()
-                if step in ("own", "other"):
+                shown_after = db.shown_version()
+                if step in ("own", "other", "neutral", "neutral+own"):
                     assert after not in seen, (step, seen)
                 elif step in ("nothing", "read"):
                     assert after == before
+                if step in ("own", "other", "neutral+own"):
+                    assert shown_after not in shown, (step, shown)
+                elif step in ("nothing", "read", "neutral"):
+                    assert shown_after == shown_before, step
                 seen.append(after)
+                shown.append(shown_after)
         finally:
             other.close()
             db.close()

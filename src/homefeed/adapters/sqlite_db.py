@@ -29,6 +29,7 @@ import mmap
 import os
 import queue
 import sqlite3
+import struct
 import threading
 import time
 from pathlib import Path
@@ -407,6 +408,9 @@ class SqliteDatabase:
         self._version_cursor: sqlite3.Cursor | None = None
         self._shm: int | None = None  # the -shm file's descriptor (data_version)
         self._shm_map: mmap.mmap | None = None  # its first page, mapped read-only (data_version)
+        #: (shown_version) header after a neutral commit of this process -> the header it is
+        #: worth: the one before it (written by the writer thread, read by the loop)
+        self._neutral: dict[bytes, Hashable] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -458,13 +462,16 @@ class SqliteDatabase:
         self._commit_listeners.append(callback)
 
     # -- writes ---------------------------------------------------------------------------
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` inside a write transaction; return its result once committed."""
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, neutral: bool = False) -> T:
+        """Run ``fn(conn)`` inside a write transaction; return its result once committed.
+        ``neutral``: the write changes nothing that a reader keeps an answer of by
+        ``shown_version`` (the read counter's rows); a commit of neutral writes only leaves
+        ``shown_version`` as it was."""
         if self._thread is None:
             raise Unavailable("the database is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, loop, fut, background_writes.get()))
+        self._queue.put((fn, loop, fut, background_writes.get(), neutral))
         return await fut
 
     def _run_writer(self, conn: sqlite3.Connection) -> None:
@@ -514,7 +521,8 @@ class SqliteDatabase:
         outcomes: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, _, _, _ in batch:
+            before = self._header() if all(job[4] for job in batch) else None
+            for fn, _, _, _, _ in batch:
                 conn.execute("SAVEPOINT w")
                 try:
                     result = fn(conn)
@@ -526,6 +534,8 @@ class SqliteDatabase:
                     conn.execute("RELEASE w")
                     outcomes.append((True, result))
             conn.execute("COMMIT")
+            if before is not None:
+                self._commit_was_neutral(before)
         except Exception as exc:  # the commit itself failed: nothing in the batch is durable
             log.exception("group commit failed")
             try:
@@ -542,7 +552,7 @@ class SqliteDatabase:
     @staticmethod
     def _settle(batch: list[Any], outcomes: list[tuple[bool, Any]]) -> None:
         by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
-        for (_, loop, target, _), (ok, value) in zip(batch, outcomes):
+        for (_, loop, target, _, _), (ok, value) in zip(batch, outcomes):
             by_loop.setdefault(loop, []).append((target, ok, value))
         for loop, items in by_loop.items():
             try:
@@ -558,6 +568,45 @@ class SqliteDatabase:
     def query_one(self, sql: str, params: tuple | list = ()) -> tuple | None:
         assert self.reader is not None, "database is not open"
         return self.reader.execute(sql, params).fetchone()
+
+    def _header(self) -> bytes | None:
+        """The wal-index header now, if both copies agree (``data_version``'s reading)."""
+        shm = self._shm_map
+        if shm is not None:
+            first = shm[:48]
+            return first if first == shm[48:96] else None
+        if self._shm is not None:
+            header = os.pread(self._shm, 96, 0)
+            return header[:48] if len(header) == 96 and header[:48] == header[48:] else None
+        return None
+
+    def _commit_was_neutral(self, before: bytes) -> None:
+        """(Writer thread, right after committing a batch of neutral writes.) ``before``: the
+        header read once the batch held the write lock, so no other commit came between it
+        and this one. The header's ``iChange`` (SQLite's WAL-index format: a count of commits,
+        one more for each) tells whether any came after: exactly one more, this commit alone,
+        and the header now is worth the one before it; more, and another connection
+        committed meanwhile, so the new header stands for itself."""
+        after = self._header()
+        if after is None or _I_CHANGE.unpack_from(after, 8)[0] != (_I_CHANGE.unpack_from(before, 8)[0] + 1) % (1 << 32):
+            return
+        neutral = self._neutral
+        if len(neutral) >= 64:
+            neutral.clear()  # bounded; a version forgotten costs one rendering
+        neutral[after] = neutral.get(before, before)
+
+    def shown_version(self) -> Hashable:
+        """``data_version``, except that this process's commits of neutral writes only (the
+        read counter's, once a minute) do not move it: what a reader's kept answer depends on
+        (posts, counters, accounts) cannot have changed. The Mastodon home's kept renderings
+        are checked against it: a read counter's commit no longer renders every kept page
+        again. Raw otherwise: any other commit, from this process or another, gives a value
+        never seen before."""
+        v = self.data_version()
+        neutral = self._neutral
+        if neutral and isinstance(v, bytes):
+            return neutral.get(v, v)
+        return v
 
     def data_version(self) -> Hashable:
         """A value that changes whenever any connection (this process's writer thread, or
@@ -607,6 +656,8 @@ class SqliteDatabase:
 
 #: The wal-index header: two copies of 48 bytes at the start of the ``-shm`` file.
 _WAL_HEADERS = 96
+#: ``iChange`` of a wal-index header (at byte 8, in the machine's byte order): +1 per commit.
+_I_CHANGE = struct.Struct("=I")
 
 
 def _resolve_all(items: list[tuple[asyncio.Future, bool, Any]]) -> None:

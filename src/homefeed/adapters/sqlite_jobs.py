@@ -113,7 +113,8 @@ class SqliteJobStore:
                 " ON CONFLICT(user_id) DO UPDATE SET last_read_at ="
                 " max(last_read_at, excluded.last_read_at)", list(last_read.items()))
 
-        await self.db.write(tx)
+        # Neutral: nothing a reader keeps an answer of reads these rows (SqliteDatabase.shown_version).
+        await self.db.write(tx, neutral=True)
 
     async def home_reads(self, since_hour: int) -> dict[int, int]:
         rows = self.db.query("SELECT hour, reads FROM home_reads WHERE hour >= ?", (since_hour,))

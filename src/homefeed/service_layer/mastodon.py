@@ -86,11 +86,12 @@ class MastodonApi:
         #: Threads, favourites, boosts, notifications and markers (issue 11).
         self.conversations = Conversations(self)
         #: The record store's "nothing was committed since" value (SQLite's wal-index
-        #: header: ``SqliteDatabase.data_version``), which lets a rendered home page be kept (``home_body``); None
+        #: header: ``SqliteDatabase.shown_version``, which the read counter's commits do not
+        #: move), which lets a rendered home page be kept (``home_body``); None
         #: (PostgreSQL, several processes): every read renders.
         db: Any = getattr(hf.store, "db", None)
         self._data_version: Callable[[], Hashable] | None = (
-            db.data_version if hf.store.backend == "sqlite" and hasattr(db, "data_version") else None)
+            db.shown_version if hf.store.backend == "sqlite" and hasattr(db, "shown_version") else None)
 
     # -- accounts -------------------------------------------------------------------------
     async def user_by_id(self, user_id: int) -> User:
