@@ -588,7 +588,10 @@ class SqliteDatabase:
         and the header now is worth the one before it; more, and another connection
         committed meanwhile, so the new header stands for itself."""
         after = self._header()
-        if after is None or _I_CHANGE.unpack_from(after, 8)[0] != (_I_CHANGE.unpack_from(before, 8)[0] + 1) % (1 << 32):
+        if after is None:
+            return
+        commits_before, commits_after = _I_CHANGE.unpack_from(before, 8)[0], _I_CHANGE.unpack_from(after, 8)[0]
+        if commits_after != (commits_before + 1) % (1 << 32):
             return
         neutral = self._neutral
         if len(neutral) >= 64:
