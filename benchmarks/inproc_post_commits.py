@@ -43,7 +43,7 @@ async def main() -> None:
                     help="sys.setswitchinterval, seconds (the GIL's; Python's default 0.005)")
     ap.add_argument("--settle-gc", action="store_true", help="as a served process does (processes.settle_gc)")
     ap.add_argument("--slice", type=float, default=None,
-                    help="consumers.SLICE and fts5_index.TOKENIZE_SLICE, seconds (trees that have them)")
+                    help="loop_slice.SLICE (consumers.SLICE and fts5_index.TOKENIZE_SLICE before it), seconds")
     args = ap.parse_args()
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
@@ -54,8 +54,15 @@ async def main() -> None:
     from homefeed.adapters import fts5_index, outbox_stream, sqlite_db
     from homefeed.service_layer import consumers
 
+    try:  # one knob since homefeed.loop_slice; two before it (older trees)
+        from homefeed import loop_slice as slicing
+    except ImportError:
+        slicing = None  # type: ignore[assignment]
     if args.slice is not None:
-        consumers.SLICE = fts5_index.TOKENIZE_SLICE = args.slice  # type: ignore[attr-defined]
+        if slicing is not None:
+            slicing.SLICE = args.slice
+        else:
+            consumers.SLICE = fts5_index.TOKENIZE_SLICE = args.slice  # type: ignore[attr-defined]
     from homefeed.bootstrap import open_homefeed
     from homefeed.config import Settings
     from homefeed.entrypoints.http import create_app
@@ -128,7 +135,7 @@ async def main() -> None:
         t2, c2 = time.perf_counter(), time.thread_time()
         n = args.n
         print(f"switch interval {sys.getswitchinterval() * 1e3:g} ms, gc threshold {__import__('gc').get_threshold()},"
-              f" slice {getattr(consumers, 'SLICE', None)}")
+              f" slice {getattr(slicing or consumers, 'SLICE', None)}")
         print(f"source {args.src}: {n} posts answered in {t1 - t0:.2f} s ({n / (t1 - t0):,.0f}/s), drained"
               f" {t2 - t1:.2f} s later; loop CPU {1e6 * (c2 - c0) / n:.0f} µs/post")
         print(f"commits/post {len(commit_ms) / n:.3f}, writes/commit {statistics.mean(batch_sizes):.1f},"

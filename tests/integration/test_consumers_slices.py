@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from homefeed.adapters import fts5_index
 from homefeed.config import Settings
 from homefeed.domain.model import Event
-from homefeed.service_layer import consumers
+from homefeed import loop_slice
 from homefeed.service_layer.consumers import FANOUT, INDEXER
 from homefeed.service_layer.services import Homefeed
 
@@ -88,7 +88,7 @@ def world(tmp_path: Path) -> Any:
 
 
 def test_fan_out_lets_the_loop_run_between_the_posts_of_a_batch(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(consumers, "SLICE", 0.0)
+    monkeypatch.setattr(loop_slice, "SLICE", 0.0)
     a, b = world.users[0], world.users[1]
     for i in range(5):
         world.run(world.hf.create_post(a, f"post {i}"))
@@ -116,7 +116,7 @@ def test_fan_out_lets_the_loop_run_between_the_posts_of_a_batch(world: World, mo
 
 
 def test_indexer_tokenizes_a_batch_in_slices(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fts5_index, "TOKENIZE_SLICE", 0.0)
+    monkeypatch.setattr(loop_slice, "SLICE", 0.0)
     log: list[str] = []
     terms = fts5_index.index_terms
 
@@ -144,8 +144,8 @@ def test_sliced_batches_leave_what_one_step_leaves(tmp_path_factory: pytest.Temp
     and the indexer applied the batch, every user's timeline holds exactly the live posts
     of the others (all follow all), and the index finds exactly the live posts."""
     w = World(tmp_path_factory.mktemp("slices"))
-    saved = consumers.SLICE, fts5_index.TOKENIZE_SLICE
-    consumers.SLICE = fts5_index.TOKENIZE_SLICE = slice_
+    saved = loop_slice.SLICE
+    loop_slice.SLICE = slice_
     try:
         live: dict[int, int] = {}  # post id -> author
         for op, who in ops:
@@ -163,5 +163,5 @@ def test_sliced_batches_leave_what_one_step_leaves(tmp_path_factory: pytest.Temp
             assert {p for p, a in live.items() if a != u} <= got <= set(live)
         assert set(w.run(w.hf.search_index.search(["sliced"], None, 1000))) == set(live)
     finally:
-        consumers.SLICE, fts5_index.TOKENIZE_SLICE = saved
+        loop_slice.SLICE = saved
         w.close()

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from typing import ClassVar, Sequence
 
 from homefeed.adapters.sqlite_db import SqliteDatabase
 from homefeed.domain.model import Post
 from homefeed.domain.text import index_terms
+from homefeed.loop_slice import LoopSlice
 
 _MAX = (1 << 63) - 1
-#: Longest stretch, in seconds, of tokenizing a batch without yielding the event loop
-#: (issue 14: ~50 µs of CPU a post, so a consumer's batch of 256 posts would hold the loop,
-#: and the requests in flight, ~13 ms at once). As ``consumers.SLICE``, and why 10 ms.
-TOKENIZE_SLICE = 0.010
 
 
 def match_expression(terms: Sequence[str]) -> str:
@@ -44,15 +40,12 @@ class Fts5SearchIndex:
         if not posts:
             return
         # One row per post id, the last version winning (a redelivered batch may repeat one).
-        # Tokenized in slices of the loop's time, yielding between them.
+        # Tokenized in slices of the loop's time (~50 µs of CPU a post), yielding between them.
         by_id: dict[int, tuple[int, str]] = {}
-        clock = time.perf_counter
-        until = clock() + TOKENIZE_SLICE
+        slice_ = LoopSlice()
         for p in posts:
             by_id[p.id] = (p.id, " ".join(index_terms(p.text)))
-            if clock() >= until:
-                await asyncio.sleep(0)
-                until = clock() + TOKENIZE_SLICE
+            await slice_.pause()
         rows = list(by_id.values())
 
         def tx(conn: sqlite3.Connection) -> None:

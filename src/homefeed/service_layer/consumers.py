@@ -26,6 +26,7 @@ from homefeed.domain import model
 from homefeed.domain.errors import Unavailable
 from homefeed.domain.feed_rules import is_indexed
 from homefeed.domain.model import Event, Notification, Post
+from homefeed.loop_slice import LoopSlice
 from homefeed.ports import ConsumerLeaderFactory, EventStream, SearchIndex, background_writes
 from homefeed.service_layer.feed import FeedManager, Pushed
 
@@ -46,37 +47,9 @@ BATCH = 256
 MAX_ATTEMPTS = 5
 #: Backoff (first, cap) in seconds while a backend is unavailable.
 OUTAGE_BACKOFF = (0.1, 2.0)
-#: Longest stretch, in seconds, a consumer applies its batch without letting the event loop
-#: run anything else (issue 14: on the embedded profile the in-process fan-out's pushes never
-#: suspend, so a batch held the loop, and every request in flight, for as long as it took:
-#: 7-9 ms of CPU for ~30 posts at 400 posts/s, several times that for the bigger batches of
-#: a faster machine). Past it the consumer yields one turn of the loop, then goes on with
-#: the batch: the requests queued meanwhile run between its slices. 10 ms, not less: one
-#: turn of the loop under ``wrk -c32`` posts is already 10-17 ms of request work, and 2-ms
-#: slices cost 25-35% of the posts' rate in process (the figures are in
-#: ``benchmarks/results/issue14_p16post.md``).
-SLICE = 0.010
 #: Authors whose followers the fan-out reads in one query (see ``fan_out``): one read of
 #: 25 authors was up to 4.4 ms of the loop (a heavy tail of followers).
 FOLLOWERS_READ = 32
-
-
-class LoopSlice:
-    """Yields the event loop once ``SLICE`` seconds of work have passed since the last
-    yield: cheap to ask (a clock read) after each unit of a batch's work. A yield is one
-    turn of the loop (``sleep(0)``), not a wait: the consumer goes on as soon as what was
-    ready ran, so a consumer is slowed only by work that was waiting anyway and its lag
-    stays bounded by the loop's capacity, as before."""
-
-    __slots__ = ("until",)
-
-    def __init__(self) -> None:
-        self.until = time.perf_counter() + SLICE
-
-    async def pause(self) -> None:
-        if time.perf_counter() >= self.until:
-            await asyncio.sleep(0)
-            self.until = time.perf_counter() + SLICE
 
 
 def post_of(d: dict[str, Any]) -> Post:

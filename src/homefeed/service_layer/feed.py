@@ -592,11 +592,15 @@ class FeedManager:
         users are looked up once more and merged again. Returns the lists corrected."""
         if not pushed:
             return 0
-        big = [a for a in pushed if self._follower_counts.get(a, 0) >= self.small_side_min]
-        small = [a for a in pushed if a not in big]
-        now = await self.store.follower_ids_of(small) if small else {}
-        for a in big:  # 1,000,000 followers: look up only those pushed to
-            now[a] = await self.store.followers_among(a, list(pushed[a][1]))
+        small: list[int] = []
+        now: dict[int, list[int]] = {}
+        for a, (_, users) in pushed.items():
+            if self._follower_counts.get(a, 0) >= self.small_side_min:  # 1,000,000 followers:
+                now[a] = await self.store.followers_among(a, list(users))  # only those pushed to
+            else:
+                small.append(a)
+        if small:
+            now.update(await self.store.follower_ids_of(small))
         fixed = 0
         for author, (post_ids, users) in pushed.items():
             gone = users.difference(now.get(author, ()))

@@ -377,8 +377,8 @@ class MastodonApi:
         body = b"[" + b",".join(p for p in parts if p is not None) + b"]"
         ids = [p.id for p in kept.posts]
         if got is not None and got.body == body and got.ids == ids:
-            # A commit that changed nothing here (the read counter's, once a minute; another
-            # reader's favourite): the same bytes, so its compressed body and headers too.
+            # A commit that changed nothing here (another reader's favourite, a post on
+            # someone else's page): the same bytes, so its compressed body and headers too.
             got = got.again(version, until)
         else:
             got = Rendered(version, until, body, ids)

@@ -62,8 +62,6 @@ _VARY = (b"vary", b"Accept-Encoding")
 _GZIP = (b"content-encoding", b"gzip")
 
 
-
-
 class HomeRoute:
     """``GET /api/v1/timelines/home`` as a plain ASGI app: the common request (a bearer
     header, no query or ``limit=N`` alone) is answered from the rendered page and its kept
