@@ -56,6 +56,11 @@ Head = tuple[float, bytes, int, Hashable]
 
 Fetch = Callable[[int | None, int], Awaitable[tuple[list[Post], int | None]]]
 
+#: What a list of Statuses is assembled from (``MastodonApi._assemble``): the posts, the
+#: boosted originals by id, the counters and viewer flags by post id (``post_stats``),
+#: whether there is a viewer, and whether posts without counters (gone) are left out.
+Sources = tuple[list[Post], dict[int, Post], dict[int, Any], bool, bool]
+
 
 def account_view(user: User) -> E.AccountView:
     return E.AccountView(
@@ -83,6 +88,9 @@ class MastodonApi:
         # the account part's version): a warm timeline is one dict lookup per status, plus
         # its tail (status_tail).
         self._full: dict[str, dict[int, Head]] = {}
+        #: Kept home renderings assembled again when only an Account part's TTL had passed
+        #: (``home_rendered``): no ``post_stats`` statement.
+        self.revalidated = 0
         #: Threads, favourites, boosts, notifications and markers (issue 11).
         self.conversations = Conversations(self)
         #: The record store's "nothing was committed since" value (SQLite's wal-index
@@ -241,25 +249,35 @@ class MastodonApi:
         return (await self._status_parts(urls, posts, viewer, recorded))[0]
 
     async def _status_parts(self, urls: E.Urls, posts: list[Post], viewer: int | None,
-                            recorded: bool = False) -> tuple[list[bytes | None], float]:
-        """``status_parts`` and until when they may be shown while the record store's
-        version stays what it was when this was called: the earliest expiry of the Account
-        parts used that were read at another version (a rendering kept longer could show an
-        Account older than ``ACCOUNT_TTL`` allows); those read at this version are as fresh
-        as a new read while it holds (``_fresh``)."""
-        if not posts:
-            return [], float("inf")
+                            recorded: bool = False) -> tuple[list[bytes | None], float, Sources]:
+        """``status_parts``, until when they may be shown (``_assemble``) and what they were
+        assembled from (to assemble them again without a statement: ``home_rendered``)."""
         current = self._version()
+        if not posts:
+            sources: Sources = (posts, {}, {}, viewer is not None, recorded)
+            return [], float("inf"), sources
         wanted = [p.reblog_of_id for p in posts if p.reblog_of_id is not None]
         originals = await self.hf.feed.hydrate(wanted) if wanted else {}
         ids = [p.id for p in posts]
         ids.extend(i for i in originals if i not in ids)
         stats = await self.hf.store.post_stats(ids, viewer)
+        sources = (posts, originals, stats, viewer is not None, recorded)
+        out, until = await self._assemble(urls, sources, current)
+        return out, until, sources
+
+    async def _assemble(self, urls: E.Urls, sources: Sources, current: Hashable) -> tuple[list[bytes | None], float]:
+        """The Status bytes of ``sources`` (the posts, the boosted originals, the counters
+        and flags read at the record store's version ``current``), each its cached head
+        (``_head``: the Account part and the base) and its tail, and until when they may be
+        shown while the version stays ``current``: the earliest expiry of the Account parts
+        used that were read at another version (a rendering kept longer could show an
+        Account older than ``ACCOUNT_TTL`` allows); those read at ``current`` are as fresh as
+        a new read while it holds (``_fresh``)."""
+        posts, originals, stats, seen, recorded = sources
         full = self._full.get(urls.base)
         if full is None:
             full = self._full[urls.base] = {}
         now = time.monotonic()
-        seen = viewer is not None
         out: list[bytes | None] = []
         until = float("inf")
         for p in posts:
@@ -356,9 +374,10 @@ class MastodonApi:
         record store has committed nothing (``data_version``: a favourite, a boost, a reply,
         a profile change all commit, so the counters, flags and Accounts shown are the ones a
         fresh rendering would show) and no Account part in it read at another version is past
-        ``ACCOUNT_TTL`` (``_status_parts``). A
-        warm read then runs no statement (one ``pread`` of SQLite's wal-index header)
-        instead of the page's ``post_stats``."""
+        ``ACCOUNT_TTL`` (``_assemble``). A warm read then runs no statement (one ``pread`` of
+        SQLite's wal-index header) instead of the page's ``post_stats``. When only an Account
+        part has expired, the expired Accounts are read again and the page is assembled
+        again from the counters it was rendered with, without ``post_stats``."""
         version_of = self._data_version
         kept = None
         if (version_of is not None and page.max_id is None and page.since_id is None
@@ -366,22 +385,31 @@ class MastodonApi:
             kept = await first_page(self.hf, user_id, page.limit)
         if kept is None or (len(kept.posts) < page.limit and kept.next_id is not None):
             posts = await self.home(user_id, page)
-            return Rendered(0, 0.0, await self.statuses_bytes(urls, posts, user_id), [p.id for p in posts])
+            return Rendered(0, 0.0, await self.statuses_bytes(urls, posts, user_id), [p.id for p in posts], None)
         self.hf.reads.home_read(user_id)  # as ``home``
         assert version_of is not None
         version = version_of()
         got: Rendered | None = kept.views.get(urls.base)
         if got is not None and got.version == version and got.until > time.monotonic():
             return got
-        parts, until = await self._status_parts(urls, kept.posts, user_id)
+        if got is not None and got.version == version and got.sources is not None:
+            # Only an Account part's ``ACCOUNT_TTL`` has passed, and nothing was committed
+            # since the rendering: its counters and flags are still what ``post_stats`` would
+            # read, so only the expired Accounts are read again (once for every page that
+            # shows them) and the page assembled from what it was (``revalidated``).
+            parts, until = await self._assemble(urls, got.sources, version)
+            sources = got.sources
+            self.revalidated += 1
+        else:
+            parts, until, sources = await self._status_parts(urls, kept.posts, user_id)
         body = b"[" + b",".join(p for p in parts if p is not None) + b"]"
         ids = [p.id for p in kept.posts]
         if got is not None and got.body == body and got.ids == ids:
             # A commit that changed nothing here (another reader's favourite, a post on
             # someone else's page): the same bytes, so its compressed body and headers too.
-            got = got.again(version, until)
+            got = got.again(version, until, sources)
         else:
-            got = Rendered(version, until, body, ids)
+            got = Rendered(version, until, body, ids, sources)
         if version_of() == version:  # nothing committed while rendering: keep it
             got.kept = True
             kept.views[urls.base] = got
@@ -467,19 +495,22 @@ class Rendered:
     compressing once for the clients that accept gzip (``gzipped``); one rendered for a
     single read is not (compressing 37 KB costs more than writing it)."""
 
-    __slots__ = ("version", "until", "body", "ids", "headers", "kept", "_gzipped")
+    __slots__ = ("version", "until", "body", "ids", "sources", "headers", "kept", "_gzipped")
 
-    def __init__(self, version: Hashable, until: float, body: bytes, ids: list[int]) -> None:
+    def __init__(self, version: Hashable, until: float, body: bytes, ids: list[int],
+                 sources: Sources | None) -> None:
         self.version, self.until, self.body, self.ids = version, until, body, ids
+        #: what ``body`` was assembled from (``MastodonApi._assemble``), for a kept one
+        self.sources = sources
         self.headers: dict[Any, list[tuple[bytes, bytes]]] = {}
         self.kept = False
         self._gzipped: bytes | None = None
 
-    def again(self, version: Hashable, until: float) -> Rendered:
+    def again(self, version: Hashable, until: float, sources: Sources) -> Rendered:
         """The same rendering found valid again at ``version`` (rendered anew to the same
         bytes): a new one, its compressed body and headers shared (they depend on the bytes
         only); this one stays as it was for a request still holding it."""
-        new = Rendered(version, until, self.body, self.ids)
+        new = Rendered(version, until, self.body, self.ids, sources)
         new.headers, new._gzipped = self.headers, self._gzipped
         return new
 
