@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -124,8 +125,12 @@ def test_an_expired_account_that_did_not_change_keeps_the_compressed_body(tmp_pa
             await hf.write_post(b, "hello from b")
             await hf.drain()
             await kept_rendering(api, a)
-            await hf.write_post(d, "not on a's page")  # a commit that changes nothing shown
-            await hf.drain()
+            # Another process's commit (d is on nobody's page): the version moves, so the
+            # page is rendered again, with its Account parts read before it (within the TTL).
+            other = sqlite3.connect(tmp_path / "homefeed.db")
+            other.execute("UPDATE users SET display_name = 'dee' WHERE id = ?", (d,))
+            other.commit()
+            other.close()
             first = await kept_rendering(api, a)
             assert first.until < float("inf")
             zipped = first.gzipped()
@@ -187,6 +192,43 @@ def test_after_the_ttl_every_kept_rendering_equals_an_uncached_one(
                                 assert gzip.decompress(warm.gzipped()) == expected
                 else:
                     await apply(hf, api, ids, posts, name, a, b)
+        finally:
+            await hf.close()
+
+    asyncio.run(main())
+
+
+def test_a_commit_elsewhere_keeps_the_rendering_and_a_favourite_on_the_page_drops_it(tmp_path: Path) -> None:
+    """This process's commits no longer move the version the renderings are kept by: the
+    store reports what each changed (``SqliteDatabase.on_shown_change``). A post, a
+    favourite and a profile change that no status on a's page shows leave a's kept
+    rendering as it is (the same object, no new rendering); a favourite of a post on the
+    page, or a profile change of an author on it, drops it, and the next read shows it."""
+
+    async def main() -> None:
+        hf = await open_homefeed(Settings(data_dir=tmp_path))
+        try:
+            api = MastodonApi(hf)
+            a, b, c, d = [int((await hf.register(h))["id"]) for h in ("a", "b", "c", "d")]
+            await hf.follow(a, "b")
+            shown = await hf.write_post(b, "hello from b")
+            elsewhere = await hf.write_post(c, "nobody a follows wrote this")
+            await hf.drain()
+            page = Page(limit=LIMIT)
+            first = await kept_rendering(api, a)
+            assert b'"favourites_count":0' in first.body
+            await hf.write_post(d, "another post elsewhere")
+            await api.conversations.favourite(URLS, d, elsewhere.id, True)
+            await hf.store.update_profile(c, "Cee", "not on a's page")
+            await hf.drain()
+            assert api.warm_home(URLS, a, page) is first
+            await api.conversations.favourite(URLS, d, shown.id, True)
+            assert api.warm_home(URLS, a, page) is None
+            second = await kept_rendering(api, a)
+            assert b'"favourites_count":1' in second.body
+            assert second.body == await uncached(hf, a)
+            await hf.store.update_profile(b, "Bee", "a new note")  # behind the API's back
+            assert api.warm_home(URLS, a, page) is None
         finally:
             await hf.close()
 

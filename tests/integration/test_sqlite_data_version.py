@@ -105,3 +105,55 @@ def test_without_a_wal_index_it_is_sqlites_data_version(tmp_path: Path) -> None:
             db.close()
 
     asyncio.run(main())
+
+
+def test_with_a_listener_own_commits_are_told_and_keep_the_shown_version(tmp_path: Path) -> None:
+    """Once a listener is registered (``on_shown_change``), every commit of this process
+    tells it what changed that a Status shows (from the triggers, whichever write made the
+    change), before the write's caller hears of the commit, and leaves ``shown_version`` as
+    it was; another connection's commit still moves it. A listener that is gone is
+    forgotten (held weakly)."""
+    path = tmp_path / "homefeed.db"
+
+    class Listener:
+        def __init__(self, db: SqliteDatabase) -> None:
+            self.told: list[list[tuple[str, int]]] = []
+            self.db = db
+            db.on_shown_change(self.changed)
+
+        def changed(self, rows: list[tuple[str, int]]) -> None:
+            self.told.append(list(rows))
+
+    async def main() -> None:
+        db = SqliteDatabase(path)
+        db.open()
+        try:
+            listener = Listener(db)
+            await db.write(lambda c: c.execute(
+                "INSERT INTO users (id, handle, handle_key, display_name, token_hash) VALUES (7, 'u', 'u', 'u', x'00')"))
+            await db.write(lambda c: c.execute("INSERT INTO posts (id, author_id, text) VALUES (70, 7, 'hi')"))
+            v = db.shown_version()
+            await db.write(lambda c: c.execute("UPDATE users SET display_name = 'U' WHERE id = 7"))
+            assert listener.told[-1] == [("user", 7)]  # told before the write returned
+            await db.write(lambda c: c.execute("UPDATE posts SET favourites_count = 1 WHERE id = 70"))
+            assert listener.told[-1] == [("post", 70)]
+            await db.write(lambda c: c.execute(
+                "INSERT INTO posts (id, author_id, text, reblog_of_id) VALUES (71, 7, '', 70)"))
+            assert listener.told[-1] == [("post", 70)]
+            await db.write(lambda c: c.execute("INSERT INTO outbox (type, data) VALUES ('x', '{}')"))
+            assert listener.told[-1] == []  # a commit that changes nothing shown
+            assert db.shown_version() == v
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute("UPDATE users SET display_name = 'other' WHERE id = 7")
+            other.close()
+            moved = db.shown_version()
+            assert moved != v
+            await db.write(lambda c: c.execute("UPDATE posts SET favourites_count = 2 WHERE id = 70"))
+            assert db.shown_version() == moved  # told: the value stays the one readers saw
+            del listener
+            await db.write(lambda c: c.execute("UPDATE posts SET favourites_count = 3 WHERE id = 70"))
+            assert db._shown_listeners == [] and db.shown_version() != moved  # nobody told: it moves
+        finally:
+            db.close()
+
+    asyncio.run(main())

@@ -32,6 +32,7 @@ import sqlite3
 import struct
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Hashable, TypeVar
 
@@ -367,6 +368,38 @@ def connect(path: Path, synchronous: str = "FULL", readonly: bool = False) -> sq
     return conn
 
 
+#: Temporary triggers on the writer connection (``watch_shown``) reporting every change of
+#: what a Status shows, whichever write made it (no caller can forget to): a post's
+#: counters (any update of its row), its favourites (the viewer's ``favourited``), its
+#: boosts (``reblogged``, and a deleted post) as ``("post", id)``; a user's row (an Account:
+#: names, note, counts) as ``("user", id)``. TEMP: other processes' connections, which have
+#: no ``homefeed_shown`` function, never see them (their commits move the version instead).
+SHOWN_TRIGGERS = """
+CREATE TEMP TRIGGER IF NOT EXISTS shown_post_updated AFTER UPDATE ON main.posts
+BEGIN SELECT homefeed_shown('post', NEW.id); END;
+CREATE TEMP TRIGGER IF NOT EXISTS shown_post_inserted AFTER INSERT ON main.posts
+WHEN NEW.reblog_of_id IS NOT NULL BEGIN SELECT homefeed_shown('post', NEW.reblog_of_id); END;
+CREATE TEMP TRIGGER IF NOT EXISTS shown_post_deleted AFTER DELETE ON main.posts
+BEGIN SELECT homefeed_shown('post', OLD.id); SELECT homefeed_shown('post', OLD.reblog_of_id)
+WHERE OLD.reblog_of_id IS NOT NULL; END;
+CREATE TEMP TRIGGER IF NOT EXISTS shown_favourite_inserted AFTER INSERT ON main.favourites
+BEGIN SELECT homefeed_shown('post', NEW.post_id); END;
+CREATE TEMP TRIGGER IF NOT EXISTS shown_favourite_deleted AFTER DELETE ON main.favourites
+BEGIN SELECT homefeed_shown('post', OLD.post_id); END;
+CREATE TEMP TRIGGER IF NOT EXISTS shown_user_updated AFTER UPDATE ON main.users
+BEGIN SELECT homefeed_shown('user', NEW.id); END;
+CREATE TEMP TRIGGER IF NOT EXISTS shown_user_deleted AFTER DELETE ON main.users
+BEGIN SELECT homefeed_shown('user', OLD.id); END;
+"""
+
+
+def watch_shown(conn: sqlite3.Connection, report: Callable[[str, int], None]) -> None:
+    """Install ``SHOWN_TRIGGERS`` on ``conn``, each calling ``report(kind, id)``."""
+    conn.create_function("homefeed_shown", 2, report)
+    for statement in _split_sql(SHOWN_TRIGGERS):
+        conn.execute(statement)
+
+
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema to the newest version; returns it. Each step is one transaction."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -408,9 +441,16 @@ class SqliteDatabase:
         self._version_cursor: sqlite3.Cursor | None = None
         self._shm: int | None = None  # the -shm file's descriptor (data_version)
         self._shm_map: mmap.mmap | None = None  # its first page, mapped read-only (data_version)
-        #: (shown_version) header after a neutral commit of this process -> the header it is
-        #: worth: the one before it (written by the writer thread, read by the loop)
-        self._neutral: dict[bytes, Hashable] = {}
+        #: (shown_version) the header after the last commit of this process that changed
+        #: nothing shown (or whose changes the listeners were told of), and the value it is
+        #: worth: the header before the first of a run of such commits. One tuple, replaced
+        #: whole (written by the writer thread or, with listeners, by the loop).
+        self._shown: tuple[bytes | None, Hashable] = (None, None)
+        #: (writer thread) what the batch being committed changed that a Status shows:
+        #: ("post", id) and ("user", id), reported by the ``SHOWN_TRIGGERS``
+        self._touched: list[tuple[str, int]] = []
+        #: told of each commit's ``_touched``, on the loop of its writes (``on_shown_change``)
+        self._shown_listeners: list[weakref.WeakMethod] = []
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -419,6 +459,7 @@ class SqliteDatabase:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         writer = connect(self.path, self.synchronous)
         migrate(writer)
+        watch_shown(writer, self._touched_row)
         self.reader = connect(self.path, self.synchronous)
         try:  # the wal-index, opened by the connections above (``data_version``)
             self._shm = os.open(f"{self.path}-shm", os.O_RDONLY)
@@ -460,6 +501,21 @@ class SqliteDatabase:
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from the writer thread) after every commit."""
         self._commit_listeners.append(callback)
+
+    def on_shown_change(self, callback: Callable[[list[tuple[str, int]]], None]) -> None:
+        """Tell the bound method ``callback``, on the event loop of the writes, what each
+        commit of this process changed that a Status shows (``SHOWN_TRIGGERS``: ``("post",
+        id)`` for a post's counters and its boosters and favouriters, ``("user", id)`` for a
+        user's row), before the writes' callers hear of the commit. From then on such a
+        commit no longer moves ``shown_version``: a kept answer that shows none of what it
+        changed stays valid, and the listener drops those that do. Held weakly: a listener
+        that is gone is forgotten."""
+        self._shown_listeners.append(weakref.WeakMethod(callback))  # type: ignore[arg-type]
+
+    def _touched_row(self, kind: str, id_: int) -> None:
+        """(Writer thread, from a ``SHOWN_TRIGGERS`` trigger inside a write.) A write rolled
+        back after it was reported is reported anyway: one answer rendered again."""
+        self._touched.append((kind, id_))
 
     # -- writes ---------------------------------------------------------------------------
     async def write(self, fn: Callable[[sqlite3.Connection], T], *, neutral: bool = False) -> T:
@@ -519,9 +575,10 @@ class SqliteDatabase:
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
         outcomes: list[tuple[bool, Any]] = []
+        self._touched = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            before = self._header() if all(job[4] for job in batch) else None
+            before = self._header()
             for fn, _, _, _, _ in batch:
                 conn.execute("SAVEPOINT w")
                 try:
@@ -535,7 +592,7 @@ class SqliteDatabase:
                     outcomes.append((True, result))
             conn.execute("COMMIT")
             if before is not None:
-                self._commit_was_neutral(before)
+                self._committed(before, batch)
         except Exception as exc:  # the commit itself failed: nothing in the batch is durable
             log.exception("group commit failed")
             try:
@@ -580,35 +637,64 @@ class SqliteDatabase:
             return header[:48] if len(header) == 96 and header[:48] == header[48:] else None
         return None
 
-    def _commit_was_neutral(self, before: bytes) -> None:
-        """(Writer thread, right after committing a batch of neutral writes.) ``before``: the
-        header read once the batch held the write lock, so no other commit came between it
-        and this one. The header's ``iChange`` (SQLite's WAL-index format: a count of commits,
-        one more for each) tells whether any came after: exactly one more, this commit alone,
-        and the header now is worth the one before it; more, and another connection
-        committed meanwhile, so the new header stands for itself."""
+    def _committed(self, before: bytes, batch: list[Any]) -> None:
+        """(Writer thread, right after a commit.) ``before``: the header read once the batch
+        held the write lock, so no other commit came between it and this one. The header's
+        ``iChange`` (SQLite's WAL-index format: a count of commits, one more for each) tells
+        whether any came after: exactly one more, this commit alone, and what it changed is
+        known: nothing shown (a batch of neutral writes only), or the rows the triggers
+        reported, which the listeners are told of (``_publish``). Then the header now is
+        worth the one before it (``shown_version``). More, and another connection committed
+        meanwhile: the new header stands for itself."""
         after = self._header()
         if after is None:
             return
         commits_before, commits_after = _I_CHANGE.unpack_from(before, 8)[0], _I_CHANGE.unpack_from(after, 8)[0]
         if commits_after != (commits_before + 1) % (1 << 32):
             return
-        neutral = self._neutral
-        if len(neutral) >= 64:
-            neutral.clear()  # bounded; a version forgotten costs one rendering
-        neutral[after] = neutral.get(before, before)
+        listeners = [m for m in (ref() for ref in self._shown_listeners) if m is not None]
+        if len(listeners) != len(self._shown_listeners):
+            self._shown_listeners = [ref for ref in self._shown_listeners if ref() is not None]
+        if listeners:
+            # On the writes' loop, queued before their results (``_settle``): a caller hears
+            # of its write only once the listeners have dropped what it changed.
+            try:
+                batch[0][1].call_soon_threadsafe(self._publish, before, after, self._touched, listeners)
+            except RuntimeError:  # the loop is closed: nobody reads there any more
+                pass
+        elif all(job[4] for job in batch) and not self._touched:
+            self._explain(before, after)
+
+    def _publish(self, before: bytes, after: bytes, touched: list[tuple[str, int]],
+                 listeners: list[Callable[[list[tuple[str, int]]], None]]) -> None:
+        """(The loop.) Tell the listeners what a commit changed, then let it leave
+        ``shown_version`` as it was: never the other way round, or a read between the two
+        would take a kept answer the commit changed for a valid one."""
+        for listener in listeners:
+            listener(touched)
+        self._explain(before, after)
+
+    def _explain(self, before: bytes, after: bytes) -> None:
+        """The commit from header ``before`` to ``after`` changed nothing a kept answer still
+        held shows: ``after`` is worth what ``before`` was worth (the value of the run of such
+        commits ``before`` ends, if it ends one; else ``before`` itself, which readers may
+        have seen: a commit of another connection came between)."""
+        last, worth = self._shown
+        self._shown = (after, worth if before == last else before)
 
     def shown_version(self) -> Hashable:
-        """``data_version``, except that this process's commits of neutral writes only (the
-        read counter's, once a minute) do not move it: what a reader's kept answer depends on
-        (posts, counters, accounts) cannot have changed. The Mastodon home's kept renderings
-        are checked against it: a read counter's commit no longer renders every kept page
-        again. Raw otherwise: any other commit, from this process or another, gives a value
+        """``data_version``, except that this process's commits that change nothing shown
+        do not move it: those of neutral writes only (the read counter's, once a minute)
+        and, once a listener is registered (``on_shown_change``), every commit of this
+        process whose changes the listener was told of. The Mastodon home's kept renderings
+        are checked against it: a commit that changes nothing on a page (a post elsewhere, a
+        consumer's acknowledgement) no longer renders every kept page again. Raw otherwise:
+        a commit of another connection (another process), or one not yet told, gives a value
         never seen before."""
         v = self.data_version()
-        neutral = self._neutral
-        if neutral and isinstance(v, bytes):
-            return neutral.get(v, v)
+        last, worth = self._shown
+        if last is not None and v == last:
+            return worth
         return v
 
     def data_version(self) -> Hashable:

@@ -33,7 +33,7 @@ while the page was computed.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any, ClassVar, Generic, Sequence, TypeVar
+from typing import Any, ClassVar, Generic, Iterable, Sequence, TypeVar
 
 from homefeed.domain.model import Post
 from homefeed.ports import HomeView, IdSlice, PostCache, TimelineCache
@@ -133,6 +133,14 @@ class HomePages(_KeptPages[HomePage]):
         self.generation += 1
         self._pages.clear()
         self._deps.clear()
+
+    def views_changed(self, readers: Iterable[int] | None) -> None:
+        """Drop the renderings (``views``) kept with these readers' pages (None: everyone's),
+        not the pages: what changed is shown by a rendering only (an Account, a counter)."""
+        pages = self._pages
+        for r in pages if readers is None else readers:
+            for page in pages.get(r, {}).values():
+                page.views.clear()
 
 
 #: What a scale-out page is kept with: (fingerprint, [(celebrity, slice)], page).

@@ -80,8 +80,8 @@ class MastodonApi:
         self.hf = hf
         # (base url, post id) -> the status without account/viewer, as JSON object members
         self._bases: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-        # (base url, user id) -> (expiry, Account JSON bytes, Account dict, the record
-        # store's version read just before the user was read, or None: ``_fresh``)
+        # (base url, user id) -> (expiry, Account JSON bytes, Account dict, the user's
+        # version read just before the user was read, or None: ``_fresh``)
         self._accounts: dict[tuple[str, int], tuple[float, bytes, dict[str, Any], Hashable]] = {}
         # base url -> post id -> (expiry of its account part, the Status's head: account and
         # base, open, the author's id, to forget it when the author's profile changes, and
@@ -100,6 +100,17 @@ class MastodonApi:
         db: Any = getattr(hf.store, "db", None)
         self._data_version: Callable[[], Hashable] | None = (
             db.shown_version if hf.store.backend == "sqlite" and hasattr(db, "shown_version") else None)
+        #: What this process's commits changed that a Status shows, as the store reports it
+        #: (``SqliteDatabase.on_shown_change``): a user's changes (id -> how many) make the
+        #: Account parts read before them stale (``_user_version``); readers whose kept
+        #: rendering shows a changed post or user (``_showing``) lose it.
+        self._user_changes: dict[int, int] = {}
+        self._showing: dict[tuple[str, int], set[int]] = {}
+        #: bumped by every report of changes: a rendering is kept only if none came while it
+        #: was made (``home_rendered``)
+        self._changes = 0
+        if self._data_version is not None and hasattr(db, "on_shown_change"):
+            db.on_shown_change(self._shown_changed)
 
     # -- accounts -------------------------------------------------------------------------
     async def user_by_id(self, user_id: int) -> User:
@@ -122,23 +133,76 @@ class MastodonApi:
         version_of = self._data_version
         return None if version_of is None else version_of()
 
-    def _fresh(self, expiry: float, version: Hashable, now: float) -> bool:
-        """May a cached Account part (read at ``version``, kept until ``expiry``) be shown?
-        Within ``ACCOUNT_TTL`` of its read, as always; and past it while the record store
-        has committed nothing since it was read (its version now is still ``version``): the row
-        is then the one a new read would return, so showing it is as fresh as reading it
-        again. Without that second rule every kept home rendering was rendered again as soon
-        as the first of its ~20 Account parts expired, i.e. every ~1.5 s (the parts are shared
-        by all pages and expire at spread times), one ``post_stats`` statement and ~20 users
-        read each time, on a store where nothing had changed."""
-        return expiry > now or (version is not None and version == self._version())
+    def _user_version(self, user_id: int, version: Hashable = None) -> Hashable:
+        """A user's row's version: the record store's (``version``, else now) and how many
+        changes of the row this process's commits made (``_shown_changed``); None without a
+        store version."""
+        if version is None:
+            version = self._version()
+            if version is None:
+                return None
+        return (version, self._user_changes.get(user_id, 0))
+
+    def _fresh(self, expiry: float, version: Hashable, now: float, user_id: int) -> bool:
+        """May a cached Account part of ``user_id`` (read at ``version``, kept until
+        ``expiry``) be shown? Within ``ACCOUNT_TTL`` of its read, as always; and past it
+        while the row's version is still ``version`` (nothing committed by another process,
+        no change of the row by this one): the row is then the one a new read would return,
+        so showing it is as fresh as reading it again. Without that second rule every kept
+        home rendering was rendered again as soon as the first of its ~20 Account parts
+        expired, i.e. every ~1.5 s (the parts are shared by all pages and expire at spread
+        times), one ``post_stats`` statement and ~20 users read each time, on a store where
+        nothing had changed."""
+        return expiry > now or (version is not None and version == self._user_version(user_id))
 
     async def account_bytes(self, urls: E.Urls, user_id: int) -> tuple[bytes, dict[str, Any]]:
         got = self._accounts.get((urls.base, user_id))
-        if got is not None and self._fresh(got[0], got[3], time.monotonic()):
+        if got is not None and self._fresh(got[0], got[3], time.monotonic(), user_id):
             return got[1], got[2]
-        version = self._version()
+        version = self._user_version(user_id)
         return self._account_from_user(urls, await self.user_by_id(user_id), version)
+
+    def _shown_changed(self, changed: list[tuple[str, int]]) -> None:
+        """(``SqliteDatabase.on_shown_change``, on the loop, before the writes' callers hear
+        of their commit.) ``changed``: ("post", id) whose counters, boosts or favourites
+        changed, ("user", id) whose row changed. Their cached Account parts become stale
+        (``_user_version``) and the kept renderings that show them are dropped; the others
+        stay valid, since the commit no longer moves the store's version."""
+        if not changed:
+            return
+        self._changes += 1
+        users = self._user_changes
+        showing = self._showing
+        readers: set[int] = set()
+        for kind, id_ in changed:
+            if kind == "user":
+                users[id_] = users.get(id_, 0) + 1
+            got = showing.pop((kind, id_), None)
+            if got:
+                readers |= got
+        if len(users) > _MAX_CACHED:  # bounded: forget every Account part read before
+            users.clear()
+            self._accounts.clear()
+            self._full.clear()
+        pages = self.hf.home_pages
+        if readers and pages is not None:
+            pages.views_changed(readers)
+
+    def _index(self, reader: int, sources: Sources) -> None:
+        """Note which posts and users ``reader``'s kept rendering (of ``sources``) shows."""
+        showing = self._showing
+        if len(showing) > _MAX_CACHED:  # bounded: forget every kept rendering with it
+            showing.clear()
+            if self.hf.home_pages is not None:
+                self.hf.home_pages.views_changed(None)
+        posts, originals, _, _, _ = sources
+        for p in (*posts, *originals.values()):
+            for key in (("post", p.id), ("user", p.author_id)):
+                got = showing.get(key)
+                if got is None:
+                    showing[key] = {reader}
+                else:
+                    got.add(reader)
 
     async def account(self, urls: E.Urls, user_id: int) -> dict[str, Any]:
         return (await self.account_bytes(urls, user_id))[1]
@@ -274,6 +338,7 @@ class MastodonApi:
         Account older than ``ACCOUNT_TTL`` allows); those read at ``current`` are as fresh as
         a new read while it holds (``_fresh``)."""
         posts, originals, stats, seen, recorded = sources
+        changes = self._user_changes
         full = self._full.get(urls.base)
         if full is None:
             full = self._full[urls.base] = {}
@@ -291,18 +356,18 @@ class MastodonApi:
                     out.append(None)
                     continue
                 got = await self._head(urls, original, full, now)
-                if got[3] is None or got[3] != current:
+                if current is None or got[3] != (current, changes.get(got[2], 0)):
                     until = min(until, got[0])
                 inner = got[1] + status_tail(stats.get(original.id), None, seen)
             got = await self._head(urls, p, full, now)
-            if got[3] is None or got[3] != current:
+            if current is None or got[3] != (current, changes.get(got[2], 0)):
                 until = min(until, got[0])
             out.append(got[1] + status_tail(stats.get(p.id), inner, seen))
         return out, until
 
     async def _head(self, urls: E.Urls, post: Post, full: dict[int, Head], now: float) -> Head:
         got = full.get(post.id)
-        if got is None or not self._fresh(got[0], got[3], now):
+        if got is None or not self._fresh(got[0], got[3], now, post.author_id):
             await self.account_bytes(urls, post.author_id)
             expiry, account, _, version = self._accounts[(urls.base, post.author_id)]
             got = (expiry, b'{"account":' + account + b"," + await self._base(urls, post), post.author_id, version)
@@ -389,6 +454,7 @@ class MastodonApi:
         self.hf.reads.home_read(user_id)  # as ``home``
         assert version_of is not None
         version = version_of()
+        changes = self._changes
         got: Rendered | None = kept.views.get(urls.base)
         if got is not None and got.version == version and got.until > time.monotonic():
             return got
@@ -410,9 +476,10 @@ class MastodonApi:
             got = got.again(version, until, sources)
         else:
             got = Rendered(version, until, body, ids, sources)
-        if version_of() == version:  # nothing committed while rendering: keep it
+        if version_of() == version and self._changes == changes:  # nothing changed meanwhile: keep it
             got.kept = True
             kept.views[urls.base] = got
+            self._index(user_id, sources)
         return got
 
     def warm_home(self, urls: E.Urls, user_id: int, page: Page) -> "Rendered | None":
