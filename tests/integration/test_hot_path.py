@@ -42,14 +42,14 @@ def test_warm_home_read_runs_no_sql(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_warm_mastodon_home_runs_no_sql_and_public_read_one_stats_statement(tmp_path: Path) -> None:
+def test_warm_mastodon_home_and_public_reads_run_no_sql(tmp_path: Path) -> None:
     """The Mastodon home timeline (statuses with their accounts, spliced from cached parts)
-    and the public timeline (a cached list, not a scan) run exactly ONE statement each once
-    warm. The public one: ``post_stats``, the counters and the reader's flags of the page's
-    statuses and of the originals it boosts. The home one: its first page is kept rendered
-    while the record store commits nothing (did anything commit? SQLite's wal-index header,
-    read without SQL), so it runs NO statement; after a favourite it runs ``post_stats``
-    again and shows it. The /v1 warm read runs none either (``test_warm_home_read_runs_no_sql``)."""
+    and the public timeline (a cached list, not a scan) run NO statement once warm. The
+    public one keeps each status's ``post_stats`` row (the counters and the reader's flags)
+    until a commit changes it: after a favourite it reads that post's row alone. The home
+    one: its first page is kept rendered while nothing it shows changes (the store reports
+    what this process's commits change; another process's commit moves SQLite's wal-index
+    header, read without SQL); after a favourite it runs ``post_stats`` again and shows it. The /v1 warm read runs none either (``test_warm_home_read_runs_no_sql``)."""
     from homefeed.domain.mastodon.entities import Urls
     from homefeed.domain.mastodon.pagination import Page
     from homefeed.service_layer.mastodon import MastodonApi
@@ -105,9 +105,19 @@ def test_warm_mastodon_home_runs_no_sql_and_public_read_one_stats_statement(tmp_
                     assert any("favourite" in s.lower() for s in statements), statements
                     assert body.count(b'"favourited":true') == 2
                 else:
-                    assert len(statements) == 1, statements
-                    assert "favourite" in statements[0].lower(), statements  # the stats, no other
+                    # the counters were read once and are kept until a commit changes them
+                    assert statements == [], statements
                     assert len(page_ids) == 5 and b'"favourited"' not in body  # anonymous
+                    before = body.count(b'"favourites_count":1')
+                    await api.conversations.favourite(urls, ids[1], posts[0].id, True)
+                    statements.clear()
+                    reader.set_trace_callback(statements.append)
+                    try:
+                        body, _ = await read(home)  # the favourited post's counters alone are read
+                    finally:
+                        reader.set_trace_callback(None)
+                    assert len(statements) == 1 and "favourite" in statements[0].lower(), statements
+                    assert body.count(b'"favourites_count":1') == before + 1
         finally:
             await hf.close()
 

@@ -134,7 +134,9 @@ def test_with_a_listener_own_commits_are_told_and_keep_the_shown_version(tmp_pat
             await db.write(lambda c: c.execute("INSERT INTO posts (id, author_id, text) VALUES (70, 7, 'hi')"))
             v = db.shown_version()
             await db.write(lambda c: c.execute("UPDATE users SET display_name = 'U' WHERE id = 7"))
-            assert listener.told[-1] == [("user", 7)]  # told before the write returned
+            assert listener.told[-1] == [("user", 7), ("profile", 7)]  # told before the write returned
+            await db.write(lambda c: c.execute("UPDATE users SET posts_count = 1 WHERE id = 7"))
+            assert listener.told[-1] == [("user", 7)]  # a count only
             await db.write(lambda c: c.execute("UPDATE posts SET favourites_count = 1 WHERE id = 70"))
             assert listener.told[-1] == [("post", 70)]
             await db.write(lambda c: c.execute(

@@ -372,7 +372,8 @@ def connect(path: Path, synchronous: str = "FULL", readonly: bool = False) -> sq
 #: what a Status shows, whichever write made it (no caller can forget to): a post's
 #: counters (any update of its row), its favourites (the viewer's ``favourited``), its
 #: boosts (``reblogged``, and a deleted post) as ``("post", id)``; a user's row (an Account:
-#: names, note, counts) as ``("user", id)``. TEMP: other processes' connections, which have
+#: names, note, counts) as ``("user", id)``, and, when what changed is the profile (names,
+#: note) or the user is gone, also as ``("profile", id)``. TEMP: other processes' connections, which have
 #: no ``homefeed_shown`` function, never see them (their commits move the version instead).
 SHOWN_TRIGGERS = """
 CREATE TEMP TRIGGER IF NOT EXISTS shown_post_updated AFTER UPDATE ON main.posts
@@ -388,8 +389,10 @@ CREATE TEMP TRIGGER IF NOT EXISTS shown_favourite_deleted AFTER DELETE ON main.f
 BEGIN SELECT homefeed_shown('post', OLD.post_id); END;
 CREATE TEMP TRIGGER IF NOT EXISTS shown_user_updated AFTER UPDATE ON main.users
 BEGIN SELECT homefeed_shown('user', NEW.id); END;
+CREATE TEMP TRIGGER IF NOT EXISTS shown_profile_updated AFTER UPDATE OF handle, display_name, note ON main.users
+BEGIN SELECT homefeed_shown('profile', NEW.id); END;
 CREATE TEMP TRIGGER IF NOT EXISTS shown_user_deleted AFTER DELETE ON main.users
-BEGIN SELECT homefeed_shown('user', OLD.id); END;
+BEGIN SELECT homefeed_shown('user', OLD.id); SELECT homefeed_shown('profile', OLD.id); END;
 """
 
 
@@ -451,6 +454,10 @@ class SqliteDatabase:
         self._touched: list[tuple[str, int]] = []
         #: told of each commit's ``_touched``, on the loop of its writes (``on_shown_change``)
         self._shown_listeners: list[weakref.WeakMethod] = []
+        #: commits whose listeners were (to be) told: counted by the writer thread when the
+        #: telling is queued, and by the loop once done (``telling``)
+        self._to_tell = 0
+        self._told = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -506,7 +513,7 @@ class SqliteDatabase:
         """Tell the bound method ``callback``, on the event loop of the writes, what each
         commit of this process changed that a Status shows (``SHOWN_TRIGGERS``: ``("post",
         id)`` for a post's counters and its boosters and favouriters, ``("user", id)`` for a
-        user's row), before the writes' callers hear of the commit. From then on such a
+        user's row, ``("profile", id)`` for its names and note), before the writes' callers hear of the commit. From then on such a
         commit no longer moves ``shown_version``: a kept answer that shows none of what it
         changed stays valid, and the listener drops those that do. Held weakly: a listener
         that is gone is forgotten."""
@@ -658,10 +665,11 @@ class SqliteDatabase:
         if listeners:
             # On the writes' loop, queued before their results (``_settle``): a caller hears
             # of its write only once the listeners have dropped what it changed.
+            self._to_tell += 1
             try:
                 batch[0][1].call_soon_threadsafe(self._publish, before, after, self._touched, listeners)
             except RuntimeError:  # the loop is closed: nobody reads there any more
-                pass
+                self._to_tell -= 1
         elif all(job[4] for job in batch) and not self._touched:
             self._explain(before, after)
 
@@ -670,9 +678,17 @@ class SqliteDatabase:
         """(The loop.) Tell the listeners what a commit changed, then let it leave
         ``shown_version`` as it was: never the other way round, or a read between the two
         would take a kept answer the commit changed for a valid one."""
-        for listener in listeners:
-            listener(touched)
-        self._explain(before, after)
+        try:
+            for listener in listeners:
+                listener(touched)
+            self._explain(before, after)
+        finally:
+            self._told += 1
+
+    def telling(self) -> bool:
+        """Is a commit of this process committed but its listeners not yet told? Then
+        ``shown_version`` shows its raw header for now, and will not once they are."""
+        return self._to_tell != self._told
 
     def _explain(self, before: bytes, after: bytes) -> None:
         """The commit from header ``before`` to ``after`` changed nothing a kept answer still

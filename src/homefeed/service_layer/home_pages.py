@@ -33,7 +33,7 @@ while the page was computed.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any, ClassVar, Generic, Iterable, Sequence, TypeVar
+from typing import Any, ClassVar, Generic, Iterable, Iterator, Sequence, TypeVar
 
 from homefeed.domain.model import Post
 from homefeed.ports import HomeView, IdSlice, PostCache, TimelineCache
@@ -133,6 +133,13 @@ class HomePages(_KeptPages[HomePage]):
         self.generation += 1
         self._pages.clear()
         self._deps.clear()
+
+    def views_of(self, readers: Iterable[int]) -> Iterator[Any]:
+        """The renderings kept with these readers' pages."""
+        pages = self._pages
+        for r in readers:
+            for page in pages.get(r, {}).values():
+                yield from page.views.values()
 
     def views_changed(self, readers: Iterable[int] | None) -> None:
         """Drop the renderings (``views``) kept with these readers' pages (None: everyone's),

@@ -109,8 +109,14 @@ class MastodonApi:
         #: bumped by every report of changes: a rendering is kept only if none came while it
         #: was made (``home_rendered``)
         self._changes = 0
+        #: post id -> viewer -> its ``post_stats`` row, kept while nothing changes it, under
+        #: the store version ``_stats_version`` (``_post_stats``)
+        self._stats: dict[int, dict[int | None, Any]] = {}
+        self._stats_version: Hashable = None
+        self._telling: Callable[[], bool] | None = None
         if self._data_version is not None and hasattr(db, "on_shown_change"):
             db.on_shown_change(self._shown_changed)
+            self._telling = db.telling
 
     # -- accounts -------------------------------------------------------------------------
     async def user_by_id(self, user_id: int) -> User:
@@ -165,28 +171,50 @@ class MastodonApi:
     def _shown_changed(self, changed: list[tuple[str, int]]) -> None:
         """(``SqliteDatabase.on_shown_change``, on the loop, before the writes' callers hear
         of their commit.) ``changed``: ("post", id) whose counters, boosts or favourites
-        changed, ("user", id) whose row changed. Their cached Account parts become stale
-        (``_user_version``) and the kept renderings that show them are dropped; the others
-        stay valid, since the commit no longer moves the store's version."""
+        changed, ("user", id) whose row changed, ("profile", id) whose names or note did.
+        The kept renderings that show a changed post or profile are dropped; the Account
+        parts of a changed user become stale (``_user_version``), and a rendering showing
+        one may be shown until that part's ``ACCOUNT_TTL`` passes (as any cached Account:
+        counts change with every post and follow); the other renderings stay valid, since
+        the commit no longer moves the store's version."""
         if not changed:
             return
         self._changes += 1
         users = self._user_changes
         showing = self._showing
+        stats = self._stats
         readers: set[int] = set()
+        authors: dict[int, set[int]] = {}
         for kind, id_ in changed:
-            if kind == "user":
+            if kind == "user":  # counts: its Account may be shown until its part expires
                 users[id_] = users.get(id_, 0) + 1
-            got = showing.pop((kind, id_), None)
-            if got:
-                readers |= got
+                got = showing.get((kind, id_))
+                if got:
+                    authors[id_] = got
+            elif kind == "profile":  # names, note: shown at once, as the owner expects
+                got = showing.pop(("user", id_), None)
+                if got:
+                    readers |= got
+            else:
+                stats.pop(id_, None)
+                got = showing.pop((kind, id_), None)
+                if got:
+                    readers |= got
         if len(users) > _MAX_CACHED:  # bounded: forget every Account part read before
             users.clear()
             self._accounts.clear()
             self._full.clear()
         pages = self.hf.home_pages
-        if readers and pages is not None:
+        if pages is None:
+            return
+        if readers:
             pages.views_changed(readers)
+        for author, showing_it in authors.items():
+            # Its Account part, read before the change, may be shown until it expires.
+            for view in pages.views_of(showing_it):
+                expiry = view.expiries.get(author)
+                if expiry is not None and expiry < view.until:
+                    view.until = expiry
 
     def _index(self, reader: int, sources: Sources) -> None:
         """Note which posts and users ``reader``'s kept rendering (of ``sources``) shows."""
@@ -313,23 +341,67 @@ class MastodonApi:
         return (await self._status_parts(urls, posts, viewer, recorded))[0]
 
     async def _status_parts(self, urls: E.Urls, posts: list[Post], viewer: int | None,
-                            recorded: bool = False) -> tuple[list[bytes | None], float, Sources]:
-        """``status_parts``, until when they may be shown (``_assemble``) and what they were
-        assembled from (to assemble them again without a statement: ``home_rendered``)."""
+                            recorded: bool = False) -> tuple[list[bytes | None], float, Sources, dict[int, float]]:
+        """``status_parts``, until when they may be shown and the Account parts' expiries
+        (``_assemble``), and what they were assembled from (to assemble them again without
+        a statement: ``home_rendered``)."""
         current = self._version()
         if not posts:
             sources: Sources = (posts, {}, {}, viewer is not None, recorded)
-            return [], float("inf"), sources
+            return [], float("inf"), sources, {}
         wanted = [p.reblog_of_id for p in posts if p.reblog_of_id is not None]
         originals = await self.hf.feed.hydrate(wanted) if wanted else {}
         ids = [p.id for p in posts]
         ids.extend(i for i in originals if i not in ids)
-        stats = await self.hf.store.post_stats(ids, viewer)
+        stats = await self._post_stats(ids, viewer, current)
         sources = (posts, originals, stats, viewer is not None, recorded)
-        out, until = await self._assemble(urls, sources, current)
-        return out, until, sources
+        out, until, expiries = await self._assemble(urls, sources, current)
+        return out, until, sources, expiries
 
-    async def _assemble(self, urls: E.Urls, sources: Sources, current: Hashable) -> tuple[list[bytes | None], float]:
+    async def _post_stats(self, ids: list[int], viewer: int | None, current: Hashable) -> dict[int, Any]:
+        """``RecordStore.post_stats``, the rows this process read before and that nothing
+        changed since taken from ``_stats`` (a post's are dropped by ``_shown_changed``;
+        all are dropped when another process commits): after a push, a page's rendering
+        reads the new post's counters alone, not the 19 others'. While a commit of this
+        process is not yet told (``SqliteDatabase.telling``) the version seen is not the
+        one the rows are kept under: the rows are read and not kept."""
+        if current is None:
+            return await self.hf.store.post_stats(ids, viewer)
+        cache = self._stats
+        keep = True
+        if current != self._stats_version:
+            if self._telling is not None and self._telling():
+                keep = False
+                cache = {}
+            else:
+                cache.clear()
+                self._stats_version = current
+        out: dict[int, Any] = {}
+        missing: list[int] = []
+        for i in ids:
+            by_viewer = cache.get(i)
+            got = None if by_viewer is None else by_viewer.get(viewer)
+            if got is None:
+                missing.append(i)
+            else:
+                out[i] = got
+        if missing:
+            changes = self._changes
+            read = await self.hf.store.post_stats(missing, viewer)
+            out.update(read)
+            if keep and self._changes == changes and self._version() == current:
+                if len(cache) > _MAX_CACHED:
+                    cache.clear()
+                for i, row in read.items():
+                    by_viewer = cache.get(i)
+                    if by_viewer is None:
+                        cache[i] = {viewer: row}
+                    else:
+                        by_viewer[viewer] = row
+        return out
+
+    async def _assemble(self, urls: E.Urls, sources: Sources,
+                        current: Hashable) -> tuple[list[bytes | None], float, dict[int, float]]:
         """The Status bytes of ``sources`` (the posts, the boosted originals, the counters
         and flags read at the record store's version ``current``), each its cached head
         (``_head``: the Account part and the base) and its tail, and until when they may be
@@ -345,6 +417,7 @@ class MastodonApi:
         now = time.monotonic()
         out: list[bytes | None] = []
         until = float("inf")
+        expiries: dict[int, float] = {}  # author -> the earliest expiry of its parts used
         for p in posts:
             inner: bytes | None = None
             if recorded and p.id not in stats:
@@ -358,12 +431,16 @@ class MastodonApi:
                 got = await self._head(urls, original, full, now)
                 if current is None or got[3] != (current, changes.get(got[2], 0)):
                     until = min(until, got[0])
+                if got[0] < expiries.get(got[2], float("inf")):
+                    expiries[got[2]] = got[0]
                 inner = got[1] + status_tail(stats.get(original.id), None, seen)
             got = await self._head(urls, p, full, now)
             if current is None or got[3] != (current, changes.get(got[2], 0)):
                 until = min(until, got[0])
+            if got[0] < expiries.get(got[2], float("inf")):
+                expiries[got[2]] = got[0]
             out.append(got[1] + status_tail(stats.get(p.id), inner, seen))
-        return out, until
+        return out, until, expiries
 
     async def _head(self, urls: E.Urls, post: Post, full: dict[int, Head], now: float) -> Head:
         got = full.get(post.id)
@@ -463,11 +540,11 @@ class MastodonApi:
             # since the rendering: its counters and flags are still what ``post_stats`` would
             # read, so only the expired Accounts are read again (once for every page that
             # shows them) and the page assembled from what it was (``revalidated``).
-            parts, until = await self._assemble(urls, got.sources, version)
+            parts, until, expiries = await self._assemble(urls, got.sources, version)
             sources = got.sources
             self.revalidated += 1
         else:
-            parts, until, sources = await self._status_parts(urls, kept.posts, user_id)
+            parts, until, sources, expiries = await self._status_parts(urls, kept.posts, user_id)
         body = b"[" + b",".join(p for p in parts if p is not None) + b"]"
         ids = [p.id for p in kept.posts]
         if got is not None and got.body == body and got.ids == ids:
@@ -476,6 +553,7 @@ class MastodonApi:
             got = got.again(version, until, sources)
         else:
             got = Rendered(version, until, body, ids, sources)
+        got.expiries = expiries
         if version_of() == version and self._changes == changes:  # nothing changed meanwhile: keep it
             got.kept = True
             kept.views[urls.base] = got
@@ -562,13 +640,16 @@ class Rendered:
     compressing once for the clients that accept gzip (``gzipped``); one rendered for a
     single read is not (compressing 37 KB costs more than writing it)."""
 
-    __slots__ = ("version", "until", "body", "ids", "sources", "headers", "kept", "_gzipped")
+    __slots__ = ("version", "until", "body", "ids", "sources", "expiries", "headers", "kept", "_gzipped")
 
     def __init__(self, version: Hashable, until: float, body: bytes, ids: list[int],
                  sources: Sources | None) -> None:
         self.version, self.until, self.body, self.ids = version, until, body, ids
         #: what ``body`` was assembled from (``MastodonApi._assemble``), for a kept one
         self.sources = sources
+        #: author -> when the Account part shown for it expires (``ACCOUNT_TTL`` after its
+        #: read): ``until`` becomes at most that once the author's row changes
+        self.expiries: dict[int, float] = {}
         self.headers: dict[Any, list[tuple[bytes, bytes]]] = {}
         self.kept = False
         self._gzipped: bytes | None = None
