@@ -84,7 +84,7 @@ def main() -> None:
                 for fig, (script, _) in READS.items():
                     alone = wrk(url, WRK / script, tokens, args.seconds, 32, proc.pid, args.accept_encoding)
                     poster = subprocess.Popen(
-                        ["wrk", "-t1", "-c1", f"-d{args.seconds + 2}s", "-s", str(WRK / "post_paced.lua"), url],
+                        ["wrk", "-t1", "-c1", f"-d{args.seconds + 2}s", "--latency", "-s", str(WRK / "post_paced.lua"), url],
                         env={**os.environ, "TOKENS": str(tokens), "DELAY_MS": str(args.delay_ms)},
                         stdout=subprocess.PIPE, text=True)
                     time.sleep(1)

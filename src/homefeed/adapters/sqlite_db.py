@@ -24,6 +24,7 @@ caller hears of it, like any other: nothing about durability or delivery changes
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import mmap
 import os
@@ -458,6 +459,9 @@ class SqliteDatabase:
         #: telling is queued, and by the loop once done (``telling``)
         self._to_tell = 0
         self._told = 0
+        #: (writer thread -> loop) commits whose listeners are to be told (``_tell``)
+        self._telling: collections.deque[tuple[bytes | None, bytes | None, list[tuple[str, int]], list[Any]]] = \
+            collections.deque()
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -583,6 +587,9 @@ class SqliteDatabase:
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         self._touched = []
+        listeners = [m for m in (ref() for ref in self._shown_listeners) if m is not None]
+        if len(listeners) != len(self._shown_listeners):
+            self._shown_listeners = [ref for ref in self._shown_listeners if ref() is not None]
         try:
             conn.execute("BEGIN IMMEDIATE")
             before = self._header()
@@ -597,9 +604,15 @@ class SqliteDatabase:
                 else:
                     conn.execute("RELEASE w")
                     outcomes.append((True, result))
-            conn.execute("COMMIT")
-            if before is not None:
-                self._committed(before, batch)
+            if listeners:  # counted before the commit: from its first moment on, ``telling``
+                self._to_tell += 1
+            try:
+                conn.execute("COMMIT")
+            except Exception:
+                if listeners:
+                    self._to_tell -= 1
+                raise
+            self._committed(before, batch, listeners)
         except Exception as exc:  # the commit itself failed: nothing in the batch is durable
             log.exception("group commit failed")
             try:
@@ -644,50 +657,51 @@ class SqliteDatabase:
             return header[:48] if len(header) == 96 and header[:48] == header[48:] else None
         return None
 
-    def _committed(self, before: bytes, batch: list[Any]) -> None:
+    def _committed(self, before: bytes | None, batch: list[Any], listeners: list[Any]) -> None:
         """(Writer thread, right after a commit.) ``before``: the header read once the batch
         held the write lock, so no other commit came between it and this one. The header's
         ``iChange`` (SQLite's WAL-index format: a count of commits, one more for each) tells
         whether any came after: exactly one more, this commit alone, and what it changed is
         known: nothing shown (a batch of neutral writes only), or the rows the triggers
-        reported, which the listeners are told of (``_publish``). Then the header now is
-        worth the one before it (``shown_version``). More, and another connection committed
+        reported, which the listeners are told of (``_tell``). Then the header now is worth
+        the one before it (``shown_version``). More, and another connection committed
         meanwhile: the new header stands for itself."""
-        after = self._header()
-        if after is None:
-            return
-        commits_before, commits_after = _I_CHANGE.unpack_from(before, 8)[0], _I_CHANGE.unpack_from(after, 8)[0]
-        if commits_after != (commits_before + 1) % (1 << 32):
-            return
-        listeners = [m for m in (ref() for ref in self._shown_listeners) if m is not None]
-        if len(listeners) != len(self._shown_listeners):
-            self._shown_listeners = [ref for ref in self._shown_listeners if ref() is not None]
+        after = self._header() if before is not None else None
+        alone = False
+        if before is not None and after is not None:
+            commits_before, commits_after = _I_CHANGE.unpack_from(before, 8)[0], _I_CHANGE.unpack_from(after, 8)[0]
+            alone = commits_after == (commits_before + 1) % (1 << 32)
         if listeners:
-            # On the writes' loop, queued before their results (``_settle``): a caller hears
-            # of its write only once the listeners have dropped what it changed.
-            self._to_tell += 1
-            try:
-                batch[0][1].call_soon_threadsafe(self._publish, before, after, self._touched, listeners)
+            self._telling.append((before if alone else None, after, self._touched, listeners))
+            try:  # on the writes' loop, queued before their results (``_settle``)
+                batch[0][1].call_soon_threadsafe(self._tell)
             except RuntimeError:  # the loop is closed: nobody reads there any more
-                self._to_tell -= 1
-        elif all(job[4] for job in batch) and not self._touched:
+                pass
+        elif alone and all(job[4] for job in batch) and not self._touched:
+            assert before is not None and after is not None
             self._explain(before, after)
 
-    def _publish(self, before: bytes, after: bytes, touched: list[tuple[str, int]],
-                 listeners: list[Callable[[list[tuple[str, int]]], None]]) -> None:
-        """(The loop.) Tell the listeners what a commit changed, then let it leave
+    def _tell(self) -> None:
+        """(The loop.) Tell the listeners what each commit changed, then let it leave
         ``shown_version`` as it was: never the other way round, or a read between the two
-        would take a kept answer the commit changed for a valid one."""
-        try:
-            for listener in listeners:
-                listener(touched)
-            self._explain(before, after)
-        finally:
-            self._told += 1
+        would take a kept answer the commit changed for a valid one. Run by the callback the
+        writer queues, or sooner by ``shown_version`` itself: a caller hears of its write
+        only after this, and a reader never sees a commit's header before it."""
+        pending = self._telling
+        while pending:
+            before, after, touched, listeners = pending.popleft()
+            try:
+                for listener in listeners:
+                    listener(touched)
+                if before is not None and after is not None:
+                    self._explain(before, after)
+            finally:
+                self._told += 1
 
     def telling(self) -> bool:
-        """Is a commit of this process committed but its listeners not yet told? Then
-        ``shown_version`` shows its raw header for now, and will not once they are."""
+        """Is a commit of this process under way or committed with its listeners not yet
+        told? Then ``shown_version`` may show its raw header for now, and will not once
+        they are."""
         return self._to_tell != self._told
 
     def _explain(self, before: bytes, after: bytes) -> None:
@@ -707,6 +721,8 @@ class SqliteDatabase:
         consumer's acknowledgement) no longer renders every kept page again. Raw otherwise:
         a commit of another connection (another process), or one not yet told, gives a value
         never seen before."""
+        if self._telling:
+            self._tell()
         v = self.data_version()
         last, worth = self._shown
         if last is not None and v == last:

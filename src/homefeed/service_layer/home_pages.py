@@ -134,6 +134,13 @@ class HomePages(_KeptPages[HomePage]):
         self._pages.clear()
         self._deps.clear()
 
+    def all_views(self) -> Iterator[tuple[int, Any]]:
+        """(reader, rendering) of every rendering kept."""
+        for r, pages in self._pages.items():
+            for page in pages.values():
+                for view in page.views.values():
+                    yield r, view
+
     def views_of(self, readers: Iterable[int]) -> Iterator[Any]:
         """The renderings kept with these readers' pages."""
         pages = self._pages

@@ -103,9 +103,10 @@ class MastodonApi:
         #: What this process's commits changed that a Status shows, as the store reports it
         #: (``SqliteDatabase.on_shown_change``): a user's changes (id -> how many) make the
         #: Account parts read before them stale (``_user_version``); readers whose kept
-        #: rendering shows a changed post or user (``_showing``) lose it.
+        #: rendering shows a changed post or user (``_showing_posts``, ``_showing_users``) lose it.
         self._user_changes: dict[int, int] = {}
-        self._showing: dict[tuple[str, int], set[int]] = {}
+        self._showing_posts: dict[int, set[int]] = {}
+        self._showing_users: dict[int, set[int]] = {}
         #: bumped by every report of changes: a rendering is kept only if none came while it
         #: was made (``home_rendered``)
         self._changes = 0
@@ -181,23 +182,23 @@ class MastodonApi:
             return
         self._changes += 1
         users = self._user_changes
-        showing = self._showing
+        showing_posts, showing_users = self._showing_posts, self._showing_users
         stats = self._stats
         readers: set[int] = set()
         authors: dict[int, set[int]] = {}
         for kind, id_ in changed:
             if kind == "user":  # counts: its Account may be shown until its part expires
                 users[id_] = users.get(id_, 0) + 1
-                got = showing.get((kind, id_))
+                got = showing_users.get(id_)
                 if got:
                     authors[id_] = got
             elif kind == "profile":  # names, note: shown at once, as the owner expects
-                got = showing.pop(("user", id_), None)
+                got = showing_users.pop(id_, None)
                 if got:
                     readers |= got
             else:
                 stats.pop(id_, None)
-                got = showing.pop((kind, id_), None)
+                got = showing_posts.pop(id_, None)
                 if got:
                     readers |= got
         if len(users) > _MAX_CACHED:  # bounded: forget every Account part read before
@@ -217,20 +218,42 @@ class MastodonApi:
                     view.until = expiry
 
     def _index(self, reader: int, sources: Sources) -> None:
-        """Note which posts and users ``reader``'s kept rendering (of ``sources``) shows."""
-        showing = self._showing
-        if len(showing) > _MAX_CACHED:  # bounded: forget every kept rendering with it
-            showing.clear()
-            if self.hf.home_pages is not None:
-                self.hf.home_pages.views_changed(None)
+        """Note which posts and users ``reader``'s kept rendering (of ``sources``) shows. A
+        reader's entries for what its page no longer shows stay (dropping a rendering twice
+        is harmless) until the index outgrows ``_MAX_CACHED``: then it is made again from the
+        renderings kept now."""
         posts, originals, _, _, _ = sources
+        showing_posts, showing_users = self._showing_posts, self._showing_users
         for p in (*posts, *originals.values()):
-            for key in (("post", p.id), ("user", p.author_id)):
-                got = showing.get(key)
-                if got is None:
-                    showing[key] = {reader}
-                else:
-                    got.add(reader)
+            got = showing_posts.get(p.id)
+            if got is None:
+                showing_posts[p.id] = {reader}
+            else:
+                got.add(reader)
+            got = showing_users.get(p.author_id)
+            if got is None:
+                showing_users[p.author_id] = {reader}
+            else:
+                got.add(reader)
+        if len(showing_posts) > _MAX_CACHED:
+            self._reindex()
+
+    def _reindex(self) -> None:
+        self._showing_posts.clear()
+        self._showing_users.clear()
+        pages = self.hf.home_pages
+        if pages is None:
+            return
+        for reader, view in list(pages.all_views()):
+            if view.sources is not None:
+                posts, originals, _, _, _ = view.sources
+                for p in (*posts, *originals.values()):
+                    self._showing_posts.setdefault(p.id, set()).add(reader)
+                    self._showing_users.setdefault(p.author_id, set()).add(reader)
+        if len(self._showing_posts) > _MAX_CACHED:  # still too many: forget the renderings
+            self._showing_posts.clear()
+            self._showing_users.clear()
+            pages.views_changed(None)
 
     async def account(self, urls: E.Urls, user_id: int) -> dict[str, Any]:
         return (await self.account_bytes(urls, user_id))[1]
