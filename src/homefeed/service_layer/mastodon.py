@@ -107,6 +107,10 @@ class MastodonApi:
         self._user_changes: dict[int, int] = {}
         self._showing_posts: dict[int, set[int]] = {}
         self._showing_users: dict[int, set[int]] = {}
+        #: user -> readers whose rendering's ``until`` was already bounded by that user's
+        #: Account part (a change of its counts): not walked again by the next such change
+        #: (each post is one), only dropped by a change of its profile
+        self._bounded_users: dict[int, set[int]] = {}
         #: bumped by every report of changes: a rendering is kept only if none came while it
         #: was made (``home_rendered``)
         self._changes = 0
@@ -189,13 +193,19 @@ class MastodonApi:
         for kind, id_ in changed:
             if kind == "user":  # counts: its Account may be shown until its part expires
                 users[id_] = users.get(id_, 0) + 1
-                got = showing_users.get(id_)
-                if got:
-                    authors[id_] = got
-            elif kind == "profile":  # names, note: shown at once, as the owner expects
                 got = showing_users.pop(id_, None)
                 if got:
-                    readers |= got
+                    authors[id_] = got
+                    bounded = self._bounded_users.get(id_)
+                    if bounded is None:
+                        self._bounded_users[id_] = got
+                    else:
+                        bounded |= got
+            elif kind == "profile":  # names, note: shown at once, as the owner expects
+                for index in (showing_users, self._bounded_users):
+                    got = index.pop(id_, None)
+                    if got:
+                        readers |= got
             else:
                 stats.pop(id_, None)
                 got = showing_posts.pop(id_, None)
@@ -241,6 +251,7 @@ class MastodonApi:
     def _reindex(self) -> None:
         self._showing_posts.clear()
         self._showing_users.clear()
+        self._bounded_users.clear()
         pages = self.hf.home_pages
         if pages is None:
             return
