@@ -626,16 +626,20 @@ class SqliteDatabase:
                 listener()
         self._settle(batch, outcomes)
 
-    @staticmethod
-    def _settle(batch: list[Any], outcomes: list[tuple[bool, Any]]) -> None:
+    def _settle(self, batch: list[Any], outcomes: list[tuple[bool, Any]]) -> None:
         by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
         for (_, loop, target, _, _), (ok, value) in zip(batch, outcomes):
             by_loop.setdefault(loop, []).append((target, ok, value))
         for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_resolve_all, items)
+            try:  # one wake-up of the loop: the listeners told (``_tell``), then the writers
+                loop.call_soon_threadsafe(self._resolve, items)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 pass
+
+    def _resolve(self, items: list[tuple[asyncio.Future, bool, Any]]) -> None:
+        if self._telling:
+            self._tell()
+        _resolve_all(items)
 
     # -- reads ----------------------------------------------------------------------------
     def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
@@ -671,12 +675,8 @@ class SqliteDatabase:
         if before is not None and after is not None:
             commits_before, commits_after = _I_CHANGE.unpack_from(before, 8)[0], _I_CHANGE.unpack_from(after, 8)[0]
             alone = commits_after == (commits_before + 1) % (1 << 32)
-        if listeners:
+        if listeners:  # told on the writes' loop right before their results (``_settle``)
             self._telling.append((before if alone else None, after, self._touched, listeners))
-            try:  # on the writes' loop, queued before their results (``_settle``)
-                batch[0][1].call_soon_threadsafe(self._tell)
-            except RuntimeError:  # the loop is closed: nobody reads there any more
-                pass
         elif alone and all(job[4] for job in batch) and not self._touched:
             assert before is not None and after is not None
             self._explain(before, after)
