@@ -82,3 +82,9 @@ echo done
 .venv/bin/python benchmarks/fanout_cost.py --rounds 3 --budget 1 --json $R/issue14_fanout_cost.json \
   --chart benchmarks/charts/fanout_cost.png > $R/issue14_fanout_cost.txt 2>&1
 .venv/bin/python benchmarks/fanout_1m.py --dir /tmp/hfbench/f1m --rounds 10 --json $R/issue14_fanout_1m.json > $R/issue14_fanout_1m.txt 2>&1
+# 12. issue 14, sixth pass (2026-12-07, session 9): the table with every read measured warm and
+#     re-read after each round's posts, and the home reads while a paced poster posts
+.venv/bin/python benchmarks/issue14_table.py --world /tmp/hf14world --rounds 3 --seconds 6 --warmup 10 \
+  --warm-all --rewarm --accept-encoding gzip --json $R/issue14_table_rewarm.json > $R/issue14_table_rewarm.txt 2>&1
+.venv/bin/python benchmarks/reads_under_posts.py --world /tmp/hf14world --rounds 3 --seconds 8 \
+  > $R/issue14_reads_under_posts.txt 2>&1

@@ -11,8 +11,13 @@ its counts change, or longer while the record store has committed nothing since 
 read: ``MastodonApi._fresh``) and its tail (``conversations.status_tail``): the counters, the boosted
 original (a boost is the booster's wrapper with ``reblog`` = the original's Status) and the
 viewer's ``favourited``/``reblogged``. The tails of a whole page come from ONE
-``RecordStore.post_stats`` call: a warm home read runs exactly that one statement and
-renders no HTML.
+``RecordStore.post_stats`` call, and render no HTML.
+
+On the embedded profile the rows of ``post_stats`` and the first home page's rendering are
+kept (``_post_stats``, ``home_rendered``): the store reports what each commit of this process
+changed (``SqliteDatabase.on_shown_change``, told to ``_shown_changed``), so only what shows
+a changed post or profile is dropped, and another process's commit drops everything (the
+store's version moves). A warm home read runs no statement.
 """
 
 from __future__ import annotations
