@@ -159,3 +159,27 @@ def test_with_a_listener_own_commits_are_told_and_keep_the_shown_version(tmp_pat
             db.close()
 
     asyncio.run(main())
+
+
+def test_a_listener_that_fails_leaves_the_write_answered_and_the_version_moved(tmp_path: Path) -> None:
+    """A listener raising is logged: the write is still answered, and the commit moves
+    ``shown_version`` (what is kept is read again), as when nobody is told."""
+    path = tmp_path / "homefeed.db"
+
+    class Broken:
+        def changed(self, rows: list[tuple[str, int]]) -> None:
+            raise RuntimeError("broken listener")
+
+    async def main() -> None:
+        db = SqliteDatabase(path)
+        db.open()
+        try:
+            broken = Broken()
+            db.on_shown_change(broken.changed)
+            v = db.shown_version()
+            await asyncio.wait_for(db.write(lambda c: c.execute("INSERT INTO outbox (type, data) VALUES ('x', '{}')")), 5)
+            assert db.shown_version() != v and not db.telling()
+        finally:
+            db.close()
+
+    asyncio.run(main())

@@ -695,6 +695,8 @@ class SqliteDatabase:
                     listener(touched)
                 if before is not None and after is not None:
                     self._explain(before, after)
+            except Exception:  # the version then moves: what is kept is read again
+                log.exception("telling a commit's changes failed")
             finally:
                 self._told += 1
 

@@ -123,6 +123,7 @@ class MastodonApi:
         #: the store version ``_stats_version`` (``_post_stats``)
         self._stats: dict[int, dict[int | None, Any]] = {}
         self._stats_version: Hashable = None
+        self._stats_kept = 0
         self._telling: Callable[[], bool] | None = None
         if self._data_version is not None and hasattr(db, "on_shown_change"):
             db.on_shown_change(self._shown_changed)
@@ -414,6 +415,7 @@ class MastodonApi:
                 cache = {}
             else:
                 cache.clear()
+                self._stats_kept = 0
                 self._stats_version = current
         out: dict[int, Any] = {}
         missing: list[int] = []
@@ -429,8 +431,10 @@ class MastodonApi:
             read = await self.hf.store.post_stats(missing, viewer)
             out.update(read)
             if keep and self._changes == changes and self._version() == current:
-                if len(cache) > _MAX_CACHED:
+                self._stats_kept += len(read)
+                if self._stats_kept > _MAX_CACHED:  # bounded (rows dropped since are counted too)
                     cache.clear()
+                    self._stats_kept = len(read)
                 for i, row in read.items():
                     by_viewer = cache.get(i)
                     if by_viewer is None:
