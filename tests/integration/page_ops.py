@@ -31,6 +31,22 @@ WRITES = [
     st.tuples(st.just("consume"), st.integers(0, 3), st.integers(1, 4)),
 ]
 
+#: Writes that change what a Mastodon rendering shows without changing the page's posts:
+#: favourites, and a profile changed behind the API's back (as another process would: no
+#: ``forget_account``). The Mastodon kept-rendering tests draw them beside ``WRITES``.
+RENDERING_WRITES = [
+    st.tuples(st.just("fav"), user, post_ix),
+    st.tuples(st.just("profile"), user, st.integers(0, 3)),
+]
+
+
+async def users_following(hf: Any) -> list[int]:
+    """Register ``USERS`` users u0..u4, u0 following all the others; their ids."""
+    ids = [int((await hf.register(f"u{i}"))["id"]) for i in range(USERS)]
+    for i in range(1, USERS):
+        await hf.follow(ids[0], f"u{i}")
+    return ids
+
 
 async def apply(hf: Any, api: MastodonApi, ids: list[int], posts: list[tuple[int, int]],
                 name: str, a: int, b: int, *, consume: bool = True) -> bool:
@@ -62,6 +78,8 @@ async def apply(hf: Any, api: MastodonApi, ids: list[int], posts: list[tuple[int
         elif name in ("follow", "unfollow"):
             if a != b:
                 await (hf.follow if name == "follow" else hf.unfollow)(ids[a], f"u{b}")
+        elif name == "profile":
+            await hf.store.update_profile(ids[a], f"name {b}", f"note {b}")
         elif name == "drain":
             await hf.drain()
         elif name == "consume":  # the next events of one consumer
