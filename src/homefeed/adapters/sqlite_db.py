@@ -374,8 +374,9 @@ def connect(path: Path, synchronous: str = "FULL", readonly: bool = False) -> sq
 #: counters (any update of its row), its favourites (the viewer's ``favourited``), its
 #: boosts (``reblogged``, and a deleted post) as ``("post", id)``; a user's row (an Account:
 #: names, note, counts) as ``("user", id)``, and, when what changed is the profile (names,
-#: note) or the user is gone, also as ``("profile", id)``. TEMP: other processes' connections, which have
-#: no ``homefeed_shown`` function, never see them (their commits move the version instead).
+#: note) or the user is gone, also as ``("profile", id)``. TEMP: other processes'
+#: connections, which have no ``homefeed_shown`` function, never see them (their commits
+#: move the version instead).
 SHOWN_TRIGGERS = """
 CREATE TEMP TRIGGER IF NOT EXISTS shown_post_updated AFTER UPDATE ON main.posts
 BEGIN SELECT homefeed_shown('post', NEW.id); END;
@@ -450,13 +451,13 @@ class SqliteDatabase:
         #: worth: the header before the first of a run of such commits. One tuple, replaced
         #: whole (written by the writer thread or, with listeners, by the loop).
         self._shown: tuple[bytes | None, Hashable] = (None, None)
-        #: (writer thread) what the batch being committed changed that a Status shows:
-        #: ("post", id) and ("user", id), reported by the ``SHOWN_TRIGGERS``
+        #: (writer thread) what the batch being committed changed that a Status shows, as
+        #: the ``SHOWN_TRIGGERS`` report it
         self._touched: list[tuple[str, int]] = []
         #: told of each commit's ``_touched``, on the loop of its writes (``on_shown_change``)
         self._shown_listeners: list[weakref.WeakMethod] = []
-        #: commits whose listeners were (to be) told: counted by the writer thread when the
-        #: telling is queued, and by the loop once done (``telling``)
+        #: commits whose listeners are to be told: counted by the writer thread right before
+        #: their ``COMMIT``, and by the loop once told (``telling``)
         self._to_tell = 0
         self._told = 0
         #: (writer thread -> loop) commits whose listeners are to be told (``_tell``)
@@ -517,10 +518,10 @@ class SqliteDatabase:
         """Tell the bound method ``callback``, on the event loop of the writes, what each
         commit of this process changed that a Status shows (``SHOWN_TRIGGERS``: ``("post",
         id)`` for a post's counters and its boosters and favouriters, ``("user", id)`` for a
-        user's row, ``("profile", id)`` for its names and note), before the writes' callers hear of the commit. From then on such a
-        commit no longer moves ``shown_version``: a kept answer that shows none of what it
-        changed stays valid, and the listener drops those that do. Held weakly: a listener
-        that is gone is forgotten."""
+        user's row, ``("profile", id)`` for its names and note), before the writes' callers
+        hear of the commit. From then on such a commit no longer moves ``shown_version``: a
+        kept answer that shows none of what it changed stays valid, and the listener drops
+        those that do. Held weakly: a listener that is gone is forgotten."""
         self._shown_listeners.append(weakref.WeakMethod(callback))  # type: ignore[arg-type]
 
     def _touched_row(self, kind: str, id_: int) -> None:
