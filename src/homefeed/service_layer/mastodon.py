@@ -237,7 +237,25 @@ class MastodonApi:
         """Note which posts and users ``reader``'s kept rendering (of ``sources``) shows. A
         reader's entries for what its page no longer shows stay (dropping a rendering twice
         is harmless) until the index outgrows ``_MAX_CACHED``: then it is made again from the
-        renderings kept now."""
+        renderings kept now, and if that is still too many, they are dropped."""
+        self._note(reader, sources)
+        if len(self._showing_posts) <= _MAX_CACHED:
+            return
+        self._showing_posts.clear()
+        self._showing_users.clear()
+        self._bounded_users.clear()
+        pages = self.hf.home_pages
+        if pages is None:
+            return
+        for kept_by, view in list(pages.all_views()):
+            if view.sources is not None:
+                self._note(kept_by, view.sources)
+        if len(self._showing_posts) > _MAX_CACHED:
+            self._showing_posts.clear()
+            self._showing_users.clear()
+            pages.views_changed(None)
+
+    def _note(self, reader: int, sources: Sources) -> None:
         posts, originals, _, _, _ = sources
         showing_posts, showing_users = self._showing_posts, self._showing_users
         for p in (*posts, *originals.values()):
@@ -251,26 +269,6 @@ class MastodonApi:
                 showing_users[p.author_id] = {reader}
             else:
                 got.add(reader)
-        if len(showing_posts) > _MAX_CACHED:
-            self._reindex()
-
-    def _reindex(self) -> None:
-        self._showing_posts.clear()
-        self._showing_users.clear()
-        self._bounded_users.clear()
-        pages = self.hf.home_pages
-        if pages is None:
-            return
-        for reader, view in list(pages.all_views()):
-            if view.sources is not None:
-                posts, originals, _, _, _ = view.sources
-                for p in (*posts, *originals.values()):
-                    self._showing_posts.setdefault(p.id, set()).add(reader)
-                    self._showing_users.setdefault(p.author_id, set()).add(reader)
-        if len(self._showing_posts) > _MAX_CACHED:  # still too many: forget the renderings
-            self._showing_posts.clear()
-            self._showing_users.clear()
-            pages.views_changed(None)
 
     async def account(self, urls: E.Urls, user_id: int) -> dict[str, Any]:
         return (await self.account_bytes(urls, user_id))[1]
@@ -453,7 +451,6 @@ class MastodonApi:
         Account older than ``ACCOUNT_TTL`` allows); those read at ``current`` are as fresh as
         a new read while it holds (``_fresh``)."""
         posts, originals, stats, seen, recorded = sources
-        changes = self._user_changes
         full = self._full.get(urls.base)
         if full is None:
             full = self._full[urls.base] = {}
@@ -472,13 +469,13 @@ class MastodonApi:
                     out.append(None)
                     continue
                 got = await self._head(urls, original, full, now)
-                if current is None or got[3] != (current, changes.get(got[2], 0)):
+                if current is None or got[3] != self._user_version(got[2], current):
                     until = min(until, got[0])
                 if got[0] < expiries.get(got[2], float("inf")):
                     expiries[got[2]] = got[0]
                 inner = got[1] + status_tail(stats.get(original.id), None, seen)
             got = await self._head(urls, p, full, now)
-            if current is None or got[3] != (current, changes.get(got[2], 0)):
+            if current is None or got[3] != self._user_version(got[2], current):
                 until = min(until, got[0])
             if got[0] < expiries.get(got[2], float("inf")):
                 expiries[got[2]] = got[0]
@@ -570,7 +567,7 @@ class MastodonApi:
             kept = await first_page(self.hf, user_id, page.limit)
         if kept is None or (len(kept.posts) < page.limit and kept.next_id is not None):
             posts = await self.home(user_id, page)
-            return Rendered(0, 0.0, await self.statuses_bytes(urls, posts, user_id), [p.id for p in posts], None)
+            return Rendered(0, 0.0, await self.statuses_bytes(urls, posts, user_id), [p.id for p in posts], None, {})
         self.hf.reads.home_read(user_id)  # as ``home``
         assert version_of is not None
         version = version_of()
@@ -593,10 +590,9 @@ class MastodonApi:
         if got is not None and got.body == body and got.ids == ids:
             # A commit that changed nothing here (another reader's favourite, a post on
             # someone else's page): the same bytes, so its compressed body and headers too.
-            got = got.again(version, until, sources)
+            got = got.again(version, until, sources, expiries)
         else:
-            got = Rendered(version, until, body, ids, sources)
-        got.expiries = expiries
+            got = Rendered(version, until, body, ids, sources, expiries)
         if version_of() == version and self._changes == changes:  # nothing changed meanwhile: keep it
             got.kept = True
             kept.views[urls.base] = got
@@ -686,22 +682,22 @@ class Rendered:
     __slots__ = ("version", "until", "body", "ids", "sources", "expiries", "headers", "kept", "_gzipped")
 
     def __init__(self, version: Hashable, until: float, body: bytes, ids: list[int],
-                 sources: Sources | None) -> None:
+                 sources: Sources | None, expiries: dict[int, float]) -> None:
         self.version, self.until, self.body, self.ids = version, until, body, ids
         #: what ``body`` was assembled from (``MastodonApi._assemble``), for a kept one
         self.sources = sources
         #: author -> when the Account part shown for it expires (``ACCOUNT_TTL`` after its
         #: read): ``until`` becomes at most that once the author's row changes
-        self.expiries: dict[int, float] = {}
+        self.expiries = expiries
         self.headers: dict[Any, list[tuple[bytes, bytes]]] = {}
         self.kept = False
         self._gzipped: bytes | None = None
 
-    def again(self, version: Hashable, until: float, sources: Sources) -> Rendered:
+    def again(self, version: Hashable, until: float, sources: Sources, expiries: dict[int, float]) -> Rendered:
         """The same rendering found valid again at ``version`` (rendered anew to the same
         bytes): a new one, its compressed body and headers shared (they depend on the bytes
         only); this one stays as it was for a request still holding it."""
-        new = Rendered(version, until, self.body, self.ids, sources)
+        new = Rendered(version, until, self.body, self.ids, sources, expiries)
         new.headers, new._gzipped = self.headers, self._gzipped
         return new
 
