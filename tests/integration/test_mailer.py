@@ -64,8 +64,11 @@ async def settled(hf: Homefeed) -> dict[str, int]:
     """Drain, then wait until no notification waits for a mail and no mail is pending."""
     await hf.drain()
     for _ in range(1000):
-        counts = await mail_store(hf).mail_counts()
+        # In this order: a notification seen assigned is then in a mail counted below. Read
+        # the other way round, the mail loop can compose between the readings, and a mail
+        # made after the counts were read goes unseen.
         unsent = await _unassigned(hf)
+        counts = await mail_store(hf).mail_counts()
         if not counts.get("pending") and not unsent:
             return counts
         await asyncio.sleep(0.02)

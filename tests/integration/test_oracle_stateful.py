@@ -621,9 +621,10 @@ class HomefeedMachine(RuleBasedStateMachine):
             try:
                 deadline = self.loop.time() + SETTLE_TIMEOUT
                 while True:
-                    hc, mc = await hooks.delivery_counts(), await mails.mail_counts()
+                    # notifications first: one seen in a mail is then in the counts read after
                     unmailed = self.hf.store.db.query_value(
                         "SELECT count(*) FROM mail_notifications WHERE mail_id IS NULL")
+                    hc, mc = await hooks.delivery_counts(), await mails.mail_counts()
                     stuck = {k: v for k, v in {**hc, **mc}.items() if k not in ("pending", "delivered", "sent")}
                     assert not stuck, f"webhook deliveries or mails given up: {hc}, {mc}"
                     if set(hc) <= {"delivered"} and set(mc) <= {"sent"} and not unmailed:
