@@ -42,6 +42,7 @@ from homefeed.adapters.jetstream_names import (
     names_for,
     owner,
 )
+from homefeed.aio import wait_for
 from homefeed.domain.deployment import Deployment
 from homefeed.domain.errors import Unavailable
 from homefeed.domain.model import Event
@@ -173,7 +174,7 @@ class JetStreamConnection:
         await self._resolve_deployment()
         nc = NATS()
         try:
-            await asyncio.wait_for(
+            await wait_for(
                 nc.connect(
                     servers=self.servers,
                     name=self.name,
@@ -274,7 +275,7 @@ class JetStreamConnection:
         if timeout <= 0:
             return False
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            await wait_for(self._connected.wait(), timeout)
         except asyncio.TimeoutError:
             return False
         return nc.is_connected

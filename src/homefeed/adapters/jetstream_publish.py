@@ -30,6 +30,7 @@ from nats.aio.msg import Msg
 from homefeed.adapters.jetstream_connection import TRANSIENT, JetStreamConnection
 from homefeed.adapters.jetstream_names import DEPLOYMENT_HEADER, EXPECTED_LAST_MSG_ID, MSG_ID
 from homefeed.adapters.jetstream_names import token as subject_token
+from homefeed.aio import wait_for
 from homefeed.domain.errors import Unavailable
 from homefeed.domain.model import Event
 
@@ -138,7 +139,7 @@ class JetStreamPublisher(JetStreamConnection):
             try:
                 for fut in futs:
                     try:
-                        resp = await asyncio.wait_for(fut, max(0.0, ack_deadline - time.monotonic()))
+                        resp = await wait_for(fut, max(0.0, ack_deadline - time.monotonic()))
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:

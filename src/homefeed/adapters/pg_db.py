@@ -77,6 +77,7 @@ from homefeed.adapters.outage import OutageLog
 from homefeed.adapters.pg_leader import LeaderLock, lock_key  # noqa: F401
 from homefeed.adapters.pg_schema import (LOCK_NAMESPACE, MIGRATIONS, migrate,  # noqa: F401
                                          migrate_url, schema_version)
+from homefeed.aio import wait_for
 from homefeed.domain.errors import LeadershipLost, Unavailable  # noqa: F401  (LeadershipLost: its old home)
 
 log = logging.getLogger("homefeed.postgres")
@@ -416,7 +417,7 @@ class PgDatabase:
         assert self._listening is not None
         if not self._listening.is_set():
             try:  # without the listener, waiting still works by polling
-                await asyncio.wait_for(self._listening.wait(), timeout=self.connect_timeout)
+                await wait_for(self._listening.wait(), timeout=self.connect_timeout)
             except asyncio.TimeoutError:
                 log.warning("LISTEN connection not ready; polling the outbox meanwhile")
 

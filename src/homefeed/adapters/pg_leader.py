@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 
 from homefeed.adapters.pg_schema import LOCK_NAMESPACE
+from homefeed.aio import wait_for
 from homefeed.domain.errors import LeadershipLost
 
 log = logging.getLogger("homefeed.postgres")
@@ -129,7 +130,7 @@ class LeaderLock:
         while True:
             await asyncio.sleep(self.check_interval)
             try:
-                cur = await asyncio.wait_for(
+                cur = await wait_for(
                     self._conn.execute(
                         "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
                         " AND pid = pg_backend_pid() AND classid::bigint = (%s::bigint & 4294967295)"

@@ -74,6 +74,7 @@ from typing import Sequence
 
 from homefeed.adapters.outbox_base import OutboxStreamBase
 from homefeed.adapters.pg_db import LeaderLock, PgDatabase
+from homefeed.aio import wait_for
 from homefeed.domain.model import Event
 from homefeed.ports import DeadLetter
 from homefeed.adapters.dead_letter_rows import dead_letter_from_row, retry_all
@@ -228,7 +229,7 @@ class PgOutboxEventStream(OutboxStreamBase):
                     return events
                 wait = min(remaining, quick if quick is not None else self.poll_interval)
                 try:
-                    await asyncio.wait_for(woken.wait(), wait)
+                    await wait_for(woken.wait(), wait)
                 except asyncio.TimeoutError:
                     if quick is not None:
                         quick = min(quick * 2, self.poll_interval)

@@ -23,6 +23,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 
 from homefeed.adapters.outage import OutageLog
+from homefeed.aio import wait_for
 
 __all__ = ["OUTAGE", "FastLane", "RedisCluster", "connect", "ms", "outage_aware"]
 
@@ -234,7 +235,7 @@ class FastLane:
 
     async def _connect(self) -> _Resp:
         loop = asyncio.get_running_loop()
-        _, proto = await asyncio.wait_for(
+        _, proto = await wait_for(
             loop.create_connection(_Resp, self.host, self.port), self.connect_timeout)
         setup: list[tuple[Any, ...]] = []
         if self.password is not None:
@@ -242,7 +243,7 @@ class FastLane:
         if self.db:
             setup.append((b"SELECT", self.db))
         for cmd in setup:
-            reply = await asyncio.wait_for(self._send(proto, cmd), self.connect_timeout)
+            reply = await wait_for(self._send(proto, cmd), self.connect_timeout)
             if isinstance(reply, Exception):
                 proto.transport.close()  # type: ignore[union-attr]
                 raise redis_errors.ConnectionError(f"Redis refused {cmd[0]!r}: {reply}")
@@ -372,7 +373,7 @@ async def _subscribe_once(
     try:
         opening = (asyncio.open_unix_connection(u.path) if u.scheme == "unix"
                    else asyncio.open_connection(u.hostname or "127.0.0.1", u.port or 6379, ssl=tls))
-        reader, writer = await asyncio.wait_for(opening, SUBSCRIBE_CONNECT_SECONDS)
+        reader, writer = await wait_for(opening, SUBSCRIBE_CONNECT_SECONDS)
     except (OSError, asyncio.TimeoutError) as exc:
         raise redis_errors.ConnectionError(f"cannot connect to Redis for {channel}: {exc!r}") from exc
     try:

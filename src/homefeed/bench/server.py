@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import httptools
 import orjson
 
+from homefeed.aio import wait_for
 from homefeed.bench.loadgen import check_loopback
 
 __all__ = ["Client", "ServerProcess", "copy_world", "free_port"]
@@ -171,7 +172,7 @@ class Client:
     async def request(
         self, method: str, path: str, token: str | None = None, body: Any = None
     ) -> tuple[int, Any]:
-        return await asyncio.wait_for(self._request(method, path, token, body), self.timeout_s)
+        return await wait_for(self._request(method, path, token, body), self.timeout_s)
 
     async def _request(self, method: str, path: str, token: str | None, body: Any) -> tuple[int, Any]:
         payload = orjson.dumps(body) if body is not None else b""

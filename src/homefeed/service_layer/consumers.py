@@ -22,6 +22,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Coroutine, Sequence
 
+from homefeed.aio import wait_for
 from homefeed.domain import model
 from homefeed.domain.errors import Unavailable
 from homefeed.domain.feed_rules import is_indexed
@@ -265,7 +266,7 @@ class Consumers:
                 t.cancel()
         for t in self._tasks:
             try:
-                await asyncio.wait_for(t, timeout=10)
+                await wait_for(t, timeout=10)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 t.cancel()
         self._tasks = []
@@ -408,7 +409,7 @@ class Consumers:
             await asyncio.sleep(seconds)
             return
         try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            await wait_for(self._stopping.wait(), seconds)
         except asyncio.TimeoutError:
             pass
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
+from homefeed.aio import wait_for
 from homefeed.domain import model
 from homefeed.domain.mastodon.content import extract_hashtags
 from homefeed.domain.model import Event, Notification, Post
@@ -142,7 +143,7 @@ class LivePublisher:
             return
         if self._queue:
             try:
-                await asyncio.wait_for(self._flushed(), 2.0)
+                await wait_for(self._flushed(), 2.0)
             except asyncio.TimeoutError:
                 pass
         task.cancel()

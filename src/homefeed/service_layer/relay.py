@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
+from homefeed.aio import wait_for
 from homefeed.domain.model import Event
 from homefeed.ports import EventSink as RelaySink
 from homefeed.ports import LeaderFactory
@@ -302,4 +303,4 @@ class OutboxRelay:
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+        await wait_for(stop.wait(), seconds)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 import orjson
 
+from homefeed.aio import wait_for
 from homefeed.config import Settings
 from homefeed.domain.errors import Forbidden, InvalidInput, NotFound, Unauthorized, Unavailable
 from homefeed.domain.mastodon.content import extract_mentions
@@ -296,7 +297,7 @@ class Homefeed:
         if self._relay_task is not None and self._relay_stop is not None:
             self._relay_stop.set()
             try:
-                await asyncio.wait_for(self._relay_task, timeout=10)
+                await wait_for(self._relay_task, timeout=10)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 self._relay_task.cancel()
             self._relay_task = None
@@ -695,7 +696,7 @@ class Homefeed:
         async def one(probe: Callable[[], Awaitable[object]]) -> dict[str, Any]:
             t0 = time.perf_counter()
             try:
-                await asyncio.wait_for(probe(), timeout)
+                await wait_for(probe(), timeout)
             except asyncio.TimeoutError:
                 return {"ok": False, "ms": round((time.perf_counter() - t0) * 1000, 2),
                         "error": f"no answer within {timeout:g}s"}

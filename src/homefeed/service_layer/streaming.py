@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import orjson
 
+from homefeed.aio import wait_for
 from homefeed.domain.errors import NotFound
 from homefeed.domain.mastodon.entities import Urls
 from homefeed.domain.model import Post
@@ -207,7 +208,7 @@ class StreamHub:
             ]
         if wait and not self.subscribed and self._tasks:
             try:
-                await asyncio.wait_for(self._ready.wait(), wait)
+                await wait_for(self._ready.wait(), wait)
             except asyncio.TimeoutError:
                 log.warning("streaming: the live bus is not subscribed; answering the stream anyway")
 

@@ -34,6 +34,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
+from homefeed.aio import wait_for
 from homefeed.domain.errors import HomefeedError, Unauthorized
 from homefeed.domain.mastodon.entities import API_ERRORS
 from homefeed.domain.mastodon.scopes import covers
@@ -310,7 +311,7 @@ class WebSocketEndpoint:
             if reason != "the client left":
                 code = 1013 if reason == TOO_SLOW else 1008 if reason == REVOKED else 1001
                 try:
-                    await asyncio.wait_for(send({"type": "websocket.close", "code": code,
+                    await wait_for(send({"type": "websocket.close", "code": code,
                                                  "reason": (reason or "")[:120]}), 2.0)
                 except Exception:
                     pass

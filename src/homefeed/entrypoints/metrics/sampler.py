@@ -8,6 +8,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from homefeed.aio import wait_for
 from homefeed.entrypoints.metrics.recording import RECORDER, Recorder
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class Sampler:
 
     async def _call(self, errors: dict[str, str], name: str, coro: Any) -> Any:
         try:
-            return await asyncio.wait_for(coro, self.timeout)
+            return await wait_for(coro, self.timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from homefeed.aio import wait_for
 from homefeed.entrypoints.metrics.prometheus import CONTENT_TYPE, prometheus_text
 from homefeed.entrypoints.metrics.sampler import Sampler
 from homefeed.entrypoints.metrics.jsonview import snapshot, snapshot_json
@@ -44,9 +45,9 @@ class MetricsServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), 5)
+            line = await wait_for(reader.readline(), 5)
             while True:  # skip the headers
-                h = await asyncio.wait_for(reader.readline(), 5)
+                h = await wait_for(reader.readline(), 5)
                 if h in (b"\r\n", b"\n", b""):
                     break
             parts = line.decode("latin-1").split()
