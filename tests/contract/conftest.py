@@ -83,8 +83,9 @@ class Records:
 
     store: RecordStore
     stream: EventStream
-    #: How long a committed event may take to become fetchable (0 for the in-process outbox;
-    #: a relayed stream such as JetStream needs a little).
+    #: How long a committed event may take to become fetchable (the waits end as soon as it
+    #: is: this is a bound for a loaded machine, where PostgreSQL holds an event back until
+    #: every older transaction of the cluster, other tests' included, has ended).
     delivery_timeout: float = 5.0
     #: How long an event fetched but not acknowledged may take to be delivered again.
     redelivery_timeout: float = 5.0
@@ -105,7 +106,7 @@ def sqlite_records(tmp_path: Path) -> Opener:
         stream = OutboxEventStream(db)
         await store.open()
         try:
-            yield Records(store, stream, delivery_timeout=2.0, redelivery_timeout=2.0)
+            yield Records(store, stream, delivery_timeout=10.0, redelivery_timeout=10.0)
         finally:
             await store.close()
 
@@ -126,7 +127,7 @@ def postgres_records(tmp_path: Path) -> Opener:
         store = PgRecordStore(db)
         await store.open()
         try:
-            yield Records(store, PgOutboxEventStream(db), delivery_timeout=2.0, redelivery_timeout=2.0)
+            yield Records(store, PgOutboxEventStream(db), delivery_timeout=10.0, redelivery_timeout=10.0)
         finally:
             await store.close()
 
@@ -157,7 +158,7 @@ def jetstream_records(tmp_path: Path) -> Opener:
         stop = asyncio.Event()
         relay = asyncio.create_task(OutboxRelay(OutboxEventStream(db), js).run(stop))
         try:
-            yield Records(store, js, delivery_timeout=3.0, redelivery_timeout=3.0)
+            yield Records(store, js, delivery_timeout=10.0, redelivery_timeout=10.0)
         finally:
             stop.set()
             await relay

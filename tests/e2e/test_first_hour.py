@@ -83,12 +83,17 @@ def _free_port() -> int:
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["serve", "demo"])
 def test_a_port_in_use_is_one_line_and_exit_2_within_5_s(command: str, busy_port: int, tmp_path: Path) -> None:
+    # Python's start-up and imports, measured beside it: on a loaded machine they alone can
+    # take seconds; the 5 s are homefeed's own (no retrying, no waiting on the port)
+    t0 = time.monotonic()
+    homefeed(command, "--help", cwd=tmp_path, timeout=60)
+    start_up = time.monotonic() - t0
     t0 = time.monotonic()
     proc = homefeed(command, "--data-dir", str(tmp_path / "d"), "--host", "127.0.0.1", "--port",
-                    str(busy_port), cwd=tmp_path, timeout=20)
+                    str(busy_port), cwd=tmp_path, timeout=60)
     elapsed = time.monotonic() - t0
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert elapsed < 5, f"{elapsed:.1f} s"
+    assert elapsed < 5 + 2 * start_up, f"{elapsed:.1f} s (start-up alone {start_up:.1f} s)"
     line = _one_line(proc.stderr)
     assert f"port {busy_port} on 127.0.0.1 is in use (" in line and "--port" in line, line
     _no_traceback(proc)

@@ -216,7 +216,7 @@ def test_fetch_without_ack_is_redelivered_after_ack_wait(names: Names, tmp_path:
             a = await ob.store.create_user("alice", "A", os.urandom(16))
             for i in range(4):
                 await ob.store.create_post(a.id, "alice", f"p{i}")
-            async with names.make(ack_wait=1.0) as js:
+            async with names.make(ack_wait=3.0) as js:  # room for a loaded machine before the redelivery
                 await OutboxRelay(ob.stream, js).drain()
                 first = await js.fetch("fanout", 10, timeout=1)
                 assert [e.seq for e in first] == [1, 2, 3, 4, 5]
@@ -224,13 +224,13 @@ def test_fetch_without_ack_is_redelivered_after_ack_wait(names: Names, tmp_path:
                 # not acknowledged: not delivered again before ack_wait ...
                 assert await js.fetch("fanout", 10, timeout=0.3) == []
                 assert await js.lag("fanout") == 5
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(3.0)
                 # ... and delivered again after it, marked as a redelivery
                 again = await consume(js, "fanout", 5, timeout=5)
                 assert [e.seq for e in again] == [1, 2, 3, 4, 5]
                 assert [e.deliveries for e in again] == [2] * 5
                 assert await js.lag("fanout") == 0
-                await asyncio.sleep(1.2)
+                await asyncio.sleep(3.2)
                 assert await js.fetch("fanout", 10, timeout=0.3) == []
 
     run(main())
@@ -442,8 +442,10 @@ def test_a_batch_slower_than_ack_wait_is_applied_once_by_the_worker_that_holds_i
             a = await ob.store.create_user("alice", "A", os.urandom(16))
             for i in range(6):
                 await ob.store.create_post(a.id, "alice", f"p{i}")
-            async with names.make(ack_wait=1.0, max_deliver=2) as js1, \
-                    names.make(ack_wait=1.0, max_deliver=2) as js2:
+            # ack_wait 2 s: the reports go out every ~0.67 s, so a stall of the loop (a loaded
+            # machine) shorter than ~1.3 s does not let JetStream redeliver the batch
+            async with names.make(ack_wait=2.0, max_deliver=2) as js1, \
+                    names.make(ack_wait=2.0, max_deliver=2) as js2:
                 await OutboxRelay(ob.stream, js1).drain()
                 applied: list[tuple[str, int, int]] = []  # (worker, seq, deliveries)
                 slow_done = asyncio.Event()
@@ -454,7 +456,7 @@ def test_a_batch_slower_than_ack_wait_is_applied_once_by_the_worker_that_holds_i
 
                     async def handle(batch: Any) -> None:
                         if not slow_done.is_set():
-                            await asyncio.sleep(2.5)  # the first batch: longer than ack_wait
+                            await asyncio.sleep(5.0)  # the first batch: 2.5 x ack_wait
                             slow_done.set()
                         applied.extend((name, e.seq, e.deliveries) for e in batch)
                     c.register(FANOUT, handle)
@@ -465,7 +467,7 @@ def test_a_batch_slower_than_ack_wait_is_applied_once_by_the_worker_that_holds_i
                 await asyncio.sleep(0.3)  # w1 fetches first, and takes every event there is
                 w2.start([FANOUT])
                 await slow_done.wait()
-                await asyncio.sleep(1.5)  # past another ack_wait: a redelivery would be in
+                await asyncio.sleep(3.0)  # past another ack_wait: a redelivery would be in
                 await w1.stop()
                 await w2.stop()
                 assert sorted(seq for _, seq, _ in applied) == [1, 2, 3, 4, 5, 6, 7]

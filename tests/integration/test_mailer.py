@@ -98,7 +98,7 @@ def test_follow_and_mention_mails_bundle_and_never_twice(profile: dict[str, Any]
     async def go() -> None:
         # a window long enough that the two notifications written right after the first
         # mail surely fall in it, even on a loaded machine
-        async with running(profile, port, mail_bundle_seconds=4.0) as hf:
+        async with running(profile, port, mail_bundle_seconds=10.0) as hf:
             alice = await person(hf, "alice", "alice@example.test")
             await person(hf, "bob", "bob@example.test")
             await person(hf, "carol", None)

@@ -83,16 +83,28 @@ async def _start(pg: PrivatePg) -> None:
     await asyncio.to_thread(pg.start)
 
 
-async def _terminate(pg: PrivatePg, dbname: str, like: str = "%") -> int:
+async def _terminate(pg: PrivatePg, dbname: str, like: str = "%", active: bool = False) -> int:
     """End the sessions of ``dbname`` whose query matches ``like`` (as a restart would), and
     wait (up to 5 s, PostgreSQL 14+) until each backend is gone, so its socket is closed
     before the test goes on: a session ended *while* a statement is sent is another case."""
     rows = await asyncio.to_thread(
         pg.sql,
         "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
-        f" WHERE datname = '{dbname}' AND pid <> pg_backend_pid() AND query LIKE '{like}'",
+        f" WHERE datname = '{dbname}' AND pid <> pg_backend_pid() AND query LIKE '{like}'"
+        + (" AND state = 'active'" if active else ""),
     )
     return int(rows[0][0])
+
+
+async def _terminate_running(pg: PrivatePg, dbname: str, like: str, timeout: float = 10.0) -> int:
+    """``_terminate`` the session running a statement that matches ``like``, as soon as it
+    runs (polled: on a loaded machine the statement may be sent late)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ended = await _terminate(pg, dbname, like, active=True)
+        if ended or time.monotonic() > deadline:
+            return ended
+        await asyncio.sleep(0.05)
 
 
 def _dbname(url: str) -> str:
@@ -166,15 +178,14 @@ def test_a_read_whose_session_dies_is_sent_again_a_write_is_not(pg: PrivatePg, p
         await db.open()
         try:
             await db.write("CREATE TABLE marks (v int)", outbox=False)
-            read = asyncio.create_task(db.fetchone("SELECT 42 FROM pg_sleep(1) AS read_probe"))
-            await asyncio.sleep(0.4)
-            assert await _terminate(pg, _dbname(pg_url), "%read_probe%") == 1
+            # each statement sleeps long enough to be ended while it runs, however late it is sent
+            read = asyncio.create_task(db.fetchone("SELECT 42 FROM pg_sleep(2) AS read_probe"))
+            assert await _terminate_running(pg, _dbname(pg_url), "%read_probe%") == 1
             assert await bounded(read) == (42,)  # sent again on another connection
 
             write = asyncio.create_task(
-                db.write("INSERT INTO marks SELECT 7 FROM pg_sleep(1) AS write_probe", outbox=False))
-            await asyncio.sleep(0.4)
-            assert await _terminate(pg, _dbname(pg_url), "%write_probe%") == 1
+                db.write("INSERT INTO marks SELECT 7 FROM pg_sleep(30) AS write_probe", outbox=False))
+            assert await _terminate_running(pg, _dbname(pg_url), "%write_probe%") == 1
             with pytest.raises(Unavailable):
                 await bounded(write)
             assert await db.fetch("SELECT count(*) FROM marks") == [(0,)]  # nothing partial

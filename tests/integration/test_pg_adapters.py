@@ -460,7 +460,7 @@ def test_seq_is_not_commit_order_but_the_stream_never_skips(pg_url: str) -> None
                 t0 = time.monotonic()
                 await slow.commit()  # no NOTIFY from this one: the poll fallback finds it
             events = await waiting
-            assert time.monotonic() - t0 < 1.0
+            assert time.monotonic() - t0 < 5.0  # the poll fallback, well before the fetch's 10 s
             assert events[0].ack_handle[1] == s1  # (xid, outbox seq)
             assert [e.seq for e in events] == sorted(e.seq for e in events)  # Event.seq grows
             assert [e.type for e in events] == ["slow"] + [model.POST_CREATED] * 3
@@ -649,13 +649,13 @@ def test_fetch_wakes_on_commits_of_other_processes(pg_url: str) -> None:
             t0 = time.monotonic()
             await writer.create_post(u.id, "waker", "wake up")
             events = await task
-            assert time.monotonic() - t0 < 2.0
+            assert time.monotonic() - t0 < 10.0  # NOTIFY, well before the 30 s poll
             assert [e.type for e in events] == [model.POST_CREATED]
             # no event: fetch returns empty after its timeout
             t0 = time.monotonic()
             await stream.ack("w", events)
             assert await stream.fetch("w", 10, timeout=0.3) == []
-            assert 0.25 < time.monotonic() - t0 < 2.0
+            assert 0.25 < time.monotonic() - t0 < 10.0
 
     run(body())
 

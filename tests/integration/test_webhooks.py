@@ -135,7 +135,7 @@ def test_a_410_disables_the_subscription_at_once(profile: dict[str, Any]) -> Non
                 await hf.register("first")
                 await hf.drain()
                 await asyncio.to_thread(rx.wait_for, lambda reqs: len(reqs) >= 1)
-                for _ in range(200):  # the outcome is stored right after the answer
+                for _ in range(1500):  # up to 30 s on a loaded machine  # the outcome is stored right after the answer
                     listed = await admin.list()
                     if not listed[0]["enabled"]:
                         break
@@ -162,7 +162,7 @@ def test_spent_schedule_dead_letters_and_retry_sends_again(profile: dict[str, An
                 await hf.drain()
                 await asyncio.to_thread(rx.wait_for, lambda reqs: len(reqs) >= 3)
                 letters: list[Any] = []
-                for _ in range(200):
+                for _ in range(1500):
                     letters = await outside.dead_letters(hf)
                     if letters:
                         break
@@ -195,7 +195,7 @@ def test_private_targets_are_refused_when_added_and_when_delivering(tmp_path: Pa
                 await hf.register("someone")
                 await hf.drain()
                 letters: list[Any] = []
-                for _ in range(200):
+                for _ in range(1500):
                     letters = await outside.dead_letters(hf, "webhooks")
                     if letters:
                         break
