@@ -88,3 +88,6 @@ echo done
   --warm-all --rewarm --accept-encoding gzip --json $R/issue14_table_rewarm.json > $R/issue14_table_rewarm.txt 2>&1
 .venv/bin/python benchmarks/reads_under_posts.py --world /tmp/hf14world --rounds 3 --seconds 8 \
   > $R/issue14_reads_under_posts.txt 2>&1
+# 13. issue 14, seventh pass (2026-12-07, session 10): posts against home reads on the scale-out
+#     profile (API process, worker, PostgreSQL, Redis), CPU per request by tier
+.venv/bin/python benchmarks/scaleout_posts.py --rounds 3 --seconds 8 > $R/issue14_scaleout_posts.txt 2>&1
