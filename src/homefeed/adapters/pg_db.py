@@ -89,6 +89,13 @@ _migrate = migrate  # open() has a parameter of that name
 async def _configure(conn: psycopg.AsyncConnection) -> None:
     conn.adapters.register_dumper(int, Int8Dumper)  # one parameter type per statement
     set_json_loads(orjson.loads, conn)
+    # No JIT compilation: every statement here is a short index-bound one, and JIT is paid
+    # at each execution when the planner's cost estimate passes ``jit_above_cost``. The
+    # outbox fetch's estimate grows with the outbox (its per-row subplan is costed for
+    # every row the LIMIT could return): at ~140k events each fetch compiled for ~220 ms
+    # and ran for 0.04 ms, so PostgreSQL spent ~0.6 s of CPU per fetch, and the consumers
+    # fell behind (benchmarks/RESULTS.md, seventh pass).
+    await conn.execute("SET jit = off")
 
 
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
