@@ -31,6 +31,7 @@ process's CPU ratio is the rate ratio one API process would reach with a core to
 
     .venv/bin/python benchmarks/scaleout_posts.py                       # load, then 3 rounds
     .venv/bin/python benchmarks/scaleout_posts.py --keep /tmp/hf14scale  # reuse a loaded world
+    .venv/bin/python benchmarks/scaleout_posts.py --keep /tmp/hf14scale --roles indexer  # one consumer's cost
 
 Needs ``wrk``, a PostgreSQL it may create a database in, and a Redis database it may flush.
 """
@@ -110,18 +111,36 @@ def load(env: dict[str, str], pg_url: str, redis_url: str, data: Path) -> None:
     subprocess.run([HOMEFEED, "demo", "--no-serve", "--data-dir", str(data)], env=env, check=True)
 
 
-async def lag(env: dict[str, str]) -> int:
-    """Events committed and not yet applied by every consumer (the worker's lag)."""
-    from homefeed.bootstrap import CONSUMERS, build
+async def lag(env: dict[str, str], consumers: list[str]) -> int:
+    """Events committed and not yet applied by ``consumers`` (the worker's lag)."""
+    from homefeed.bootstrap import build
     from homefeed.config import Settings
 
+    if not consumers:
+        return 0
     hf = build(Settings(database_url=env["HOMEFEED_DATABASE_URL"], cache_url=env["HOMEFEED_CACHE_URL"]))
     await hf.start(run_consumers=False)
     try:
-        lags = await hf.stream.lags(list(CONSUMERS))  # type: ignore[attr-defined]
+        lags = await hf.stream.lags(consumers)  # type: ignore[attr-defined]
         return sum(lags.values())
     finally:
         await hf.close()
+
+
+def catch_up(env: dict[str, str], data: Path) -> None:
+    """Every consumer up to date before the figures (a run with ``--roles`` leaves the
+    others behind): a worker with every role, until their lag is 0."""
+    from homefeed.bootstrap import CONSUMERS
+
+    if not asyncio.run(lag(env, list(CONSUMERS))):
+        return
+    worker = subprocess.Popen([HOMEFEED, "worker"], env=env, stdout=open(data / "catch-up.log", "w"),
+                              stderr=subprocess.STDOUT)
+    try:
+        while asyncio.run(lag(env, list(CONSUMERS))):
+            time.sleep(0.5)
+    finally:
+        stop(worker)
 
 
 def main() -> None:
@@ -133,6 +152,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--tokens", type=int, default=3000)
+    ap.add_argument("--roles", default="all",
+                    help="the worker's roles (`homefeed worker --role`), e.g. fanout or indexer; none: no"
+                         " worker (a post's figure is then its request and commit alone)")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
@@ -151,8 +173,13 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     api = subprocess.Popen([HOMEFEED, "serve", "--port", str(port)], env=env,
                            stdout=open(data / "serve.log", "w"), stderr=subprocess.STDOUT)
-    worker = subprocess.Popen([HOMEFEED, "worker"], env=env,
-                              stdout=open(data / "worker.log", "w"), stderr=subprocess.STDOUT)
+    from homefeed.bootstrap import CONSUMERS
+
+    catch_up(env, data)
+    roles = [] if args.roles == "none" else list(CONSUMERS) if args.roles == "all" else args.roles.split(",")
+    applying = [r for r in roles if r in CONSUMERS]
+    worker = subprocess.Popen([HOMEFEED, "worker", "--role", ",".join(roles)] if roles else ["sleep", "infinity"],
+                              env=env, stdout=open(data / "worker.log", "w"), stderr=subprocess.STDOUT)
     scripts = {"home": (ROOT / "benchmarks/wrk/home.lua", "/v1/timelines/home?limit=20"),
                "post": (ROOT / "benchmarks/wrk/post.lua", "/v1/posts")}
     rows: dict[str, list[dict[str, float]]] = {"home": [], "post": [], "first read after posts": []}
@@ -176,7 +203,7 @@ def main() -> None:
                 drained_after = 0.0
                 if name == "post":
                     t = time.perf_counter()
-                    while asyncio.run(lag(env)):
+                    while asyncio.run(lag(env, applying)):
                         time.sleep(0.1)
                     drained_after = time.perf_counter() - t
                 m1 = tiers.sample()
@@ -203,7 +230,7 @@ def main() -> None:
         stop(worker)
     med = statistics.median
     print(f"\nmedian of {args.rounds} rounds, wrk -t1 -c{args.connections} -d{args.seconds}s, scale-out profile"
-          " (one API process, one worker, PostgreSQL, Redis):\n")
+          f" (one API process, one worker with roles {args.roles}, PostgreSQL, Redis):\n")
     print("| figure | req/s | p99 ms | API µs | worker µs | PostgreSQL µs | Redis µs | all tiers µs |")
     print("|---|---|---|---|---|---|---|---|")
     for name, rs in rows.items():
