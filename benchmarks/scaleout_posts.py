@@ -39,7 +39,6 @@ Needs ``wrk``, a PostgreSQL it may create a database in, and a Redis database it
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import statistics
@@ -111,33 +110,38 @@ def load(env: dict[str, str], pg_url: str, redis_url: str, data: Path) -> None:
     subprocess.run([HOMEFEED, "demo", "--no-serve", "--data-dir", str(data)], env=env, check=True)
 
 
-async def lag(env: dict[str, str], consumers: list[str]) -> int:
-    """Events committed and not yet applied by ``consumers`` (the worker's lag)."""
-    from homefeed.bootstrap import build
-    from homefeed.config import Settings
+class Lag:
+    """Events committed and not yet applied by some consumers (the worker's lag), asked on
+    one connection kept open: the statement ``PgOutboxEventStream.lags`` runs, and nothing
+    else, so the polls while a worker drains add one statement each to PostgreSQL's CPU."""
 
-    if not consumers:
-        return 0
-    hf = build(Settings(database_url=env["HOMEFEED_DATABASE_URL"], cache_url=env["HOMEFEED_CACHE_URL"]))
-    await hf.start(run_consumers=False)
-    try:
-        lags = await hf.stream.lags(consumers)  # type: ignore[attr-defined]
-        return sum(lags.values())
-    finally:
-        await hf.close()
+    def __init__(self, pg_url: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(pg_url, autocommit=True)
+
+    def __call__(self, consumers: list[str]) -> int:
+        from homefeed.adapters.pg_outbox import _LAGS
+
+        if not consumers:
+            return 0
+        return sum(int(n) for _, n in self.conn.execute(_LAGS, {"cs": consumers}).fetchall())
+
+    def close(self) -> None:
+        self.conn.close()
 
 
-def catch_up(env: dict[str, str], data: Path) -> None:
+def catch_up(env: dict[str, str], data: Path, lag: Lag) -> None:
     """Every consumer up to date before the figures (a run with ``--roles`` leaves the
     others behind): a worker with every role, until their lag is 0."""
     from homefeed.bootstrap import CONSUMERS
 
-    if not asyncio.run(lag(env, list(CONSUMERS))):
+    if not lag(list(CONSUMERS)):
         return
     worker = subprocess.Popen([HOMEFEED, "worker"], env=env, stdout=open(data / "catch-up.log", "w"),
                               stderr=subprocess.STDOUT)
     try:
-        while asyncio.run(lag(env, list(CONSUMERS))):
+        while lag(list(CONSUMERS)):
             time.sleep(0.5)
     finally:
         stop(worker)
@@ -175,7 +179,8 @@ def main() -> None:
                            stdout=open(data / "serve.log", "w"), stderr=subprocess.STDOUT)
     from homefeed.bootstrap import CONSUMERS
 
-    catch_up(env, data)
+    lag = Lag(args.pg)
+    catch_up(env, data, lag)
     roles = [] if args.roles == "none" else list(CONSUMERS) if args.roles == "all" else args.roles.split(",")
     applying = [r for r in roles if r in CONSUMERS]
     worker = subprocess.Popen([HOMEFEED, "worker", "--role", ",".join(roles)] if roles else ["sleep", "infinity"],
@@ -203,7 +208,7 @@ def main() -> None:
                 drained_after = 0.0
                 if name == "post":
                     t = time.perf_counter()
-                    while asyncio.run(lag(env, applying)):
+                    while lag(applying):
                         time.sleep(0.1)
                     drained_after = time.perf_counter() - t
                 m1 = tiers.sample()
@@ -228,6 +233,7 @@ def main() -> None:
     finally:
         stop(api)
         stop(worker)
+        lag.close()
     med = statistics.median
     print(f"\nmedian of {args.rounds} rounds, wrk -t1 -c{args.connections} -d{args.seconds}s, scale-out profile"
           f" (one API process, one worker with roles {args.roles}, PostgreSQL, Redis):\n")
