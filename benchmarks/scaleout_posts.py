@@ -32,6 +32,7 @@ process's CPU ratio is the rate ratio one API process would reach with a core to
     .venv/bin/python benchmarks/scaleout_posts.py                       # load, then 3 rounds
     .venv/bin/python benchmarks/scaleout_posts.py --keep /tmp/hf14scale  # reuse a loaded world
     .venv/bin/python benchmarks/scaleout_posts.py --keep /tmp/hf14scale --roles indexer  # one consumer's cost
+    .venv/bin/python benchmarks/scaleout_posts.py --keep /tmp/hf14scale --paced 10  # below saturation
 
 Needs ``wrk``, a PostgreSQL it may create a database in, and a Redis database it may flush.
 """
@@ -159,6 +160,10 @@ def main() -> None:
     ap.add_argument("--roles", default="all",
                     help="the worker's roles (`homefeed worker --role`), e.g. fanout or indexer; none: no"
                          " worker (a post's figure is then its request and commit alone)")
+    ap.add_argument("--paced", type=float, metavar="MS",
+                    help="post at a paced rate, not at saturation: wrk/post_paced.lua, each of 4"
+                         " connections waiting MS milliseconds between its posts (consumers then"
+                         " apply small batches, as below a worker's capacity)")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
@@ -187,6 +192,10 @@ def main() -> None:
                               env=env, stdout=open(data / "worker.log", "w"), stderr=subprocess.STDOUT)
     scripts = {"home": (ROOT / "benchmarks/wrk/home.lua", "/v1/timelines/home?limit=20"),
                "post": (ROOT / "benchmarks/wrk/post.lua", "/v1/posts")}
+    connections = {"home": args.connections, "post": args.connections}
+    if args.paced is not None:
+        scripts["post"] = (ROOT / "benchmarks/wrk/post_paced.lua", "/v1/posts")
+        connections["post"] = 4
     rows: dict[str, list[dict[str, float]]] = {"home": [], "post": [], "first read after posts": []}
     try:
         wait_healthy(url)
@@ -201,8 +210,9 @@ def main() -> None:
                 idle = [(b - a) / (i1[0] - i0[0]) for a, b in zip(i0[1:], i1[1:])]
                 m0 = tiers.sample()
                 out = subprocess.run(
-                    ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", "-s", str(script),
-                     url + path], env={**os.environ, "TOKENS": str(token_file)},
+                    ["wrk", "-t1", f"-c{connections[name]}", f"-d{args.seconds}s", "--latency", "-s", str(script),
+                     url + path], env={**os.environ, "TOKENS": str(token_file),
+                                       "DELAY_MS": str(args.paced if args.paced is not None else 0)},
                     capture_output=True, text=True, check=True).stdout
                 rps, p99 = parse_wrk(out)
                 drained_after = 0.0
@@ -236,7 +246,8 @@ def main() -> None:
         lag.close()
     med = statistics.median
     print(f"\nmedian of {args.rounds} rounds, wrk -t1 -c{args.connections} -d{args.seconds}s, scale-out profile"
-          f" (one API process, one worker with roles {args.roles}, PostgreSQL, Redis):\n")
+          + (f", posts paced {args.paced:g} ms apart on 4 connections" if args.paced is not None else "")
+          + f" (one API process, one worker with roles {args.roles}, PostgreSQL, Redis):\n")
     print("| figure | req/s | p99 ms | API µs | worker µs | PostgreSQL µs | Redis µs | all tiers µs |")
     print("|---|---|---|---|---|---|---|---|")
     for name, rs in rows.items():

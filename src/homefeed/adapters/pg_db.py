@@ -169,6 +169,10 @@ class PgDatabase:
         #: only while this has not moved (``Homefeed.health``), so a write's own event is
         #: never reported as applied by a snapshot read before it.
         self.outbox_commits = 0
+        #: Wake-ups of the outbox waiters so far (this process's commits, NOTIFYs, a
+        #: listener's reconnection): a reader that kept what it last read (the outbox
+        #: stream's shared tail) reads again only once this has moved, or after a poll.
+        self.wakes = 0
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -400,6 +404,7 @@ class PgDatabase:
                 await conn.close()
 
     def _wake(self) -> None:
+        self.wakes += 1
         for w in self._waiters:
             w.set()
 

@@ -47,6 +47,16 @@ on ``homefeed_outbox`` from any other, see ``PgDatabase``) and polls every
 behind an older running transaction, whose end sends no notification) it re-polls quickly,
 backing off from 5 ms.
 
+One read for every consumer of a process. The consumers of a worker read the same new
+events right after the same commit; each reading them itself was a statement of the
+primary per consumer and commit (issue 14's seventh pass). So the newest events are kept in
+a shared tail, read once (``_read``, ``_refresh``) with the consumers' stored positions in
+the same statement; a consumer far behind it reads the table itself. A consumer's position
+is what it acknowledged, or the stored one as read by a refresh that began after that, so
+a move of the stored position by another process (``homefeed replay``) is followed at the
+next refresh; a move sends a NOTIFY, which makes one. The acknowledgements that the
+consumers of a process make meanwhile are written together, in one statement.
+
 Events. ``Event.seq`` encodes the position so that it grows in delivery order, as the port
 promises, and stays a 63-bit integer (JSON, ``bigint`` and ``Nats-Msg-Id`` friendly):
 ``Event.seq = xid << 16 | k``, ``k`` being the rank of the row among its transaction's
@@ -69,11 +79,12 @@ before new ones; acknowledging one deletes it.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from typing import Sequence
 
 from homefeed.adapters.outbox_base import OutboxStreamBase
-from homefeed.adapters.pg_db import LeaderLock, PgDatabase
+from homefeed.adapters.pg_db import NOTIFY_CHANNEL, LeaderLock, PgDatabase
 from homefeed.aio import wait_for
 from homefeed.domain.model import Event
 from homefeed.ports import DeadLetter
@@ -113,6 +124,33 @@ FROM batch b CROSS JOIN pos
 ORDER BY b.xid, b.seq
 """
 
+# ``_FETCH`` after a position given (not a consumer's stored one), for the shared tail
+# (``_refresh``), with the stored positions of the consumers reading it here in the same
+# round trip: rows (0, xid, seq, type, data, rank) for the events, then (1, xid, seq,
+# consumer, NULL, NULL) for the positions.
+_TAIL = """
+WITH pos AS (
+    SELECT %(x)s::text::xid8 AS xid, %(s)s::bigint AS seq,
+           pg_snapshot_xmin(pg_current_snapshot()) AS xmin
+), batch AS (
+    SELECT e.* FROM pos CROSS JOIN LATERAL (
+        SELECT xid, seq, type, data FROM outbox
+        WHERE (xid, seq) > (pos.xid, pos.seq) AND xid < pos.xmin
+        ORDER BY xid, seq LIMIT %(n)s
+    ) e
+)
+SELECT 0, b.xid::text::bigint, b.seq, b.type, b.data,
+       row_number() OVER (PARTITION BY b.xid ORDER BY b.seq) - 1
+       + CASE WHEN b.xid = pos.xid
+              THEN (SELECT count(*) FROM outbox i WHERE i.xid = pos.xid AND i.seq <= pos.seq)
+              ELSE 0 END
+FROM batch b CROSS JOIN pos
+UNION ALL
+SELECT 1, o.xid::text::bigint, o.seq, o.consumer, NULL, NULL
+FROM consumer_offsets o WHERE o.consumer = ANY(%(cs)s::text[])
+ORDER BY 1, 2, 3
+"""
+
 _LAG = f"""
 WITH {_POS}
 SELECT count(*) FROM pos JOIN outbox e ON (e.xid, e.seq) > (pos.xid, pos.seq)
@@ -140,6 +178,11 @@ FROM pos
 
 #: How often ``fetch`` looks for dead letters marked for retry (by any process).
 RETRY_POLL = 1.0
+#: Newest events kept decoded for every consumer of this process (``_read``): a few
+#: batches' worth.
+TAIL_KEEP = 4096
+#: Most events read into the tail at once.
+TAIL_READ = 1024
 
 _DEAD_COLS = "id, consumer, seq, type, data, reason, failures, retry, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
@@ -169,9 +212,24 @@ ON CONFLICT (consumer) DO UPDATE SET xid = excluded.xid, seq = excluded.seq, upd
 WHERE (consumer_offsets.xid, consumer_offsets.seq) < (excluded.xid, excluded.seq)
 """
 
-_SEEK = """
-INSERT INTO consumer_offsets (consumer, xid, seq) VALUES (%s, %s::text::xid8, %s)
+# ``_ACK`` for several consumers at once (``_acks_written``).
+_ACKS = """
+INSERT INTO consumer_offsets (consumer, xid, seq)
+SELECT c, x::xid8, s FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS a(c, x, s)
 ON CONFLICT (consumer) DO UPDATE SET xid = excluded.xid, seq = excluded.seq, updated_at = now()
+WHERE (consumer_offsets.xid, consumer_offsets.seq) < (excluded.xid, excluded.seq)
+"""
+
+# A move of a consumer's position wakes every process's consumers (NOTIFY, sent at its
+# commit): the process running the consumer reads the stored positions again at its next
+# look (``_read``) instead of serving it from the tail after the position it knew.
+_SEEK = f"""
+WITH moved AS (
+    INSERT INTO consumer_offsets (consumer, xid, seq) VALUES (%s, %s::text::xid8, %s)
+    ON CONFLICT (consumer) DO UPDATE SET xid = excluded.xid, seq = excluded.seq, updated_at = now()
+    RETURNING 1
+)
+SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM moved
 """
 
 _HEAD = """
@@ -203,6 +261,27 @@ class PgOutboxEventStream(OutboxStreamBase):
         self.db = db
         self.poll_interval = poll_interval if poll_interval is not None else db.poll_interval
         self._retry_due: dict[str, float] = {}  # consumer -> when to look for retries next
+        #: The newest events, read once for every consumer of this process (``_read``):
+        #: every stable row with ``_tail_lo < position <= _tail_hi``, in position order.
+        self._tail: list[Event] = []
+        self._tail_lo: Position | None = None  # None: nothing read yet
+        self._tail_hi: Position = START
+        #: Refreshes of the tail started so far; what ``_known`` is stamped with.
+        self._epoch = 0
+        #: ``db.wakes`` when the last refresh started (-1: read again at the next look).
+        self._wakes_seen = -1
+        #: When (loop time) the last refresh started.
+        self._refreshed_at = float("-inf")
+        self._refreshing: asyncio.Future[None] | None = None
+        #: consumer -> (its position, the ``_epoch`` when it was known): set by its
+        #: acknowledgements, and by every refresh started after them (which reads the
+        #: stored positions, moved by ``homefeed replay`` from another process too).
+        self._known: dict[str, tuple[Position, int]] = {}
+        #: Acknowledgements waiting for the next write (``_acks_written``), and the future
+        #: that write resolves.
+        self._acks_pending: dict[str, Position] = {}
+        self._acks_next: asyncio.Future[None] | None = None
+        self._acks_writer: asyncio.Task | None = None
 
     @property
     def commits(self) -> int:
@@ -214,20 +293,28 @@ class PgOutboxEventStream(OutboxStreamBase):
         retried = await self._due_retries(consumer, max_events)
         if retried:
             return retried
-        events = await self._read(consumer, max_events)
+        loop = asyncio.get_running_loop()
+        # Without a wait, read what is committed now. Else what the tail has, read again if a
+        # commit was heard of since, or if it was read longer than a poll interval ago: a
+        # caller fetching again without acknowledging (a batch that failed) also sees, within
+        # a poll interval, events held back at the last read by a running transaction.
+        now = loop.time()
+        events = await self._read(consumer, max_events, now if timeout <= 0 else now - self.poll_interval)
         if events or timeout <= 0:
             return events
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         quick: float | None = None  # set after a wake-up that found nothing deliverable
         async with self.db.outbox_waiter() as woken:
+            waited_from: float | None = None
             while True:
                 woken.clear()  # before reading: a commit during the read is not missed
-                events = await self._read(consumer, max_events)
+                events = await self._read(consumer, max_events, waited_from)
                 remaining = deadline - loop.time()
                 if events or remaining <= 0:
                     return events
                 wait = min(remaining, quick if quick is not None else self.poll_interval)
+                # after the wait, a read started since counts as a fresh one (``_read``)
+                waited_from = loop.time()
                 try:
                     await wait_for(woken.wait(), wait)
                 except asyncio.TimeoutError:
@@ -246,7 +333,52 @@ class PgOutboxEventStream(OutboxStreamBase):
         if not events:
             return
         position = max([await self._position_of(e) for e in events])
-        await self.db.write(_ACK, (consumer, position[0], position[1]), outbox=False)
+        await self._ack_position(consumer, position)
+        self._learn(consumer, position)
+
+    async def _ack_position(self, consumer: str, position: Position) -> None:
+        """Store ``consumer``'s position, in one statement with the acknowledgements of
+        the other consumers of this process that come meanwhile (group commit: the
+        consumers of a worker read the same events from the tail and acknowledge them at
+        about the same time; each acknowledgement is a write of the primary). Returns
+        once the position is committed, as a lone write would."""
+        pending = self._acks_pending
+        if consumer not in pending or pending[consumer] < position:
+            pending[consumer] = position
+        if self._acks_next is None:
+            self._acks_next = asyncio.get_running_loop().create_future()
+        written = self._acks_next
+        if self._acks_writer is None or self._acks_writer.done():
+            self._acks_writer = asyncio.create_task(self._acks_written(), name="homefeed-pg-acks")
+        # Not cancelled with a consumer stopped while it waits: the write goes on for the others.
+        await asyncio.shield(written)
+
+    async def _acks_written(self) -> None:
+        """Write the pending acknowledgements, one statement per round, until none is left;
+        those that arrive during a write go in the next."""
+        while self._acks_pending:
+            pending, written = self._acks_pending, self._acks_next
+            self._acks_pending, self._acks_next = {}, None
+            assert written is not None
+            try:
+                if len(pending) == 1:
+                    ((consumer, (xid, seq)),) = pending.items()
+                    await self.db.write(_ACK, (consumer, xid, seq), outbox=False)
+                else:
+                    names = list(pending)
+                    await self.db.write(_ACKS, (
+                        names, [str(pending[c][0]) for c in names], [pending[c][1] for c in names]
+                    ), outbox=False)
+            except BaseException as exc:
+                if not written.done():
+                    written.set_exception(exc if isinstance(exc, Exception) else RuntimeError(
+                        "the acknowledgements' write was cancelled"))
+                    written.exception()  # retrieved: a waiter cancelled meanwhile is not told
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                if not written.done():
+                    written.set_result(None)
 
     async def lag(self, consumer: str) -> int:
         """Events committed after ``consumer``'s position, deliverable yet or not, plus its
@@ -285,6 +417,9 @@ class PgOutboxEventStream(OutboxStreamBase):
         else:
             position = await self._locate(seq)
         await self.db.write(_SEEK, (consumer, position[0], position[1]), outbox=False)
+        if consumer in self._known:
+            self._known[consumer] = (position, self._epoch)
+        self.db.outbox_committed()  # this process's waiters: at once
 
     async def _position_of(self, event: Event) -> Position:
         handle = event.ack_handle
@@ -299,9 +434,112 @@ class PgOutboxEventStream(OutboxStreamBase):
             raise ValueError(f"no outbox event has seq {seq}")
         return (xid, row[0])
 
-    async def _read(self, consumer: str, max_events: int) -> list[Event]:
+    def _learn(self, consumer: str, position: Position) -> None:
+        """``consumer`` is at least at ``position`` now (acknowledged, or dead-lettered)."""
+        known = self._known.get(consumer)
+        if known is not None and known[0] < position:
+            self._known[consumer] = (position, self._epoch)
+
+    async def _read(self, consumer: str, max_events: int, fresh_after: float | None) -> list[Event]:
+        """The events after ``consumer``'s position, at most ``max_events``.
+
+        The consumers of a worker (fan-out, indexer, notifier, webhooks, mailer) read the
+        same new events, right after the same commit: read from the table one by one,
+        that was a statement of the primary per consumer and commit (issue 14's seventh
+        pass: ~52 µs of PostgreSQL each, more than the handlers of three of them). So, as
+        the SQLite outbox stream does, the newest events are kept, read once for all of
+        them, in ``_tail``. It is read further (``_refresh``) only once a commit was heard
+        of since the last read (``db.wakes``), or when ``fresh_after`` is given and the
+        last read started before it (after a poll interval: events no wake-up announced,
+        held back by a running transaction or committed with no LISTEN running).
+
+        The tail is a stable prefix (the module docstring): what a refresh read below its
+        snapshot's bound is exactly what a consumer's own read at that moment would get.
+        A consumer's position is the one it acknowledged, or the stored one read by a
+        refresh started after that (so a move by ``homefeed replay`` from another process
+        is followed, as before). A consumer behind the tail (replaying, or slower than
+        ``TAIL_KEEP`` events) reads the table itself, from its stored position."""
         if max_events <= 0:
             return []
+        known = self._known.get(consumer)
+        if known is None:  # its first fetch here
+            self._known[consumer] = known = (await self.position(consumer), self._epoch)
+        if self._tail_lo is None:  # the first read: the tail starts where this consumer is
+            self._tail_lo = self._tail_hi = known[0]
+        while True:
+            if self._stale(fresh_after):  # also before serving: the read has the positions
+                full = await self._refresh(fresh_after)
+                if full and self._known[consumer][0] > self._tail_hi:
+                    # Far ahead of the tail (it began where a consumer far behind was): begin
+                    # it here instead of reading every event between, TAIL_READ at a time.
+                    self._tail, self._tail_lo = [], self._known[consumer][0]
+                    self._tail_hi = self._tail_lo
+            position = self._known[consumer][0]
+            if position < self._tail_lo:
+                return await self._read_own(consumer, max_events)
+            if position < self._tail_hi:
+                tail = self._tail
+                start = bisect.bisect_right(tail, position, key=_position)
+                if start < len(tail):
+                    return tail[start : start + max_events]
+            if not self._stale(fresh_after):
+                return []
+
+    def _stale(self, fresh_after: float | None) -> bool:
+        return self._wakes_seen != self.db.wakes or (
+            fresh_after is not None and self._refreshed_at < fresh_after
+        )
+
+    async def _refresh(self, fresh_after: float | None) -> bool:
+        """Read the tail further, unless a read started since that makes it fresh enough
+        (one read at a time, shared by the consumers that need it). True if this call's
+        read stopped at ``TAIL_READ`` events (there may be more)."""
+        while self._stale(fresh_after):
+            if self._refreshing is not None:
+                await asyncio.shield(self._refreshing)
+                continue
+            self._refreshing = done = asyncio.get_running_loop().create_future()
+            try:
+                return await self._refresh_once()
+            finally:
+                self._refreshing = None
+                done.set_result(None)
+        return False
+
+    async def _refresh_once(self) -> bool:
+        self._epoch += 1
+        epoch = self._epoch
+        self._wakes_seen = self.db.wakes
+        self._refreshed_at = asyncio.get_running_loop().time()
+        hi = self._tail_hi
+        try:
+            rows = await self.db.fetch(
+                _TAIL, {"x": hi[0], "s": hi[1], "n": TAIL_READ, "cs": list(self._known)}
+            )
+        except BaseException:
+            self._wakes_seen = -1  # not read: the next look reads again
+            raise
+        events: list[Event] = []
+        for kind, xid, seq, type_, data, rank in rows:
+            if kind == 0:
+                events.append(Event(event_seq(xid, rank), type_, data, ack_handle=(xid, seq)))
+            else:  # a stored position; kept only if no acknowledgement came since the read began
+                known = self._known.get(type_)
+                if known is not None and known[1] < epoch:
+                    self._known[type_] = ((xid, seq), epoch)
+        if events:
+            self._tail.extend(events)
+            self._tail_hi = events[-1].ack_handle
+            if len(events) == TAIL_READ:
+                self._wakes_seen = -1  # more to read: at the next look
+        if len(self._tail) > TAIL_KEEP:  # forget the oldest half: consumers read near the head
+            drop = len(self._tail) // 2
+            self._tail_lo = self._tail[drop - 1].ack_handle
+            del self._tail[:drop]
+        return len(events) == TAIL_READ
+
+    async def _read_own(self, consumer: str, max_events: int) -> list[Event]:
+        """A consumer behind the tail reads the table from its stored position."""
         rows = await self.db.fetch(_FETCH, {"c": consumer, "n": max_events})
         return [
             Event(event_seq(xid, rank), type_, data, ack_handle=(xid, seq))
@@ -372,6 +610,7 @@ class PgOutboxEventStream(OutboxStreamBase):
              "reason": reason, "xid": xid, "oseq": oseq},
             outbox=False,
         )
+        self._learn(consumer, (xid, oseq))
 
     async def dead_letters(self, consumer: str | None = None, limit: int = 1000) -> list[DeadLetter]:
         """The dead letters, oldest first (of ``consumer`` only, if given)."""
@@ -397,6 +636,10 @@ class PgOutboxEventStream(OutboxStreamBase):
 
     async def retry_dead_letters(self, consumer: str | None = None) -> int:
         return await retry_all(self, consumer)
+
+
+def _position(event: Event) -> Position:
+    return event.ack_handle  # type: ignore[no-any-return]
 
 
 def _dead(row: tuple) -> DeadLetter:

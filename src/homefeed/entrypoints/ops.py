@@ -372,9 +372,10 @@ async def _replay(hf: Homefeed, args: argparse.Namespace, settings: Settings, ou
     if args.from_time:
         raise OpsError("--from-time needs the JetStream event stream (HOMEFEED_BUS_URL)")
     if settings.database_url:
-        # PostgreSQL outbox: every consumer, wherever it runs, reads its offset from the
-        # database at each fetch. A batch fetched before the move and acknowledged after it
-        # moves it forward again, so move it again once such a batch is done.
+        # PostgreSQL outbox: every consumer, wherever it runs, reads its stored offset again
+        # once the move's NOTIFY reaches it. A batch fetched before the move and
+        # acknowledged after it moves it forward again, so move it again once such a batch
+        # is done.
         await stream.replay_from(consumer, event_seq=args.from_event)
         await asyncio.sleep(max(0.0, args.settle))
         await stream.replay_from(consumer, event_seq=args.from_event)
