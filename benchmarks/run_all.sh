@@ -91,3 +91,7 @@ echo done
 # 13. issue 14, seventh pass (2026-12-07, session 10): posts against home reads on the scale-out
 #     profile (API process, worker, PostgreSQL, Redis), CPU per request by tier
 .venv/bin/python benchmarks/scaleout_posts.py --rounds 3 --seconds 8 > $R/issue14_scaleout_posts.txt 2>&1
+# 14. issue 14, eighth pass (2026-12-07, session 11): the same below saturation (4 connections,
+#     10 ms between posts: each post a batch of one for the consumers, where the outbox
+#     stream's shared tail and grouped acknowledgements save most)
+.venv/bin/python benchmarks/scaleout_posts.py --rounds 3 --seconds 6 --paced 10 > $R/issue14_scaleout_posts_paced.txt 2>&1

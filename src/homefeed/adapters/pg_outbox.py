@@ -365,7 +365,7 @@ class PgOutboxEventStream(OutboxStreamBase):
                     ((consumer, (xid, seq)),) = pending.items()
                     await self.db.write(_ACK, (consumer, xid, seq), outbox=False)
                 else:
-                    names = list(pending)
+                    names = sorted(pending)  # rows locked in one order (no deadlock between writers)
                     await self.db.write(_ACKS, (
                         names, [str(pending[c][0]) for c in names], [pending[c][1] for c in names]
                     ), outbox=False)
