@@ -269,16 +269,31 @@ class JetStreamConnection:
         return self._nc
 
     async def _wait_connected(self, timeout: float) -> bool:
+        """Whether the client is connected, waiting up to ``timeout`` for it.
+
+        ``_connected`` can still be set while the client is not connected: nats-py runs the
+        disconnected callback that clears it some time after its state changed. Waiting on
+        the event alone then returned at once, without yielding to the loop, and a
+        consumer's fetch loop spun on it: the process's event loop stopped, and with it a
+        transaction it had open, which held back every PostgreSQL outbox on the cluster
+        (CI, a NATS restart under load). So the state is polled while the two disagree."""
         nc = self._require()
         if nc.is_connected:
             return True
-        if timeout <= 0:
-            return False
-        try:
-            await wait_for(self._connected.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return nc.is_connected
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not nc.is_connected:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            if self._connected.is_set():  # the disconnected callback has not run yet
+                await asyncio.sleep(min(remaining, 0.05))
+                continue
+            try:
+                await wait_for(self._connected.wait(), remaining)
+            except asyncio.TimeoutError:
+                return False
+        return True
 
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
         """Run a control-plane request, riding out a reconnect for up to ``timeout``."""
