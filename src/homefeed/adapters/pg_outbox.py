@@ -104,47 +104,39 @@ pos AS (
     FROM (SELECT 1) one LEFT JOIN consumer_offsets o ON o.consumer = %(c)s
 )"""
 
-# The next events after the position, below the stable bound, with each one's rank in its
+# The next events after ``pos``, below the stable bound, with each one's rank in its
 # transaction: row_number within the batch, plus, for the transaction the position is in
 # (a previous batch ended inside it), the rows of it already consumed.
-_FETCH = f"""
-WITH {_POS}, batch AS (
+_BATCH = """batch AS (
     SELECT e.* FROM pos CROSS JOIN LATERAL (
         SELECT xid, seq, type, data FROM outbox
         WHERE (xid, seq) > (pos.xid, pos.seq) AND xid < pos.xmin
         ORDER BY xid, seq LIMIT %(n)s
     ) e
-)
-SELECT b.xid::text::bigint, b.seq, b.type, b.data,
+)"""
+_RANKED = """b.xid::text::bigint, b.seq, b.type, b.data,
        row_number() OVER (PARTITION BY b.xid ORDER BY b.seq) - 1
        + CASE WHEN b.xid = pos.xid
               THEN (SELECT count(*) FROM outbox i WHERE i.xid = pos.xid AND i.seq <= pos.seq)
               ELSE 0 END
-FROM batch b CROSS JOIN pos
+FROM batch b CROSS JOIN pos"""
+
+# A consumer's next events, after its stored position.
+_FETCH = f"""
+WITH {_POS}, {_BATCH}
+SELECT {_RANKED}
 ORDER BY b.xid, b.seq
 """
 
-# ``_FETCH`` after a position given (not a consumer's stored one), for the shared tail
-# (``_refresh``), with the stored positions of the consumers reading it here in the same
-# round trip: rows (0, xid, seq, type, data, rank) for the events, then (1, xid, seq,
-# consumer, NULL, NULL) for the positions.
-_TAIL = """
+# The same after a position given (the shared tail's end: ``_refresh``), with the stored
+# positions of the consumers reading the tail in the same round trip: rows (0, xid, seq,
+# type, data, rank) for the events, then (1, xid, seq, consumer, NULL, NULL).
+_TAIL = f"""
 WITH pos AS (
     SELECT %(x)s::text::xid8 AS xid, %(s)s::bigint AS seq,
            pg_snapshot_xmin(pg_current_snapshot()) AS xmin
-), batch AS (
-    SELECT e.* FROM pos CROSS JOIN LATERAL (
-        SELECT xid, seq, type, data FROM outbox
-        WHERE (xid, seq) > (pos.xid, pos.seq) AND xid < pos.xmin
-        ORDER BY xid, seq LIMIT %(n)s
-    ) e
-)
-SELECT 0, b.xid::text::bigint, b.seq, b.type, b.data,
-       row_number() OVER (PARTITION BY b.xid ORDER BY b.seq) - 1
-       + CASE WHEN b.xid = pos.xid
-              THEN (SELECT count(*) FROM outbox i WHERE i.xid = pos.xid AND i.seq <= pos.seq)
-              ELSE 0 END
-FROM batch b CROSS JOIN pos
+), {_BATCH}
+SELECT 0, {_RANKED}
 UNION ALL
 SELECT 1, o.xid::text::bigint, o.seq, o.consumer, NULL, NULL
 FROM consumer_offsets o WHERE o.consumer = ANY(%(cs)s::text[])
