@@ -276,3 +276,106 @@ def test_the_admin_route_manages_subscriptions(tmp_path: Path, monkeypatch: pyte
                 assert (await c.post("/admin/webhooks-list", json={}, headers=auth)).json() == {"subscriptions": []}
 
     run(go())
+
+
+def dispatcher_of(hf: Homefeed) -> Any:
+    """The webhook dispatcher this process runs (its ``run`` is the consumer's companion)."""
+    return hf.consumers.companions["webhooks"].__self__  # type: ignore[attr-defined]
+
+
+def test_a_stop_cuts_attempts_still_sending_and_they_are_sent_again(profile: dict[str, Any]) -> None:
+    """An endpoint that has not answered when a stop's grace runs out: its attempt is cut and
+    counted, the delivery stays pending, and it is sent again (same webhook-id) once its
+    lease ends: at least once, never lost."""
+    import threading
+    import time
+
+    arrived = threading.Event()
+
+    def answer(r: Any, n: int) -> int:
+        if n == 1:
+            arrived.set()
+            time.sleep(2.0)  # answers after the stop has cut the attempt
+        return 200
+
+    with Receiver(answer) as rx:
+        async def go() -> None:
+            async with running(profile) as hf:
+                dispatcher_of(hf).stop_grace = 0.2
+                await WebhookAdmin(webhook_store(hf), True).add(rx.url, "account.created")
+                await hf.register("someone")
+                await hf.drain()
+                assert await asyncio.to_thread(arrived.wait, 30.0)
+            assert dispatcher_of(hf).counts["cut_at_stop"] == 1
+            assert dispatcher_of(hf).counts["delivered"] == 0
+            async with running(profile) as hf:
+                # the embedded profile releases a dead process's leases at start; the
+                # scale-out one waits them out (30 s): ended here instead of waited for
+                if "database_url" in profile:
+                    import psycopg
+
+                    async with await psycopg.AsyncConnection.connect(profile["database_url"]) as c:
+                        await c.execute("UPDATE webhook_deliveries SET lease_until = NULL")
+                dispatcher_of(hf).wake()
+                got = await asyncio.to_thread(
+                    rx.wait_for, lambda reqs: any(200 <= q.status < 300 and n > 0 for n, q in enumerate(reqs)))
+                assert len({q.msg_id for q in got}) == 1, "sent again under the same webhook-id"
+                for _ in range(1500):
+                    if await webhook_store(hf).delivery_counts() == {"delivered": 1}:
+                        break
+                    await asyncio.sleep(0.02)
+                assert await webhook_store(hf).delivery_counts() == {"delivered": 1}
+
+        run(go())
+
+
+def test_a_stop_lets_an_answered_attempt_write_its_outcome(tmp_path: Path) -> None:
+    """The receiver has answered 200 and the outcome's write waits (a row lock held by
+    another session) when a stop's grace runs out: the stop waits for that write instead of
+    cutting it, so the message is not sent a second time after the restart."""
+    import threading
+
+    import psycopg
+
+    arrived, answer_now = threading.Event(), threading.Event()
+
+    def answer(r: Any, n: int) -> int:
+        arrived.set()
+        answer_now.wait(30.0)
+        return 200
+
+    with scratch_pg_database() as url, Receiver(answer) as rx:
+        profile = {"data_dir": tmp_path, "database_url": url}
+
+        async def go() -> None:
+            async with await psycopg.AsyncConnection.connect(url) as locker:
+                async with running(profile) as hf:
+                    dispatcher = dispatcher_of(hf)
+                    dispatcher.stop_grace = 0.2
+                    await WebhookAdmin(webhook_store(hf), True).add(rx.url, "account.created")
+                    await hf.register("someone")
+                    await hf.drain()
+                    assert await asyncio.to_thread(arrived.wait, 30.0)
+                    await locker.execute("SELECT id FROM webhook_deliveries FOR UPDATE")  # begins
+                    answer_now.set()
+                    await asyncio.to_thread(rx.wait_for, lambda reqs: len(reqs) >= 1)
+
+                    async def unlock_later() -> None:
+                        await asyncio.sleep(1.5)  # well past the stop's grace
+                        await locker.rollback()
+
+                    unlocking = asyncio.create_task(unlock_later())
+                # closed: the stop waited for the write held up by the lock
+                await unlocking
+                assert dispatcher.counts["cut_at_stop"] == 0
+                assert dispatcher.counts["delivered"] == 1
+                async with running(profile) as hf:
+                    assert await webhook_store(hf).delivery_counts() == {"delivered": 1}
+                    # what a lease left behind would end by itself: ended here
+                    await locker.execute("UPDATE webhook_deliveries SET lease_until = NULL")
+                    await locker.commit()
+                    dispatcher_of(hf).wake()
+                    await asyncio.sleep(1.0)  # room for a (wrong) second sending
+                    assert len(rx.snapshot()) == 1
+
+        run(go())

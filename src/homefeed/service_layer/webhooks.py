@@ -74,9 +74,12 @@ LEASE_SECONDS = ATTEMPT_TIMEOUT + 15.0
 #: How often a dispatcher looks for due deliveries when nothing woke it (deliveries made or
 #: retried by other processes).
 POLL_SECONDS = 1.0
-#: Seconds a stopping dispatcher waits for attempts in flight (the others' leases end and
-#: they are sent again: at least once).
+#: Seconds a stopping dispatcher waits for attempts still sending: the others are cut, their
+#: leases end and they are sent again (at least once; the receiver may have had them).
 STOP_GRACE = 5.0
+#: Seconds a stopping dispatcher waits, beyond that, for attempts that were answered and are
+#: writing their outcome: cutting one would send again what the receiver has acknowledged.
+RECORD_GRACE = 30.0
 #: Longest wait, at a time, for the fan-out of this process to catch up.
 YIELD_MAX = 2.0
 #: How often that wait asks for the fan-out's lag. Each ask is a count over the backlog in
@@ -296,12 +299,15 @@ class Dispatcher:
         #: (the fan-out's backlog) is done, or after a bound (set by bootstrap).
         self.yield_to: Callable[[], Awaitable[None]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Attempts that were answered and are writing their outcome (never cut at a stop).
+        self._recording: set[asyncio.Task[None]] = set()
+        self.stop_grace, self.record_grace = STOP_GRACE, RECORD_GRACE
         self._done: list[int] = []  # successes waiting for their write
         self._next: asyncio.Future[None] | None = None  # resolved once they are written
         self._writer_active = False
         self._stopping = False  # run() is ending: no new attempt starts
         #: What this process did (metrics): delivered, failed, dead, gone, postponed.
-        self.counts: dict[str, int] = {"delivered": 0, "failed": 0, "dead": 0, "gone": 0}
+        self.counts: dict[str, int] = {"delivered": 0, "failed": 0, "dead": 0, "gone": 0, "cut_at_stop": 0}
 
     def wake(self) -> None:
         self._wake.set()
@@ -372,10 +378,9 @@ class Dispatcher:
         return started
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Until ``stopping`` is set; then waits (at most the attempt timeout) for the
-        attempts in flight to record their outcome (starting no new ones meanwhile: an
-        attempt started then would outlive the store, its success unrecorded and the message
-        sent again)."""
+        """Until ``stopping`` is set; then waits for the attempts in flight to record their
+        outcome (``_stop_attempts``), starting no new ones meanwhile: an attempt started then
+        would outlive the store, its success unrecorded and the message sent again."""
         self._stopping = False
         if self.release_at_start:
             try:
@@ -400,10 +405,31 @@ class Dispatcher:
                 continue
             await _sleep_or(stopping, self.poll, self._wake)
         self._stopping = True
-        if self._tasks:  # a few seconds for the attempts in flight; the rest are sent again
-            _, pending = await asyncio.wait(list(self._tasks), timeout=STOP_GRACE)
-            for t in pending:
+        await self._stop_attempts()
+
+    async def _stop_attempts(self) -> None:
+        """A few seconds for the attempts in flight; then those still sending are cut (sent
+        again once their leases end, and counted in ``counts["cut_at_stop"]``), while those
+        already answered get to write their outcome: cutting one of those would send again a
+        message its receiver has acknowledged."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(list(self._tasks), timeout=self.stop_grace)
+        cut = [t for t in pending if t not in self._recording]
+        for t in cut:
+            t.cancel()
+        if cut:
+            self.counts["cut_at_stop"] += len(cut)
+            log.warning("webhooks: %d attempts still sending after %gs were cut at stop; they are"
+                        " sent again once their leases end", len(cut), self.stop_grace)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self.record_grace)
+            for t in late:  # the database does not answer: the lease ends, it is sent again
                 t.cancel()
+            if late:
+                self.counts["cut_at_stop"] += len(late)
+                log.warning("webhooks: %d outcomes not written %gs after stop; sent again once"
+                            " their leases end", len(late), self.record_grace)
 
     async def _round(self) -> int:
         """Claim what endpoints with room can take, queue it per endpoint, start what free
@@ -463,6 +489,9 @@ class Dispatcher:
                 log.exception("webhooks: delivery %s failed unexpectedly", d.id)
                 error = f"{type(exc).__name__}: {exc}"
             now = time.time()
+            task = asyncio.current_task()
+            if task is not None:
+                self._recording.add(task)
             if status is not None and 200 <= status < 300:
                 self._succeeded(ep)
                 release()
@@ -508,6 +537,7 @@ class Dispatcher:
                 log.exception("webhooks: could not record the outcome of delivery %s", d.id)
         finally:
             release()
+            self._recording.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     def _succeeded(self, ep: _Endpoint) -> None:
         ep.failures, ep.open_until, ep.cooldown = 0, 0.0, self.breaker_first
