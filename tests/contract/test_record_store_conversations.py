@@ -459,6 +459,43 @@ def test_notifications_follow_the_records_and_pages_filter(records):
     run(main())
 
 
+def test_posts_synced_alone_make_exactly_their_notifications(records):
+    """What the notifier asks for almost every batch: posts alone. Plain posts, a mention of
+    oneself and a boost of one's own post make nothing; a mention of another, a boost of
+    another's post make theirs, alone or among plain posts, once; a post deleted or a boost
+    undone takes its notification away."""
+    async def main():
+        async with records() as r:
+            s = r.store
+            a, b = await new_user(s), await new_user(s)
+            plain = [await s.create_post(a.id, a.handle, f"plain {i}") for i in range(3)]
+            own = await s.create_post(a.id, a.handle, "me @a", mention_ids=[a.id])
+            own_boost, _, _ = await s.reblog(a.id, a.handle, plain[0].id)
+            quiet = [p.id for p in plain] + [own.id, own_boost.id]
+            assert await s.sync_notifications(post_ids=quiet) == []
+            assert await s.notifications_page(a.id) == [] and await s.notifications_page(b.id) == []
+
+            m = await s.create_post(a.id, a.handle, "hey @b", mention_ids=[b.id])
+            assert await s.sync_notifications(post_ids=[m.id]) == [
+                Notification(m.id, b.id, "mention", a.id, m.id)]
+            boost, _, _ = await s.reblog(b.id, b.handle, plain[1].id)
+            assert await s.sync_notifications(post_ids=[*quiet, boost.id]) == [
+                Notification(boost.id, a.id, "reblog", b.id, plain[1].id)]
+            assert await s.sync_notifications(post_ids=[*quiet, m.id, boost.id]) == []  # again: nothing
+
+            await s.delete_post(m.id, a.id)
+            assert await s.sync_notifications(post_ids=[*quiet, m.id]) == []
+            assert await s.notifications_page(b.id) == []
+            assert [n.id for n in await s.notifications_page(a.id)] == [boost.id]
+
+            assert await s.notification_diff([a.id, b.id]) == {}
+            await s.unreblog(b.id, plain[1].id)  # its own event would say so; a redelivered
+            assert await s.sync_notifications(post_ids=[boost.id]) == []  # post event does too
+            assert await s.notifications_page(a.id) == []
+
+    run(main())
+
+
 def test_dismissed_and_cleared_notifications_never_come_back(records):
     async def main():
         async with records() as r:
