@@ -95,7 +95,22 @@ async def _configure(conn: psycopg.AsyncConnection) -> None:
     # every row the LIMIT could return): at ~140k events each fetch compiled for ~220 ms
     # and ran for 0.04 ms, so PostgreSQL spent ~0.6 s of CPU per fetch, and the consumers
     # fell behind (benchmarks/RESULTS.md, seventh pass).
-    await conn.execute("SET jit = off")
+    #
+    # Generic plans: a prepared statement is planned once per connection, not at every
+    # execution. PostgreSQL's default (``auto``) keeps planning a statement for its
+    # parameters whenever that plan's estimate beats the generic one, which it does for
+    # nearly every statement here (an array of 1 id against the generic guess of 10, a NULL
+    # reply-to). Measured with ``pg_stat_statements.track_planning`` under paced posts:
+    # planning took 1.2 s of the server's CPU against 0.84 s of execution, the post's own
+    # statement 294 µs of planning for 154 µs of execution, the outbox tail 281 for 66. The
+    # statements here are index-bound and their generic plans are the same shapes (checked
+    # with EXPLAIN on the demo world: the home pull, the search, the claims, the fan-out's
+    # followers). A generic plan relies on the tables' statistics: autovacuum keeps them (on
+    # by default), and ``homefeed load`` analyzes what it loads in bulk. Without them an
+    # ``= ANY(array)`` probe of a big table can become a scan. ``benchmarks/RESULTS.md``,
+    # ninth pass.
+    await conn.execute("SELECT set_config('jit', 'off', false),"
+                       " set_config('plan_cache_mode', 'force_generic_plan', false)")
 
 
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)

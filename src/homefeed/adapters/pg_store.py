@@ -532,7 +532,7 @@ class PgRecordStore(PgAccountsStore, PgAdminStore, PgConversationsStore):
                         await cp.write_row(post)
                 await cur.execute(_RECOUNT, prepare=False)
             # statistics for the planner, and the visibility map for index-only scans
-            await conn.execute("VACUUM (ANALYZE) users, follows, posts", prepare=False)
+            await conn.execute("VACUUM (ANALYZE) users, follows, posts, notifications", prepare=False)
         await self.open()  # the id generator must start above the loaded ids
 
     async def recount_users(self) -> None:
