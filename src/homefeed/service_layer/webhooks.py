@@ -460,6 +460,7 @@ class Dispatcher:
 
     async def _attempt(self, d: Delivery, origin: str, ep: _Endpoint) -> None:
         released = False
+        me = asyncio.current_task()  # (taken now: a task dropped with its loop ends outside it)
 
         def release() -> None:
             """The endpoint's slot is free once it answered: the next attempt starts while
@@ -489,9 +490,8 @@ class Dispatcher:
                 log.exception("webhooks: delivery %s failed unexpectedly", d.id)
                 error = f"{type(exc).__name__}: {exc}"
             now = time.time()
-            task = asyncio.current_task()
-            if task is not None:
-                self._recording.add(task)
+            if me is not None:
+                self._recording.add(me)
             if status is not None and 200 <= status < 300:
                 self._succeeded(ep)
                 release()
@@ -537,7 +537,8 @@ class Dispatcher:
                 log.exception("webhooks: could not record the outcome of delivery %s", d.id)
         finally:
             release()
-            self._recording.discard(asyncio.current_task())  # type: ignore[arg-type]
+            if me is not None:
+                self._recording.discard(me)
 
     def _succeeded(self, ep: _Endpoint) -> None:
         ep.failures, ep.open_until, ep.cooldown = 0, 0.0, self.breaker_first
