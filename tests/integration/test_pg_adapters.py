@@ -872,3 +872,30 @@ def test_create_post_throughput_vs_pgbench(capsys: pytest.CaptureFixture[str]) -
             f"\nratio of medians: {ratio:.2f}"
         )
     assert ratio >= 0.8
+
+
+def test_each_statement_is_planned_once_per_connection(pg_url: str) -> None:
+    """A prepared statement runs on its generic plan: PostgreSQL's default re-planned nearly
+    every statement at every execution, which cost the primary more CPU than running them
+    (benchmarks/RESULTS.md, ninth pass). One pool connection, so every statement is on it."""
+    async def go() -> None:
+        async with opened(pg_url, min_size=1, max_size=1) as (store, stream, index):
+            a = await store.create_user(f"gp{uuid.uuid4().hex[:8]}", "A", os.urandom(16))
+            b = await store.create_user(f"gp{uuid.uuid4().hex[:8]}", "B", os.urandom(16))
+            await store.follow(b.id, a.id)
+            first = await store.create_post(a.id, a.handle, "first")
+            for i in range(8):  # past the 5 custom plans after which the default may settle
+                await store.create_post(a.id, a.handle, f"post {i}")
+                await store.create_post(b.id, b.handle, f"reply {i}", in_reply_to_id=first.id)
+                await store.home_post_ids(b.id, None, 20)
+                await store.present_post_ids([first.id, first.id + 1])
+            async with store.db.pool.connection() as conn:
+                rows = await (await conn.execute(
+                    "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement NOT LIKE '%pg_prepared_statements%'")).fetchall()
+            assert rows, "no prepared statement on the pool's connection"
+            assert [r[0] for r in rows if r[2]] == [], "statements planned for their parameters"
+            posts = [r for r in rows if "INSERT INTO posts" in r[0]]
+            assert sum(r[1] for r in posts) >= 17, posts  # every post, on a generic plan
+
+    run(go())
