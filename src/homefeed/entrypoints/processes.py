@@ -86,6 +86,7 @@ def serve(settings: Settings, processes: int = 1, sock: socket.socket | None = N
     import uvicorn
 
     from homefeed.bootstrap import build, plan
+    from homefeed.entrypoints.coalesce import CoalescingHttpToolsProtocol
     from homefeed.entrypoints.http import create_app
 
     process_plan = plan(settings, "api", processes=processes)  # refuses wrong combinations
@@ -98,6 +99,8 @@ def serve(settings: Settings, processes: int = 1, sock: socket.socket | None = N
         host=settings.host,
         port=sock.getsockname()[1],
         access_log=False,
+        # httptools (a dependency), with a response's head and body in one send (coalesce.py)
+        http=CoalescingHttpToolsProtocol,
         log_level="debug" if explain.DEBUG else "warning",
         lifespan="on",
         timeout_graceful_shutdown=10,
