@@ -1,4 +1,5 @@
-"""``wait_for``: ``asyncio.wait_for`` that never loses a cancellation.
+"""``wait_for``: ``asyncio.wait_for`` that never loses a cancellation; ``GroupWrite``: small
+writes of many tasks made in one.
 
 On Python 3.11 ``asyncio.wait_for`` swallows a cancellation that arrives in the same turn of
 the loop as its awaitable's result (CPython gh-86296, fixed in 3.12 by rebuilding it on
@@ -13,7 +14,7 @@ which counts cancellations and re-raises them."""
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, TypeVar
+from typing import Awaitable, Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -23,3 +24,53 @@ async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
     with ``aw`` cancelled then, as ``asyncio.wait_for`` does."""
     async with asyncio.timeout(timeout):
         return await aw
+
+
+class GroupWrite(Generic[T]):
+    """Group commit: writes asked for while one is under way share the next, one call of
+    ``write`` for all of them, and each caller returns once the write holding its item is
+    done (or raises what that write raised). The write runs in a task of its own, so a
+    caller cancelled while it waits only stops waiting: the write goes on for the others.
+
+    Used where many tasks of a process write small rows at about the same time: the
+    consumers' acknowledgements on the PostgreSQL outbox, the webhook dispatcher's
+    successes."""
+
+    def __init__(self, write: Callable[[list[T]], Awaitable[None]], name: str) -> None:
+        self._write = write
+        self._name = name
+        self._pending: list[T] = []
+        self._next: asyncio.Future[None] | None = None  # resolved by the write holding _pending
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: T) -> None:
+        self._pending.append(item)
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        written = self._next
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=self._name)
+        await asyncio.shield(written)
+
+    async def _run(self) -> None:
+        while self._pending:
+            batch, written = self._pending, self._next
+            self._pending, self._next = [], None
+            assert written is not None
+            # (GeneratorExit, a task dropped with its closed loop, touches nothing)
+            try:
+                await self._write(batch)
+            except asyncio.CancelledError:
+                self._fail(written, RuntimeError(f"{self._name}: the write was cancelled"))
+                raise
+            except Exception as exc:
+                self._fail(written, exc)
+            else:
+                if not written.done():
+                    written.set_result(None)
+
+    @staticmethod
+    def _fail(written: asyncio.Future[None], exc: Exception) -> None:
+        if not written.done():
+            written.set_exception(exc)
+            written.exception()  # retrieved: callers cancelled meanwhile are not told

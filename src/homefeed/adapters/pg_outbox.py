@@ -85,7 +85,7 @@ from typing import Sequence
 
 from homefeed.adapters.outbox_base import OutboxStreamBase
 from homefeed.adapters.pg_db import NOTIFY_CHANNEL, LeaderLock, PgDatabase
-from homefeed.aio import wait_for
+from homefeed.aio import GroupWrite, wait_for
 from homefeed.domain.model import Event
 from homefeed.ports import DeadLetter
 from homefeed.adapters.dead_letter_rows import dead_letter_from_row, retry_all
@@ -269,11 +269,9 @@ class PgOutboxEventStream(OutboxStreamBase):
         #: acknowledgements, and by every refresh started after them (which reads the
         #: stored positions, moved by ``homefeed replay`` from another process too).
         self._known: dict[str, tuple[Position, int]] = {}
-        #: Acknowledgements waiting for the next write (``_acks_written``), and the future
-        #: that write resolves.
-        self._acks_pending: dict[str, Position] = {}
-        self._acks_next: asyncio.Future[None] | None = None
-        self._acks_writer: asyncio.Task | None = None
+        #: Acknowledgements, written together (``_acks_written``); each returns once its
+        #: position is committed, as a lone write would.
+        self._acks: GroupWrite[tuple[str, Position]] = GroupWrite(self._acks_written, "homefeed-pg-acks")
 
     @property
     def commits(self) -> int:
@@ -325,52 +323,26 @@ class PgOutboxEventStream(OutboxStreamBase):
         if not events:
             return
         position = max([await self._position_of(e) for e in events])
-        await self._ack_position(consumer, position)
+        await self._acks((consumer, position))
         self._learn(consumer, position)
 
-    async def _ack_position(self, consumer: str, position: Position) -> None:
-        """Store ``consumer``'s position, in one statement with the acknowledgements of
-        the other consumers of this process that come meanwhile (group commit: the
-        consumers of a worker read the same events from the tail and acknowledge them at
-        about the same time; each acknowledgement is a write of the primary). Returns
-        once the position is committed, as a lone write would."""
-        pending = self._acks_pending
-        if consumer not in pending or pending[consumer] < position:
-            pending[consumer] = position
-        if self._acks_next is None:
-            self._acks_next = asyncio.get_running_loop().create_future()
-        written = self._acks_next
-        if self._acks_writer is None or self._acks_writer.done():
-            self._acks_writer = asyncio.create_task(self._acks_written(), name="homefeed-pg-acks")
-        # Not cancelled with a consumer stopped while it waits: the write goes on for the others.
-        await asyncio.shield(written)
-
-    async def _acks_written(self) -> None:
-        """Write the pending acknowledgements, one statement per round, until none is left;
-        those that arrive during a write go in the next."""
-        while self._acks_pending:
-            pending, written = self._acks_pending, self._acks_next
-            self._acks_pending, self._acks_next = {}, None
-            assert written is not None
-            try:
-                if len(pending) == 1:
-                    ((consumer, (xid, seq)),) = pending.items()
-                    await self.db.write(_ACK, (consumer, xid, seq), outbox=False)
-                else:
-                    names = sorted(pending)  # rows locked in one order (no deadlock between writers)
-                    await self.db.write(_ACKS, (
-                        names, [str(pending[c][0]) for c in names], [pending[c][1] for c in names]
-                    ), outbox=False)
-            except BaseException as exc:
-                if not written.done():
-                    written.set_exception(exc if isinstance(exc, Exception) else RuntimeError(
-                        "the acknowledgements' write was cancelled"))
-                    written.exception()  # retrieved: a waiter cancelled meanwhile is not told
-                if not isinstance(exc, Exception):
-                    raise
-            else:
-                if not written.done():
-                    written.set_result(None)
+    async def _acks_written(self, acks: list[tuple[str, Position]]) -> None:
+        """Store the positions acknowledged by this process's consumers meanwhile, in one
+        statement (``_acks``: the consumers of a worker read the same events from the tail
+        and acknowledge them at about the same time; each acknowledgement is a write of the
+        primary)."""
+        pending: dict[str, Position] = {}
+        for consumer, position in acks:
+            if consumer not in pending or pending[consumer] < position:
+                pending[consumer] = position
+        if len(pending) == 1:
+            ((consumer, (xid, seq)),) = pending.items()
+            await self.db.write(_ACK, (consumer, xid, seq), outbox=False)
+        else:
+            names = sorted(pending)  # rows locked in one order (no deadlock between writers)
+            await self.db.write(_ACKS, (
+                names, [str(pending[c][0]) for c in names], [pending[c][1] for c in names]
+            ), outbox=False)
 
     async def lag(self, consumer: str) -> int:
         """Events committed after ``consumer``'s position, deliverable yet or not, plus its

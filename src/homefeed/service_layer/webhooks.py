@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 import orjson
 
 from homefeed.adapters.http_delivery import DeliveryError, HttpSender, TargetRefused
+from homefeed.aio import GroupWrite
 from homefeed.domain import model
 from homefeed.domain.errors import InvalidInput, NotFound
 from homefeed.domain.mastodon.content import extract_mentions
@@ -302,9 +303,10 @@ class Dispatcher:
         #: Attempts that were answered and are writing their outcome (never cut at a stop).
         self._recording: set[asyncio.Task[None]] = set()
         self.stop_grace, self.record_grace = STOP_GRACE, RECORD_GRACE
-        self._done: list[int] = []  # successes waiting for their write
-        self._next: asyncio.Future[None] | None = None  # resolved once they are written
-        self._writer_active = False
+        #: Record a success: successes that come while a write is under way share the next
+        #: write, one statement for many, each returning once its own row is written.
+        self._delivered: GroupWrite[int] = GroupWrite(
+            lambda ids: self.store.delivered(ids, time.time()), "homefeed-webhooks-delivered")
         self._stopping = False  # run() is ending: no new attempt starts
         #: What this process did (metrics): delivered, failed, dead, gone, postponed.
         self.counts: dict[str, int] = {"delivered": 0, "failed": 0, "dead": 0, "gone": 0, "cut_at_stop": 0}
@@ -317,34 +319,6 @@ class Dispatcher:
         if ep is None:
             ep = self._endpoints[origin] = _Endpoint(cooldown=self.breaker_first)
         return ep
-
-    async def _delivered(self, delivery_id: int) -> None:
-        """Record a success. Successes that come while a write is under way share the next
-        write: one statement for many, each caller returning once its own row is written."""
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        fut = self._next
-        self._done.append(delivery_id)
-        if not self._writer_active:
-            self._writer_active = True
-            batch_fut: asyncio.Future[None] | None = None
-            try:
-                while self._done:
-                    batch, self._done = self._done, []
-                    batch_fut, self._next = self._next, None
-                    assert batch_fut is not None
-                    try:
-                        await self.store.delivered(batch, time.time())
-                        batch_fut.set_result(None)
-                    except Exception as exc:
-                        batch_fut.set_exception(exc)
-            finally:
-                self._writer_active = False
-                for f in (batch_fut, self._next):  # cancelled mid-write: nobody waits for ever
-                    if f is not None and not f.done():
-                        f.set_exception(RuntimeError("the write was cancelled"))
-                self._next = None if self._next is not None and self._next.done() else self._next
-        await fut
 
     def _limit(self, ep: _Endpoint) -> int:
         return 1 if ep.failures >= BREAKER_FAILURES else self.per_endpoint  # half-open: one probe
