@@ -104,11 +104,11 @@ async def _configure(conn: psycopg.AsyncConnection) -> None:
     # planning took 1.2 s of the server's CPU against 0.84 s of execution, the post's own
     # statement 294 µs of planning for 154 µs of execution, the outbox tail 281 for 66. The
     # statements here are index-bound and their generic plans are the same shapes (checked
-    # with EXPLAIN on the demo world: the home pull, the search, the claims, the fan-out's
-    # followers). A generic plan relies on the tables' statistics: autovacuum keeps them (on
-    # by default), and ``homefeed load`` analyzes what it loads in bulk. Without them an
-    # ``= ANY(array)`` probe of a big table can become a scan. ``benchmarks/RESULTS.md``,
-    # ninth pass.
+    # with EXPLAIN on the demo world: the home pull, the search, ``celebrity_ids``, the
+    # fan-out's followers). A generic plan relies on the tables' statistics: autovacuum keeps
+    # them (on by default), and the bulk loader (``homefeed demo``, ``homefeed bench``)
+    # analyzes what it loads. Without them an ``= ANY(array)`` probe of a big table can
+    # become a scan. ``benchmarks/RESULTS.md``, ninth pass.
     await conn.execute("SELECT set_config('jit', 'off', false),"
                        " set_config('plan_cache_mode', 'force_generic_plan', false)")
 
