@@ -55,16 +55,21 @@ def test_each_caller_returns_once_its_item_is_written(calls: list[tuple[int, boo
     asyncio.run(go())
 
 
+def gated() -> tuple[GroupWrite[int], list[list[int]], asyncio.Event]:
+    """A group whose writes wait for the gate, and what they wrote."""
+    written: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def write(batch: list[int]) -> None:
+        await gate.wait()
+        written.append(batch)
+
+    return GroupWrite(write, "test"), written, gate
+
+
 def test_writes_during_a_write_share_the_next_one() -> None:
     async def go() -> list[list[int]]:
-        written: list[list[int]] = []
-        gate = asyncio.Event()
-
-        async def write(batch: list[int]) -> None:
-            await gate.wait()
-            written.append(batch)
-
-        group: GroupWrite[int] = GroupWrite(write, "test")
+        group, written, gate = gated()
         first = asyncio.create_task(group(0))
         await asyncio.sleep(0)
         rest = [asyncio.create_task(group(i)) for i in range(1, 6)]
@@ -78,14 +83,7 @@ def test_writes_during_a_write_share_the_next_one() -> None:
 
 def test_a_cancelled_caller_does_not_cancel_the_write_for_the_others() -> None:
     async def go() -> list[list[int]]:
-        written: list[list[int]] = []
-        gate = asyncio.Event()
-
-        async def write(batch: list[int]) -> None:
-            await gate.wait()
-            written.append(batch)
-
-        group: GroupWrite[int] = GroupWrite(write, "test")
+        group, written, gate = gated()
         a, b = asyncio.create_task(group(1)), asyncio.create_task(group(2))
         await asyncio.sleep(0)
         a.cancel()
