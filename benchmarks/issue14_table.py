@@ -16,6 +16,11 @@ it), two more figures, ``home_ae`` and ``mastodon_ae``: the same reads sending
 ``Accept-Encoding: VALUE`` (the kept Mastodon renderings then go gzip-compressed; the
 ``/v1`` home answers as before), so the ratios with and without it come from one run.
 
+``--floor`` adds two figures served by ``benchmarks/floor_app.py`` (homefeed's server, none
+of homefeed's work): ``bare_1send``, the bare route answered in one send as homefeed's
+routes are, and ``floor``, ``POST /v1/posts`` as one durable row through homefeed's SQLite
+writer: what any durable post over HTTP costs on this stack, to read ``post / home`` against.
+
 ``--warm-all`` reads every token's first page once through each read figure before the
 timed warm-up (a plain keep-alive client): on a loaded machine a timed warm-up can end
 with pages still cold, and a cold read (a timeline rebuilt from SQLite) costs ~50 warm ones.
@@ -120,6 +125,9 @@ def main() -> None:
     ap.add_argument("--rewarm", action="store_true",
                     help="after each round's posts, read every token's page again through each read figure "
                          "(timed: the first read after posts)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also run benchmarks/floor_app.py: bare_1send (the bare route answered in one send, "
+                         "as homefeed answers) and floor (a durable JSON write with none of homefeed's work)")
     ap.add_argument("--accept-encoding", default="",
                     help="also run both home reads sending this Accept-Encoding (home_ae, mastodon_ae)")
     args = ap.parse_args()
@@ -148,6 +156,14 @@ def main() -> None:
             [sys.executable, "-m", "homefeed", "serve", "--data-dir", str(data), "--port", str(hf_port)],
             stdout=log, stderr=log, env=env, start_new_session=True))
         bare, hf = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{hf_port}"
+        if args.floor:
+            floor_port = free_port()
+            procs.append(subprocess.Popen(
+                [sys.executable, str(ROOT / "benchmarks" / "floor_app.py"), "--port", str(floor_port),
+                 "--data-dir", str(tmp / "floor")],
+                stdout=log, stderr=log, env=env, start_new_session=True))
+            floor = f"http://127.0.0.1:{floor_port}"
+            wait_healthy(floor)
         wait_healthy(hf)
         bare_pid, hf_pid = procs[0].pid, procs[1].pid
         ae = args.accept_encoding
@@ -160,6 +176,10 @@ def main() -> None:
             "mastodon_ae": (hf, WRK / "mastodon_home.lua", hf_pid, ae),
             "post": (hf, WRK / "post.lua", hf_pid, ""),
         }
+        if args.floor:
+            targets = {"bare": targets["bare"], "bare_1send": (floor + "/", None, procs[2].pid, ""),
+                       **{n: t for n, t in targets.items() if n != "bare"},
+                       "floor": (floor, WRK / "post.lua", procs[2].pid, "")}
         if not ae:
             del targets["home_ae"], targets["mastodon_ae"]
         for name in [s for s in args.skip.split(",") if s]:
@@ -225,6 +245,12 @@ def main() -> None:
                   f"(by CPU: {cpu_ratio('mastodon_ae', 'home_ae'):.2f})")
         if "post" in targets and "home" in targets:
             print(f"post / home: {ratio('post', 'home'):.2f}")
+        if "floor" in targets and "home" in targets:
+            print(f"floor / home: {ratio('floor', 'home'):.2f} (by CPU: {cpu_ratio('floor', 'home'):.2f}); "
+                  f"post / floor: {ratio('post', 'floor'):.2f} (by CPU: {cpu_ratio('post', 'floor'):.2f})")
+        if "bare_1send" in targets and "home" in targets:
+            print(f"home / bare_1send: {ratio('home', 'bare_1send'):.2f} "
+                  f"(by CPU: {cpu_ratio('home', 'bare_1send'):.2f})")
         for n, us in cold.items():
             print(f"first read after posts, {n} first: {statistics.median(us):.0f} µs of server CPU per page"
                   f" ({len(us)} rounds)")

@@ -95,3 +95,9 @@ echo done
 #     10 ms between posts: each post a batch of one for the consumers, where the outbox
 #     stream's shared tail and grouped acknowledgements save most)
 .venv/bin/python benchmarks/scaleout_posts.py --rounds 3 --seconds 6 --paced 10 > $R/issue14_scaleout_posts_paced.txt 2>&1
+# 15. issue 14, tenth pass (2026-12-08, session 13): the floor under the posts goal: a durable
+#     JSON write over HTTP with none of homefeed's work (benchmarks/floor_app.py) beside the
+#     home read, and where that floor's cost goes
+.venv/bin/python benchmarks/issue14_table.py --world /tmp/hf14world --rounds 3 --seconds 6 --warmup 10 \
+  --warm-all --rewarm --accept-encoding gzip --floor --json $R/issue14_table_floor.json > $R/issue14_table_floor.txt 2>&1
+benchmarks/floor_parts.sh /tmp/hf14world 3 > $R/issue14_floor_parts.txt 2>&1
