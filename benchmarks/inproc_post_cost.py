@@ -18,8 +18,15 @@ webhooks, mailer), through the ASGI app:
 Rounds alternate the order; the answer is the median per figure and the median of the
 same-round ratios ``home / post`` (≈ posts/s ÷ home reads/s where the loop is the bound).
 
+``--split`` measures a post in two parts instead: each round stops the consumers, sends the
+posts (the **request**: answered 201, the post and its outbox event committed, the author's
+own timeline), then starts the consumers and waits until every one has applied them (the
+**consumers**: fan-out, indexing, notifications, webhooks, mail), then reads homes; each
+part's loop and process CPU per post.
+
     .venv/bin/python benchmarks/inproc_post_cost.py --world /tmp/hf14world
     .venv/bin/python benchmarks/inproc_post_cost.py --world /tmp/hf14world --src /path/to/other/tree
+    .venv/bin/python benchmarks/inproc_post_cost.py --world /tmp/hf14world --split --n 3000
 """
 
 from __future__ import annotations
@@ -73,6 +80,7 @@ async def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="posts per round (home reads: the same)")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--tokens", type=int, default=1000)
+    ap.add_argument("--split", action="store_true", help="the request and the consumers' work apart")
     args = ap.parse_args()
     sys.path.insert(0, str(args.src))
 
@@ -91,7 +99,7 @@ async def main() -> None:
     try:
         app = create_app(hf, manage_lifecycle=False)
 
-        async def posts(n: int) -> None:
+        async def posts(n: int, drain: bool = True) -> None:
             bad: list[int] = []
 
             async def worker() -> None:
@@ -105,7 +113,8 @@ async def main() -> None:
 
             start = next(counter) + 1
             await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-            await hf.drain(timeout=120)
+            if drain:
+                await hf.drain(timeout=120)
             if bad:
                 raise SystemExit(f"{len(bad)} posts not answered 201 (e.g. {bad[0]})")
 
@@ -118,6 +127,9 @@ async def main() -> None:
 
         await homes(max(args.n, len(tokens)))  # warm the timelines, the token and handle caches
         await posts(min(args.n, 500))
+        if args.split:
+            await split(hf, posts, homes, args.rounds, args.n, args.src)
+            return
         loop_us: dict[str, list[float]] = {"post": [], "post_all": [], "home": []}
         ratios: list[float] = []
         for r in range(args.rounds):
@@ -142,6 +154,38 @@ async def main() -> None:
     finally:
         await hf.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def split(hf: Any, posts: Any, homes: Any, rounds: int, n: int, src: Path) -> None:
+    """``--split``: each round, the posts with the consumers stopped, then the consumers'
+    work for them, then the home reads; CPU per post of each part (module docstring)."""
+    names = hf.consumers.running
+    got: dict[str, list[float]] = {k: [] for k in ("request_loop", "request_all", "consumers_loop",
+                                                   "consumers_all", "home_loop")}
+    for r in range(rounds):
+        await hf.consumers.stop()
+        t0, p0 = time.thread_time(), time.process_time()
+        await posts(n, drain=False)
+        got["request_loop"].append((time.thread_time() - t0) / n * 1e6)
+        got["request_all"].append((time.process_time() - p0) / n * 1e6)
+        hf.consumers.start(names)
+        t0, p0 = time.thread_time(), time.process_time()
+        await hf.drain(timeout=120)
+        got["consumers_loop"].append((time.thread_time() - t0) / n * 1e6)
+        got["consumers_all"].append((time.process_time() - p0) / n * 1e6)
+        t0 = time.thread_time()
+        await homes(n)
+        got["home_loop"].append((time.thread_time() - t0) / n * 1e6)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in got.items()) + " µs", flush=True)
+    med = {k: statistics.median(v) for k, v in got.items()}
+    print(f"\nsource {src}; median of {rounds} rounds x {n} posts, CPU µs per post (home: per read):")
+    print("| part | event loop | whole process |")
+    print("|---|---|---|")
+    print(f"| request (answered 201) | {med['request_loop']:.1f} | {med['request_all']:.1f} |")
+    print(f"| consumers (applied) | {med['consumers_loop']:.1f} | {med['consumers_all']:.1f} |")
+    print(f"| home read | {med['home_loop']:.1f} | |")
+    print(f"request / home read (event loop): {med['request_loop'] / med['home_loop']:.2f}; "
+          f"consumers / home read: {med['consumers_loop'] / med['home_loop']:.2f}")
 
 
 if __name__ == "__main__":
