@@ -101,3 +101,4 @@ echo done
 .venv/bin/python benchmarks/issue14_table.py --world /tmp/hf14world --rounds 3 --seconds 6 --warmup 10 \
   --warm-all --rewarm --accept-encoding gzip --floor --json $R/issue14_table_floor.json > $R/issue14_table_floor.txt 2>&1
 benchmarks/floor_parts.sh /tmp/hf14world 3 > $R/issue14_floor_parts.txt 2>&1
+.venv/bin/python benchmarks/inproc_post_cost.py --world /tmp/hf14world --split --n 3000 > $R/issue14_inproc_post_split.txt 2>&1
