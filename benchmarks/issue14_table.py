@@ -162,7 +162,7 @@ def main() -> None:
                 [sys.executable, str(ROOT / "benchmarks" / "floor_app.py"), "--port", str(floor_port),
                  "--data-dir", str(tmp / "floor")],
                 stdout=log, stderr=log, env=env, start_new_session=True))
-            floor = f"http://127.0.0.1:{floor_port}"
+            floor, floor_pid = f"http://127.0.0.1:{floor_port}", procs[-1].pid
             wait_healthy(floor)
         wait_healthy(hf)
         bare_pid, hf_pid = procs[0].pid, procs[1].pid
@@ -177,9 +177,9 @@ def main() -> None:
             "post": (hf, WRK / "post.lua", hf_pid, ""),
         }
         if args.floor:
-            targets = {"bare": targets["bare"], "bare_1send": (floor + "/", None, procs[2].pid, ""),
+            targets = {"bare": targets["bare"], "bare_1send": (floor + "/", None, floor_pid, ""),
                        **{n: t for n, t in targets.items() if n != "bare"},
-                       "floor": (floor, WRK / "post.lua", procs[2].pid, "")}
+                       "floor": (floor, WRK / "post.lua", floor_pid, "")}
         if not ae:
             del targets["home_ae"], targets["mastodon_ae"]
         for name in [s for s in args.skip.split(",") if s]:
@@ -246,8 +246,9 @@ def main() -> None:
         if "post" in targets and "home" in targets:
             print(f"post / home: {ratio('post', 'home'):.2f}")
         if "floor" in targets and "home" in targets:
-            print(f"floor / home: {ratio('floor', 'home'):.2f} (by CPU: {cpu_ratio('floor', 'home'):.2f}); "
-                  f"post / floor: {ratio('post', 'floor'):.2f} (by CPU: {cpu_ratio('post', 'floor'):.2f})")
+            print(f"floor / home: {ratio('floor', 'home'):.2f} (by CPU: {cpu_ratio('floor', 'home'):.2f})")
+        if "floor" in targets and "post" in targets:
+            print(f"post / floor: {ratio('post', 'floor'):.2f} (by CPU: {cpu_ratio('post', 'floor'):.2f})")
         if "bare_1send" in targets and "home" in targets:
             print(f"home / bare_1send: {ratio('home', 'bare_1send'):.2f} "
                   f"(by CPU: {cpu_ratio('home', 'bare_1send'):.2f})")
